@@ -1,0 +1,167 @@
+//! Finds the line of a field path (`spec.steps[0].template`) in a YAML document, so that problems
+//! found after parsing (dangling references, bad cron expressions) still point at a line. It runs
+//! only when there is something to report, using yaml-rust2's marked event parser; values are
+//! never retained, only key names and lines.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// Path → 1-based line of every key and sequence item in one document.
+#[derive(Debug, Default)]
+pub struct LineIndex {
+    lines: HashMap<String, usize>,
+}
+
+impl LineIndex {
+    /// Indexes `text` (one YAML document). Malformed YAML gives an empty index.
+    pub fn build(text: &str) -> LineIndex {
+        let mut recv = Recv::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut recv, false).is_err() {
+            return LineIndex::default();
+        }
+        LineIndex { lines: recv.lines }
+    }
+
+    /// The line of `path`, or of its nearest ancestor that exists in the document.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(line) = self.lines.get(p) {
+                return Some(*line);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+enum Frame {
+    /// A mapping: the path of the mapping and, between a key and its value, the pending key.
+    Map { path: String, key: Option<String> },
+    Seq { path: String, next: usize },
+}
+
+#[derive(Default)]
+struct Recv {
+    stack: Vec<Frame>,
+    lines: HashMap<String, usize>,
+}
+
+impl Recv {
+    /// The path of the node that starts now, advancing the parent's state. Returns `None` when the
+    /// node is a mapping key (keys are recorded, not descended into).
+    fn enter(&mut self, scalar_key: Option<&str>, mark: Marker) -> Option<String> {
+        let line = mark.line();
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                self.lines.entry(p.clone()).or_insert(line);
+                Some(p)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => Some(join(path, &k)),
+                None => {
+                    // This node is a key. Complex (non-scalar) keys are not addressable.
+                    let k = scalar_key.unwrap_or("?").to_owned();
+                    self.lines.entry(join(path, &k)).or_insert(line);
+                    *key = Some(k);
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Recv {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(value, ..) => {
+                self.enter(Some(&value), mark);
+            }
+            Event::Alias(_) => {
+                self.enter(None, mark);
+            }
+            Event::MappingStart(..) => {
+                if let Some(path) = self.enter(None, mark) {
+                    self.stack.push(Frame::Map { path, key: None });
+                } else {
+                    // A mapping used as a key: track it so the matching end pops correctly.
+                    self.stack.push(Frame::Map {
+                        path: "?".into(),
+                        key: None,
+                    });
+                }
+            }
+            Event::SequenceStart(..) => {
+                let path = self.enter(None, mark).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Seq { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata:
+  name: w
+spec:
+  steps:
+    - id: a
+      template: t
+    - id: b
+      command: |
+        echo hi
+        echo there
+      enabled: false
+  loop: {mode: fixed, max_cycles: 2}
+";
+
+    fn check(path: &str, want: Option<usize>) {
+        assert_eq!(LineIndex::build(DOC).line_of(path), want, "path {path}");
+    }
+
+    #[test]
+    fn finds_lines() {
+        check("kind", Some(2));
+        check("metadata.name", Some(4));
+        check("spec.steps", Some(6));
+        check("spec.steps[0]", Some(7));
+        check("spec.steps[0].template", Some(8));
+        check("spec.steps[1].enabled", Some(13));
+        check("spec.loop.max_cycles", Some(14));
+        // A missing field falls back to its nearest ancestor.
+        check("spec.steps[1].retries", Some(9));
+        check("nothing", None);
+    }
+
+    #[test]
+    fn malformed_yaml_gives_no_lines() {
+        assert_eq!(LineIndex::build("a: [b").line_of("a"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! The pure core of orchestrator: manifests, validation, schedules, signatures, prompt rendering
+//! and the workflow state machine. Nothing in here performs IO, reads the clock or touches tokio,
+//! warp or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so every rule of the
+//! product can be unit-tested as plain functions.
+
+pub mod diagnostic;
+pub mod locate;
+pub mod manifest;
+pub mod render;
+pub mod schedule;
+pub mod signature;
+pub mod snapshot;
+pub mod validate;
