@@ -1,1 +1,81 @@
-fn main(){}
+//! `orchestratord`: the daemon. Flags → logging → `daemon::run` until SIGINT/SIGTERM → exit code.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use orchestrator::daemon::{self, Config, WebhookBind};
+use tracing_subscriber::EnvFilter;
+
+/// orchestratord: runs agent workflows from cron schedules and signed webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "orchestratord", version, about, max_term_width = 100)]
+struct Args {
+    /// Where everything durable lives (created 0700) [default: ~/.orchestratord].
+    #[arg(long, env = "ORCHESTRATOR_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The control socket [default: <data-dir>/orchestrator.sock].
+    #[arg(long, env = "ORCHESTRATOR_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Webhook server address (IP:PORT, port 0 picks one), or `none`.
+    #[arg(long, default_value = "127.0.0.1:19090", value_name = "ADDR|none")]
+    webhook_bind: WebhookBind,
+    /// Log format on stderr; levels come from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match args.log_format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
+    match start(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("orchestratord: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => daemon::default_data_dir()?,
+    };
+    let config = Config {
+        data_dir,
+        socket: args.socket,
+        webhook_bind: args.webhook_bind,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(daemon::run(config, shutdown_signal()))
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

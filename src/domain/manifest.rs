@@ -731,8 +731,30 @@ struct Typed<S> {
     _api_version: Ignored,
     #[serde(rename = "kind")]
     _kind: Ignored,
-    metadata: Metadata,
+    metadata: RawMetadata,
     spec: S,
+    /// Written by `get -o yaml`; ignored so that its output can be applied again.
+    #[serde(rename = "status", default)]
+    _status: Option<Ignored>,
+}
+
+/// Metadata as written, including the read-only fields `get -o yaml` adds (ignored).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    name: String,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(rename = "generation", default)]
+    _generation: Option<Ignored>,
+    #[serde(rename = "createdAt", default)]
+    _created_at: Option<Ignored>,
+    #[serde(rename = "updatedAt", default)]
+    _updated_at: Option<Ignored>,
 }
 
 /// Parses every document of one file. Returns the documents that parsed and a diagnostic for each
@@ -816,8 +838,14 @@ fn parse_one(doc: &str) -> Result<Manifest, Diagnostic> {
         wrap: fn(S) -> Spec,
     ) -> Result<Manifest, Diagnostic> {
         let t: Typed<S> = serde_yaml::from_str(doc).map_err(|e| yaml_diagnostic(&e, doc))?;
+        let m = t.metadata;
         Ok(Manifest {
-            metadata: t.metadata,
+            metadata: Metadata {
+                name: m.name,
+                project: m.project,
+                labels: m.labels,
+                annotations: m.annotations,
+            },
             spec: wrap(t.spec),
         })
     }

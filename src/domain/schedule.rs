@@ -4,8 +4,17 @@
 //! saving rules of SPEC §4. It wraps the `cron` crate, which does the calendar search, because
 //! that crate on its own reads day-of-week 1 as Sunday, needs a seconds field, ANDs
 //! day-of-month with day-of-week, skips fixed-time jobs that fall into a spring-forward gap,
-//! and can step backwards in a fall-back overlap. Everything here is pure: time is a parameter,
-//! and the caller passes the previous scheduled instant to [`Schedule::next_after`].
+//! fires them twice in a fall-back overlap, and drops interval times in the second half of an
+//! overlap. Everything here is pure: time is a parameter, and the caller passes the previous
+//! scheduled instant to [`Schedule::next_after`].
+//!
+//! Grammar. Five fields, `minute hour day-of-month month day-of-week`, or six with a leading
+//! seconds field; each a list of values, ranges and steps (`1,15`, `9-17`, `*/15`, `1-5/2`,
+//! `5/15` = from 5 to the end in steps of 15). Day-of-week is 0-7 with 0 and 7 both Sunday;
+//! months and weekdays also take three-letter names in any case. When both day fields are
+//! restricted (neither starts with `*`) a day matches if either does, as in Vixie cron;
+//! otherwise both must. Not accepted: a seventh (year) field, `@reboot`, and Quartz's
+//! `? L W #`; each fails with a message that says what to write instead.
 //!
 //! DST rules. A *fixed-time* schedule (its seconds, minute and hour fields contain no `*` and
 //! no `/`, e.g. `30 2 * * *` or `@daily`) is walked in local wall-clock time: a wall time that
@@ -239,29 +248,56 @@ pub fn parse_timezone(name: &str) -> Result<Tz, ScheduleError> {
     })
 }
 
-/// The known zone name closest to `name` by edit distance, ignoring case; a common zone when
-/// nothing is close.
+/// The known zone name closest to `name` by edit distance, ignoring case; for a common
+/// abbreviation such as `PST`, the zone it usually stands for; else a well-known zone.
 fn suggest_timezone(name: &str) -> String {
-    let wanted = name.to_lowercase();
+    /// Abbreviations people write that are not themselves tzdb names.
+    const ABBREVIATIONS: [(&str, &str); 18] = [
+        ("pst", "America/Los_Angeles"),
+        ("pdt", "America/Los_Angeles"),
+        ("edt", "America/New_York"),
+        ("cst", "America/Chicago"),
+        ("cdt", "America/Chicago"),
+        ("mdt", "America/Denver"),
+        ("akst", "America/Anchorage"),
+        ("akdt", "America/Anchorage"),
+        ("bst", "Europe/London"),
+        ("cest", "Europe/Berlin"),
+        ("eest", "Europe/Athens"),
+        ("ist", "Asia/Kolkata"),
+        ("jst", "Asia/Tokyo"),
+        ("kst", "Asia/Seoul"),
+        ("aest", "Australia/Sydney"),
+        ("aedt", "Australia/Sydney"),
+        ("nzst", "Pacific/Auckland"),
+        ("nzdt", "Pacific/Auckland"),
+    ];
+    let wanted = name.trim().to_lowercase();
+    if let Some((_, zone)) = ABBREVIATIONS.iter().find(|(abbr, _)| *abbr == wanted) {
+        return (*zone).to_owned();
+    }
     let wanted_has_area = wanted.contains('/');
-    let mut best: Option<(usize, &'static str)> = None;
+    // Ranked by distance, then preferring a whole-name match to a city-only one.
+    let mut best: Option<((usize, bool), &'static str)> = None;
     for tz in TZ_VARIANTS.iter() {
         let known = tz.name();
         let lower = known.to_lowercase();
-        let mut distance = levenshtein(&wanted, &lower);
+        let mut rank = (levenshtein(&wanted, &lower), false);
         if !wanted_has_area {
             // Let "Tokyo" find "Asia/Tokyo".
             if let Some((_, city)) = lower.rsplit_once('/') {
-                distance = distance.min(levenshtein(&wanted, city));
+                rank = rank.min((levenshtein(&wanted, city), true));
             }
         }
-        if best.is_none_or(|(d, _)| distance < d) {
-            best = Some((distance, known));
+        if best.is_none_or(|(r, _)| rank < r) {
+            best = Some((rank, known));
         }
     }
-    let limit = (wanted.chars().count() / 3).max(2);
+    // Short names are too easy to match by accident ("PST" is one edit from "EST").
+    let length = wanted.chars().count();
+    let limit = if length <= 4 { 0 } else { (length / 4).max(1) };
     match best {
-        Some((distance, known)) if distance <= limit => known.to_owned(),
+        Some(((distance, _), known)) if distance <= limit => known.to_owned(),
         _ => "America/New_York".to_owned(),
     }
 }
@@ -299,7 +335,7 @@ fn search_start() -> DateTime<Utc> {
 /// The instant after which nothing fires; the `cron` crate knows no year after 2100.
 fn search_end() -> DateTime<Utc> {
     // 2101-01-02T00:00:00Z, a day of slack for zones east of UTC.
-    DateTime::from_timestamp(4_134_067_200 + 86_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    DateTime::from_timestamp(4_133_980_800 + 86_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The zone's offset from UTC, in seconds, at the Unix time `secs`.
@@ -378,6 +414,8 @@ struct FieldSpec {
     names: &'static [&'static str],
     /// Extra words for an out-of-range message.
     note: &'static str,
+    /// Day-of-week: 7 is folded onto 0, and the `cron` crate gets names.
+    weekday: bool,
 }
 
 const SECOND: FieldSpec = FieldSpec {
@@ -387,6 +425,7 @@ const SECOND: FieldSpec = FieldSpec {
     open_max: 59,
     names: &[],
     note: "",
+    weekday: false,
 };
 const MINUTE: FieldSpec = FieldSpec {
     name: "minute",
@@ -395,6 +434,7 @@ const MINUTE: FieldSpec = FieldSpec {
     open_max: 59,
     names: &[],
     note: "",
+    weekday: false,
 };
 const HOUR: FieldSpec = FieldSpec {
     name: "hour",
@@ -403,6 +443,7 @@ const HOUR: FieldSpec = FieldSpec {
     open_max: 23,
     names: &[],
     note: "",
+    weekday: false,
 };
 const DAY_OF_MONTH: FieldSpec = FieldSpec {
     name: "day-of-month",
@@ -411,6 +452,7 @@ const DAY_OF_MONTH: FieldSpec = FieldSpec {
     open_max: 31,
     names: &[],
     note: "",
+    weekday: false,
 };
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
@@ -421,6 +463,7 @@ const MONTH: FieldSpec = FieldSpec {
         "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
     ],
     note: " or a name JAN-DEC",
+    weekday: false,
 };
 const DAY_OF_WEEK: FieldSpec = FieldSpec {
     name: "day-of-week",
@@ -429,6 +472,7 @@ const DAY_OF_WEEK: FieldSpec = FieldSpec {
     open_max: 6,
     names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
     note: " (0 and 7 are Sunday) or a name SUN-SAT",
+    weekday: true,
 };
 
 /// Day-of-week names in the `cron` crate's spelling, indexed by crontab number 0-6.
@@ -455,7 +499,7 @@ impl Field {
         let items: Vec<String> = (spec.min..=spec.open_max)
             .filter(|v| self.values & (1 << v) != 0)
             .map(|v| {
-                if spec.name == DAY_OF_WEEK.name {
+                if spec.weekday {
                     WEEKDAY_NAMES[v as usize].to_owned()
                 } else {
                     v.to_string()
@@ -630,11 +674,7 @@ fn field_values(spec: &FieldSpec, text: &str) -> Result<u64, String> {
         };
         let mut value = low;
         while value <= high {
-            values |= 1 << (if spec.name == DAY_OF_WEEK.name && value == 7 {
-                0
-            } else {
-                value
-            });
+            values |= 1 << (if spec.weekday && value == 7 { 0 } else { value });
             value += step.unwrap_or(1);
         }
     }
@@ -650,9 +690,7 @@ fn parse_step(spec: &FieldSpec, text: &str) -> Result<u32, String> {
             spec.min, spec.open_max
         )),
         Ok(step) => Ok(step),
-        Err(_) if text.is_empty() => {
-            Err("a '/' needs a step after it, e.g. */15".to_owned())
-        }
+        Err(_) if text.is_empty() => Err("a '/' needs a step after it, e.g. */15".to_owned()),
         Err(_) => Err(format!(
             "step {text:?} is not a number; write a step like */15"
         )),
@@ -686,8 +724,7 @@ fn parse_value(spec: &FieldSpec, text: &str) -> Result<u32, String> {
     if text == "?" {
         return Err("'?' is not crontab syntax; use * instead".to_owned());
     }
-    if text.contains(['L', 'W', '#']) && spec.names.iter().all(|n| !n.eq_ignore_ascii_case(text))
-    {
+    if text.contains(['L', 'W', '#']) && spec.names.iter().all(|n| !n.eq_ignore_ascii_case(text)) {
         let quartz = text
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, 'L' | 'W' | '#'));
@@ -744,11 +781,7 @@ mod tests {
                         .map(|t| t.with_timezone(&schedule.timezone()).to_rfc3339())
                         .collect()
                 };
-                assert_eq!(
-                    show(&got),
-                    show(&want),
-                    "{expr:?} in {zone:?} after {from}"
-                );
+                assert_eq!(show(&got), show(&want), "{expr:?} in {zone:?} after {from}");
                 let mut last = at(from);
                 for w in &want {
                     let next = schedule.next_after(last);
@@ -780,8 +813,18 @@ mod tests {
         let wed = "2026-01-07T12:00:00Z";
         let cases: &[(&str, Option<&str>, &str, Want)] = &[
             // Crontab Sunday is 0 or 7; the cron crate alone would read 7 as Saturday.
-            ("0 2 * * 0", None, wed, Fires(&["2026-01-11T02:00:00Z", "2026-01-18T02:00:00Z"])),
-            ("0 2 * * 7", None, wed, Fires(&["2026-01-11T02:00:00Z", "2026-01-18T02:00:00Z"])),
+            (
+                "0 2 * * 0",
+                None,
+                wed,
+                Fires(&["2026-01-11T02:00:00Z", "2026-01-18T02:00:00Z"]),
+            ),
+            (
+                "0 2 * * 7",
+                None,
+                wed,
+                Fires(&["2026-01-11T02:00:00Z", "2026-01-18T02:00:00Z"]),
+            ),
             ("0 2 * * sun", None, wed, Fires(&["2026-01-11T02:00:00Z"])),
             (
                 "0 2 * * 0",
@@ -790,7 +833,12 @@ mod tests {
                 Fires(&["2026-12-06T02:00:00+09:00", "2026-12-13T02:00:00+09:00"]),
             ),
             // Six fields: a leading seconds field, and the same weekday numbers.
-            ("0 0 10 * * 1", None, wed, Fires(&["2026-01-12T10:00:00Z", "2026-01-19T10:00:00Z"])),
+            (
+                "0 0 10 * * 1",
+                None,
+                wed,
+                Fires(&["2026-01-12T10:00:00Z", "2026-01-19T10:00:00Z"]),
+            ),
             (
                 "15 0 10 * * 1",
                 None,
@@ -801,7 +849,11 @@ mod tests {
                 "*/20 * * * * *",
                 None,
                 wed,
-                Fires(&["2026-01-07T12:00:20Z", "2026-01-07T12:00:40Z", "2026-01-07T12:01:00Z"]),
+                Fires(&[
+                    "2026-01-07T12:00:20Z",
+                    "2026-01-07T12:00:40Z",
+                    "2026-01-07T12:01:00Z",
+                ]),
             ),
             (
                 "0 9 * * 1-5",
@@ -819,7 +871,11 @@ mod tests {
                 "0 9 * * mon-FRI",
                 None,
                 wed,
-                Fires(&["2026-01-08T09:00:00Z", "2026-01-09T09:00:00Z", "2026-01-12T09:00:00Z"]),
+                Fires(&[
+                    "2026-01-08T09:00:00Z",
+                    "2026-01-09T09:00:00Z",
+                    "2026-01-12T09:00:00Z",
+                ]),
             ),
             (
                 "0 0 1 jan,Jul *",
@@ -844,48 +900,122 @@ mod tests {
                 "0 0 * * 5-7",
                 None,
                 wed,
-                Fires(&["2026-01-09T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-11T00:00:00Z", "2026-01-16T00:00:00Z"]),
+                Fires(&[
+                    "2026-01-09T00:00:00Z",
+                    "2026-01-10T00:00:00Z",
+                    "2026-01-11T00:00:00Z",
+                    "2026-01-16T00:00:00Z",
+                ]),
             ),
             // Sun, Tue, Thu, Sat.
             (
                 "0 0 * * */2",
                 None,
                 wed,
-                Fires(&["2026-01-08T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-11T00:00:00Z", "2026-01-13T00:00:00Z"]),
+                Fires(&[
+                    "2026-01-08T00:00:00Z",
+                    "2026-01-10T00:00:00Z",
+                    "2026-01-11T00:00:00Z",
+                    "2026-01-13T00:00:00Z",
+                ]),
             ),
             // Mon, Wed, Fri.
             (
                 "0 0 * * 1/2",
                 None,
                 wed,
-                Fires(&["2026-01-09T00:00:00Z", "2026-01-12T00:00:00Z", "2026-01-14T00:00:00Z"]),
+                Fires(&[
+                    "2026-01-09T00:00:00Z",
+                    "2026-01-12T00:00:00Z",
+                    "2026-01-14T00:00:00Z",
+                ]),
             ),
             (
                 "*/15 * * * *",
                 None,
                 "2026-01-07T12:05:30Z",
-                Fires(&["2026-01-07T12:15:00Z", "2026-01-07T12:30:00Z", "2026-01-07T12:45:00Z", "2026-01-07T13:00:00Z"]),
+                Fires(&[
+                    "2026-01-07T12:15:00Z",
+                    "2026-01-07T12:30:00Z",
+                    "2026-01-07T12:45:00Z",
+                    "2026-01-07T13:00:00Z",
+                ]),
             ),
             (
                 "5,10 8-10/2 * * *",
                 None,
                 wed,
-                Fires(&["2026-01-08T08:05:00Z", "2026-01-08T08:10:00Z", "2026-01-08T10:05:00Z", "2026-01-08T10:10:00Z", "2026-01-09T08:05:00Z"]),
+                Fires(&[
+                    "2026-01-08T08:05:00Z",
+                    "2026-01-08T08:10:00Z",
+                    "2026-01-08T10:05:00Z",
+                    "2026-01-08T10:10:00Z",
+                    "2026-01-09T08:05:00Z",
+                ]),
             ),
-            ("50/5 23 * * *", None, wed, Fires(&["2026-01-07T23:50:00Z", "2026-01-07T23:55:00Z", "2026-01-08T23:50:00Z"])),
+            (
+                "50/5 23 * * *",
+                None,
+                wed,
+                Fires(&[
+                    "2026-01-07T23:50:00Z",
+                    "2026-01-07T23:55:00Z",
+                    "2026-01-08T23:50:00Z",
+                ]),
+            ),
             // Strictly after: an instant on a fire time does not return that fire time.
             ("0 12 * * *", None, wed, Fires(&["2026-01-08T12:00:00Z"])),
-            ("0 12 * * *", None, "2026-01-07T11:59:59.999Z", Fires(&["2026-01-07T12:00:00Z"])),
-            ("  0   12 * * *  ", None, wed, Fires(&["2026-01-08T12:00:00Z"])),
+            (
+                "0 12 * * *",
+                None,
+                "2026-01-07T11:59:59.999Z",
+                Fires(&["2026-01-07T12:00:00Z"]),
+            ),
+            (
+                "  0   12 * * *  ",
+                None,
+                wed,
+                Fires(&["2026-01-08T12:00:00Z"]),
+            ),
             // Macros.
-            ("@yearly", None, wed, Fires(&["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"])),
+            (
+                "@yearly",
+                None,
+                wed,
+                Fires(&["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]),
+            ),
             ("@annually", None, wed, Fires(&["2027-01-01T00:00:00Z"])),
-            ("@monthly", None, wed, Fires(&["2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"])),
-            ("@weekly", None, wed, Fires(&["2026-01-11T00:00:00Z", "2026-01-18T00:00:00Z"])),
-            ("@daily", None, wed, Fires(&["2026-01-08T00:00:00Z", "2026-01-09T00:00:00Z"])),
+            (
+                "@monthly",
+                None,
+                wed,
+                Fires(&["2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"]),
+            ),
+            (
+                "@weekly",
+                None,
+                wed,
+                Fires(&["2026-01-11T00:00:00Z", "2026-01-18T00:00:00Z"]),
+            ),
+            (
+                "@daily",
+                None,
+                wed,
+                Fires(&["2026-01-08T00:00:00Z", "2026-01-09T00:00:00Z"]),
+            ),
             ("@midnight", None, wed, Fires(&["2026-01-08T00:00:00Z"])),
-            ("@HOURLY", None, wed, Fires(&["2026-01-07T13:00:00Z", "2026-01-07T14:00:00Z"])),
-            ("@daily", TOKYO, wed, Fires(&["2026-01-08T00:00:00+09:00", "2026-01-09T00:00:00+09:00"])),
+            (
+                "@HOURLY",
+                None,
+                wed,
+                Fires(&["2026-01-07T13:00:00Z", "2026-01-07T14:00:00Z"]),
+            ),
+            (
+                "@daily",
+                TOKYO,
+                wed,
+                Fires(&["2026-01-08T00:00:00+09:00", "2026-01-09T00:00:00+09:00"]),
+            ),
             // Vixie: both day fields restricted, so the 13th OR any Friday.
             (
                 "0 0 13 * 5",
@@ -908,10 +1038,20 @@ mod tests {
                 "0 0 */2 * 1",
                 None,
                 "2026-01-01T00:00:00Z",
-                Fires(&["2026-01-05T00:00:00Z", "2026-01-19T00:00:00Z", "2026-02-09T00:00:00Z", "2026-02-23T00:00:00Z"]),
+                Fires(&[
+                    "2026-01-05T00:00:00Z",
+                    "2026-01-19T00:00:00Z",
+                    "2026-02-09T00:00:00Z",
+                    "2026-02-23T00:00:00Z",
+                ]),
             ),
             // Only the weekday restricted: the day-of-month `*` does not widen it.
-            ("0 0 * * 5", None, "2026-01-01T00:00:00Z", Fires(&["2026-01-02T00:00:00Z", "2026-01-09T00:00:00Z"])),
+            (
+                "0 0 * * 5",
+                None,
+                "2026-01-01T00:00:00Z",
+                Fires(&["2026-01-02T00:00:00Z", "2026-01-09T00:00:00Z"]),
+            ),
             // February 29 waits for the next leap year.
             (
                 "0 0 29 2 *",
@@ -928,7 +1068,12 @@ mod tests {
             ),
             // Nothing past the cron crate's last year.
             ("@yearly", None, "2100-06-01T00:00:00Z", Fires(&[])),
-            ("@yearly", NY, "2099-06-01T00:00:00Z", Fires(&["2100-01-01T00:00:00-05:00"])),
+            (
+                "@yearly",
+                NY,
+                "2099-06-01T00:00:00Z",
+                Fires(&["2100-01-01T00:00:00-05:00"]),
+            ),
         ];
         for (expr, zone, from, want) in cases {
             check(expr, *zone, from, clone_want(want));
@@ -953,7 +1098,12 @@ mod tests {
                 "2026-03-07T12:00:00Z",
                 Fires(&["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
             ),
-            ("30 2 * * *", NY, "2026-03-08T07:00:00Z", Fires(&["2026-03-09T02:30:00-04:00"])),
+            (
+                "30 2 * * *",
+                NY,
+                "2026-03-08T07:00:00Z",
+                Fires(&["2026-03-09T02:30:00-04:00"]),
+            ),
             (
                 "0 2 * * 0",
                 NY,
@@ -966,20 +1116,32 @@ mod tests {
                 "0,30 2,3 * * *",
                 NY,
                 "2026-03-08T06:00:00Z",
-                Fires(&["2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00", "2026-03-09T02:00:00-04:00"]),
+                Fires(&[
+                    "2026-03-08T03:00:00-04:00",
+                    "2026-03-08T03:30:00-04:00",
+                    "2026-03-09T02:00:00-04:00",
+                ]),
             ),
             // An interval skips the times that do not exist.
             (
                 "*/15 * * * *",
                 NY,
                 "2026-03-08T06:30:00Z",
-                Fires(&["2026-03-08T01:45:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T03:15:00-04:00"]),
+                Fires(&[
+                    "2026-03-08T01:45:00-05:00",
+                    "2026-03-08T03:00:00-04:00",
+                    "2026-03-08T03:15:00-04:00",
+                ]),
             ),
             (
                 "@hourly",
                 NY,
                 "2026-03-08T05:30:00Z",
-                Fires(&["2026-03-08T01:00:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T04:00:00-04:00"]),
+                Fires(&[
+                    "2026-03-08T01:00:00-05:00",
+                    "2026-03-08T03:00:00-04:00",
+                    "2026-03-08T04:00:00-04:00",
+                ]),
             ),
             // New York falls back 2026-11-01 02:00 EDT -> 01:00 EST.
             // A fixed time in the overlap fires once, at its first occurrence.
@@ -990,12 +1152,30 @@ mod tests {
                 Fires(&["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
             ),
             // Asked from inside the repeated hour, it has already fired.
-            ("30 1 * * *", NY, "2026-11-01T06:15:00Z", Fires(&["2026-11-02T01:30:00-05:00"])),
+            (
+                "30 1 * * *",
+                NY,
+                "2026-11-01T06:15:00Z",
+                Fires(&["2026-11-02T01:30:00-05:00"]),
+            ),
+            (
+                "0,20,40 1 * * *",
+                NY,
+                "2026-11-01T06:25:00Z",
+                Fires(&["2026-11-02T01:00:00-05:00"]),
+            ),
+            (
+                "0-59 1 * * *",
+                NY,
+                "2026-11-01T06:25:00Z",
+                Fires(&["2026-11-02T01:00:00-05:00"]),
+            ),
+            // A step makes it an interval, which fires in the second half too.
             (
                 "0-59/20 1 * * *",
                 NY,
                 "2026-11-01T06:25:00Z",
-                Fires(&["2026-11-02T01:00:00-05:00"]),
+                Fires(&["2026-11-01T01:40:00-05:00"]),
             ),
             // An interval fires in both halves, in order.
             (
@@ -1017,7 +1197,12 @@ mod tests {
                 "2026-11-01T05:45:00Z",
                 Fires(&["2026-11-01T01:00:00-05:00", "2026-11-01T01:15:00-05:00"]),
             ),
-            ("*/30 * * * *", NY, "2026-11-01T06:15:00Z", Fires(&["2026-11-01T01:30:00-05:00"])),
+            (
+                "*/30 * * * *",
+                NY,
+                "2026-11-01T06:15:00Z",
+                Fires(&["2026-11-01T01:30:00-05:00"]),
+            ),
             (
                 "@hourly",
                 NY,
@@ -1045,7 +1230,11 @@ mod tests {
                 "*/30 * * * *",
                 BERLIN,
                 "2026-03-29T00:00:00Z",
-                Fires(&["2026-03-29T01:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T03:30:00+02:00"]),
+                Fires(&[
+                    "2026-03-29T01:30:00+01:00",
+                    "2026-03-29T03:00:00+02:00",
+                    "2026-03-29T03:30:00+02:00",
+                ]),
             ),
             // Berlin falls back 2026-10-25 03:00 CEST -> 02:00 CET.
             (
@@ -1077,7 +1266,11 @@ mod tests {
                 "*/15 * * * *",
                 LORD_HOWE,
                 "2026-10-03T15:10:00Z",
-                Fires(&["2026-10-04T01:45:00+10:30", "2026-10-04T02:30:00+11:00", "2026-10-04T02:45:00+11:00"]),
+                Fires(&[
+                    "2026-10-04T01:45:00+10:30",
+                    "2026-10-04T02:30:00+11:00",
+                    "2026-10-04T02:45:00+11:00",
+                ]),
             ),
             // And back on 2026-04-05: 02:00 +11:00 -> 01:30 +10:30.
             (
@@ -1130,47 +1323,135 @@ mod tests {
             ),
             ("", None, Error("the expression is empty")),
             ("   ", None, Error("the expression is empty")),
-            ("0 0 2 * * * 2026", None, Error("7 fields (a trailing year field) are not supported")),
+            (
+                "0 0 2 * * * 2026",
+                None,
+                Error("7 fields (a trailing year field) are not supported"),
+            ),
             ("1 2 3 4 5 6 7 8", None, Error("expected 5 fields")),
-            ("@reboot", None, Error("unknown macro \"@reboot\"; use @yearly")),
+            (
+                "@reboot",
+                None,
+                Error("unknown macro \"@reboot\"; use @yearly"),
+            ),
             ("@daily 5", None, Error("@daily stands alone")),
-            ("60 * * * *", None, Error("minute field \"60\": 60 is out of range; use values 0-59")),
-            ("0 24 * * *", None, Error("hour field \"24\": 24 is out of range; use values 0-23")),
-            ("0 0 0 * *", None, Error("day-of-month field \"0\": 0 is out of range; use values 1-31")),
-            ("0 0 * 13 *", None, Error("month field \"13\": 13 is out of range; use values 1-12")),
-            ("0 2 * * 8", None, Error("day-of-week field \"8\": 8 is out of range; use values 0-7 (0 and 7 are Sunday)")),
-            ("60 0 0 * * *", None, Error("second field \"60\": 60 is out of range")),
-            ("0 5-1 * * *", None, Error("hour field \"5-1\": range 5-1 runs backwards")),
-            ("0 0 * * FRI-MON", None, Error("range FRI-MON runs backwards")),
+            (
+                "60 * * * *",
+                None,
+                Error("minute field \"60\": 60 is out of range; use values 0-59"),
+            ),
+            (
+                "0 24 * * *",
+                None,
+                Error("hour field \"24\": 24 is out of range; use values 0-23"),
+            ),
+            (
+                "0 0 0 * *",
+                None,
+                Error("day-of-month field \"0\": 0 is out of range; use values 1-31"),
+            ),
+            (
+                "0 0 * 13 *",
+                None,
+                Error("month field \"13\": 13 is out of range; use values 1-12"),
+            ),
+            (
+                "0 2 * * 8",
+                None,
+                Error(
+                    "day-of-week field \"8\": 8 is out of range; use values 0-7 (0 and 7 are Sunday)",
+                ),
+            ),
+            (
+                "60 0 0 * * *",
+                None,
+                Error("second field \"60\": 60 is out of range"),
+            ),
+            (
+                "0 5-1 * * *",
+                None,
+                Error("hour field \"5-1\": range 5-1 runs backwards"),
+            ),
+            (
+                "0 0 * * FRI-MON",
+                None,
+                Error("range FRI-MON runs backwards"),
+            ),
             ("*/0 * * * *", None, Error("a step of 0 never advances")),
-            ("*/61 * * * *", None, Error("step 61 is larger than the field's range 0-59")),
+            (
+                "*/61 * * * *",
+                None,
+                Error("step 61 is larger than the field's range 0-59"),
+            ),
             ("*/x * * * *", None, Error("step \"x\" is not a number")),
             ("*/ * * * *", None, Error("a '/' needs a step after it")),
             ("1,,2 * * * *", None, Error("a list has an empty item")),
             ("-5 * * * *", None, Error("a range is missing a bound")),
-            ("0 0 * * MONDAY", None, Error("\"MONDAY\" is not a number or a three-letter name")),
+            (
+                "0 0 * * MONDAY",
+                None,
+                Error("\"MONDAY\" is not a number or a three-letter name"),
+            ),
             ("0 0 1 JANUARY *", None, Error("month field \"JANUARY\"")),
-            ("0 MON * * *", None, Error("hour field \"MON\": \"MON\" is not a number")),
-            ("0 0 ? * MON", None, Error("'?' is not crontab syntax; use * instead")),
+            (
+                "0 MON * * *",
+                None,
+                Error("hour field \"MON\": \"MON\" is not a number"),
+            ),
+            (
+                "0 0 ? * MON",
+                None,
+                Error("'?' is not crontab syntax; use * instead"),
+            ),
             ("0 0 L * *", None, Error("L, W or # extensions")),
             ("0 0 * * 5#3", None, Error("L, W or # extensions")),
             ("0 0 30 2 *", None, Error("it never fires")),
             ("0 0 31 4,6,9,11 *", None, Error("it never fires")),
-            ("0 0 1 * *", Some("Asia/Tokio"), Error("unknown time zone \"Asia/Tokio\": use an IANA name such as \"Asia/Tokyo\"")),
-            ("0 0 1 * *", Some("europe/berlin"), Error("such as \"Europe/Berlin\"")),
+            (
+                "0 0 1 * *",
+                Some("Asia/Tokio"),
+                Error("unknown time zone \"Asia/Tokio\": use an IANA name such as \"Asia/Tokyo\""),
+            ),
+            (
+                "0 0 1 * *",
+                Some("europe/berlin"),
+                Error("such as \"Europe/Berlin\""),
+            ),
             ("0 0 1 * *", Some("Tokyo"), Error("such as \"Asia/Tokyo\"")),
             ("0 0 1 * *", Some(""), Error("unknown time zone \"\"")),
-            ("0 0 1 * *", Some("Nowhere/Zzzzzzzzzz"), Error("such as \"America/New_York\"")),
+            (
+                "0 0 1 * *",
+                Some("Nowhere/Zzzzzzzzzz"),
+                Error("such as \"America/New_York\""),
+            ),
+            (
+                "0 0 1 * *",
+                Some("PST"),
+                Error(
+                    "unknown time zone \"PST\": use an IANA name such as \"America/Los_Angeles\"",
+                ),
+            ),
+            (
+                "0 0 1 * *",
+                Some("Amerca/New_Yrok"),
+                Error("such as \"America/New_York\""),
+            ),
+            ("0 0 1 * *", Some("utc"), Error("such as \"UTC\"")),
+            (
+                "0 0 1 * *",
+                Some("Europe/Berlin "),
+                Error("such as \"Europe/Berlin\""),
+            ),
         ];
         for (expr, zone, want) in cases {
             check(expr, *zone, from, clone_want(want));
         }
-        // Both day fields restricted: February 30 or any Monday, so it fires.
+        // Both day fields restricted: February 30 or any Monday in February, so it fires.
         check(
             "0 0 30 2 1",
             None,
             "2026-01-01T00:00:00Z",
-            Fires(&["2026-01-05T00:00:00Z"]),
+            Fires(&["2026-02-02T00:00:00Z", "2026-02-09T00:00:00Z"]),
         );
     }
 
@@ -1213,13 +1494,16 @@ mod tests {
     /// The DST transitions the tests rely on, checked against chrono-tz itself.
     #[test]
     fn transition_dates() {
+        // Offsets in minutes east of UTC.
         let cases = [
-            ("America/New_York", "2026-03-08T07:00:00Z", -5, -4),
-            ("America/New_York", "2026-11-01T06:00:00Z", -4, -5),
-            ("Europe/Berlin", "2026-03-29T01:00:00Z", 1, 2),
-            ("Europe/Berlin", "2026-10-25T01:00:00Z", 2, 1),
-            ("Australia/Lord_Howe", "2026-10-03T15:30:00Z", 10, 11),
-            ("Australia/Lord_Howe", "2026-04-04T15:00:00Z", 11, 10),
+            ("America/New_York", "2026-03-08T07:00:00Z", -300, -240),
+            ("America/New_York", "2026-11-01T06:00:00Z", -240, -300),
+            ("Europe/Berlin", "2026-03-29T01:00:00Z", 60, 120),
+            ("Europe/Berlin", "2026-10-25T01:00:00Z", 120, 60),
+            // 2026-10-04 02:00 +10:30 -> 02:30 +11:00.
+            ("Australia/Lord_Howe", "2026-10-03T15:30:00Z", 630, 660),
+            // 2026-04-05 02:00 +11:00 -> 01:30 +10:30.
+            ("Australia/Lord_Howe", "2026-04-04T15:00:00Z", 660, 630),
         ];
         for (zone, change, before, after) in cases {
             let tz = match parse_timezone(zone) {
@@ -1227,17 +1511,11 @@ mod tests {
                 Err(e) => panic!("{e}"),
             };
             let change = at(change).timestamp();
-            // Offsets in half hours, so Lord Howe's +10:30 reads 21.
-            let half_hours = |secs| offset_at(tz, secs).map(|o| o / 1800);
-            let (before, after) = if zone == "Australia/Lord_Howe" {
-                (before * 2 + 1, after * 2)
-            } else {
-                (before * 2, after * 2)
-            };
-            assert_eq!(half_hours(change - 1), Some(before), "{zone} before");
-            assert_eq!(half_hours(change), Some(after), "{zone} after");
+            let minutes = |secs| offset_at(tz, secs).map(|o| o / 60);
+            assert_eq!(minutes(change - 1), Some(before), "{zone} before");
+            assert_eq!(minutes(change), Some(after), "{zone} after");
             assert_eq!(
-                first_offset_change(tz, change - 3 * 86_400, change + 86_400, before * 1800),
+                first_offset_change(tz, change - 3 * 86_400, change + 86_400, before * 60),
                 Some(change),
                 "{zone}"
             );
@@ -1288,7 +1566,11 @@ mod tests {
 
     /// The fire times by brute force over every minute of `[from, to]`, straight from the
     /// definitions in the module documentation.
-    fn brute_force(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    fn brute_force(
+        schedule: &Schedule,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
         let tz = schedule.timezone();
         let matches = |wall: NaiveDateTime| {
             schedule.wall.next_after(wall - TimeDelta::seconds(1)) == Some(wall)
@@ -1315,7 +1597,10 @@ mod tests {
                 instant += TimeDelta::minutes(1);
             }
         }
-        fires.into_iter().filter(|t| *t > from && *t <= to).collect()
+        fires
+            .into_iter()
+            .filter(|t| *t > from && *t <= to)
+            .collect()
     }
 
     #[test]
@@ -1335,15 +1620,47 @@ mod tests {
             "*/20 0-4 * * *",
         ];
         let windows = [
-            ("America/New_York", "2026-03-07T20:00:00Z", "2026-03-08T16:00:00Z"),
-            ("America/New_York", "2026-10-31T20:00:00Z", "2026-11-01T16:00:00Z"),
-            ("Europe/Berlin", "2026-03-28T20:00:00Z", "2026-03-29T16:00:00Z"),
-            ("Europe/Berlin", "2026-10-24T20:00:00Z", "2026-10-25T16:00:00Z"),
-            ("Australia/Lord_Howe", "2026-10-03T08:00:00Z", "2026-10-04T08:00:00Z"),
-            ("Australia/Lord_Howe", "2026-04-04T08:00:00Z", "2026-04-05T08:00:00Z"),
+            (
+                "America/New_York",
+                "2026-03-07T20:00:00Z",
+                "2026-03-08T16:00:00Z",
+            ),
+            (
+                "America/New_York",
+                "2026-10-31T20:00:00Z",
+                "2026-11-01T16:00:00Z",
+            ),
+            (
+                "Europe/Berlin",
+                "2026-03-28T20:00:00Z",
+                "2026-03-29T16:00:00Z",
+            ),
+            (
+                "Europe/Berlin",
+                "2026-10-24T20:00:00Z",
+                "2026-10-25T16:00:00Z",
+            ),
+            (
+                "Australia/Lord_Howe",
+                "2026-10-03T08:00:00Z",
+                "2026-10-04T08:00:00Z",
+            ),
+            (
+                "Australia/Lord_Howe",
+                "2026-04-04T08:00:00Z",
+                "2026-04-05T08:00:00Z",
+            ),
             // Santiago changes at local midnight, so "0 0 * * *" meets the gap.
-            ("America/Santiago", "2026-04-04T12:00:00Z", "2026-04-05T12:00:00Z"),
-            ("America/Santiago", "2026-09-05T12:00:00Z", "2026-09-06T12:00:00Z"),
+            (
+                "America/Santiago",
+                "2026-04-04T12:00:00Z",
+                "2026-04-05T12:00:00Z",
+            ),
+            (
+                "America/Santiago",
+                "2026-09-05T12:00:00Z",
+                "2026-09-06T12:00:00Z",
+            ),
         ];
         for (zone, from, to) in windows {
             let (from, to) = (at(from), at(to));
@@ -1364,7 +1681,11 @@ mod tests {
                 while start < to {
                     let want_next = want.iter().find(|t| **t > start).copied();
                     if let Some(next) = want_next {
-                        assert_eq!(schedule.next_after(start), Some(next), "{expr} in {zone} after {start}");
+                        assert_eq!(
+                            schedule.next_after(start),
+                            Some(next),
+                            "{expr} in {zone} after {start}"
+                        );
                     }
                     start += TimeDelta::minutes(5);
                 }
@@ -1374,7 +1695,12 @@ mod tests {
 
     #[test]
     fn levenshtein_distances() {
-        let cases = [("", "", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("tokio", "tokyo", 1)];
+        let cases = [
+            ("", "", 0),
+            ("abc", "", 3),
+            ("kitten", "sitting", 3),
+            ("tokio", "tokyo", 1),
+        ];
         for (a, b, want) in cases {
             assert_eq!(levenshtein(a, b), want, "{a} {b}");
         }

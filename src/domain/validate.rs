@@ -355,10 +355,10 @@ fn check_key(kind: Kind, name: &str, spec: &Spec, key: &str) -> Result<(), (Stri
     if keys.contains(&key) {
         return Ok(());
     }
-    let hint = match did_you_mean(key, keys.iter().copied()) {
-        Some(s) => format!("did you mean {s:?}?"),
-        None if keys.is_empty() => format!("{kind} {name:?} has no keys"),
-        None => format!("its keys are {}", keys.join(", ")),
+    let hint = if keys.is_empty() {
+        format!("{kind} {name:?} has no keys yet")
+    } else {
+        format!("its keys are {}", keys.join(", "))
     };
     Err((format!("{kind} {name:?} has no key {key:?}"), hint))
 }
@@ -373,6 +373,17 @@ pub fn validate_apply(
     docs: &mut [Document],
     snapshot: &Snapshot,
     project_flag: Option<&str>,
+) -> Vec<Diagnostic> {
+    validate_documents(docs, snapshot, project_flag, true)
+}
+
+/// Like [`validate_apply`]; with `check_references` false only resource-local rules run (used
+/// when some documents of the apply failed to parse, so references to them would mislead).
+pub fn validate_documents(
+    docs: &mut [Document],
+    snapshot: &Snapshot,
+    project_flag: Option<&str>,
+    check_references: bool,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     if let Some(p) = project_flag
@@ -432,6 +443,10 @@ pub fn validate_apply(
             diag.hint = hint;
             out.push(diag);
         }
+    }
+
+    if !check_references {
+        return out;
     }
 
     // References, against the snapshot overlaid with this apply.
@@ -564,9 +579,16 @@ fn local_problems(spec: &Spec) -> Vec<Problem> {
 }
 
 fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
-    for k in s.data.keys() {
+    for (k, v) in &s.data {
         if let Err(e) = check_data_key(k) {
             out.push(problem(format!("spec.data.{k}"), e));
+        }
+        if v.expose().starts_with("*** (") && v.expose().contains(" bytes, sha256:") {
+            out.push(problem_hint(
+                format!("spec.data.{k}"),
+                "the value is a masked value copied from `orchestrator get`, not a secret",
+                "put the real value here; the daemon never shows secret values",
+            ));
         }
     }
     if let Some(r) = &s.rotation {
@@ -837,12 +859,25 @@ pub fn validate_delete(snapshot: &Snapshot, deleting: &[ResourceKey]) -> Vec<Dia
         for reference in references(&r.spec) {
             let project = &r.key.project;
             if before.resolve(project, &reference.target).is_ok()
-                && let Err((message, _)) = after.resolve(project, &reference.target)
+                && after.resolve(project, &reference.target).is_err()
             {
+                let what = match &reference.target {
+                    Target::Named { kind, name, .. } => {
+                        format!("refers to {}/{name}, which this delete removes", kind.lower())
+                    }
+                    Target::Store { name, .. } => {
+                        format!("refers to store {name:?}, which this delete removes")
+                    }
+                    Target::Capability(c) => format!(
+                        "needs capability {c:?}, which no enabled agent would provide after this delete"
+                    ),
+                };
                 out.push(Diagnostic {
                     resource: r.key.to_string(),
-                    ..Diagnostic::new(reference.path, format!("still needs it: {message} after the delete"))
-                        .hint(format!("change or delete {} first, or delete it in the same command", r.key))
+                    ..Diagnostic::new(reference.path, what).hint(format!(
+                        "change or delete {} first, or delete it in the same command",
+                        r.key
+                    ))
                 });
             }
         }
@@ -992,7 +1027,7 @@ spec:
         let key = |k, n: &str| ResourceKey::new("default", k, n);
         let got = validate_delete(&s, &[key(Kind::Workflow, "secret-rotation")]);
         assert_eq!(got.len(), 1);
-        assert!(got[0].to_string().starts_with("trigger/weekly: spec.action.workflow: still needs it"), "{}", got[0]);
+        assert_eq!(got[0].to_string(), "trigger/weekly: spec.action.workflow: refers to workflow/secret-rotation, which this delete removes (hint: change or delete trigger/weekly first, or delete it in the same command)");
         let got = validate_delete(&s, &[key(Kind::Agent, "rotator")]);
         assert!(got[0].to_string().contains("workflow/secret-rotation: spec.steps[0].required_capability"), "{}", got[0]);
         assert!(validate_delete(&s, &[key(Kind::Workflow, "secret-rotation"), key(Kind::Trigger, "weekly")]).is_empty());

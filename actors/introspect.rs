@@ -1,0 +1,590 @@
+//! The shared actor layer: every orchestrator actor is a [`Behaviour`] run by the generic
+//! [`Instrumented`] ractor actor, which counts messages received and handled, measures handling
+//! time, keeps a bounded ring of recent messages (time, kind, duration, outcome), answers
+//! `inspect` with a state summary the behaviour reports about itself, and can be failed on
+//! purpose (`actors kill`) so that supervision can be watched.
+//!
+//! ractor has no interceptor hook and no mailbox length, so the counters live here: [`Addr`] is the
+//! handle other code uses to send to an actor; it counts what it enqueues, and the queue depth is
+//! enqueued minus received. Statistics are kept per actor *name* in a process-wide registry, so
+//! they survive restarts (the supervisor bumps `restarts`).
+//!
+//! Messages are recorded by kind only ([`Message::kind`], a variant name), never by content, so a
+//! secret value cannot reach a trace.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// How many recent messages each actor remembers.
+pub const TRACE_RING: usize = 64;
+
+/// A message type that can name its variants for traces.
+pub trait Message: Send + 'static {
+    /// The variant name (`Apply`, `Fire`), never the payload.
+    fn kind(&self) -> &'static str;
+}
+
+/// What a traced message ended in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase", tag = "status", content = "error")]
+pub enum TraceOutcome {
+    Ok,
+    Error(String),
+}
+
+/// One message an actor handled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceEntry {
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    #[serde(rename = "durationMicros")]
+    pub duration_micros: u64,
+    pub outcome: TraceOutcome,
+}
+
+/// Live statistics of one named actor (kept across restarts).
+pub struct Stats {
+    pub name: String,
+    pub actor_type: &'static str,
+    started: Mutex<(Instant, DateTime<Utc>)>,
+    enqueued: AtomicU64,
+    received: AtomicU64,
+    handled: AtomicU64,
+    failed: AtomicU64,
+    restarts: AtomicU64,
+    last_message: Mutex<Option<Instant>>,
+    ring: Mutex<VecDeque<TraceEntry>>,
+    follow: broadcast::Sender<TraceEntry>,
+}
+
+impl Stats {
+    fn new(name: String, actor_type: &'static str) -> Stats {
+        Stats {
+            name,
+            actor_type,
+            started: Mutex::new((Instant::now(), Utc::now())),
+            enqueued: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            last_message: Mutex::new(None),
+            ring: Mutex::new(VecDeque::with_capacity(TRACE_RING)),
+            follow: broadcast::channel(256).0,
+        }
+    }
+
+    /// Called when a new incarnation starts: uptime restarts and messages queued for the old
+    /// incarnation are forgotten.
+    fn started(&self) {
+        *lock(&self.started) = (Instant::now(), Utc::now());
+        let received = self.received.load(Ordering::Relaxed);
+        self.enqueued.store(received, Ordering::Relaxed);
+    }
+
+    pub fn note_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, kind: &'static str, began: Instant, outcome: TraceOutcome) {
+        let now = Instant::now();
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        if outcome != TraceOutcome::Ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        *lock(&self.last_message) = Some(now);
+        let entry = TraceEntry {
+            actor: self.name.clone(),
+            at: Utc::now(),
+            kind: kind.to_owned(),
+            duration_micros: now.duration_since(began).as_micros() as u64,
+            outcome,
+        };
+        if self.follow.receiver_count() > 0 {
+            let _ = self.follow.send(entry.clone());
+        }
+        let mut ring = lock(&self.ring);
+        if ring.len() == TRACE_RING {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
+    /// The recent messages, oldest first.
+    pub fn trace(&self) -> Vec<TraceEntry> {
+        lock(&self.ring).iter().cloned().collect()
+    }
+
+    /// A live stream of messages as they are handled.
+    pub fn subscribe(&self) -> broadcast::Receiver<TraceEntry> {
+        self.follow.subscribe()
+    }
+
+    pub fn summary(&self) -> StatsSummary {
+        let (since, started_at) = *lock(&self.started);
+        let received = self.received.load(Ordering::Relaxed);
+        let enqueued = self.enqueued.load(Ordering::Relaxed);
+        StatsSummary {
+            actor_type: self.actor_type.to_owned(),
+            started_at,
+            uptime_millis: since.elapsed().as_millis() as u64,
+            restarts: self.restarts.load(Ordering::Relaxed),
+            received,
+            handled: self.handled.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            queue_depth: enqueued.saturating_sub(received),
+            last_message_age_millis: lock(&self.last_message).map(|t| t.elapsed().as_millis() as u64),
+        }
+    }
+}
+
+/// A snapshot of [`Stats`] for the control API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatsSummary {
+    #[serde(rename = "type")]
+    pub actor_type: String,
+    #[serde(rename = "startedAt")]
+    pub started_at: DateTime<Utc>,
+    #[serde(rename = "uptimeMillis")]
+    pub uptime_millis: u64,
+    pub restarts: u64,
+    pub received: u64,
+    pub handled: u64,
+    pub failed: u64,
+    /// Messages sent through [`Addr`] and not yet received (timers sent directly are not counted).
+    #[serde(rename = "queueDepth")]
+    pub queue_depth: u64,
+    #[serde(rename = "lastMessageAgeMillis")]
+    pub last_message_age_millis: Option<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks cannot leave the data inconsistent (each
+    // critical section is a single push or store), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+static REGISTRY: LazyLock<RwLock<HashMap<String, Arc<Stats>>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// The statistics of the actor registered as `name`, if it ever ran.
+pub fn stats(name: &str) -> Option<Arc<Stats>> {
+    REGISTRY
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
+}
+
+fn stats_for(name: &str, actor_type: &'static str) -> Arc<Stats> {
+    if let Some(s) = stats(name) {
+        return s;
+    }
+    REGISTRY
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name.to_owned())
+        .or_insert_with(|| Arc::new(Stats::new(name.to_owned(), actor_type)))
+        .clone()
+}
+
+/// Forgets the statistics of an actor that was stopped for good (a finished task, a deleted
+/// trigger).
+pub fn forget(name: &str) {
+    REGISTRY
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(name);
+}
+
+/// What every actor's mailbox carries: its own messages plus the introspection controls.
+pub enum Envelope<M> {
+    User(M),
+    /// Reply with the behaviour's self-reported state summary.
+    Inspect(RpcReplyPort<serde_json::Value>),
+    /// Fail on purpose (`actors kill`), so that the supervisor restarts the actor.
+    Fail(String),
+}
+
+/// The behaviour of one actor type. `init` builds the state from the arguments (it runs again on
+/// every restart); `handle` is one `match` that calls one method of the state per message.
+pub trait Behaviour: Sized + Send + Sync + 'static {
+    type Msg: Message;
+    type State: Send + 'static;
+    type Args: Send + 'static;
+
+    /// The actor type shown by `orchestrator actors` (`TriggerActor`).
+    const TYPE: &'static str;
+
+    fn init(
+        &self,
+        me: Addr<Self::Msg>,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Self::State, ActorProcessingErr>> + Send;
+
+    fn handle(
+        &self,
+        me: &Addr<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
+
+    /// A JSON summary of the state for `actors inspect` (never secret values).
+    fn inspect(&self, state: &Self::State) -> serde_json::Value;
+
+    /// Supervision events of children. The default ignores them, which keeps a parent alive
+    /// when a child stops (ractor's own default would stop the parent).
+    fn supervise(
+        &self,
+        _me: &Addr<Self::Msg>,
+        _event: SupervisionEvent,
+        _state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs when the actor stops normally (not when it fails: cleanup that must survive a
+    /// failure belongs in the state's `Drop`).
+    fn stop(
+        &self,
+        _me: &Addr<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// A handle to send to an actor; it keeps the enqueue count that gives the queue depth.
+pub struct Addr<M> {
+    actor: ActorRef<Envelope<M>>,
+    stats: Arc<Stats>,
+}
+
+impl<M> Clone for Addr<M> {
+    fn clone(&self) -> Self {
+        Addr {
+            actor: self.actor.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// The actor is gone (stopped, or restarting right now).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CallError {
+    #[error("actor {0} is not running")]
+    Gone(String),
+    #[error("actor {0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+}
+
+impl<M: Message> Addr<M> {
+    /// The running actor registered as `name`, if any. Edges (HTTP handlers) resolve actors by
+    /// name on every request because a restart replaces the actor reference.
+    pub fn lookup(name: &str) -> Option<Addr<M>> {
+        let actor = ActorRef::<Envelope<M>>::where_is(name.to_owned())?;
+        Some(Addr {
+            actor,
+            stats: stats(name)?,
+        })
+    }
+
+    /// Like [`Addr::lookup`], waiting up to `wait` for an actor that is restarting.
+    pub async fn resolve(name: &str, wait: Duration) -> Result<Addr<M>, CallError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(a) = Self::lookup(name) {
+                return Ok(a);
+            }
+            if Instant::now() >= deadline {
+                return Err(CallError::Gone(name.to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.stats.name
+    }
+
+    pub fn cell(&self) -> ActorCell {
+        self.actor.get_cell()
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Sends without waiting for an answer.
+    pub fn cast(&self, msg: M) -> Result<(), CallError> {
+        self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        self.actor
+            .cast(Envelope::User(msg))
+            .map_err(|_| CallError::Gone(self.stats.name.clone()))
+    }
+
+    /// Sends a request and waits for its answer at most `timeout`.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        match self
+            .actor
+            .call(|port| Envelope::User(build(port)), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                Err(CallError::Timeout(self.stats.name.clone(), timeout))
+            }
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(CallError::Gone(self.stats.name.clone()))
+            }
+        }
+    }
+
+    /// Sends `msg()` after `delay` (a timer is a message).
+    pub fn send_after(
+        &self,
+        delay: Duration,
+        msg: impl FnOnce() -> M + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let addr = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = addr.cast(msg());
+        })
+    }
+
+    /// Asks the actor for its state summary.
+    pub async fn inspect(&self, timeout: Duration) -> Result<serde_json::Value, CallError> {
+        inspect_cell(&self.cell(), timeout).await
+    }
+}
+
+/// Asks any instrumented actor for its state summary, knowing only its cell.
+pub async fn inspect_cell(cell: &ActorCell, timeout: Duration) -> Result<serde_json::Value, CallError> {
+    let name = cell.get_name().unwrap_or_default();
+    let Some(probe) = PROBES.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned() else {
+        return Err(CallError::Gone(name));
+    };
+    probe.inspect(timeout).await
+}
+
+/// Fails any instrumented actor on purpose, knowing only its name.
+pub fn fail_by_name(name: &str, reason: &str) -> Result<(), CallError> {
+    let probe = PROBES
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
+        .ok_or_else(|| CallError::Gone(name.to_owned()))?;
+    probe.fail(reason)
+}
+
+/// Type-erased access to an actor's control messages, registered by name while it runs.
+trait Probe: Send + Sync {
+    fn inspect(
+        &self,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, CallError>> + Send + '_>>;
+    fn fail(&self, reason: &str) -> Result<(), CallError>;
+}
+
+impl<M: Message> Probe for Addr<M> {
+    fn inspect(
+        &self,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, CallError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            match self.actor.call(Envelope::Inspect, Some(timeout)).await {
+                Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+                Ok(ractor::rpc::CallResult::Timeout) => {
+                    Err(CallError::Timeout(self.stats.name.clone(), timeout))
+                }
+                _ => Err(CallError::Gone(self.stats.name.clone())),
+            }
+        })
+    }
+
+    fn fail(&self, reason: &str) -> Result<(), CallError> {
+        self.actor
+            .cast(Envelope::Fail(reason.to_owned()))
+            .map_err(|_| CallError::Gone(self.stats.name.clone()))
+    }
+}
+
+static PROBES: LazyLock<RwLock<HashMap<String, Arc<dyn Probe>>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// The ractor actor that runs a [`Behaviour`] with instrumentation.
+pub struct Instrumented<B>(pub B);
+
+pub struct InstrumentedState<B: Behaviour> {
+    addr: Addr<B::Msg>,
+    inner: B::State,
+}
+
+impl<B: Behaviour> Drop for InstrumentedState<B> {
+    fn drop(&mut self) {
+        let mut probes = PROBES.write().unwrap_or_else(|p| p.into_inner());
+        // Only unregister our own incarnation: a restarted actor may already have replaced it.
+        if let Some(p) = probes.get(self.addr.name())
+            && std::ptr::addr_eq(Arc::as_ptr(p), Arc::as_ptr(&self.addr.stats))
+        {
+            probes.remove(self.addr.name());
+        }
+        if probes
+            .get(self.addr.name())
+            .is_some_and(|_| self.addr.actor.get_status() != ractor::ActorStatus::Running)
+        {
+            // Another incarnation owns the name now; leave it.
+        }
+    }
+}
+
+impl<B: Behaviour> Actor for Instrumented<B> {
+    type Msg = Envelope<B::Msg>;
+    type State = InstrumentedState<B>;
+    type Arguments = B::Args;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: B::Args,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let name = myself
+            .get_name()
+            .unwrap_or_else(|| format!("{}-{}", B::TYPE, myself.get_id()));
+        let stats = stats_for(&name, B::TYPE);
+        stats.started();
+        let addr = Addr {
+            actor: myself,
+            stats,
+        };
+        let inner = self.0.init(addr.clone(), args).await?;
+        PROBES
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, Arc::new(addr.clone()));
+        Ok(InstrumentedState { addr, inner })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let stats = state.addr.stats.clone();
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
+        match msg {
+            Envelope::User(m) => {
+                let kind = m.kind();
+                let result = self.0.handle(&state.addr, m, &mut state.inner).await;
+                let outcome = match &result {
+                    Ok(()) => TraceOutcome::Ok,
+                    Err(e) => TraceOutcome::Error(e.to_string()),
+                };
+                stats.record(kind, began, outcome);
+                result
+            }
+            Envelope::Inspect(reply) => {
+                let _ = reply.send(self.0.inspect(&state.inner));
+                stats.record("Inspect", began, TraceOutcome::Ok);
+                Ok(())
+            }
+            Envelope::Fail(reason) => {
+                let err = format!("failed on purpose: {reason}");
+                stats.record("Fail", began, TraceOutcome::Error(err.clone()));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        self.0.supervise(&state.addr, event, &mut state.inner).await
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        self.0.stop(&state.addr, &mut state.inner).await
+    }
+}
+
+/// Spawns `behaviour` as the actor `name`, supervised by `parent`.
+pub async fn spawn<B: Behaviour>(
+    name: String,
+    behaviour: B,
+    args: B::Args,
+    parent: Option<ActorCell>,
+) -> Result<Addr<B::Msg>, SpawnErr> {
+    spawn_joinable(name, behaviour, args, parent).await.map(|(a, _)| a)
+}
+
+/// Like [`spawn`], also returning the handle that completes when the actor has stopped.
+pub async fn spawn_joinable<B: Behaviour>(
+    name: String,
+    behaviour: B,
+    args: B::Args,
+    parent: Option<ActorCell>,
+) -> Result<(Addr<B::Msg>, tokio::task::JoinHandle<()>), SpawnErr> {
+    let (actor, join) = match parent {
+        Some(p) => Actor::spawn_linked(Some(name.clone()), Instrumented(behaviour), args, p).await?,
+        None => Actor::spawn(Some(name.clone()), Instrumented(behaviour), args).await?,
+    };
+    let addr = Addr {
+        actor,
+        stats: stats_for(&name, B::TYPE),
+    };
+    Ok((addr, join))
+}
+
+/// One node of the live actor tree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActorNode {
+    pub name: String,
+    pub id: String,
+    pub status: String,
+    #[serde(flatten)]
+    pub stats: Option<StatsSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ActorNode>,
+}
+
+/// Walks the supervision tree from `root`.
+pub fn tree(root: &ActorCell) -> ActorNode {
+    let name = root.get_name().unwrap_or_else(|| root.get_id().to_string());
+    let mut children: Vec<ActorNode> = root.get_children().iter().map(tree).collect();
+    children.sort_by(|a, b| a.name.cmp(&b.name));
+    ActorNode {
+        stats: stats(&name).map(|s| s.summary()),
+        id: root.get_id().to_string(),
+        status: format!("{:?}", root.get_status()),
+        name,
+        children,
+    }
+}

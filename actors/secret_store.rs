@@ -1,0 +1,301 @@
+//! SecretStoreActor (`secret-store`): the single writer of desired state. Every apply and delete
+//! goes through its mailbox, so they are serialized; each one is validated against the current
+//! snapshot, committed to SQLite in one transaction, and the new immutable `Arc<Snapshot>` is
+//! published on a `watch` channel **before** the reply is sent. When `apply` returns, the change is
+//! durable and every reader (webhook requests, triggers, new tasks) sees it on its next look.
+//!
+//! A restart reopens the store and reloads the snapshot from SQLite, so nothing is lost and the
+//! revision is unchanged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ractor::{ActorProcessingErr, RpcReplyPort};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::introspect::{Addr, Behaviour, Message};
+use crate::api::{ApiError, ChangeResponse, ResultLine};
+use crate::domain::manifest::Document;
+use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
+use crate::domain::validate::{references, validate_apply, validate_delete};
+use crate::store::{HistoryEntry, KeyMeta, Store};
+
+/// The registry name.
+pub const NAME: &str = "secret-store";
+
+pub enum SecretStoreMsg {
+    /// Validate and apply parsed documents (Workspace paths already resolved).
+    Apply {
+        project: Option<String>,
+        dry_run: bool,
+        docs: Vec<Document>,
+        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+    },
+    /// Delete resources (refused while referenced by others).
+    Delete {
+        targets: Vec<ResourceKey>,
+        dry_run: bool,
+        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+    },
+    /// History and key metadata of one resource.
+    Describe {
+        key: ResourceKey,
+        reply: RpcReplyPort<Result<Described, ApiError>>,
+    },
+}
+
+impl Message for SecretStoreMsg {
+    fn kind(&self) -> &'static str {
+        match self {
+            SecretStoreMsg::Apply { .. } => "Apply",
+            SecretStoreMsg::Delete { .. } => "Delete",
+            SecretStoreMsg::Describe { .. } => "Describe",
+        }
+    }
+}
+
+/// What the store knows about a resource beyond its spec.
+pub struct Described {
+    pub history: Vec<HistoryEntry>,
+    pub keys: Vec<KeyMeta>,
+    pub referenced_by: Vec<String>,
+}
+
+pub struct SecretStoreActor;
+
+pub struct SecretStoreArgs {
+    pub data_dir: PathBuf,
+    pub publish: watch::Sender<Arc<Snapshot>>,
+}
+
+pub struct SecretStoreState {
+    store: Store,
+    snapshot: Arc<Snapshot>,
+    publish: watch::Sender<Arc<Snapshot>>,
+    applies: u64,
+    deletes: u64,
+}
+
+impl SecretStoreState {
+    fn store_error(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "store write failed");
+        ApiError::internal(format!("the store could not be written: {e}"))
+    }
+
+    /// Commits `changes` (when not a dry run) and publishes the next snapshot.
+    fn commit(
+        &mut self,
+        changes: &[Change],
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeResponse, ApiError> {
+        let next = self.snapshot.apply(changes);
+        if !dry_run && next.revision != self.snapshot.revision {
+            tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now))
+                .map_err(Self::store_error)?;
+            self.snapshot = Arc::new(next);
+            self.publish.send_replace(self.snapshot.clone());
+        }
+        Ok(ChangeResponse {
+            dry_run,
+            revision: self.snapshot.revision,
+            results: changes
+                .iter()
+                .map(|c| ResultLine {
+                    kind: c.resource.key.kind,
+                    project: c.resource.key.project.clone(),
+                    name: c.resource.key.name.clone(),
+                    outcome: c.outcome,
+                    generation: c.resource.generation,
+                })
+                .collect(),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        project: Option<&str>,
+        dry_run: bool,
+        mut docs: Vec<Document>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeResponse, ApiError> {
+        let problems = validate_apply(&mut docs, &self.snapshot, project);
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("apply", problems));
+        }
+        let manifests: Vec<_> = docs.into_iter().map(|d| d.manifest).collect();
+        let changes = self.snapshot.plan(&manifests, now);
+        let response = self.commit(&changes, dry_run, now)?;
+        if !dry_run {
+            self.applies += 1;
+        }
+        Ok(response)
+    }
+
+    fn delete(
+        &mut self,
+        targets: Vec<ResourceKey>,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeResponse, ApiError> {
+        let mut changes = Vec::new();
+        let mut missing = Vec::new();
+        for key in &targets {
+            match self.snapshot.get(key) {
+                Some(r) => {
+                    if !changes.iter().any(|c: &Change| c.resource.key == *key) {
+                        changes.push(Change {
+                            outcome: Outcome::Deleted,
+                            resource: (**r).clone(),
+                        });
+                    }
+                }
+                None => missing.push(format!("{key} (project {})", key.project)),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "delete refused, nothing was changed: not found: {}",
+                missing.join(", ")
+            )));
+        }
+        let problems = validate_delete(&self.snapshot, &targets);
+        if !problems.is_empty() {
+            let n = problems.len();
+            return Err(ApiError::conflict(format!(
+                "delete refused, nothing was changed: still referenced ({n} reference{})",
+                if n == 1 { "" } else { "s" }
+            ))
+            .with_details(problems));
+        }
+        let response = self.commit(&changes, dry_run, now)?;
+        if !dry_run {
+            self.deletes += 1;
+        }
+        Ok(response)
+    }
+
+    fn describe(&self, key: &ResourceKey) -> Result<Described, ApiError> {
+        if self.snapshot.get(key).is_none() {
+            return Err(ApiError::not_found(format!(
+                "{key} not found in project {}",
+                key.project
+            )));
+        }
+        let history = self.store.history(key, 20).map_err(Self::store_error)?;
+        let keys = if key.kind == crate::domain::manifest::Kind::SecretStore {
+            self.store
+                .key_meta(&key.project, &key.name)
+                .map_err(Self::store_error)?
+        } else {
+            Vec::new()
+        };
+        let mut referenced_by = Vec::new();
+        for r in self.snapshot.iter() {
+            if r.key.project != key.project {
+                continue;
+            }
+            for reference in references(&r.spec) {
+                if targets_resource(&reference.target, key) {
+                    referenced_by.push(format!("{} ({})", r.key, reference.path));
+                }
+            }
+        }
+        referenced_by.dedup();
+        Ok(Described {
+            history,
+            keys,
+            referenced_by,
+        })
+    }
+}
+
+fn targets_resource(target: &crate::domain::validate::Target, key: &ResourceKey) -> bool {
+    use crate::domain::manifest::Kind;
+    use crate::domain::validate::Target;
+    match target {
+        Target::Named { kind, name, .. } => *kind == key.kind && *name == key.name,
+        Target::Store { name, .. } => {
+            matches!(key.kind, Kind::SecretStore | Kind::EnvStore) && *name == key.name
+        }
+        Target::Capability(_) => false,
+    }
+}
+
+impl Behaviour for SecretStoreActor {
+    type Msg = SecretStoreMsg;
+    type State = SecretStoreState;
+    type Args = SecretStoreArgs;
+    const TYPE: &'static str = "SecretStoreActor";
+
+    async fn init(
+        &self,
+        _me: Addr<SecretStoreMsg>,
+        args: SecretStoreArgs,
+    ) -> Result<SecretStoreState, ActorProcessingErr> {
+        let (store, snapshot) = tokio::task::block_in_place(|| {
+            let store = Store::open(&args.data_dir)?;
+            let snapshot = store.load_snapshot()?;
+            Ok::<_, crate::store::StoreError>((store, snapshot))
+        })?;
+        let snapshot = Arc::new(snapshot);
+        if args.publish.borrow().revision != snapshot.revision {
+            args.publish.send_replace(snapshot.clone());
+        }
+        Ok(SecretStoreState {
+            store,
+            snapshot,
+            publish: args.publish,
+            applies: 0,
+            deletes: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _me: &Addr<SecretStoreMsg>,
+        msg: SecretStoreMsg,
+        state: &mut SecretStoreState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Utc::now();
+        match msg {
+            SecretStoreMsg::Apply {
+                project,
+                dry_run,
+                docs,
+                reply,
+            } => {
+                let _ = reply.send(state.apply(project.as_deref(), dry_run, docs, now));
+            }
+            SecretStoreMsg::Delete {
+                targets,
+                dry_run,
+                reply,
+            } => {
+                let _ = reply.send(state.delete(targets, dry_run, now));
+            }
+            SecretStoreMsg::Describe { key, reply } => {
+                let _ = reply.send(state.describe(&key));
+            }
+        }
+        Ok(())
+    }
+
+    fn inspect(&self, state: &SecretStoreState) -> serde_json::Value {
+        let counts: serde_json::Map<String, serde_json::Value> = state
+            .snapshot
+            .counts()
+            .into_iter()
+            .map(|(k, n)| (k.as_str().to_owned(), json!(n)))
+            .collect();
+        json!({
+            "revision": state.snapshot.revision,
+            "resources": counts,
+            "appliesSinceStart": state.applies,
+            "deletesSinceStart": state.deletes,
+            "subscribers": state.publish.receiver_count(),
+        })
+    }
+}

@@ -1,0 +1,778 @@
+//! The `orchestrator` command line: clap commands (their doc comments are the `--help`) and a
+//! reqwest client that speaks the control API over the daemon's Unix socket. Output is a table by
+//! default, or `-o yaml|json` (the API's own types, stable for agents to parse). Errors print as
+//! `orchestrator: …` and exit 1; usage errors exit 2 (clap).
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, ErrorBody, ResourceList,
+    ResourceView, Source, Target,
+};
+use crate::daemon::SOCKET_FILE;
+use crate::domain::manifest::Kind;
+use crate::domain::schedule::Schedule;
+
+/// orchestrator: apply resources to orchestratord and inspect them.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The daemon's control socket [default: $ORCHESTRATOR_DATA_DIR/orchestrator.sock, else
+    /// ~/.orchestratord/orchestrator.sock].
+    #[arg(long, global = true, env = "ORCHESTRATOR_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Project (namespace) to work in [default: default].
+    #[arg(short, long, global = true, env = "ORCHESTRATOR_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update resources from manifests (files, directories, or - for stdin).
+    Apply {
+        /// A manifest file, a directory (its *.yaml/*.yml files, recursively, in name order), or -.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        files: Vec<PathBuf>,
+        /// Validate and show what would change, without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List resources of a kind, or show one.
+    Get {
+        /// Kind (singular, plural or short: trigger, triggers, tr), or KIND/NAME.
+        kind: String,
+        name: Option<String>,
+        /// List across all projects.
+        #[arg(short = 'A', long)]
+        all_projects: bool,
+    },
+    /// Show one resource in detail: spec, references, history (and secret key metadata).
+    Describe {
+        /// Kind, or KIND/NAME.
+        kind: String,
+        name: Option<String>,
+    },
+    /// Delete resources by name or by manifest; refused while others still reference them.
+    Delete {
+        /// Kind, or KIND/NAME (omit with -f).
+        kind: Option<String>,
+        name: Option<String>,
+        /// Delete the resources these manifests declare.
+        #[arg(short = 'f', long = "filename", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// Show what would be deleted, without deleting.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the next fire times of a cron expression (no daemon needed).
+    Schedule {
+        /// 5-field crontab, 6-field with seconds, or @daily/@weekly/….
+        expression: String,
+        /// IANA time zone [default: UTC].
+        #[arg(long, value_name = "TZ")]
+        timezone: Option<String>,
+        /// Start after this instant (RFC 3339) [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+        /// How many fire times.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        count: usize,
+    },
+    /// Talk about the daemon itself.
+    Daemon {
+        #[command(subcommand)]
+        command: DaemonCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Version, uptime, data dir, addresses and resource counts.
+    Status,
+}
+
+/// Runs one CLI invocation; the caller prints the error and picks the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Schedule {
+        expression,
+        timezone,
+        from,
+        count,
+    } = &cli.command
+    {
+        return schedule(cli.output, expression, timezone.as_deref(), from.as_deref(), *count);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_remote(cli))
+}
+
+async fn run_remote(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(socket_path(cli.socket.as_deref())?)?;
+    let out = cli.output;
+    let project = cli.project.clone();
+    match cli.command {
+        Command::Apply { files, dry_run } => {
+            let sources = read_sources(&files)?;
+            let resp: ChangeResponse = client
+                .post("/v1/apply", &ApplyRequest { project, dry_run, sources })
+                .await?;
+            print_changes(out, &resp)
+        }
+        Command::Get {
+            kind,
+            name,
+            all_projects,
+        } => {
+            let (kind, name) = kind_and_name(&kind, name)?;
+            let mut query = vec![("all", all_projects.to_string())];
+            if let Some(p) = &project {
+                query.push(("project", p.clone()));
+            }
+            match name {
+                Some(name) => {
+                    let view: ResourceView = client
+                        .get(&format!("/v1/resources/{}/{}", kind.lower(), enc(&name)), &query)
+                        .await?;
+                    match out {
+                        Output::Table => print_table(kind, std::slice::from_ref(&view), all_projects),
+                        _ => print_structured(out, &view),
+                    }
+                }
+                None => {
+                    let list: ResourceList = client
+                        .get(&format!("/v1/resources/{}", kind.lower()), &query)
+                        .await?;
+                    match out {
+                        Output::Table => print_table(kind, &list.items, all_projects),
+                        _ => print_structured(out, &list),
+                    }
+                }
+            }
+        }
+        Command::Describe { kind, name } => {
+            let (kind, name) = kind_and_name(&kind, name)?;
+            let name = name.ok_or_else(|| anyhow!("describe needs a NAME: orchestrator describe {} NAME", kind.lower()))?;
+            let mut query = Vec::new();
+            if let Some(p) = &project {
+                query.push(("project", p.clone()));
+            }
+            let d: Describe = client
+                .get(&format!("/v1/resources/{}/{}/describe", kind.lower(), enc(&name)), &query)
+                .await?;
+            match out {
+                Output::Table => print_describe(&d),
+                _ => print_structured(out, &d),
+            }
+        }
+        Command::Delete {
+            kind,
+            name,
+            files,
+            dry_run,
+        } => {
+            let mut targets = Vec::new();
+            if let Some(kind) = kind {
+                let (kind, name) = kind_and_name(&kind, name)?;
+                let name = name.ok_or_else(|| {
+                    anyhow!("delete needs a NAME: orchestrator delete {} NAME", kind.lower())
+                })?;
+                targets.push(Target { kind, name });
+            } else if files.is_empty() {
+                bail!("name what to delete: orchestrator delete KIND NAME, or delete -f PATH");
+            }
+            let sources = if files.is_empty() { Vec::new() } else { read_sources(&files)? };
+            let resp: ChangeResponse = client
+                .post(
+                    "/v1/delete",
+                    &DeleteRequest {
+                        project,
+                        dry_run,
+                        targets,
+                        sources,
+                    },
+                )
+                .await?;
+            print_changes(out, &resp)
+        }
+        Command::Daemon {
+            command: DaemonCommand::Status,
+        } => {
+            let s: DaemonStatus = client.get("/v1/status", &[]).await?;
+            match out {
+                Output::Table => print_status(&s),
+                _ => print_structured(out, &s),
+            }
+        }
+        Command::Schedule { .. } => unreachable_schedule(),
+    }
+}
+
+/// `schedule` is answered before connecting; reaching it here is a programming error reported
+/// as an ordinary error rather than a panic.
+fn unreachable_schedule() -> anyhow::Result<()> {
+    bail!("internal error: schedule was routed to the daemon")
+}
+
+/// Percent-encodes a path segment (names are restricted, but KIND/NAME typed by a user may hold
+/// anything; the daemon then answers 404 or 400 instead of the URL being mangled).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn kind_and_name(kind: &str, name: Option<String>) -> anyhow::Result<(Kind, Option<String>)> {
+    let (kind_str, inline) = match kind.split_once('/') {
+        Some((k, n)) => (k, Some(n.to_owned())),
+        None => (kind, None),
+    };
+    let k = Kind::from_cli(kind_str).ok_or_else(|| {
+        anyhow!(
+            "unknown kind {kind_str:?}: use one of {} (plural and short forms work too)",
+            Kind::ALL.map(Kind::lower).join(", ")
+        )
+    })?;
+    match (inline, name) {
+        (Some(_), Some(_)) => bail!("give the name once: either {kind} or a separate NAME"),
+        (Some(n), None) if n.is_empty() => bail!("{kind:?} has an empty name after the slash"),
+        (Some(n), None) => Ok((k, Some(n))),
+        (None, n) => Ok((k, n)),
+    }
+}
+
+/// The socket to talk to: `--socket`/`ORCHESTRATOR_SOCKET`, else the data dir's socket.
+pub fn socket_path(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    if let Some(dir) = std::env::var_os("ORCHESTRATOR_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join(SOCKET_FILE));
+    }
+    Ok(crate::daemon::default_data_dir()?.join(SOCKET_FILE))
+}
+
+/// Reads every manifest named on the command line.
+fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut sources = Vec::new();
+    let mut stdin_used = false;
+    for p in paths {
+        if p.as_os_str() == "-" {
+            if stdin_used {
+                bail!("- (stdin) is given twice");
+            }
+            stdin_used = true;
+            if std::io::stdin().is_terminal() {
+                eprintln!("orchestrator: reading manifests from stdin (end with Ctrl-D)");
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read stdin as UTF-8 text")?;
+            sources.push(Source {
+                name: "-".into(),
+                base_dir: cwd.display().to_string(),
+                text,
+            });
+            continue;
+        }
+        let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            collect_yaml(p, &mut files)?;
+            if files.is_empty() {
+                bail!("{} holds no *.yaml or *.yml files", p.display());
+            }
+            for f in files {
+                sources.push(read_file(&f, &cwd)?);
+            }
+        } else {
+            sources.push(read_file(p, &cwd)?);
+        }
+    }
+    Ok(sources)
+}
+
+fn read_file(path: &Path, cwd: &Path) -> anyhow::Result<Source> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow!("{} is not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()))?;
+    let abs = if path.is_absolute() { path.to_owned() } else { cwd.join(path) };
+    let base_dir = abs.parent().map_or_else(|| cwd.to_owned(), Path::to_owned);
+    Ok(Source {
+        name: path.display().to_string(),
+        base_dir: base_dir.display().to_string(),
+        text,
+    })
+}
+
+/// `*.yaml`/`*.yml` under `dir`, recursively, in name order.
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            collect_yaml(&e, out)?;
+        } else if e
+            .extension()
+            .is_some_and(|x| x == "yaml" || x == "yml")
+        {
+            out.push(e);
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
+
+struct Client {
+    http: reqwest::Client,
+    socket: PathBuf,
+}
+
+/// An error answered by the daemon, printed with one line per detail.
+#[derive(Debug)]
+pub struct DaemonError(pub ErrorBody);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.error)?;
+        for d in &self.0.details {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl Client {
+    fn new(socket: PathBuf) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .unix_socket(socket.clone())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client { http, socket })
+    }
+
+    fn url(path: &str) -> String {
+        format!("http://orchestratord{path}")
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+        let req = self.http.get(Self::url(path)).query(query);
+        self.send(req).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let req = self.http.post(Self::url(path)).json(body);
+        self.send(req).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!("the daemon's answer is not what this CLI expects (HTTP {status}); are the CLI and the daemon the same version?")
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(DaemonError(body).into()),
+            Err(_) => Err(anyhow!("the daemon answered HTTP {status}")),
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
+        if e.is_connect() {
+            anyhow!(
+                "no daemon is answering on {}: start it with `orchestratord` (add --data-dir DIR if it uses another data dir), or point --socket at its socket",
+                self.socket.display()
+            )
+        } else if e.is_timeout() {
+            anyhow!("the daemon did not answer in time on {}", self.socket.display())
+        } else {
+            anyhow!("talking to the daemon on {} failed: {e}", self.socket.display())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------
+
+fn print_structured<T: Serialize>(out: Output, value: &T) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match out {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut stdout, value)?;
+            writeln!(stdout)?;
+        }
+        Output::Yaml | Output::Table => {
+            let text = serde_yaml::to_string(value)?;
+            stdout.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn print_changes(out: Output, resp: &ChangeResponse) -> anyhow::Result<()> {
+    if out != Output::Table {
+        return print_structured(out, resp);
+    }
+    let mut stdout = std::io::stdout().lock();
+    for r in &resp.results {
+        let project = if r.project == crate::domain::manifest::DEFAULT_PROJECT {
+            String::new()
+        } else {
+            format!(" (project {})", r.project)
+        };
+        let dry = if resp.dry_run { " (dry run)" } else { "" };
+        writeln!(stdout, "{}/{} {}{project}{dry}", r.kind.lower(), r.name, r.outcome.as_str())?;
+    }
+    Ok(())
+}
+
+/// A short age: `42s`, `5m`, `3h`, `12d`.
+pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let s = (now - since).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn text(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Kind-specific columns of `get`.
+fn columns(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Workspace => &["ROOT"],
+        Kind::EnvStore => &["KEYS"],
+        Kind::SecretStore => &["KEYS", "ROTATION"],
+        Kind::StepTemplate => &["DESCRIPTION"],
+        Kind::Agent => &["CAPABILITIES", "ENABLED", "COMMAND"],
+        Kind::Workflow => &["STEPS", "LOOP", "MAX PARALLEL"],
+        Kind::Trigger => &["TYPE", "SCHEDULE / SOURCE", "WORKFLOW", "SUSPENDED", "LAST FIRE", "NEXT FIRE"],
+    }
+}
+
+fn cells(kind: Kind, v: &ResourceView) -> Vec<String> {
+    let spec = &v.spec;
+    let count = |p: &[&str]| {
+        str_at(spec, p)
+            .and_then(|d| d.as_object())
+            .map_or(0, |m| m.len())
+            .to_string()
+    };
+    match kind {
+        Kind::Workspace => vec![text(spec.get("root_path"))],
+        Kind::EnvStore => vec![count(&["data"])],
+        Kind::SecretStore => vec![
+            count(&["data"]),
+            str_at(spec, &["rotation", "provider"]).map_or("-".into(), |p| text(Some(p))),
+        ],
+        Kind::StepTemplate => vec![truncate(&text(spec.get("description")), 50)],
+        Kind::Agent => vec![
+            spec.get("capabilities")
+                .and_then(|c| c.as_array())
+                .map(|a| a.iter().map(|c| text(Some(c))).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            spec.get("enabled").map_or("true".into(), |e| text(Some(e))),
+            truncate(&text(spec.get("command")), 40),
+        ],
+        Kind::Workflow => vec![
+            spec.get("steps")
+                .and_then(|s| s.as_array())
+                .map_or(0, Vec::len)
+                .to_string(),
+            {
+                let mode = text(str_at(spec, &["loop", "mode"]));
+                match str_at(spec, &["loop", "max_cycles"]) {
+                    Some(n) => format!("{mode}×{n}"),
+                    None => mode,
+                }
+            },
+            text(spec.get("max_parallel")),
+        ],
+        Kind::Trigger => {
+            let (ty, what) = if let Some(c) = spec.get("cron") {
+                let tz = c.get("timezone").map(|t| format!(" ({})", text(Some(t)))).unwrap_or_default();
+                ("cron", format!("{}{tz}", text(c.get("schedule"))))
+            } else {
+                let scheme = text(str_at(spec, &["event", "webhook", "scheme"]));
+                ("webhook", if scheme == "-" { "webhook".into() } else { scheme })
+            };
+            let status = v.status.as_ref();
+            let fire = |k: &str| {
+                status
+                    .and_then(|s| s.get(k))
+                    .map_or("-".into(), |f| {
+                        let local = text(f.get("local"));
+                        let utc = text(f.get("utc"));
+                        if local == utc { utc } else { format!("{local} ({utc})") }
+                    })
+            };
+            vec![
+                ty.into(),
+                what,
+                text(str_at(spec, &["action", "workflow"])),
+                spec.get("suspend").map_or("false".into(), |s| text(Some(s))),
+                fire("lastFire"),
+                fire("nextFire"),
+            ]
+        }
+    }
+}
+
+fn print_table(kind: Kind, items: &[ResourceView], with_project: bool) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if items.is_empty() {
+        writeln!(stdout, "no {} found", kind.lower())?;
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut header: Vec<String> = vec!["NAME".into()];
+    if with_project {
+        header.push("PROJECT".into());
+    }
+    header.extend(columns(kind).iter().map(|c| (*c).to_owned()));
+    header.push("GEN".into());
+    header.push("AGE".into());
+    let mut rows = vec![header];
+    for v in items {
+        let mut row = vec![v.metadata.name.clone()];
+        if with_project {
+            row.push(v.metadata.project.clone());
+        }
+        row.extend(cells(kind, v));
+        row.push(v.metadata.generation.to_string());
+        row.push(age(v.metadata.created_at, now));
+        rows.push(row);
+    }
+    write_rows(&mut stdout, &rows)?;
+    Ok(())
+}
+
+fn write_rows(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn print_describe(d: &Describe) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    let r = &d.resource;
+    let now = Utc::now();
+    writeln!(o, "Name:        {}", r.metadata.name)?;
+    writeln!(o, "Kind:        {}", r.kind)?;
+    writeln!(o, "Project:     {}", r.metadata.project)?;
+    writeln!(o, "Generation:  {}", r.metadata.generation)?;
+    writeln!(o, "Created:     {} ({} ago)", r.metadata.created_at.to_rfc3339(), age(r.metadata.created_at, now))?;
+    writeln!(o, "Updated:     {} ({} ago)", r.metadata.updated_at.to_rfc3339(), age(r.metadata.updated_at, now))?;
+    for (k, v) in &r.metadata.labels {
+        writeln!(o, "Label:       {k}={v}")?;
+    }
+    writeln!(o, "Spec:")?;
+    for line in serde_yaml::to_string(&r.spec)?.lines() {
+        writeln!(o, "  {line}")?;
+    }
+    if let Some(status) = &r.status {
+        writeln!(o, "Status:")?;
+        for line in serde_yaml::to_string(status)?.lines() {
+            writeln!(o, "  {line}")?;
+        }
+    }
+    if !d.keys.is_empty() {
+        writeln!(o, "Keys:")?;
+        let mut rows = vec![vec![
+            "  KEY".to_owned(),
+            "FINGERPRINT".into(),
+            "LENGTH".into(),
+            "UPDATED".into(),
+            "LAST VERIFIED".into(),
+        ]];
+        for k in &d.keys {
+            rows.push(vec![
+                format!("  {}", k.key),
+                k.fingerprint.clone(),
+                k.length.to_string(),
+                k.updated_at.to_rfc3339(),
+                match (&k.last_verified_at, &k.last_verified_trigger) {
+                    (Some(t), Some(tr)) => format!("{} (trigger {tr})", t.to_rfc3339()),
+                    (Some(t), None) => t.to_rfc3339(),
+                    _ => "never".into(),
+                },
+            ]);
+        }
+        write_rows(&mut o, &rows)?;
+    }
+    writeln!(o, "Referenced by:")?;
+    if d.referenced_by.is_empty() {
+        writeln!(o, "  (nothing)")?;
+    }
+    for r in &d.referenced_by {
+        writeln!(o, "  {r}")?;
+    }
+    writeln!(o, "History (newest first):")?;
+    for h in &d.history {
+        let detail = match (h.detail.get("keys"), h.detail.as_object()) {
+            (Some(keys), _) => {
+                let list = |k: &str| {
+                    h.detail
+                        .get(k)
+                        .and_then(|v| v.as_array())
+                        .filter(|a| !a.is_empty())
+                        .map(|a| format!(" {k}: {}", a.iter().map(|x| text(Some(x))).collect::<Vec<_>>().join(",")))
+                        .unwrap_or_default()
+                };
+                let fps = keys
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", text(Some(v)))).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                format!(" keys: {fps}{}{}{}", list("added"), list("changed"), list("removed"))
+            }
+            _ => String::new(),
+        };
+        writeln!(
+            o,
+            "  {}  gen {}  {}{detail}",
+            h.at.to_rfc3339(),
+            h.generation,
+            h.action.as_str()
+        )?;
+    }
+    Ok(())
+}
+
+fn print_status(s: &DaemonStatus) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "orchestratord {} (pid {})", s.version, s.pid)?;
+    writeln!(o, "Uptime:     {}s (since {})", s.uptime_seconds, s.started_at.to_rfc3339())?;
+    writeln!(o, "Data dir:   {}", s.data_dir)?;
+    writeln!(o, "Socket:     {}", s.socket)?;
+    writeln!(o, "Webhooks:   {}", s.webhook_addr.as_deref().unwrap_or("disabled"))?;
+    writeln!(o, "Revision:   {}", s.revision)?;
+    writeln!(o, "Resources:")?;
+    for k in Kind::ALL {
+        writeln!(o, "  {:<14}{}", k.as_str(), s.resources.get(&k).copied().unwrap_or(0))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// schedule (local)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Fire {
+    utc: DateTime<Utc>,
+    local: String,
+}
+
+fn schedule(out: Output, expr: &str, tz: Option<&str>, from: Option<&str>, n: usize) -> anyhow::Result<()> {
+    let s = Schedule::parse(expr, tz)?;
+    let from = match from {
+        Some(f) => DateTime::parse_from_rfc3339(f)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| anyhow!("--from {f:?} is not an RFC 3339 time such as 2026-03-08T00:00:00Z: {e}"))?,
+        None => Utc::now(),
+    };
+    let fires: Vec<Fire> = s
+        .upcoming(from, n)
+        .into_iter()
+        .map(|t| Fire {
+            utc: t,
+            local: t.with_timezone(&s.timezone()).format("%Y-%m-%d %H:%M:%S %Z (%:z)").to_string(),
+        })
+        .collect();
+    if out != Output::Table {
+        return print_structured(out, &fires);
+    }
+    let mut o = std::io::stdout().lock();
+    if fires.is_empty() {
+        writeln!(o, "no fire times after {}", from.to_rfc3339())?;
+    }
+    for f in &fires {
+        writeln!(
+            o,
+            "{}  {}   {}",
+            f.local,
+            s.timezone().name(),
+            f.utc.format("%Y-%m-%dT%H:%M:%SZ")
+        )?;
+    }
+    Ok(())
+}

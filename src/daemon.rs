@@ -1,0 +1,285 @@
+//! The daemon's life: prepare the data dir (0700, umask 077), take the one-daemon-per-data-dir
+//! lock, bind the webhook listener, start the root supervisor with its children, serve the
+//! control API on the Unix socket (0600), print the ready line, and on shutdown stop accepting,
+//! stop the actors and remove the socket.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::watch;
+
+use crate::actors::introspect;
+use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
+use crate::actors::supervisor::{ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, start_fn};
+use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
+use crate::http::control::{self, ControlContext};
+
+/// Registry name of the root supervisor.
+pub const ROOT: &str = "root";
+/// The lock file that keeps a second daemon off the data dir.
+pub const LOCK_FILE: &str = "orchestratord.lock";
+/// The control socket's file name inside the data dir (the default `--socket`).
+pub const SOCKET_FILE: &str = "orchestrator.sock";
+
+/// Where the webhook server listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookBind {
+    Disabled,
+    Addr(SocketAddr),
+}
+
+impl std::str::FromStr for WebhookBind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(WebhookBind::Disabled);
+        }
+        s.parse().map(WebhookBind::Addr).map_err(|_| {
+            format!("invalid address {s:?}: use IP:PORT such as 127.0.0.1:19090 (port 0 picks a free port), or `none`")
+        })
+    }
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `None`: `<data-dir>/orchestrator.sock`.
+    pub socket: Option<PathBuf>,
+    pub webhook_bind: WebhookBind,
+}
+
+impl Config {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(SOCKET_FILE))
+    }
+}
+
+/// The default data dir: `~/.orchestratord`.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("HOME is not set: pass --data-dir or set ORCHESTRATOR_DATA_DIR")?;
+    Ok(PathBuf::from(home).join(".orchestratord"))
+}
+
+/// Creates the data dir with mode 0700 (an existing one is left as it is, with a warning when
+/// others can reach into it).
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let meta = fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        if !meta.is_dir() {
+            bail!("data dir {} exists and is not a directory", dir.display());
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the data dir is accessible by group or others; run `chmod 700` on it"
+            );
+        }
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))
+}
+
+/// Takes the exclusive lock on the data dir and writes our pid into it.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, errno)) => {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                let who = if pid.is_empty() {
+                    "another orchestratord".to_owned()
+                } else {
+                    format!("another orchestratord (pid {pid})")
+                };
+                bail!(
+                    "{who} is already running on data dir {}: stop it first, or use another --data-dir",
+                    dir.display()
+                );
+            }
+            bail!("cannot lock {}: {errno}", path.display());
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+    lock.sync_all()?;
+    Ok(lock)
+}
+
+/// Binds the control socket (removing a stale one: we hold the lock, so nobody serves it) with
+/// mode 0600.
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create socket directory {}", parent.display()))?;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod control socket {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until `shutdown` resolves (or the root supervisor gives up). Prints the ready
+/// line on stdout once the socket and the webhook listener accept connections.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let data_dir = &config.data_dir;
+    prepare_data_dir(data_dir)?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let socket_path = config.socket.clone().unwrap_or_else(|| data_dir.join(SOCKET_FILE));
+
+    // Open the store once up front so that a broken key file or database is reported plainly
+    // before anything listens.
+    let initial = tokio::task::block_in_place(|| {
+        crate::store::Store::open(&data_dir).and_then(|s| s.load_snapshot())
+    })
+    .context("cannot open the state store")?;
+    let (publish, snapshots) = watch::channel(Arc::new(initial));
+
+    let webhook_listener = match config.webhook_bind {
+        WebhookBind::Disabled => None,
+        WebhookBind::Addr(addr) => Some(Arc::new(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot bind the webhook server to {addr}"))?,
+        )),
+    };
+    let webhook_addr = match &webhook_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+
+    let mut children = vec![ChildSpec {
+        name: secret_store::NAME.to_owned(),
+        restart: Restart::Permanent,
+        start: {
+            let data_dir = data_dir.clone();
+            start_fn(secret_store::NAME.to_owned(), move || {
+                (
+                    SecretStoreActor,
+                    SecretStoreArgs {
+                        data_dir: data_dir.clone(),
+                        publish: publish.clone(),
+                    },
+                )
+            })
+        },
+    }];
+    if let Some(listener) = &webhook_listener {
+        let listener = listener.clone();
+        let snapshots = snapshots.clone();
+        children.push(ChildSpec {
+            name: webhook::NAME.to_owned(),
+            restart: Restart::Permanent,
+            start: start_fn(webhook::NAME.to_owned(), move || {
+                (
+                    WebhookActor,
+                    WebhookArgs {
+                        listener: listener.clone(),
+                        snapshots: snapshots.clone(),
+                    },
+                )
+            }),
+        });
+    }
+    let (root, root_done) = introspect::spawn_joinable(
+        ROOT.to_owned(),
+        Supervisor {
+            actor_type: "RootSupervisor",
+        },
+        SupervisorArgs {
+            intensity: Intensity::default(),
+            children,
+        },
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
+
+    let listener = bind_socket(&socket_path)?;
+    let ctx = ControlContext {
+        snapshots,
+        started_at: Utc::now(),
+        data_dir: data_dir.display().to_string(),
+        socket: socket_path.display().to_string(),
+        webhook_addr: webhook_addr.map(|a| a.to_string()),
+    };
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let control = tokio::spawn(control::serve(listener, ctx, async {
+        let _ = control_stopped.await;
+    }));
+
+    let webhook_shown = webhook_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "orchestratord ready socket={} webhook={webhook_shown}",
+            socket_path.display()
+        )?;
+        out.flush()?;
+    }
+    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), "ready");
+
+    let mut root_done = root_done;
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
+        _ = &mut root_done => Err(anyhow::anyhow!(
+            "the root supervisor stopped (a child exceeded its restart intensity); see the log above"
+        )),
+    };
+
+    tracing::info!("shutting down");
+    let _ = stop_control.send(());
+    if tokio::time::timeout(Duration::from_secs(5), control).await.is_err() {
+        tracing::warn!("control connections did not finish within 5 s");
+    }
+    if outcome.is_ok() {
+        root.cell()
+            .stop_and_wait(Some("daemon shutdown".into()), Some(Duration::from_secs(30)))
+            .await
+            .ok();
+    }
+    let _ = fs::remove_file(&socket_path);
+    outcome
+}

@@ -1,0 +1,392 @@
+//! The control API on the Unix socket: JSON over HTTP under `/v1`, served by warp. Filters here
+//! only route and limit; handlers parse manifests (cheap, outside any actor), then ask the
+//! `secret-store` actor to validate and commit, or read the published snapshot for `get`.
+//!
+//! Routes:
+//! - `GET  /v1/status`
+//! - `POST /v1/apply`   [`ApplyRequest`] → [`ChangeResponse`]
+//! - `POST /v1/delete`  [`DeleteRequest`] → [`ChangeResponse`]
+//! - `GET  /v1/resources/{kind}?project=&all=` → [`ResourceList`]
+//! - `GET  /v1/resources/{kind}/{name}?project=` → [`ResourceView`]
+//! - `GET  /v1/resources/{kind}/{name}/describe?project=` → [`Describe`]
+//!
+//! Every failure is an [`ErrorBody`] with a fitting status.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::actors::introspect::Addr;
+use crate::actors::secret_store::{self, SecretStoreMsg};
+use crate::api::{
+    ApiError, ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe,
+    ResourceList, ResourceQuery, ResourceView, Source,
+};
+use crate::domain::diagnostic::Diagnostic;
+use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
+use crate::domain::snapshot::{ResourceKey, Snapshot};
+use crate::domain::validate::{check_name, resolve_root_path, validate_documents};
+
+/// Largest accepted request body (a big apply).
+pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How long a request waits for an actor (a restart takes milliseconds; a commit fsyncs).
+const ACTOR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ControlContext {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub started_at: DateTime<Utc>,
+    pub data_dir: String,
+    pub socket: String,
+    pub webhook_addr: Option<String>,
+}
+
+impl ControlContext {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+/// A rejection that carries an API error.
+#[derive(Debug)]
+struct Failed(ApiError);
+impl warp::reject::Reject for Failed {}
+
+fn reply_error(e: &ApiError) -> warp::reply::Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    warp::reply::with_status(warp::reply::json(&e.body), status).into_response()
+}
+
+fn reply_result<T: serde::Serialize>(r: Result<T, ApiError>) -> warp::reply::Response {
+    match r {
+        Ok(v) => warp::reply::json(&v).into_response(),
+        Err(e) => reply_error(&e),
+    }
+}
+
+/// All control routes, with every rejection turned into an [`ErrorBody`].
+pub fn routes(
+    ctx: ControlContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with_ctx = {
+        let ctx = ctx.clone();
+        warp::any().map(move || ctx.clone())
+    };
+
+    let status = warp::path!("v1" / "status")
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .map(|ctx: ControlContext| reply_result(Ok::<_, ApiError>(status(&ctx))));
+    let apply = warp::path!("v1" / "apply")
+        .and(warp::post())
+        .and(json_body::<ApplyRequest>())
+        .then(|req: ApplyRequest| async move { reply_result(apply(req).await) });
+    let delete = warp::path!("v1" / "delete")
+        .and(warp::post())
+        .and(json_body::<DeleteRequest>())
+        .then(|req: DeleteRequest| async move { reply_result(delete(req).await) });
+    let list = warp::path!("v1" / "resources" / String)
+        .and(warp::get())
+        .and(warp::query::<ResourceQuery>())
+        .and(with_ctx.clone())
+        .map(|kind: String, q: ResourceQuery, ctx: ControlContext| {
+            reply_result(list(&ctx, &kind, &q))
+        });
+    let get_one = warp::path!("v1" / "resources" / String / String)
+        .and(warp::get())
+        .and(warp::query::<ResourceQuery>())
+        .and(with_ctx.clone())
+        .map(|kind: String, name: String, q: ResourceQuery, ctx: ControlContext| {
+            reply_result(get_one(&ctx, &kind, &name, &q))
+        });
+    let describe = warp::path!("v1" / "resources" / String / String / "describe")
+        .and(warp::get())
+        .and(warp::query::<ResourceQuery>())
+        .and(with_ctx)
+        .then(|kind: String, name: String, q: ResourceQuery, ctx: ControlContext| async move {
+            reply_result(describe(&ctx, &kind, &name, &q).await)
+        });
+
+    status
+        .or(apply)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(list)
+        .unify()
+        .or(get_one)
+        .unify()
+        .or(describe)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(BODY_LIMIT).and(warp::body::json())
+}
+
+async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let e = if let Some(Failed(e)) = r.find::<Failed>() {
+        e.clone()
+    } else if r.is_not_found() {
+        ApiError::not_found("unknown control API path: the CLI and the daemon may be different versions")
+    } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
+        ApiError::bad_request(format!("request body is not valid JSON for this call: {e}"))
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(413, format!("request body is larger than {} MiB", BODY_LIMIT >> 20))
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(405, "method not allowed on this path")
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request(format!("invalid query string: {e}"))
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(411, "a Content-Length header is required")
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(415, "send the request body as application/json")
+    } else {
+        ApiError::internal(format!("unhandled request: {r:?}"))
+    };
+    Ok(reply_error(&e))
+}
+
+fn status(ctx: &ControlContext) -> DaemonStatus {
+    let snapshot = ctx.snapshot();
+    DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        started_at: ctx.started_at,
+        uptime_seconds: (Utc::now() - ctx.started_at).num_seconds().max(0) as u64,
+        data_dir: ctx.data_dir.clone(),
+        socket: ctx.socket.clone(),
+        webhook_addr: ctx.webhook_addr.clone(),
+        revision: snapshot.revision,
+        resources: snapshot.counts(),
+    }
+}
+
+async fn store_actor() -> Result<Addr<SecretStoreMsg>, ApiError> {
+    Addr::resolve(secret_store::NAME, Duration::from_secs(5))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e}; retry in a moment")))
+}
+
+fn actor_error(e: crate::actors::introspect::CallError) -> ApiError {
+    ApiError::unavailable(format!("{e}; the change may not have been applied, check with `get`"))
+}
+
+/// Parses every source; returns documents with Workspace paths resolved, and every problem.
+fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    for src in sources {
+        let (parsed, mut p) = parse_documents(&src.name, &src.text);
+        problems.append(&mut p);
+        for mut d in parsed {
+            let relative = match &d.manifest.spec {
+                Spec::Workspace(w)
+                    if !Path::new(&w.root_path).is_absolute() && !w.root_path.trim().is_empty() =>
+                {
+                    Some(w.root_path.clone())
+                }
+                _ => None,
+            };
+            if let Some(root) = relative {
+                if Path::new(&src.base_dir).is_absolute() {
+                    if let Spec::Workspace(w) = &mut d.manifest.spec {
+                        w.root_path = resolve_root_path(&root, Path::new(&src.base_dir));
+                    }
+                } else {
+                    problems.push(d.diagnostic(
+                        "spec.root_path",
+                        format!(
+                            "relative root_path {root:?} cannot be resolved: the request gave no absolute base directory"
+                        ),
+                    ));
+                }
+            }
+            docs.push(d);
+        }
+    }
+    (docs, problems)
+}
+
+async fn apply(req: ApplyRequest) -> Result<ChangeResponse, ApiError> {
+    if req.sources.is_empty() {
+        return Err(ApiError::bad_request("nothing to apply: give at least one manifest"));
+    }
+    let (docs, mut problems) = parse_sources(&req.sources);
+    if docs.is_empty() && problems.is_empty() {
+        return Err(ApiError::bad_request(
+            "no documents found in the given manifests (they are empty or only comments)",
+        ));
+    }
+    if !problems.is_empty() {
+        // Report the resource-local problems of the documents that did parse as well; their
+        // references are not checked because they may point at the documents that failed.
+        let mut docs = docs;
+        let snapshot = Snapshot::default();
+        problems.extend(validate_documents(&mut docs, &snapshot, req.project.as_deref(), false));
+        return Err(ApiError::invalid("apply", problems));
+    }
+    let actor = store_actor().await?;
+    actor
+        .call(
+            |reply| SecretStoreMsg::Apply {
+                project: req.project,
+                dry_run: req.dry_run,
+                docs,
+                reply,
+            },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(actor_error)?
+}
+
+fn parse_kind(kind: &str) -> Result<Kind, ApiError> {
+    Kind::from_cli(kind).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown kind {kind:?}: use one of {}",
+            Kind::ALL.map(Kind::lower).join(", ")
+        ))
+    })
+}
+
+fn project_of(q: Option<&str>) -> Result<String, ApiError> {
+    let p = q.unwrap_or(DEFAULT_PROJECT);
+    check_name(p).map_err(|e| ApiError::bad_request(format!("project: {e}")))?;
+    Ok(p.to_owned())
+}
+
+async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ApiError> {
+    let flag = req.project.as_deref();
+    let mut targets = Vec::new();
+    for t in &req.targets {
+        targets.push(ResourceKey::new(project_of(flag)?, t.kind, t.name.clone()));
+    }
+    let (docs, mut problems) = parse_sources(&req.sources);
+    for d in &docs {
+        let declared = d.manifest.metadata.project.as_deref();
+        let project = match (declared, flag) {
+            (Some(m), Some(f)) if m != f => {
+                problems.push(
+                    d.diagnostic(
+                        "metadata.project",
+                        format!("project {m:?} does not match --project {f:?}"),
+                    )
+                    .hint("drop one of the two or make them agree"),
+                );
+                continue;
+            }
+            (Some(m), _) => m,
+            (None, Some(f)) => f,
+            (None, None) => DEFAULT_PROJECT,
+        };
+        targets.push(ResourceKey::new(project, d.manifest.kind(), d.manifest.name()));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("delete", problems));
+    }
+    if targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "nothing to delete: name KIND NAME or give -f with manifests",
+        ));
+    }
+    let actor = store_actor().await?;
+    actor
+        .call(
+            |reply| SecretStoreMsg::Delete {
+                targets,
+                dry_run: req.dry_run,
+                reply,
+            },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(actor_error)?
+}
+
+fn list(ctx: &ControlContext, kind: &str, q: &ResourceQuery) -> Result<ResourceList, ApiError> {
+    let kind = parse_kind(kind)?;
+    let snapshot = ctx.snapshot();
+    let project = if q.all { None } else { Some(project_of(q.project.as_deref())?) };
+    let items = snapshot
+        .list(kind, project.as_deref())
+        .filter(|r| q.name.as_deref().is_none_or(|n| r.key.name == n))
+        .map(|r| ResourceView::from_resource(r))
+        .collect();
+    Ok(ResourceList { items })
+}
+
+fn get_one(
+    ctx: &ControlContext,
+    kind: &str,
+    name: &str,
+    q: &ResourceQuery,
+) -> Result<ResourceView, ApiError> {
+    let kind = parse_kind(kind)?;
+    let project = project_of(q.project.as_deref())?;
+    let snapshot = ctx.snapshot();
+    snapshot
+        .lookup(&project, kind, name)
+        .map(|r| ResourceView::from_resource(r))
+        .ok_or_else(|| not_found(&snapshot, &project, kind, name))
+}
+
+fn not_found(snapshot: &Snapshot, project: &str, kind: Kind, name: &str) -> ApiError {
+    let names: Vec<&str> = snapshot
+        .list(kind, Some(project))
+        .map(|r| r.key.name.as_str())
+        .collect();
+    let hint = match crate::domain::diagnostic::did_you_mean(name, names.iter().copied()) {
+        Some(s) => format!(" (did you mean {s:?}?)"),
+        None => String::new(),
+    };
+    ApiError::not_found(format!(
+        "{}/{name} not found in project {project:?}{hint}",
+        kind.lower()
+    ))
+}
+
+async fn describe(
+    ctx: &ControlContext,
+    kind: &str,
+    name: &str,
+    q: &ResourceQuery,
+) -> Result<Describe, ApiError> {
+    let resource = get_one(ctx, kind, name, q)?;
+    let key = ResourceKey::new(resource.metadata.project.clone(), resource.kind, name);
+    let actor = store_actor().await?;
+    let described = actor
+        .call(|reply| SecretStoreMsg::Describe { key, reply }, ACTOR_TIMEOUT)
+        .await
+        .map_err(actor_error)??;
+    Ok(Describe {
+        resource,
+        referenced_by: described.referenced_by,
+        keys: described.keys,
+        history: described.history,
+    })
+}
+
+/// Serves the control API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    ctx: ControlContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(ctx))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
