@@ -144,7 +144,8 @@ impl Stats {
             handled: self.handled.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             queue_depth: enqueued.saturating_sub(received),
-            last_message_age_millis: lock(&self.last_message).map(|t| t.elapsed().as_millis() as u64),
+            last_message_age_millis: lock(&self.last_message)
+                .map(|t| t.elapsed().as_millis() as u64),
         }
     }
 }
@@ -293,7 +294,7 @@ impl<M: Message> Addr<M> {
     /// The running actor registered as `name`, if any. Edges (HTTP handlers) resolve actors by
     /// name on every request because a restart replaces the actor reference.
     pub fn lookup(name: &str) -> Option<Addr<M>> {
-        let actor = ActorRef::<Envelope<M>>::where_is(name.to_owned())?;
+        let actor = ActorRef::<Envelope<M>>::where_is(name)?;
         Some(Addr {
             actor,
             stats: stats(name)?,
@@ -376,9 +377,17 @@ impl<M: Message> Addr<M> {
 }
 
 /// Asks any instrumented actor for its state summary, knowing only its cell.
-pub async fn inspect_cell(cell: &ActorCell, timeout: Duration) -> Result<serde_json::Value, CallError> {
+pub async fn inspect_cell(
+    cell: &ActorCell,
+    timeout: Duration,
+) -> Result<serde_json::Value, CallError> {
     let name = cell.get_name().unwrap_or_default();
-    let Some(probe) = PROBES.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned() else {
+    let Some(probe) = PROBES
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .cloned()
+    else {
         return Err(CallError::Gone(name));
     };
     probe.inspect(timeout).await
@@ -542,7 +551,9 @@ pub async fn spawn<B: Behaviour>(
     args: B::Args,
     parent: Option<ActorCell>,
 ) -> Result<Addr<B::Msg>, SpawnErr> {
-    spawn_joinable(name, behaviour, args, parent).await.map(|(a, _)| a)
+    spawn_joinable(name, behaviour, args, parent)
+        .await
+        .map(|(a, _)| a)
 }
 
 /// Like [`spawn`], also returning the handle that completes when the actor has stopped.
@@ -553,7 +564,9 @@ pub async fn spawn_joinable<B: Behaviour>(
     parent: Option<ActorCell>,
 ) -> Result<(Addr<B::Msg>, tokio::task::JoinHandle<()>), SpawnErr> {
     let (actor, join) = match parent {
-        Some(p) => Actor::spawn_linked(Some(name.clone()), Instrumented(behaviour), args, p).await?,
+        Some(p) => {
+            Actor::spawn_linked(Some(name.clone()), Instrumented(behaviour), args, p).await?
+        }
         None => Actor::spawn(Some(name.clone()), Instrumented(behaviour), args).await?,
     };
     let addr = Addr {

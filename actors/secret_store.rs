@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde_json::json;
 use tokio::sync::watch;
@@ -259,7 +259,8 @@ impl Behaviour for SecretStoreActor {
         msg: SecretStoreMsg,
         state: &mut SecretStoreState,
     ) -> Result<(), ActorProcessingErr> {
-        let now = Utc::now();
+        // The store keeps milliseconds; the in-memory snapshot must match what a restart loads.
+        let now = Utc::now().trunc_subsecs(3);
         match msg {
             SecretStoreMsg::Apply {
                 project,

@@ -220,7 +220,12 @@ async fn restart(
     }
     if let Err(e) = start_child(me, state, name).await {
         let delay = state.backoff(name);
-        tracing::warn!(supervisor = me.name(), child = name, ?delay, "{e}; retrying");
+        tracing::warn!(
+            supervisor = me.name(),
+            child = name,
+            ?delay,
+            "{e}; retrying"
+        );
         if let Some(c) = state.children.get_mut(name) {
             c.pending_retry = true;
         }

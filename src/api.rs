@@ -226,8 +226,11 @@ impl ApiError {
     pub fn invalid(what: &str, details: Vec<Diagnostic>) -> ApiError {
         let n = details.len();
         let plural = if n == 1 { "problem" } else { "problems" };
-        ApiError::new(422, format!("{what} refused: {n} {plural}; nothing was changed"))
-            .with_details(details)
+        ApiError::new(
+            422,
+            format!("{what} refused: {n} {plural}; nothing was changed"),
+        )
+        .with_details(details)
     }
     pub fn bad_request(error: impl Into<String>) -> ApiError {
         ApiError::new(400, error)

@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 use crate::actors::introspect;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
-use crate::actors::supervisor::{ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, start_fn};
+use crate::actors::supervisor::{
+    ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
+};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::http::control::{self, ControlContext};
 
@@ -145,7 +147,10 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", path.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()));
+        }
     }
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind control socket {}", path.display()))?;
@@ -167,7 +172,10 @@ pub async fn run(
         .canonicalize()
         .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
-    let socket_path = config.socket.clone().unwrap_or_else(|| data_dir.join(SOCKET_FILE));
+    let socket_path = config
+        .socket
+        .clone()
+        .unwrap_or_else(|| data_dir.join(SOCKET_FILE));
 
     // Open the store once up front so that a broken key file or database is reported plainly
     // before anything listens.
@@ -271,12 +279,18 @@ pub async fn run(
 
     tracing::info!("shutting down");
     let _ = stop_control.send(());
-    if tokio::time::timeout(Duration::from_secs(5), control).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), control)
+        .await
+        .is_err()
+    {
         tracing::warn!("control connections did not finish within 5 s");
     }
     if outcome.is_ok() {
         root.cell()
-            .stop_and_wait(Some("daemon shutdown".into()), Some(Duration::from_secs(30)))
+            .stop_and_wait(
+                Some("daemon shutdown".into()),
+                Some(Duration::from_secs(30)),
+            )
             .await
             .ok();
     }

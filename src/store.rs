@@ -209,10 +209,11 @@ fn seal(
     data: &BTreeMap<String, SecretValue>,
 ) -> Result<Vec<u8>> {
     let plain: BTreeMap<&str, &str> = data.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
-    let plaintext = Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| StoreError::Corrupt {
-        what: "secret data".into(),
-        detail: e.to_string(),
-    })?);
+    let plaintext =
+        Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| StoreError::Corrupt {
+            what: "secret data".into(),
+            detail: e.to_string(),
+        })?);
     let nonce = XNonce::try_generate().map_err(|_| StoreError::Random)?;
     let aad = aad(key);
     let ct = cipher
@@ -307,7 +308,9 @@ impl Store {
     pub fn load_snapshot(&self) -> Result<Snapshot> {
         let revision: String =
             self.conn
-                .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))?;
+                .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                    r.get(0)
+                })?;
         let revision = revision.parse::<u64>().map_err(|e| StoreError::Corrupt {
             what: "revision".into(),
             detail: e.to_string(),
@@ -374,10 +377,8 @@ impl Store {
         for c in changes {
             write_change(&tx, &cipher, c, revision, now)?;
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'revision'",
-            params![revision.to_string()],
-        )?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")?
+            .execute(params![revision.to_string()])?;
         tx.commit()?;
         Ok(())
     }
@@ -469,15 +470,13 @@ fn write_change(
     let detail = match c.outcome {
         Outcome::Unchanged => return Ok(()),
         Outcome::Deleted => {
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM resources WHERE project = ?1 AND kind = ?2 AND name = ?3",
-                params![k.project, kind, k.name],
-            )?;
+            )?
+            .execute(params![k.project, kind, k.name])?;
             if k.kind == Kind::SecretStore {
-                tx.execute(
-                    "DELETE FROM secret_keys WHERE project = ?1 AND store = ?2",
-                    params![k.project, k.name],
-                )?;
+                tx.prepare_cached("DELETE FROM secret_keys WHERE project = ?1 AND store = ?2")?
+                    .execute(params![k.project, k.name])?;
             }
             serde_json::json!({})
         }
@@ -494,12 +493,14 @@ fn write_change(
                 ),
                 _ => (None, spec_json.clone()),
             };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO resources (project, kind, name, generation, metadata, spec, sealed, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (project, kind, name) DO UPDATE SET generation = excluded.generation,
                    metadata = excluded.metadata, spec = excluded.spec, sealed = excluded.sealed,
                    updated_at = excluded.updated_at",
+            )?
+            .execute(
                 params![
                     k.project,
                     kind,
@@ -515,20 +516,20 @@ fn write_change(
             detail
         }
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO history (at, revision, project, kind, name, generation, action, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            ts(now),
-            revision as i64,
-            k.project,
-            kind,
-            k.name,
-            r.generation as i64,
-            c.outcome.as_str(),
-            detail.to_string()
-        ],
-    )?;
+    )?
+    .execute(params![
+        ts(now),
+        revision as i64,
+        k.project,
+        kind,
+        k.name,
+        r.generation as i64,
+        c.outcome.as_str(),
+        detail.to_string()
+    ])?;
     Ok(())
 }
 
@@ -543,8 +544,9 @@ fn update_key_meta(
 ) -> Result<serde_json::Value> {
     let mut old: BTreeMap<String, String> = BTreeMap::new();
     {
-        let mut stmt =
-            tx.prepare("SELECT key, fingerprint FROM secret_keys WHERE project = ?1 AND store = ?2")?;
+        let mut stmt = tx.prepare(
+            "SELECT key, fingerprint FROM secret_keys WHERE project = ?1 AND store = ?2",
+        )?;
         let rows = stmt.query_map(params![k.project, k.name], |r| Ok((r.get(0)?, r.get(1)?)))?;
         for row in rows {
             let (key, fp) = row?;
@@ -563,12 +565,14 @@ fn update_key_meta(
                 } else {
                     added.push(key.clone());
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO secret_keys (project, store, key, fingerprint, length, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (project, store, key) DO UPDATE SET fingerprint = excluded.fingerprint,
                        length = excluded.length, updated_at = excluded.updated_at,
                        last_verified_at = NULL, last_verified_trigger = NULL",
+                )?
+                .execute(
                     params![k.project, k.name, key, fp, value.len() as i64, ts(now)],
                 )?;
             }
@@ -577,10 +581,10 @@ fn update_key_meta(
     }
     let removed: Vec<&String> = old.keys().filter(|key| !data.contains_key(*key)).collect();
     for key in &removed {
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM secret_keys WHERE project = ?1 AND store = ?2 AND key = ?3",
-            params![k.project, k.name, key],
-        )?;
+        )?
+        .execute(params![k.project, k.name, key])?;
     }
     Ok(serde_json::json!({
         "keys": fingerprints,
@@ -593,7 +597,9 @@ fn update_key_meta(
 /// Looks up a single meta value (used by tests and `daemon status`).
 pub fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 
@@ -615,10 +621,16 @@ mod tests {
         docs.into_iter().map(|d| d.manifest).collect()
     }
 
-    fn apply(store: &mut Store, snap: &Snapshot, m: &[crate::domain::manifest::Manifest]) -> Snapshot {
+    fn apply(
+        store: &mut Store,
+        snap: &Snapshot,
+        m: &[crate::domain::manifest::Manifest],
+    ) -> Snapshot {
         let changes = snap.plan(m, Utc::now());
         let next = snap.apply(&changes);
-        store.commit(&changes, next.revision, Utc::now()).expect("commit");
+        store
+            .commit(&changes, next.revision, Utc::now())
+            .expect("commit");
         next
     }
 
@@ -626,8 +638,16 @@ mod tests {
     fn secrets_round_trip_encrypted_and_history_has_no_values() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::open(dir.path()).expect("open");
-        let s1 = apply(&mut store, &Snapshot::default(), &secret_doc(&[("old", "plain-old-value")]));
-        let s2 = apply(&mut store, &s1, &secret_doc(&[("old", "plain-old-value"), ("new", "plain-new-value")]));
+        let s1 = apply(
+            &mut store,
+            &Snapshot::default(),
+            &secret_doc(&[("old", "plain-old-value")]),
+        );
+        let s2 = apply(
+            &mut store,
+            &s1,
+            &secret_doc(&[("old", "plain-old-value"), ("new", "plain-new-value")]),
+        );
         assert_eq!(s2.revision, 2);
         drop(store);
 
@@ -637,7 +657,10 @@ mod tests {
             let hay = String::from_utf8_lossy(bytes);
             assert!(!hay.contains("plain-old-value") && !hay.contains("plain-new-value"));
         }
-        let mode = fs::metadata(dir.path().join(KEY_FILE)).expect("key").permissions().mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .expect("key")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let store = Store::open(dir.path()).expect("reopen");
@@ -650,7 +673,10 @@ mod tests {
             .expect("history");
         assert_eq!(hist.len(), 2);
         assert_eq!(hist[0].detail["added"], serde_json::json!(["new"]));
-        assert_eq!(hist[0].detail["keys"]["new"], fingerprint("plain-new-value"));
+        assert_eq!(
+            hist[0].detail["keys"]["new"],
+            fingerprint("plain-new-value")
+        );
         let meta = store.key_meta("default", "hooks").expect("meta");
         assert_eq!(meta.len(), 2);
         assert_eq!(meta[0].key, "new");
@@ -667,7 +693,10 @@ mod tests {
         let data = BTreeMap::from([("k".to_string(), SecretValue::new("v".into()))]);
         let blob = seal(&cipher, &a, &data).expect("seal");
         assert!(open(&cipher, &a, &blob).is_ok());
-        assert!(matches!(open(&cipher, &b, &blob), Err(StoreError::Decrypt { .. })));
+        assert!(matches!(
+            open(&cipher, &b, &blob),
+            Err(StoreError::Decrypt { .. })
+        ));
     }
 
     #[test]
@@ -676,7 +705,10 @@ mod tests {
         drop(Store::open(dir.path()).expect("open"));
         let path = dir.path().join(KEY_FILE);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = Store::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Store::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("chmod 600"), "{err}");
     }
 }

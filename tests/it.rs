@@ -1,1 +1,6 @@
-mod x {}
+//! Integration tests: the real binaries against temporary data dirs (see `common.rs`), plus
+//! repository-wide checks (`tidy.rs`).
+
+mod common;
+mod resources;
+mod tidy;

@@ -90,7 +90,10 @@ impl fmt::Display for Diagnostic {
 
 /// The closest candidate to `input` when it is close enough to be a likely typo, compared
 /// case-insensitively and ignoring `_`/`-` so that `prompt_delivery` suggests `promptDelivery`.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let norm = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')
@@ -115,17 +118,31 @@ mod tests {
     use super::*;
 
     fn check(input: &str, candidates: &[&str], want: Option<&str>) {
-        assert_eq!(did_you_mean(input, candidates.iter().copied()), want, "input {input:?}");
+        assert_eq!(
+            did_you_mean(input, candidates.iter().copied()),
+            want,
+            "input {input:?}"
+        );
     }
 
     #[test]
     fn suggestions() {
-        let fields = ["id", "template", "command", "required_capability", "retries"];
+        let fields = [
+            "id",
+            "template",
+            "command",
+            "required_capability",
+            "retries",
+        ];
         check("templat", &fields, Some("template"));
         check("Template", &fields, Some("template"));
         check("requiredCapability", &fields, Some("required_capability"));
         check("zzzzzz", &fields, None);
-        check("prompt_delivery", &["promptDelivery", "command"], Some("promptDelivery"));
+        check(
+            "prompt_delivery",
+            &["promptDelivery", "command"],
+            Some("promptDelivery"),
+        );
         check("x", &[], None);
     }
 

@@ -40,8 +40,14 @@ impl LineIndex {
 
 enum Frame {
     /// A mapping: the path of the mapping and, between a key and its value, the pending key.
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]

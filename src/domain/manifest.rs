@@ -102,7 +102,10 @@ impl Kind {
 
     /// Every spelling accepted on the command line, for error hints.
     pub fn cli_names() -> Vec<&'static str> {
-        Kind::ALL.iter().flat_map(|k| k.aliases().iter().copied()).collect()
+        Kind::ALL
+            .iter()
+            .flat_map(|k| k.aliases().iter().copied())
+            .collect()
     }
 }
 
@@ -436,7 +439,11 @@ pub struct TriggerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub starting_deadline_seconds: Option<u64>,
-    #[serde(rename = "historyLimit", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "historyLimit",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub history_limit: Option<HistoryLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -469,11 +476,19 @@ pub struct EventSpec {
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     pub secret: WebhookSecret,
-    #[serde(rename = "signatureHeader", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "signatureHeader",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub signature_header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
-    #[serde(rename = "toleranceSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "toleranceSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tolerance_seconds: Option<u64>,
 }
 
@@ -593,11 +608,14 @@ impl<'de> Visitor<'de> for SecretScalar {
         Err(de::Error::custom("value is a list: values must be strings"))
     }
     fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
-        Err(de::Error::custom("value is a mapping: values must be strings"))
+        Err(de::Error::custom(
+            "value is a mapping: values must be strings",
+        ))
     }
 }
 
-const NOT_A_STRING: &str = "value is not a string (YAML read it as a number or boolean): quote it, e.g. \"0123\"";
+const NOT_A_STRING: &str =
+    "value is not a string (YAML read it as a number or boolean): quote it, e.g. \"0123\"";
 
 struct StringMap<F>(F);
 
@@ -635,9 +653,7 @@ fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
     d.deserialize_any(StringMap(|s| s))
 }
 
-fn secret_map<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<String, SecretValue>, D::Error> {
+fn secret_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, SecretValue>, D::Error> {
     d.deserialize_any(StringMap(SecretValue::new))
 }
 
@@ -716,11 +732,9 @@ fn is_blank_document(doc: &str) -> bool {
     })
 }
 
-#[derive(Deserialize)]
+/// `apiVersion` and `kind`, read before the typed parse.
 struct Probe {
-    #[serde(rename = "apiVersion", default)]
     api_version: Option<serde_yaml::Value>,
-    #[serde(default)]
     kind: Option<serde_yaml::Value>,
 }
 
@@ -778,32 +792,52 @@ pub fn parse_documents(file: &str, text: &str) -> (Vec<Document>, Vec<Diagnostic
                 text: doc.to_owned(),
                 manifest,
             }),
-            Err(d) => problems.push(locate(d)),
+            Err(d) => problems.push(locate(*d)),
         }
     }
     (docs, problems)
 }
 
 /// Parses one document's text (line numbers in the result are relative to it).
-fn parse_one(doc: &str) -> Result<Manifest, Diagnostic> {
-    let probe: Probe = serde_yaml::from_str(doc).map_err(|e| yaml_diagnostic(&e, doc))?;
+fn parse_one(doc: &str) -> Result<Manifest, Box<Diagnostic>> {
+    // libyaml parses the text once, into a Value; the typed structs are read from the Value.
+    // Only when that fails is the text parsed again, straight into the typed struct, because
+    // that path gives the error its line.
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(doc).map_err(|e| Box::new(yaml_diagnostic(&e, doc)))?;
+    let probe = match &value {
+        serde_yaml::Value::Mapping(m) => Probe {
+            api_version: m.get("apiVersion").cloned(),
+            kind: m.get("kind").cloned(),
+        },
+        _ => {
+            return Err(Box::new(Diagnostic {
+                line: Some(1),
+                ..Diagnostic::new(
+                    "",
+                    "a document must be a mapping with apiVersion, kind, metadata and spec",
+                )
+                .hint("write one resource per document, separated by `---` lines")
+            }));
+        }
+    };
     let line_of = |path: &str| LineIndex::build(doc).line_of(path);
     match probe.api_version.as_ref().map(yaml_as_str) {
         Some(Some(API_VERSION)) => {}
         Some(other) => {
             let shown = other.map_or_else(|| "a non-string".to_owned(), |s| format!("{s:?}"));
-            return Err(Diagnostic {
+            return Err(Box::new(Diagnostic {
                 line: line_of("apiVersion"),
                 ..Diagnostic::new("apiVersion", format!("unsupported apiVersion {shown}"))
                     .hint(format!("use `apiVersion: {API_VERSION}`"))
-            });
+            }));
         }
         None => {
-            return Err(Diagnostic {
+            return Err(Box::new(Diagnostic {
                 line: Some(1),
                 ..Diagnostic::new("apiVersion", "missing field `apiVersion`")
                     .hint(format!("add `apiVersion: {API_VERSION}`"))
-            });
+            }));
         }
     }
     let kind_names = Kind::ALL.map(Kind::as_str);
@@ -813,31 +847,40 @@ fn parse_one(doc: &str) -> Result<Manifest, Diagnostic> {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("use one of {}", kind_names.join(", ")),
             };
-            Diagnostic {
+            Box::new(Diagnostic {
                 line: line_of("kind"),
                 ..Diagnostic::new("kind", format!("unknown kind {k:?}")).hint(hint)
-            }
+            })
         })?,
         Some(None) => {
-            return Err(Diagnostic {
+            return Err(Box::new(Diagnostic {
                 line: line_of("kind"),
                 ..Diagnostic::new("kind", "kind must be a string")
                     .hint(format!("use one of {}", kind_names.join(", ")))
-            });
+            }));
         }
         None => {
-            return Err(Diagnostic {
+            return Err(Box::new(Diagnostic {
                 line: Some(1),
                 ..Diagnostic::new("kind", "missing field `kind`")
                     .hint(format!("add `kind:` with one of {}", kind_names.join(", ")))
-            });
+            }));
         }
     };
     fn typed<S: for<'de> Deserialize<'de>>(
         doc: &str,
+        value: serde_yaml::Value,
         wrap: fn(S) -> Spec,
-    ) -> Result<Manifest, Diagnostic> {
-        let t: Typed<S> = serde_yaml::from_str(doc).map_err(|e| yaml_diagnostic(&e, doc))?;
+    ) -> Result<Manifest, Box<Diagnostic>> {
+        let t: Typed<S> = match serde_yaml::from_value(value) {
+            Ok(t) => t,
+            Err(from_value) => {
+                let e = serde_yaml::from_str::<Typed<S>>(doc)
+                    .err()
+                    .unwrap_or(from_value);
+                return Err(Box::new(yaml_diagnostic(&e, doc)));
+            }
+        };
         let m = t.metadata;
         Ok(Manifest {
             metadata: Metadata {
@@ -850,13 +893,13 @@ fn parse_one(doc: &str) -> Result<Manifest, Diagnostic> {
         })
     }
     match kind {
-        Kind::Workspace => typed(doc, Spec::Workspace),
-        Kind::EnvStore => typed(doc, Spec::EnvStore),
-        Kind::SecretStore => typed(doc, Spec::SecretStore),
-        Kind::StepTemplate => typed(doc, Spec::StepTemplate),
-        Kind::Agent => typed(doc, Spec::Agent),
-        Kind::Workflow => typed(doc, Spec::Workflow),
-        Kind::Trigger => typed(doc, Spec::Trigger),
+        Kind::Workspace => typed(doc, value, Spec::Workspace),
+        Kind::EnvStore => typed(doc, value, Spec::EnvStore),
+        Kind::SecretStore => typed(doc, value, Spec::SecretStore),
+        Kind::StepTemplate => typed(doc, value, Spec::StepTemplate),
+        Kind::Agent => typed(doc, value, Spec::Agent),
+        Kind::Workflow => typed(doc, value, Spec::Workflow),
+        Kind::Trigger => typed(doc, value, Spec::Trigger),
     }
 }
 
@@ -886,11 +929,13 @@ fn yaml_diagnostic(err: &serde_yaml::Error, doc: &str) -> Diagnostic {
     if let Some(field) = between(&message, "unknown field `", "`") {
         let expected = backticked(message.split_once("expected").map_or("", |(_, r)| r));
         let field = field.to_owned();
-        hint = Some(match did_you_mean(&field, expected.iter().map(String::as_str)) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None if expected.is_empty() => "remove it: this mapping takes no fields".to_owned(),
-            None => format!("remove it; valid fields are {}", expected.join(", ")),
-        });
+        hint = Some(
+            match did_you_mean(&field, expected.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if expected.is_empty() => "remove it: this mapping takes no fields".to_owned(),
+                None => format!("remove it; valid fields are {}", expected.join(", ")),
+            },
+        );
         path = join_path(&path, &field);
         message = format!("unknown field `{field}`");
     } else if let Some(variant) = between(&message, "unknown variant `", "`") {
@@ -986,7 +1031,9 @@ mod tests {
     #[test]
     fn structural_problems() {
         check(
-            &format!("{HEAD}kind: Workflow\nmetadata:\n  name: w\nspec:\n  steps:\n    - id: a\n      templat: t\n"),
+            &format!(
+                "{HEAD}kind: Workflow\nmetadata:\n  name: w\nspec:\n  steps:\n    - id: a\n      templat: t\n"
+            ),
             "f.yaml:8: document 1: spec.steps[0].templat: unknown field `templat` (hint: did you mean `template`?)",
         );
         check(
@@ -994,7 +1041,9 @@ mod tests {
             "f.yaml:5: document 1: spec.prompt: missing field `prompt` (hint: add `prompt:`)",
         );
         check(
-            &format!("{HEAD}kind: Agent\nmetadata:\n  name: a\nspec:\n  command: x\n  timeout_secs: soon\n"),
+            &format!(
+                "{HEAD}kind: Agent\nmetadata:\n  name: a\nspec:\n  command: x\n  timeout_secs: soon\n"
+            ),
             "f.yaml:7: document 1: spec.timeout_secs: invalid type: string \"soon\", expected u64 (hint: use a non-negative whole number)",
         );
         check(
@@ -1006,7 +1055,9 @@ mod tests {
             "f.yaml:2: document 1: kind: unknown kind \"Secretstore\" (hint: did you mean `SecretStore`?)",
         );
         check(
-            &format!("{HEAD}kind: Agent\nmetadata:\n  name: a\nspec:\n  command: x\n  promptDelivery: pipe\n"),
+            &format!(
+                "{HEAD}kind: Agent\nmetadata:\n  name: a\nspec:\n  command: x\n  promptDelivery: pipe\n"
+            ),
             "f.yaml:7: document 1: spec.promptDelivery: unknown value `pipe` (hint: use one of arg, stdin, file, env)",
         );
         check(
@@ -1017,7 +1068,9 @@ mod tests {
 
     #[test]
     fn secret_values_are_never_echoed() {
-        let text = format!("{HEAD}kind: SecretStore\nmetadata:\n  name: s\nspec:\n  data:\n    pin: 123456789\n");
+        let text = format!(
+            "{HEAD}kind: SecretStore\nmetadata:\n  name: s\nspec:\n  data:\n    pin: 123456789\n"
+        );
         let d = diag(&text);
         assert!(!d.contains("123456789"), "{d}");
         assert!(d.contains("spec.data") && d.contains("quote it"), "{d}");
@@ -1044,7 +1097,9 @@ mod tests {
         );
         let (docs, problems) = parse_documents("f.yaml", &text);
         assert!(problems.is_empty(), "{problems:?}");
-        let Spec::Workflow(w) = &docs[0].manifest.spec else { panic!("not a workflow") };
+        let Spec::Workflow(w) = &docs[0].manifest.spec else {
+            panic!("not a workflow")
+        };
         assert!(w.steps[0].enabled && w.steps[0].repeatable);
         assert_eq!(w.max_parallel, 1);
         assert_eq!(w.loop_.mode, LoopMode::Once);

@@ -45,7 +45,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         Err("name is empty".into())
     } else if name.len() > MAX_NAME {
-        Err(format!("name {name:?} is {} characters long; the limit is {MAX_NAME}", name.len()))
+        Err(format!(
+            "name {name:?} is {} characters long; the limit is {MAX_NAME}",
+            name.len()
+        ))
     } else if !ok_chars || !first_ok {
         Err(format!(
             "invalid name {name:?}: use 1-63 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
@@ -64,7 +67,9 @@ fn check_data_key(key: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!("invalid key {key:?}: use letters, digits, '-', '_' and '.'"));
+        return Err(format!(
+            "invalid key {key:?}: use letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(())
 }
@@ -294,8 +299,14 @@ impl<'a> View<'a> {
                         let mut names = self.names(project, Kind::SecretStore);
                         names.extend(self.names(project, Kind::EnvStore));
                         return Err((
-                            format!("no SecretStore or EnvStore named {name:?} in project {project:?}"),
-                            suggest(name, &names, "apply the store (it may be in the same apply) or fix the name"),
+                            format!(
+                                "no SecretStore or EnvStore named {name:?} in project {project:?}"
+                            ),
+                            suggest(
+                                name,
+                                &names,
+                                "apply the store (it may be in the same apply) or fix the name",
+                            ),
                         ));
                     }
                 };
@@ -333,7 +344,9 @@ impl<'a> View<'a> {
             suggest(
                 name,
                 &self.names(project, kind),
-                &format!("apply a {kind} named {name:?} (it may be in the same apply) or fix the name"),
+                &format!(
+                    "apply a {kind} named {name:?} (it may be in the same apply) or fix the name"
+                ),
             ),
         )
     }
@@ -428,8 +441,13 @@ pub fn validate_documents(
         let key = key_of(&d.manifest);
         if let Some((file, index)) = seen.get(&key) {
             out.push(
-                d.diagnostic("metadata.name", format!("duplicate {} {:?}", key.kind, key.name))
-                    .hint(format!("already declared in {file} document {index}; keep one")),
+                d.diagnostic(
+                    "metadata.name",
+                    format!("duplicate {} {:?}", key.kind, key.name),
+                )
+                .hint(format!(
+                    "already declared in {file} document {index}; keep one"
+                )),
             );
         } else {
             seen.insert(key, (d.file.clone(), d.index));
@@ -452,23 +470,31 @@ pub fn validate_documents(
     // References, against the snapshot overlaid with this apply.
     let view = View {
         snapshot,
-        overlay: docs.iter().map(|d| (key_of(&d.manifest), &d.manifest)).collect(),
+        overlay: docs
+            .iter()
+            .map(|d| (key_of(&d.manifest), &d.manifest))
+            .collect(),
         removed: HashSet::new(),
     };
     for d in docs.iter() {
-        let project = d.manifest.metadata.project.as_deref().unwrap_or(DEFAULT_PROJECT);
+        let project = d
+            .manifest
+            .metadata
+            .project
+            .as_deref()
+            .unwrap_or(DEFAULT_PROJECT);
         for r in references(&d.manifest.spec) {
             if let Err((message, hint)) = view.resolve(project, &r.target) {
                 out.push(d.diagnostic(&r.path, message).hint(hint));
             }
         }
         if let Spec::Workflow(w) = &d.manifest.spec {
-            for (path, message) in output_placeholder_problems(w, |t| {
-                match view.get(project, Kind::StepTemplate, t) {
+            for (path, message) in
+                output_placeholder_problems(w, |t| match view.get(project, Kind::StepTemplate, t) {
                     Some(Spec::StepTemplate(s)) => Some(s.prompt.clone()),
                     _ => None,
-                }
-            }) {
+                })
+            {
                 out.push(
                     d.diagnostic(&path, message)
                         .hint("`{<step_id>_output}` names an earlier step of this workflow"),
@@ -519,7 +545,11 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
     (path.into(), message.into(), None)
 }
 
-fn problem_hint(path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) -> Problem {
+fn problem_hint(
+    path: impl Into<String>,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> Problem {
     (path.into(), message.into(), Some(hint.into()))
 }
 
@@ -529,7 +559,11 @@ fn local_problems(spec: &Spec) -> Vec<Problem> {
     match spec {
         Spec::Workspace(w) => {
             if w.root_path.trim().is_empty() {
-                out.push(problem_hint("spec.root_path", "root_path is empty", "give the workspace directory"));
+                out.push(problem_hint(
+                    "spec.root_path",
+                    "root_path is empty",
+                    "give the workspace directory",
+                ));
             } else if !Path::new(&w.root_path).is_absolute() {
                 out.push(problem_hint(
                     "spec.root_path",
@@ -622,7 +656,8 @@ fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
             }
             let used: Vec<&str> = argv.iter().flat_map(|a| render::placeholders(a)).collect();
             for name in &used {
-                if !render::COMMAND_PLACEHOLDERS.contains(name) && !render::is_prompt_placeholder(name)
+                if !render::COMMAND_PLACEHOLDERS.contains(name)
+                    && !render::is_prompt_placeholder(name)
                 {
                     out.push(problem_hint(
                         "spec.command",
@@ -652,16 +687,28 @@ fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
     }
     for (i, c) in a.capabilities.iter().enumerate() {
         if let Err(e) = check_name(c) {
-            out.push(problem(format!("spec.capabilities[{i}]"), e.replace("name", "capability")));
+            out.push(problem(
+                format!("spec.capabilities[{i}]"),
+                e.replace("name", "capability"),
+            ));
         }
     }
     if a.timeout_secs == Some(0) {
-        out.push(problem_hint("spec.timeout_secs", "timeout_secs is 0", "use a positive number of seconds or leave it out"));
+        out.push(problem_hint(
+            "spec.timeout_secs",
+            "timeout_secs is 0",
+            "use a positive number of seconds or leave it out",
+        ));
     }
     let mut names = HashSet::new();
     for (i, e) in a.env.iter().enumerate() {
         let path = format!("spec.env[{i}]");
-        let shape = (e.name.is_some(), e.value.is_some(), e.from_ref.is_some(), e.ref_value.is_some());
+        let shape = (
+            e.name.is_some(),
+            e.value.is_some(),
+            e.from_ref.is_some(),
+            e.ref_value.is_some(),
+        );
         match shape {
             (true, true, false, false) | (true, false, false, true) | (false, false, true, false) => {}
             _ => out.push(problem_hint(
@@ -684,7 +731,11 @@ fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
                     "choose another name",
                 ));
             } else if !names.insert(name.clone()) {
-                out.push(problem_hint(format!("{path}.name"), format!("{name} is set twice"), "keep one entry"));
+                out.push(problem_hint(
+                    format!("{path}.name"),
+                    format!("{name} is set twice"),
+                    "keep one entry",
+                ));
             }
         }
     }
@@ -692,18 +743,32 @@ fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
 
 fn workflow_problems(w: &WorkflowSpec, out: &mut Vec<Problem>) {
     if w.steps.is_empty() {
-        out.push(problem_hint("spec.steps", "a workflow needs at least one step", "add a step with `id` and `template` or `command`"));
+        out.push(problem_hint(
+            "spec.steps",
+            "a workflow needs at least one step",
+            "add a step with `id` and `template` or `command`",
+        ));
     }
     let mut ids = HashSet::new();
     for (i, s) in w.steps.iter().enumerate() {
         let p = |f: &str| format!("spec.steps[{i}].{f}");
         let id_ok = !s.id.is_empty()
             && s.id.len() <= MAX_NAME
-            && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && s.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !id_ok {
-            out.push(problem_hint(p("id"), format!("invalid step id {:?}", s.id), "use 1-63 characters of letters, digits, '_' and '-'"));
+            out.push(problem_hint(
+                p("id"),
+                format!("invalid step id {:?}", s.id),
+                "use 1-63 characters of letters, digits, '_' and '-'",
+            ));
         } else if !ids.insert(s.id.as_str()) {
-            out.push(problem_hint(p("id"), format!("duplicate step id {:?}", s.id), "step ids must be unique within a workflow"));
+            out.push(problem_hint(
+                p("id"),
+                format!("duplicate step id {:?}", s.id),
+                "step ids must be unique within a workflow",
+            ));
         }
         match (&s.template, &s.command) {
             (Some(_), Some(_)) => out.push(problem_hint(
@@ -734,20 +799,40 @@ fn workflow_problems(w: &WorkflowSpec, out: &mut Vec<Problem>) {
             (Some(_), None) => {}
         }
         if s.scope == StepScope::Item {
-            out.push(problem_hint(p("scope"), "scope `item` is reserved and not supported yet", "use `scope: task`"));
+            out.push(problem_hint(
+                p("scope"),
+                "scope `item` is reserved and not supported yet",
+                "use `scope: task`",
+            ));
         }
         if s.timeout_secs == Some(0) {
-            out.push(problem_hint(p("timeout_secs"), "timeout_secs is 0", "use a positive number of seconds or leave it out"));
+            out.push(problem_hint(
+                p("timeout_secs"),
+                "timeout_secs is 0",
+                "use a positive number of seconds or leave it out",
+            ));
         }
         if s.retries.is_some_and(|r| r > 100) {
-            out.push(problem_hint(p("retries"), "more than 100 retries", "use at most 100"));
+            out.push(problem_hint(
+                p("retries"),
+                "more than 100 retries",
+                "use at most 100",
+            ));
         }
     }
     if w.max_parallel == 0 {
-        out.push(problem_hint("spec.max_parallel", "max_parallel is 0", "use 1 or more"));
+        out.push(problem_hint(
+            "spec.max_parallel",
+            "max_parallel is 0",
+            "use 1 or more",
+        ));
     }
     match (w.loop_.mode, w.loop_.max_cycles) {
-        (_, Some(0)) => out.push(problem_hint("spec.loop.max_cycles", "max_cycles is 0", "use 1 or more")),
+        (_, Some(0)) => out.push(problem_hint(
+            "spec.loop.max_cycles",
+            "max_cycles is 0",
+            "use 1 or more",
+        )),
         (LoopMode::Fixed, None) => out.push(problem_hint(
             "spec.loop.max_cycles",
             "loop mode `fixed` needs max_cycles",
@@ -806,7 +891,8 @@ fn event_problems(ev: &EventSpec, out: &mut Vec<Problem>) {
     }
     if let Some(h) = &w.signature_header {
         let token = !h.is_empty()
-            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !token {
             out.push(problem_hint(
                 "spec.event.webhook.signatureHeader",
@@ -816,7 +902,11 @@ fn event_problems(ev: &EventSpec, out: &mut Vec<Problem>) {
         }
     }
     if w.tolerance_seconds == Some(0) {
-        out.push(problem_hint("spec.event.webhook.toleranceSeconds", "toleranceSeconds is 0", "use a positive number of seconds (300 is usual)"));
+        out.push(problem_hint(
+            "spec.event.webhook.toleranceSeconds",
+            "toleranceSeconds is 0",
+            "use a positive number of seconds (300 is usual)",
+        ));
     }
     if w.secret.keys.as_ref().is_some_and(Vec::is_empty) {
         out.push(problem_hint(
@@ -828,7 +918,11 @@ fn event_problems(ev: &EventSpec, out: &mut Vec<Problem>) {
     if let Some(c) = ev.filter.as_ref().and_then(|f| f.condition.as_ref())
         && c.trim().is_empty()
     {
-        out.push(problem_hint("spec.event.filter.condition", "condition is empty", "remove it or write a CEL expression"));
+        out.push(problem_hint(
+            "spec.event.filter.condition",
+            "condition is empty",
+            "remove it or write a CEL expression",
+        ));
     }
 }
 
@@ -863,7 +957,10 @@ pub fn validate_delete(snapshot: &Snapshot, deleting: &[ResourceKey]) -> Vec<Dia
             {
                 let what = match &reference.target {
                     Target::Named { kind, name, .. } => {
-                        format!("refers to {}/{name}, which this delete removes", kind.lower())
+                        format!(
+                            "refers to {}/{name}, which this delete removes",
+                            kind.lower()
+                        )
                     }
                     Target::Store { name, .. } => {
                         format!("refers to store {name:?}, which this delete removes")
@@ -931,12 +1028,10 @@ spec:
         let (mut base, p) = parse_documents("bundle.yaml", BUNDLE);
         assert!(p.is_empty(), "{p:?}");
         assert!(validate_apply(&mut base, &Snapshot::default(), None).is_empty());
-        let snapshot = Snapshot::default().apply(
-            &Snapshot::default().plan(
-                &base.iter().map(|d| d.manifest.clone()).collect::<Vec<_>>(),
-                chrono::DateTime::UNIX_EPOCH,
-            ),
-        );
+        let snapshot = Snapshot::default().apply(&Snapshot::default().plan(
+            &base.iter().map(|d| d.manifest.clone()).collect::<Vec<_>>(),
+            chrono::DateTime::UNIX_EPOCH,
+        ));
         let (mut docs, parse) = parse_documents("f.yaml", text);
         assert!(parse.is_empty(), "{parse:?}");
         validate_apply(&mut docs, &snapshot, None)
@@ -956,18 +1051,38 @@ spec:
 
     #[test]
     fn good_resources_pass() {
-        check("kind: Trigger\nmetadata: {name: t2}\nspec:\n  cron: {schedule: '@daily'}\n  action: {workflow: secret-rotation, workspace: default}\n", &[]);
-        check("kind: Trigger\nmetadata: {name: hook}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks, keys: [github]}, scheme: github}\n  action: {workflow: secret-rotation, workspace: default}\n", &[]);
+        check(
+            "kind: Trigger\nmetadata: {name: t2}\nspec:\n  cron: {schedule: '@daily'}\n  action: {workflow: secret-rotation, workspace: default}\n",
+            &[],
+        );
+        check(
+            "kind: Trigger\nmetadata: {name: hook}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks, keys: [github]}, scheme: github}\n  action: {workflow: secret-rotation, workspace: default}\n",
+            &[],
+        );
     }
 
     #[test]
     fn names_and_projects() {
-        check("kind: StepTemplate\nmetadata: {name: Bad_Name}\nspec: {prompt: p}\n", &["metadata.name: invalid name \"Bad_Name\""]);
-        check("kind: StepTemplate\nmetadata: {name: -x}\nspec: {prompt: p}\n", &["invalid name"]);
-        check(&format!("kind: StepTemplate\nmetadata: {{name: {}}}\nspec: {{prompt: p}}\n", "a".repeat(64)), &["is 64 characters long"]);
+        check(
+            "kind: StepTemplate\nmetadata: {name: Bad_Name}\nspec: {prompt: p}\n",
+            &["metadata.name: invalid name \"Bad_Name\""],
+        );
+        check(
+            "kind: StepTemplate\nmetadata: {name: -x}\nspec: {prompt: p}\n",
+            &["invalid name"],
+        );
+        check(
+            &format!(
+                "kind: StepTemplate\nmetadata: {{name: {}}}\nspec: {{prompt: p}}\n",
+                "a".repeat(64)
+            ),
+            &["is 64 characters long"],
+        );
         check(
             "kind: StepTemplate\nmetadata: {name: a}\nspec: {prompt: p}\n---\napiVersion: orchestrator.dev/v2\nkind: StepTemplate\nmetadata: {name: a}\nspec: {prompt: q}\n",
-            &["document 2 (steptemplate/a): metadata.name: duplicate StepTemplate \"a\" (hint: already declared in f.yaml document 1"],
+            &[
+                "document 2 (steptemplate/a): metadata.name: duplicate StepTemplate \"a\" (hint: already declared in f.yaml document 1",
+            ],
         );
     }
 
@@ -982,15 +1097,23 @@ spec:
         );
         check(
             "kind: Trigger\nmetadata: {name: t}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks, keys: [gitlab]}}\n  action: {workflow: secret-rotation, workspace: default}\n",
-            &["spec.event.webhook.secret.keys[0]: SecretStore \"hooks\" has no key \"gitlab\" (hint: its keys are github)"],
+            &[
+                "spec.event.webhook.secret.keys[0]: SecretStore \"hooks\" has no key \"gitlab\" (hint: its keys are github)",
+            ],
         );
         check(
             "kind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: a, template: nope, required_capability: code}\n",
-            &["spec.steps[0].template: StepTemplate \"nope\" not found", "no agent in project \"default\" has capability \"code\""],
+            &[
+                "spec.steps[0].template: StepTemplate \"nope\" not found",
+                "no agent in project \"default\" has capability \"code\"",
+            ],
         );
         check(
             "kind: Agent\nmetadata: {name: a}\nspec:\n  command: x {prompt}\n  env:\n    - fromRef: missing\n    - {name: T, refValue: {name: hooks, key: nope}}\n",
-            &["spec.env[0].fromRef: no SecretStore or EnvStore named \"missing\"", "spec.env[1].refValue: SecretStore \"hooks\" has no key \"nope\""],
+            &[
+                "spec.env[0].fromRef: no SecretStore or EnvStore named \"missing\"",
+                "spec.env[1].refValue: SecretStore \"hooks\" has no key \"nope\"",
+            ],
         );
     }
 
@@ -1004,15 +1127,42 @@ spec:
 
     #[test]
     fn local_rules() {
-        check("kind: Trigger\nmetadata: {name: t}\nspec:\n  cron: {schedule: '0 2 * *'}\n  action: {workflow: secret-rotation, workspace: default}\n", &["spec.cron.schedule:"]);
-        check("kind: Trigger\nmetadata: {name: t}\nspec:\n  cron: {schedule: '0 2 * * 0', timezone: Asia/Tokio}\n  action: {workflow: secret-rotation, workspace: default}\n", &["spec.cron.timezone:"]);
-        check("kind: Agent\nmetadata: {name: a}\nspec: {command: \"claude -p '{prompt}\"}\n", &["spec.command: command cannot be split into arguments"]);
-        check("kind: Agent\nmetadata: {name: a}\nspec: {command: \"claude\"}\n", &["has no {prompt} placeholder"]);
-        check("kind: StepTemplate\nmetadata: {name: t}\nspec: {prompt: \"hi {secret}\"}\n", &["unknown placeholder {secret}"]);
-        check("kind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: a, command: 'echo', template: rotate-secrets}\n", &["has both `template` and `command`"]);
-        check("kind: Workflow\nmetadata: {name: w}\nspec:\n  steps: []\n  loop: {mode: fixed}\n", &["at least one step", "needs max_cycles"]);
-        check("kind: Workspace\nmetadata: {name: w}\nspec: {root_path: rel/dir}\n", &["is not absolute"]);
-        check("kind: Trigger\nmetadata: {name: t}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks}, scheme: gitlab}\n  action: {workflow: secret-rotation, workspace: default}\n", &["spec.event.webhook.scheme:"]);
+        check(
+            "kind: Trigger\nmetadata: {name: t}\nspec:\n  cron: {schedule: '0 2 * *'}\n  action: {workflow: secret-rotation, workspace: default}\n",
+            &["spec.cron.schedule:"],
+        );
+        check(
+            "kind: Trigger\nmetadata: {name: t}\nspec:\n  cron: {schedule: '0 2 * * 0', timezone: Asia/Tokio}\n  action: {workflow: secret-rotation, workspace: default}\n",
+            &["spec.cron.timezone:"],
+        );
+        check(
+            "kind: Agent\nmetadata: {name: a}\nspec: {command: \"claude -p '{prompt}\"}\n",
+            &["spec.command: command cannot be split into arguments"],
+        );
+        check(
+            "kind: Agent\nmetadata: {name: a}\nspec: {command: \"claude\"}\n",
+            &["has no {prompt} placeholder"],
+        );
+        check(
+            "kind: StepTemplate\nmetadata: {name: t}\nspec: {prompt: \"hi {secret}\"}\n",
+            &["unknown placeholder {secret}"],
+        );
+        check(
+            "kind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: a, command: 'echo', template: rotate-secrets}\n",
+            &["has both `template` and `command`"],
+        );
+        check(
+            "kind: Workflow\nmetadata: {name: w}\nspec:\n  steps: []\n  loop: {mode: fixed}\n",
+            &["at least one step", "needs max_cycles"],
+        );
+        check(
+            "kind: Workspace\nmetadata: {name: w}\nspec: {root_path: rel/dir}\n",
+            &["is not absolute"],
+        );
+        check(
+            "kind: Trigger\nmetadata: {name: t}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks}, scheme: gitlab}\n  action: {workflow: secret-rotation, workspace: default}\n",
+            &["spec.event.webhook.scheme:"],
+        );
     }
 
     #[test]
@@ -1027,16 +1177,37 @@ spec:
         let key = |k, n: &str| ResourceKey::new("default", k, n);
         let got = validate_delete(&s, &[key(Kind::Workflow, "secret-rotation")]);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].to_string(), "trigger/weekly: spec.action.workflow: refers to workflow/secret-rotation, which this delete removes (hint: change or delete trigger/weekly first, or delete it in the same command)");
+        assert_eq!(
+            got[0].to_string(),
+            "trigger/weekly: spec.action.workflow: refers to workflow/secret-rotation, which this delete removes (hint: change or delete trigger/weekly first, or delete it in the same command)"
+        );
         let got = validate_delete(&s, &[key(Kind::Agent, "rotator")]);
-        assert!(got[0].to_string().contains("workflow/secret-rotation: spec.steps[0].required_capability"), "{}", got[0]);
-        assert!(validate_delete(&s, &[key(Kind::Workflow, "secret-rotation"), key(Kind::Trigger, "weekly")]).is_empty());
+        assert!(
+            got[0]
+                .to_string()
+                .contains("workflow/secret-rotation: spec.steps[0].required_capability"),
+            "{}",
+            got[0]
+        );
+        assert!(
+            validate_delete(
+                &s,
+                &[
+                    key(Kind::Workflow, "secret-rotation"),
+                    key(Kind::Trigger, "weekly")
+                ]
+            )
+            .is_empty()
+        );
         assert!(validate_delete(&s, &[key(Kind::Trigger, "weekly")]).is_empty());
     }
 
     #[test]
     fn root_path_resolution() {
-        assert_eq!(resolve_root_path("../ws", Path::new("/srv/manifests")), "/srv/ws");
+        assert_eq!(
+            resolve_root_path("../ws", Path::new("/srv/manifests")),
+            "/srv/ws"
+        );
         assert_eq!(resolve_root_path("/abs", Path::new("/srv")), "/abs");
         assert_eq!(resolve_root_path(".", Path::new("/srv/m")), "/srv/m");
     }

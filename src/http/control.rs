@@ -25,8 +25,8 @@ use warp::{Filter, Rejection, Reply};
 use crate::actors::introspect::Addr;
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{
-    ApiError, ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe,
-    ResourceList, ResourceQuery, ResourceView, Source,
+    ApiError, ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, ResourceList,
+    ResourceQuery, ResourceView, Source,
 };
 use crate::domain::diagnostic::Diagnostic;
 use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
@@ -104,16 +104,20 @@ pub fn routes(
         .and(warp::get())
         .and(warp::query::<ResourceQuery>())
         .and(with_ctx.clone())
-        .map(|kind: String, name: String, q: ResourceQuery, ctx: ControlContext| {
-            reply_result(get_one(&ctx, &kind, &name, &q))
-        });
+        .map(
+            |kind: String, name: String, q: ResourceQuery, ctx: ControlContext| {
+                reply_result(get_one(&ctx, &kind, &name, &q))
+            },
+        );
     let describe = warp::path!("v1" / "resources" / String / String / "describe")
         .and(warp::get())
         .and(warp::query::<ResourceQuery>())
         .and(with_ctx)
-        .then(|kind: String, name: String, q: ResourceQuery, ctx: ControlContext| async move {
-            reply_result(describe(&ctx, &kind, &name, &q).await)
-        });
+        .then(
+            |kind: String, name: String, q: ResourceQuery, ctx: ControlContext| async move {
+                reply_result(describe(&ctx, &kind, &name, &q).await)
+            },
+        );
 
     status
         .or(apply)
@@ -139,11 +143,16 @@ async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
     let e = if let Some(Failed(e)) = r.find::<Failed>() {
         e.clone()
     } else if r.is_not_found() {
-        ApiError::not_found("unknown control API path: the CLI and the daemon may be different versions")
+        ApiError::not_found(
+            "unknown control API path: the CLI and the daemon may be different versions",
+        )
     } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
         ApiError::bad_request(format!("request body is not valid JSON for this call: {e}"))
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(413, format!("request body is larger than {} MiB", BODY_LIMIT >> 20))
+        ApiError::new(
+            413,
+            format!("request body is larger than {} MiB", BODY_LIMIT >> 20),
+        )
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::new(405, "method not allowed on this path")
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
@@ -180,7 +189,9 @@ async fn store_actor() -> Result<Addr<SecretStoreMsg>, ApiError> {
 }
 
 fn actor_error(e: crate::actors::introspect::CallError) -> ApiError {
-    ApiError::unavailable(format!("{e}; the change may not have been applied, check with `get`"))
+    ApiError::unavailable(format!(
+        "{e}; the change may not have been applied, check with `get`"
+    ))
 }
 
 /// Parses every source; returns documents with Workspace paths resolved, and every problem.
@@ -221,7 +232,9 @@ fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
 
 async fn apply(req: ApplyRequest) -> Result<ChangeResponse, ApiError> {
     if req.sources.is_empty() {
-        return Err(ApiError::bad_request("nothing to apply: give at least one manifest"));
+        return Err(ApiError::bad_request(
+            "nothing to apply: give at least one manifest",
+        ));
     }
     let (docs, mut problems) = parse_sources(&req.sources);
     if docs.is_empty() && problems.is_empty() {
@@ -234,7 +247,12 @@ async fn apply(req: ApplyRequest) -> Result<ChangeResponse, ApiError> {
         // references are not checked because they may point at the documents that failed.
         let mut docs = docs;
         let snapshot = Snapshot::default();
-        problems.extend(validate_documents(&mut docs, &snapshot, req.project.as_deref(), false));
+        problems.extend(validate_documents(
+            &mut docs,
+            &snapshot,
+            req.project.as_deref(),
+            false,
+        ));
         return Err(ApiError::invalid("apply", problems));
     }
     let actor = store_actor().await?;
@@ -291,7 +309,11 @@ async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ApiError> {
             (None, Some(f)) => f,
             (None, None) => DEFAULT_PROJECT,
         };
-        targets.push(ResourceKey::new(project, d.manifest.kind(), d.manifest.name()));
+        targets.push(ResourceKey::new(
+            project,
+            d.manifest.kind(),
+            d.manifest.name(),
+        ));
     }
     if !problems.is_empty() {
         return Err(ApiError::invalid("delete", problems));
@@ -318,7 +340,11 @@ async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ApiError> {
 fn list(ctx: &ControlContext, kind: &str, q: &ResourceQuery) -> Result<ResourceList, ApiError> {
     let kind = parse_kind(kind)?;
     let snapshot = ctx.snapshot();
-    let project = if q.all { None } else { Some(project_of(q.project.as_deref())?) };
+    let project = if q.all {
+        None
+    } else {
+        Some(project_of(q.project.as_deref())?)
+    };
     let items = snapshot
         .list(kind, project.as_deref())
         .filter(|r| q.name.as_deref().is_none_or(|n| r.key.name == n))
@@ -367,7 +393,10 @@ async fn describe(
     let key = ResourceKey::new(resource.metadata.project.clone(), resource.kind, name);
     let actor = store_actor().await?;
     let described = actor
-        .call(|reply| SecretStoreMsg::Describe { key, reply }, ACTOR_TIMEOUT)
+        .call(
+            |reply| SecretStoreMsg::Describe { key, reply },
+            ACTOR_TIMEOUT,
+        )
         .await
         .map_err(actor_error)??;
     Ok(Describe {

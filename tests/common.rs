@@ -1,0 +1,285 @@
+//! The test harness: [`TestDaemon`] runs the real `orchestratord` binary on a temporary data dir
+//! with the webhook server on 127.0.0.1 port 0, waits for its ready line, and runs the real
+//! `orchestrator` CLI against it. Every wait is a poll with a deadline; nothing sleeps for a
+//! fixed time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_orchestratord");
+pub const CLI: &str = env!("CARGO_BIN_EXE_orchestrator");
+
+/// How long the daemon may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub webhook: Option<SocketAddr>,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+/// The result of one CLI run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts exit status 1 and returns stderr.
+    #[track_caller]
+    pub fn fails(&self) -> &str {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        &self.stderr
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl TestDaemon {
+    /// Starts a daemon on a fresh data dir.
+    pub fn start() -> TestDaemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut d = TestDaemon {
+            socket: data_dir.join("orchestrator.sock"),
+            log_path: dir.path().join("daemon.log"),
+            data_dir,
+            dir,
+            webhook: None,
+            child: None,
+            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process and waits for its ready line.
+    pub fn spawn(&mut self) {
+        let (child, ready) = self.spawn_raw();
+        let line = ready
+            .unwrap_or_else(|e| panic!("daemon did not become ready: {e}\nlog:\n{}", self.log()));
+        self.webhook = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("webhook="))
+            .and_then(|a| a.parse().ok());
+        self.child = Some(child);
+    }
+
+    /// Starts a daemon on this data dir and returns the child and its ready line (or why not).
+    pub fn spawn_raw(&self) -> (Child, Result<String, String>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(DAEMON);
+        cmd.arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--webhook-bind")
+            .arg("127.0.0.1:0")
+            .args(&self.extra_args)
+            .env("RUST_LOG", "debug")
+            .env_remove("ORCHESTRATOR_SOCKET")
+            .env_remove("ORCHESTRATOR_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("spawn orchestratord");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the daemon never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let ready = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) if line.starts_with("orchestratord ready") => Ok(line),
+            Ok(other) => Err(format!("unexpected first line {other:?}")),
+            Err(_) => Err("no ready line (the daemon exited or hung)".to_owned()),
+        };
+        (child, ready)
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        self.cli_in(args, None, self.dir.path())
+    }
+
+    /// Runs the CLI with `input` on stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Run {
+        self.cli_in(args, Some(input), self.dir.path())
+    }
+
+    pub fn cli_in(&self, args: &[&str], input: Option<&str>, cwd: &Path) -> Run {
+        let mut cmd = Command::new(CLI);
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("ORCHESTRATOR_SOCKET")
+            .env_remove("ORCHESTRATOR_PROJECT")
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn orchestrator");
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes()).expect("write stdin");
+        }
+        Run::from(child.wait_with_output().expect("wait orchestrator"))
+    }
+
+    /// Writes `text` to a file in the test dir and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write manifest");
+        path
+    }
+
+    /// Applies `text` (written to a file) and asserts success.
+    #[track_caller]
+    pub fn apply(&self, text: &str) -> String {
+        let path = self.write("apply.yaml", text);
+        self.cli(&["apply", "-f", path.to_str().expect("utf-8 path")])
+            .ok()
+            .to_owned()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("daemon running")
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status (with a deadline).
+    pub fn terminate(&mut self) -> i32 {
+        let mut c = self.child.take().expect("daemon running");
+        signal(c.id(), libc_sigterm());
+        wait_child(&mut c, Duration::from_secs(30))
+    }
+
+    /// Restarts the daemon on the same data dir.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+/// Sends `sig` to `pid` through the `kill` program (keeps the tests free of unsafe code).
+pub fn signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits for a child with a deadline; kills it when the deadline passes.
+pub fn wait_child(c: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = c.try_wait() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("process {} did not exit within {limit:?}", c.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
+#[track_caller]
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The repository's `manifests/` directory.
+pub fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
