@@ -19,7 +19,9 @@
 //! restarted `secret-store` reloads its state from SQLite (same revision); a restarted `webhook`
 //! serves the listener the daemon bound once, so the port does not change.
 
+pub mod agent;
 pub mod introspect;
 pub mod secret_store;
 pub mod supervisor;
 pub mod webhook;
+pub mod workflow;

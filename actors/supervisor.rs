@@ -63,7 +63,19 @@ pub enum Restart {
 pub struct ChildSpec {
     pub name: String,
     pub restart: Restart,
+    /// What happens when the child exceeds its restart intensity.
+    pub exhausted: Exhausted,
     pub start: StartFn,
+}
+
+/// What to do with a child that keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Fail the supervisor, so that its parent restarts it (static children of the root).
+    Escalate,
+    /// Stop restarting this child and report it as exited (dynamic children: one trigger or
+    /// one task that keeps crashing must not take its siblings down).
+    GiveUp,
 }
 
 /// Restart intensity: at most `max_restarts` restarts of one child within `window`.
@@ -83,7 +95,7 @@ impl Default for Intensity {
 }
 
 pub enum SupervisorMsg {
-    /// Start a child (replacing nothing: the name must be free).
+    /// Start a child (the name must be free).
     Start(ChildSpec, RpcReplyPort<Result<(), String>>),
     /// Stop a child for good; answers whether it existed.
     Stop(String, RpcReplyPort<bool>),
@@ -104,34 +116,117 @@ impl Message for SupervisorMsg {
     }
 }
 
-pub struct Supervisor {
-    pub actor_type: &'static str,
-}
-
-pub struct SupervisorArgs {
-    pub intensity: Intensity,
-    /// Children started in order before the supervisor takes messages.
-    pub children: Vec<ChildSpec>,
-}
-
 struct Child {
     spec: ChildSpec,
     restarts: VecDeque<Instant>,
     /// Set when the child is not running and a retry timer is pending.
     pending_retry: bool,
-    /// Set by `Stop`: the next termination is expected.
+    /// Set by `stop`: the next termination is expected.
     stopping: bool,
     cell: Option<ActorCell>,
 }
 
-pub struct SupervisorState {
+/// What a supervision event meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildEvent {
+    /// Nothing for the owner to do (started, restarted, or an event of an old incarnation).
+    Handled,
+    /// The child is gone for good: stopped normally, stopped on request, or given up on.
+    Exited {
+        name: String,
+        failed: bool,
+        reason: String,
+    },
+}
+
+/// The restart machinery every supervising actor embeds: the children, their specs and their
+/// restart history. The plain [`Supervisor`] is a thin behaviour around it; the trigger and task
+/// supervisors embed it beside their own state.
+pub struct ChildSet {
     intensity: Intensity,
     children: HashMap<String, Child>,
     total_restarts: u64,
-    escalated: Option<String>,
 }
 
-impl SupervisorState {
+impl ChildSet {
+    pub fn new(intensity: Intensity) -> ChildSet {
+        ChildSet {
+            intensity,
+            children: HashMap::new(),
+            total_restarts: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.children.contains_key(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.children.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Starts a new child under `parent`.
+    pub async fn start(&mut self, parent: &ActorCell, spec: ChildSpec) -> Result<(), String> {
+        let name = spec.name.clone();
+        if self.children.contains_key(&name) {
+            return Err(format!("{name} is already running"));
+        }
+        self.children.insert(
+            name.clone(),
+            Child {
+                spec,
+                restarts: VecDeque::new(),
+                pending_retry: false,
+                stopping: false,
+                cell: None,
+            },
+        );
+        let result = self.start_existing(parent, &name).await;
+        if result.is_err() {
+            self.children.remove(&name);
+        }
+        result
+    }
+
+    async fn start_existing(&mut self, parent: &ActorCell, name: &str) -> Result<(), String> {
+        let Some(child) = self.children.get_mut(name) else {
+            return Ok(());
+        };
+        child.pending_retry = false;
+        match (child.spec.start)(parent.clone()).await {
+            Ok(cell) => {
+                child.cell = Some(cell);
+                Ok(())
+            }
+            Err(e) => Err(format!("starting {name} failed: {e}")),
+        }
+    }
+
+    /// Stops a child for good; returns whether it existed.
+    pub fn stop(&mut self, name: &str) -> bool {
+        let Some(child) = self.children.get_mut(name) else {
+            return false;
+        };
+        child.stopping = true;
+        match &child.cell {
+            Some(cell) => cell.stop(Some("stopped by its supervisor".into())),
+            None => {
+                self.children.remove(name);
+            }
+        }
+        true
+    }
+
     /// Records a restart of `name`; `Err` when the intensity is exceeded.
     fn count_restart(&mut self, name: &str, now: Instant) -> Result<(), String> {
         let intensity = self.intensity;
@@ -147,7 +242,7 @@ impl SupervisorState {
         }
         if child.restarts.len() >= intensity.max_restarts {
             return Err(format!(
-                "child {name} exceeded its restart intensity ({} restarts in {:?}); escalating",
+                "{name} exceeded its restart intensity ({} restarts in {:?})",
                 intensity.max_restarts, intensity.window
             ));
         }
@@ -159,27 +254,6 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Whether a stop of `name` (failed or not) calls for a restart.
-    fn wants_restart(&mut self, name: &str, failed: bool) -> bool {
-        let Some(child) = self.children.get_mut(name) else {
-            return false;
-        };
-        child.cell = None;
-        if child.stopping {
-            self.children.remove(name);
-            return false;
-        }
-        let restart = match child.spec.restart {
-            Restart::Permanent => true,
-            Restart::Transient => failed,
-            Restart::Temporary => false,
-        };
-        if !restart {
-            self.children.remove(name);
-        }
-        restart
-    }
-
     fn backoff(&self, name: &str) -> Duration {
         let n = self
             .children
@@ -187,54 +261,151 @@ impl SupervisorState {
             .map_or(0, |c| c.restarts.len() as u32);
         Duration::from_millis(100u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(5))
     }
+
+    /// Restarts `name`, or escalates / gives up when its intensity is exceeded.
+    async fn restart<M: Message>(
+        &mut self,
+        me: &Addr<M>,
+        name: &str,
+        retry: fn(String) -> M,
+    ) -> Result<ChildEvent, ActorProcessingErr> {
+        if let Err(e) = self.count_restart(name, Instant::now()) {
+            let exhausted = self
+                .children
+                .get(name)
+                .map_or(Exhausted::Escalate, |c| c.spec.exhausted);
+            match exhausted {
+                Exhausted::Escalate => {
+                    tracing::error!(supervisor = me.name(), child = name, "{e}; escalating");
+                    return Err(format!("{e}; escalating").into());
+                }
+                Exhausted::GiveUp => {
+                    tracing::error!(supervisor = me.name(), child = name, "{e}; giving up on it");
+                    self.children.remove(name);
+                    introspect::forget(name);
+                    return Ok(ChildEvent::Exited {
+                        name: name.to_owned(),
+                        failed: true,
+                        reason: format!("{e}; given up"),
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.start_existing(&me.cell(), name).await {
+            let delay = self.backoff(name);
+            tracing::warn!(
+                supervisor = me.name(),
+                child = name,
+                ?delay,
+                "{e}; retrying"
+            );
+            if let Some(c) = self.children.get_mut(name) {
+                c.pending_retry = true;
+            }
+            let retry_name = name.to_owned();
+            me.send_after(delay, move || retry(retry_name));
+        } else {
+            tracing::info!(supervisor = me.name(), child = name, "restarted");
+        }
+        Ok(ChildEvent::Handled)
+    }
+
+    /// Handles a timer set by a failed restart.
+    pub async fn retry<M: Message>(
+        &mut self,
+        me: &Addr<M>,
+        name: &str,
+        retry: fn(String) -> M,
+    ) -> Result<ChildEvent, ActorProcessingErr> {
+        if self.children.get(name).is_some_and(|c| c.pending_retry) {
+            return self.restart(me, name, retry).await;
+        }
+        Ok(ChildEvent::Handled)
+    }
+
+    /// Handles a supervision event: restarts the child per its policy, or reports it gone.
+    pub async fn on_event<M: Message>(
+        &mut self,
+        me: &Addr<M>,
+        event: SupervisionEvent,
+        retry: fn(String) -> M,
+    ) -> Result<ChildEvent, ActorProcessingErr> {
+        let (cell, failed, why) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, true, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, false, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {
+                return Ok(ChildEvent::Handled);
+            }
+        };
+        let Some(name) = cell.get_name() else {
+            return Ok(ChildEvent::Handled);
+        };
+        let Some(child) = self.children.get_mut(&name) else {
+            return Ok(ChildEvent::Handled);
+        };
+        // Ignore events of an incarnation that was already replaced.
+        if child
+            .cell
+            .as_ref()
+            .is_some_and(|c| c.get_id() != cell.get_id())
+        {
+            return Ok(ChildEvent::Handled);
+        }
+        child.cell = None;
+        if failed {
+            tracing::warn!(supervisor = me.name(), child = %name, error = %why, "child failed");
+        } else {
+            tracing::debug!(supervisor = me.name(), child = %name, reason = %why, "child stopped");
+        }
+        let restart = !child.stopping
+            && match child.spec.restart {
+                Restart::Permanent => true,
+                Restart::Transient => failed,
+                Restart::Temporary => false,
+            };
+        if restart {
+            return self.restart(me, &name, retry).await;
+        }
+        self.children.remove(&name);
+        if !failed {
+            introspect::forget(&name);
+        }
+        Ok(ChildEvent::Exited {
+            name,
+            failed,
+            reason: why,
+        })
+    }
+
+    pub fn inspect(&self) -> serde_json::Value {
+        json!({
+            "children": self.children.len(),
+            "restartIntensity": {
+                "maxRestarts": self.intensity.max_restarts,
+                "windowSeconds": self.intensity.window.as_secs_f64(),
+                "scope": "per child",
+            },
+            "totalRestarts": self.total_restarts,
+            "pendingRetries": self.children.values().filter(|c| c.pending_retry).count(),
+        })
+    }
 }
 
-async fn start_child(
-    me: &Addr<SupervisorMsg>,
-    state: &mut SupervisorState,
-    name: &str,
-) -> Result<(), String> {
-    let Some(child) = state.children.get_mut(name) else {
-        return Ok(());
-    };
-    child.pending_retry = false;
-    match (child.spec.start)(me.cell()).await {
-        Ok(cell) => {
-            child.cell = Some(cell);
-            Ok(())
-        }
-        Err(e) => Err(format!("starting {name} failed: {e}")),
-    }
+/// The plain supervisor: children given at start, plus `Start`/`Stop` requests.
+pub struct Supervisor {
+    pub actor_type: &'static str,
 }
 
-/// Restarts `name` after a stop, or escalates.
-async fn restart(
-    me: &Addr<SupervisorMsg>,
-    state: &mut SupervisorState,
-    name: &str,
-) -> Result<(), ActorProcessingErr> {
-    if let Err(e) = state.count_restart(name, Instant::now()) {
-        tracing::error!(supervisor = me.name(), child = name, "{e}");
-        state.escalated = Some(e.clone());
-        return Err(e.into());
-    }
-    if let Err(e) = start_child(me, state, name).await {
-        let delay = state.backoff(name);
-        tracing::warn!(
-            supervisor = me.name(),
-            child = name,
-            ?delay,
-            "{e}; retrying"
-        );
-        if let Some(c) = state.children.get_mut(name) {
-            c.pending_retry = true;
-        }
-        let retry = name.to_owned();
-        me.send_after(delay, move || SupervisorMsg::Retry(retry));
-    } else {
-        tracing::info!(supervisor = me.name(), child = name, "restarted");
-    }
-    Ok(())
+pub struct SupervisorArgs {
+    pub intensity: Intensity,
+    /// Children started in order before the supervisor takes messages.
+    pub children: Vec<ChildSpec>,
+}
+
+pub struct SupervisorState {
+    children: ChildSet,
 }
 
 impl Behaviour for Supervisor {
@@ -248,27 +419,11 @@ impl Behaviour for Supervisor {
         me: Addr<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut state = SupervisorState {
-            intensity: args.intensity,
-            children: HashMap::new(),
-            total_restarts: 0,
-            escalated: None,
-        };
+        let mut children = ChildSet::new(args.intensity);
         for spec in args.children {
-            let name = spec.name.clone();
-            state.children.insert(
-                name.clone(),
-                Child {
-                    spec,
-                    restarts: VecDeque::new(),
-                    pending_retry: false,
-                    stopping: false,
-                    cell: None,
-                },
-            );
-            start_child(&me, &mut state, &name).await?;
+            children.start(&me.cell(), spec).await?;
         }
-        Ok(state)
+        Ok(SupervisorState { children })
     }
 
     async fn handle(
@@ -279,68 +434,28 @@ impl Behaviour for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Start(spec, reply) => {
-                let name = spec.name.clone();
-                if state.children.contains_key(&name) {
-                    let _ = reply.send(Err(format!("{name} is already running")));
-                    return Ok(());
-                }
-                state.children.insert(
-                    name.clone(),
-                    Child {
-                        spec,
-                        restarts: VecDeque::new(),
-                        pending_retry: false,
-                        stopping: false,
-                        cell: None,
-                    },
-                );
-                let result = start_child(me, state, &name).await;
-                if result.is_err() {
-                    state.children.remove(&name);
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(state.children.start(&me.cell(), spec).await);
             }
             SupervisorMsg::Stop(name, reply) => {
-                let existed = match state.children.get_mut(&name) {
-                    Some(child) => {
-                        child.stopping = true;
-                        match &child.cell {
-                            Some(cell) => cell.stop(Some("stopped by its supervisor".into())),
-                            None => {
-                                state.children.remove(&name);
-                            }
-                        }
-                        true
-                    }
-                    None => false,
-                };
-                let _ = reply.send(existed);
+                let _ = reply.send(state.children.stop(&name));
             }
             SupervisorMsg::Retry(name) => {
-                if state.children.get(&name).is_some_and(|c| c.pending_retry) {
-                    restart(me, state, &name).await?;
-                }
+                state
+                    .children
+                    .retry(me, &name, SupervisorMsg::Retry)
+                    .await?;
             }
             SupervisorMsg::Children(reply) => {
-                let mut names: Vec<String> = state.children.keys().cloned().collect();
-                names.sort();
-                let _ = reply.send(names);
+                let _ = reply.send(state.children.names());
             }
         }
         Ok(())
     }
 
     fn inspect(&self, state: &SupervisorState) -> serde_json::Value {
-        json!({
-            "children": state.children.len(),
-            "restartIntensity": {
-                "maxRestarts": state.intensity.max_restarts,
-                "windowSeconds": state.intensity.window.as_secs_f64(),
-                "scope": "per child",
-            },
-            "totalRestarts": state.total_restarts,
-            "pendingRetries": state.children.values().filter(|c| c.pending_retry).count(),
-        })
+        let mut v = state.children.inspect();
+        v["type"] = json!(self.actor_type);
+        v
     }
 
     async fn supervise(
@@ -349,37 +464,10 @@ impl Behaviour for Supervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failed, why) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, true, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, false, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {
-                return Ok(());
-            }
-        };
-        let Some(name) = cell.get_name() else {
-            return Ok(());
-        };
-        // Ignore events of an incarnation we already replaced.
-        if state
+        state
             .children
-            .get(&name)
-            .and_then(|c| c.cell.as_ref())
-            .is_some_and(|c| c.get_id() != cell.get_id())
-        {
-            return Ok(());
-        }
-        if failed {
-            tracing::warn!(supervisor = me.name(), child = %name, error = %why, "child failed");
-        } else {
-            tracing::debug!(supervisor = me.name(), child = %name, reason = %why, "child stopped");
-        }
-        if state.wants_restart(&name, failed) {
-            restart(me, state, &name).await?;
-        } else if !failed {
-            introspect::forget(&name);
-        }
-        Ok(())
+            .on_event(me, event, SupervisorMsg::Retry)
+            .await
+            .map(|_| ())
     }
 }

@@ -19,10 +19,12 @@ use tokio::sync::watch;
 use crate::actors::introspect;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
-    ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
+    ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
 };
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
+use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
 use crate::http::control::{self, ControlContext};
+use crate::task_store::TaskStore;
 
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
@@ -30,6 +32,8 @@ pub const ROOT: &str = "root";
 pub const LOCK_FILE: &str = "orchestratord.lock";
 /// The control socket's file name inside the data dir (the default `--socket`).
 pub const SOCKET_FILE: &str = "orchestrator.sock";
+/// How long an agent may take to exit after SIGTERM before its group is killed.
+pub const AGENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the webhook server listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +188,17 @@ pub async fn run(
     })
     .context("cannot open the state store")?;
     let (publish, snapshots) = watch::channel(Arc::new(initial));
+    let task_store = TaskStore::open(&data_dir).context("cannot open the task tables")?;
+    let task_ctx = TaskContext {
+        store: task_store.clone(),
+        snapshots: snapshots.clone(),
+        runs_dir: data_dir.join("runs"),
+        socket: socket_path.clone(),
+        base_env: Arc::new(TaskContext::base_env_from_process()),
+        grace: AGENT_GRACE,
+        stream_cap: 16 * 1024 * 1024,
+        capture_cap: 1024 * 1024,
+    };
 
     let webhook_listener = match config.webhook_bind {
         WebhookBind::Disabled => None,
@@ -200,6 +215,7 @@ pub async fn run(
     let mut children = vec![ChildSpec {
         name: secret_store::NAME.to_owned(),
         restart: Restart::Permanent,
+        exhausted: Exhausted::Escalate,
         start: {
             let data_dir = data_dir.clone();
             start_fn(secret_store::NAME.to_owned(), move || {
@@ -213,12 +229,19 @@ pub async fn run(
             })
         },
     }];
+    children.push(ChildSpec {
+        name: TASKS.to_owned(),
+        restart: Restart::Permanent,
+        exhausted: Exhausted::Escalate,
+        start: start_fn(TASKS.to_owned(), move || (TaskSupervisor, task_ctx.clone())),
+    });
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
         let snapshots = snapshots.clone();
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
             restart: Restart::Permanent,
+            exhausted: Exhausted::Escalate,
             start: start_fn(webhook::NAME.to_owned(), move || {
                 (
                     WebhookActor,
@@ -251,6 +274,7 @@ pub async fn run(
         data_dir: data_dir.display().to_string(),
         socket: socket_path.display().to_string(),
         webhook_addr: webhook_addr.map(|a| a.to_string()),
+        tasks: task_store,
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {
@@ -286,6 +310,16 @@ pub async fn run(
         tracing::warn!("control connections did not finish within 5 s");
     }
     if outcome.is_ok() {
+        // Running agents get SIGTERM, then SIGKILL after the grace period; their tasks are
+        // recorded as interrupted.
+        if let Some(tasks) = introspect::Addr::<TaskSupMsg>::lookup(TASKS) {
+            let wait = AGENT_GRACE + Duration::from_secs(10);
+            if tasks.call(TaskSupMsg::Shutdown, wait).await.is_err() {
+                tracing::warn!(
+                    "running tasks did not stop within {wait:?}; their agents are killed now"
+                );
+            }
+        }
         root.cell()
             .stop_and_wait(
                 Some("daemon shutdown".into()),

@@ -15,7 +15,10 @@ pub mod cli;
 pub mod daemon;
 pub mod domain;
 pub mod http;
+pub mod process;
+pub mod redact;
 pub mod store;
+pub mod task_store;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;

@@ -70,7 +70,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub enum ProcessError {
     #[error("agent command is empty: give at least the program to run")]
     EmptyCommand,
-    #[error("program {program:?} not found: {hint}")]
+    #[error("command not found: {program}: {hint}")]
     NotFound { program: String, hint: String },
     #[error(
         "program {program:?} ({}) is not executable: make it executable (chmod +x) or fix the command",
@@ -280,6 +280,55 @@ fn proc_group_has_live_member(pgid: i32) -> Option<bool> {
         }
     }
     Some(false)
+}
+
+/// The start time of process `pid` (clock ticks since boot, field 22 of `/proc/PID/stat`).
+/// Recorded beside an agent's process group so that a later cleanup can tell the group's own
+/// processes from an unrelated group that reuses the number.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After `comm`: state is field 3, so starttime (field 22) is the 20th token.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills (SIGKILL) what is left of an agent's process group after a daemon crash: every live
+/// process whose group is `pgid` and that started no earlier than the recorded leader start
+/// time (`None`: any). Returns how many processes were signalled. Needs `/proc`.
+pub fn kill_orphaned_group(pgid: i32, leader_start: Option<u64>) -> usize {
+    if pgid <= 1 || pgid == getpgrp().as_raw() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return usize::from(kill_group(pgid, Signal::SIGKILL));
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((state, pgrp)) = parse_stat(&stat) else {
+            continue;
+        };
+        if pgrp != pgid || state == 'Z' || state == 'X' {
+            continue;
+        }
+        let started = start_time(pid);
+        if leader_start.is_some_and(|l| started.is_some_and(|s| s < l)) {
+            continue;
+        }
+        if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// State and process group from `/proc/PID/stat`: `pid (comm) state ppid pgrp ...`, where

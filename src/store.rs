@@ -91,6 +91,30 @@ const MIGRATIONS: &[&str] = &[
         project TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
         generation INTEGER NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL);
      CREATE INDEX history_by_resource ON history (project, kind, name, id DESC);",
+    // 2: tasks, their step runs and events.
+    "CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY, project TEXT NOT NULL, workflow TEXT NOT NULL,
+        workspace TEXT NOT NULL, workspace_root TEXT NOT NULL, workflow_spec TEXT NOT NULL,
+        goal TEXT, payload TEXT, origin TEXT NOT NULL, trigger TEXT, scheduled_at TEXT,
+        state TEXT NOT NULL, reason TEXT, held INTEGER NOT NULL DEFAULT 0,
+        cycle INTEGER NOT NULL DEFAULT 0, step TEXT,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
+     CREATE INDEX tasks_by_state ON tasks (state, id);
+     CREATE INDEX tasks_by_workflow ON tasks (project, workflow, state);
+     CREATE INDEX tasks_by_trigger ON tasks (project, trigger, id DESC);
+     CREATE TABLE step_runs (
+        id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        step TEXT NOT NULL, cycle INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        agent TEXT, argv TEXT NOT NULL, pid INTEGER, pid_start INTEGER,
+        state TEXT NOT NULL, exit_code INTEGER, signal INTEGER, reason TEXT,
+        stdout TEXT, stdout_bytes INTEGER NOT NULL DEFAULT 0, stderr_bytes INTEGER NOT NULL DEFAULT 0,
+        log_path TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT);
+     CREATE INDEX step_runs_by_task ON step_runs (task_id, id);
+     CREATE INDEX step_runs_by_state ON step_runs (state);
+     CREATE TABLE task_events (
+        id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        at TEXT NOT NULL, message TEXT NOT NULL);
+     CREATE INDEX task_events_by_task ON task_events (task_id, id);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
@@ -98,7 +122,7 @@ pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt {

@@ -231,8 +231,20 @@ impl TestDaemon {
 }
 
 impl Drop for TestDaemon {
+    /// A graceful stop, so that a failing test leaves no agent processes behind.
     fn drop(&mut self) {
-        self.kill9();
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc_sigterm());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

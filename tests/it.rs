@@ -3,4 +3,5 @@
 
 mod common;
 mod resources;
+mod tasks;
 mod tidy;

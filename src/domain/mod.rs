@@ -11,3 +11,4 @@ pub mod schedule;
 pub mod signature;
 pub mod snapshot;
 pub mod validate;
+pub mod workflow;

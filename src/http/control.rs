@@ -9,6 +9,12 @@
 //! - `GET  /v1/resources/{kind}?project=&all=` → [`ResourceList`]
 //! - `GET  /v1/resources/{kind}/{name}?project=` → [`ResourceView`]
 //! - `GET  /v1/resources/{kind}/{name}/describe?project=` → [`Describe`]
+//! - `POST /v1/tasks` [`CreateTaskRequest`] → [`TaskInfo`]
+//! - `GET  /v1/tasks?project=&state=&workflow=&trigger=&limit=&all=` → [`TaskList`]
+//! - `GET  /v1/tasks/{id}` → [`TaskDetail`]
+//! - `POST /v1/tasks/{id}/cancel`, `POST /v1/tasks/{id}/start` → [`TaskInfo`]
+//! - `GET  /v1/tasks/{id}/logs?follow=` → the run logs as text, streamed while `follow` and the
+//!   task is not finished
 //!
 //! Every failure is an [`ErrorBody`] with a fitting status.
 
@@ -24,14 +30,17 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::actors::introspect::Addr;
 use crate::actors::secret_store::{self, SecretStoreMsg};
+use crate::actors::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{
-    ApiError, ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, ResourceList,
-    ResourceQuery, ResourceView, Source,
+    ApiError, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus, DeleteRequest,
+    Describe, ResourceList, ResourceQuery, ResourceView, Source, TaskDetail, TaskInfo, TaskList,
+    TaskQuery,
 };
 use crate::domain::diagnostic::Diagnostic;
 use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::validate::{check_name, resolve_root_path, validate_documents};
+use crate::task_store::TaskStore;
 
 /// Largest accepted request body (a big apply).
 pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -47,6 +56,7 @@ pub struct ControlContext {
     pub data_dir: String,
     pub socket: String,
     pub webhook_addr: Option<String>,
+    pub tasks: TaskStore,
 }
 
 impl ControlContext {
@@ -112,14 +122,55 @@ pub fn routes(
     let describe = warp::path!("v1" / "resources" / String / String / "describe")
         .and(warp::get())
         .and(warp::query::<ResourceQuery>())
-        .and(with_ctx)
+        .and(with_ctx.clone())
         .then(
             |kind: String, name: String, q: ResourceQuery, ctx: ControlContext| async move {
                 reply_result(describe(&ctx, &kind, &name, &q).await)
             },
         );
 
+    let task_create = warp::path!("v1" / "tasks")
+        .and(warp::post())
+        .and(json_body::<CreateTaskRequest>())
+        .then(|req: CreateTaskRequest| async move { reply_result(create_task(req).await) });
+    let task_list = warp::path!("v1" / "tasks")
+        .and(warp::get())
+        .and(warp::query::<TaskQuery>())
+        .and(with_ctx.clone())
+        .map(|q: TaskQuery, ctx: ControlContext| reply_result(list_tasks(&ctx, &q)));
+    let task_show = warp::path!("v1" / "tasks" / u64)
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .map(|id: u64, ctx: ControlContext| reply_result(show_task(&ctx, id)));
+    let task_cancel = warp::path!("v1" / "tasks" / u64 / "cancel")
+        .and(warp::post())
+        .then(|id: u64| async move {
+            reply_result(task_call(|r| TaskSupMsg::Cancel(id, CancelReason::User, r)).await)
+        });
+    let task_start = warp::path!("v1" / "tasks" / u64 / "start")
+        .and(warp::post())
+        .then(|id: u64| async move { reply_result(task_call(|r| TaskSupMsg::Start(id, r)).await) });
+    let task_logs = warp::path!("v1" / "tasks" / u64 / "logs")
+        .and(warp::get())
+        .and(warp::query::<LogQuery>())
+        .and(with_ctx)
+        .map(|id: u64, q: LogQuery, ctx: ControlContext| task_logs(ctx, id, q.follow));
+
+    let tasks = task_create
+        .or(task_list)
+        .unify()
+        .or(task_show)
+        .unify()
+        .or(task_cancel)
+        .unify()
+        .or(task_start)
+        .unify()
+        .or(task_logs)
+        .unify();
+
     status
+        .or(tasks)
+        .unify()
         .or(apply)
         .unify()
         .or(delete)
@@ -405,6 +456,172 @@ async fn describe(
         keys: described.keys,
         history: described.history,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks
+// ---------------------------------------------------------------------------------------------
+
+async fn tasks_actor() -> Result<Addr<TaskSupMsg>, ApiError> {
+    Addr::resolve(TASKS, Duration::from_secs(5))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e}; retry in a moment")))
+}
+
+async fn task_call(
+    build: impl FnOnce(ractor::RpcReplyPort<Result<TaskInfo, ApiError>>) -> TaskSupMsg,
+) -> Result<TaskInfo, ApiError> {
+    let actor = tasks_actor().await?;
+    actor
+        .call(build, ACTOR_TIMEOUT)
+        .await
+        .map_err(actor_error)?
+}
+
+async fn create_task(req: CreateTaskRequest) -> Result<TaskInfo, ApiError> {
+    let project = project_of(req.project.as_deref())?;
+    check_name(&req.workflow).map_err(|e| ApiError::bad_request(format!("workflow: {e}")))?;
+    if let Some(w) = &req.workspace {
+        check_name(w).map_err(|e| ApiError::bad_request(format!("workspace: {e}")))?;
+    }
+    let request = TaskRequest {
+        project,
+        workflow: req.workflow,
+        workspace: req.workspace,
+        goal: req.goal,
+        payload: req.payload,
+        origin: "cli".into(),
+        trigger: None,
+        scheduled_at: None,
+        start: req.start,
+    };
+    task_call(|r| TaskSupMsg::Create(request, r)).await
+}
+
+fn task_store_error(e: crate::store::StoreError) -> ApiError {
+    ApiError::internal(format!("reading tasks failed: {e}"))
+}
+
+fn list_tasks(ctx: &ControlContext, q: &TaskQuery) -> Result<TaskList, ApiError> {
+    if let Some(s) = &q.state
+        && crate::api::TaskState::parse(s).is_none()
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown state {s:?}: use pending, running, succeeded, failed or cancelled"
+        )));
+    }
+    let project = if q.all {
+        None
+    } else {
+        Some(project_of(q.project.as_deref())?)
+    };
+    let tasks = ctx
+        .tasks
+        .list(q, project.as_deref())
+        .map_err(task_store_error)?;
+    Ok(TaskList { tasks })
+}
+
+fn show_task(ctx: &ControlContext, id: u64) -> Result<TaskDetail, ApiError> {
+    let task = ctx
+        .tasks
+        .get(id)
+        .map_err(task_store_error)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "task {id} not found (orchestrator task list shows the tasks)"
+            ))
+        })?;
+    Ok(TaskDetail {
+        steps: ctx.tasks.runs(id).map_err(task_store_error)?,
+        events: ctx.tasks.events(id).map_err(task_store_error)?,
+        task,
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The task's run logs as one text stream: a header per step run, then its lines. With
+/// `follow`, new lines are sent as they are written until the task has finished.
+fn task_logs(ctx: ControlContext, id: u64, follow: bool) -> warp::reply::Response {
+    match ctx.tasks.get(id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return reply_error(&ApiError::not_found(format!("task {id} not found"))),
+        Err(e) => return reply_error(&task_store_error(e)),
+    }
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<warp::hyper::body::Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut offsets: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        loop {
+            // Whether the task had finished *before* this pass: then the pass reads everything.
+            let finished = match ctx.tasks.get(id) {
+                Ok(Some(t)) => t.state.is_finished(),
+                _ => true,
+            };
+            let runs = ctx.tasks.runs(id).unwrap_or_default();
+            for run in runs {
+                let offset = offsets.entry(run.id).or_insert(u64::MAX);
+                let mut chunk = Vec::new();
+                if *offset == u64::MAX {
+                    let agent = run
+                        .agent
+                        .as_deref()
+                        .map(|a| format!(", agent {a}"))
+                        .unwrap_or_default();
+                    chunk.extend_from_slice(
+                        format!(
+                            "==> step {} (cycle {}, attempt {}{agent}) <==\n",
+                            run.step, run.cycle, run.attempt
+                        )
+                        .as_bytes(),
+                    );
+                    *offset = 0;
+                }
+                if let Ok(bytes) = read_from(&run.log_path, *offset) {
+                    *offset += bytes.len() as u64;
+                    chunk.extend_from_slice(&bytes);
+                }
+                if !chunk.is_empty()
+                    && tx
+                        .send(Ok(warp::hyper::body::Bytes::from(chunk)))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if !follow || finished {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut resp = warp::reply::stream(stream).into_response();
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The bytes of `path` from `offset` on (up to complete lines, so a line is never split).
+fn read_from(path: &str, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(4 * 1024 * 1024).read_to_end(&mut buf)?;
+    match buf.iter().rposition(|b| *b == b'\n') {
+        Some(last) => buf.truncate(last + 1),
+        None => buf.clear(),
+    }
+    Ok(buf)
 }
 
 /// Serves the control API on `listener` until `shutdown` resolves.

@@ -1,0 +1,371 @@
+//! The task state machine, pure: which step runs next, when a cycle ends, when a failure is
+//! retried and when the task is done. The WorkflowActor only drives it (spawns what it says,
+//! feeds back what happened), so every rule is tested here without actors or processes.
+//!
+//! Rules (SPEC §6): steps run in order; disabled steps are skipped; `repeatable: false` steps run
+//! only in cycle 1; the loop runs once (`once`), `max_cycles` times (`fixed`), or until cancelled
+//! with `max_cycles` as an optional cap (`infinite`); a failed step is retried while attempts
+//! remain (`retries` extra attempts), otherwise the task fails. A cycle in which nothing can run
+//! ends the task, so a loop never spins without work.
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{LoopMode, WorkflowSpec};
+
+/// The life of a task: pending → running → succeeded | failed | cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        match self {
+            TaskState::Pending | TaskState::Running => false,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled => true,
+        }
+    }
+}
+
+/// How one step run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// The run could not start (program not found, workspace gone, …).
+    Error,
+    /// The daemon or the workflow actor stopped while it ran.
+    Interrupted,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Cancelled => "cancelled",
+            RunState::Error => "error",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunState> {
+        [
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::TimedOut,
+            RunState::Cancelled,
+            RunState::Error,
+            RunState::Interrupted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// Where a task is: cycle and step index (0-based) and the attempt of that step (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub cycle: u32,
+    pub step: usize,
+    pub attempt: u32,
+}
+
+/// How a step run ended, as far as the workflow cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    Succeeded,
+    Failed(String),
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Run(Position),
+    Done,
+    Failed(String),
+}
+
+/// The parts of a workflow spec the state machine needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    steps: Vec<PlanStep>,
+    /// `None`: no cap (infinite loop until cancelled).
+    max_cycles: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlanStep {
+    id: String,
+    enabled: bool,
+    repeatable: bool,
+    retries: u32,
+}
+
+impl Plan {
+    pub fn new(spec: &WorkflowSpec) -> Plan {
+        let max_cycles = match spec.loop_.mode {
+            LoopMode::Once => Some(1),
+            LoopMode::Fixed => Some(spec.loop_.max_cycles.unwrap_or(1)),
+            LoopMode::Infinite => spec.loop_.max_cycles,
+        };
+        Plan {
+            steps: spec
+                .steps
+                .iter()
+                .map(|s| PlanStep {
+                    id: s.id.clone(),
+                    enabled: s.enabled,
+                    repeatable: s.repeatable,
+                    retries: s.retries.unwrap_or(0),
+                })
+                .collect(),
+            max_cycles,
+        }
+    }
+
+    pub fn step_id(&self, index: usize) -> Option<&str> {
+        self.steps.get(index).map(|s| s.id.as_str())
+    }
+
+    fn runnable(&self, cycle: u32, index: usize) -> bool {
+        self.steps
+            .get(index)
+            .is_some_and(|s| s.enabled && (cycle == 1 || s.repeatable))
+    }
+
+    /// The first runnable step at or after `(cycle, from)`, moving on to later cycles; `Done`
+    /// when the cap is reached or a whole cycle has nothing to run.
+    fn seek(&self, mut cycle: u32, mut from: usize) -> Next {
+        loop {
+            if self.max_cycles.is_some_and(|max| cycle > max) {
+                return Next::Done;
+            }
+            if let Some(i) = (from..self.steps.len()).find(|&i| self.runnable(cycle, i)) {
+                return Next::Run(Position {
+                    cycle,
+                    step: i,
+                    attempt: 1,
+                });
+            }
+            // Nothing more in this cycle. If the next cycle would run nothing at all, stop.
+            let next = cycle.saturating_add(1);
+            if next == cycle || !(0..self.steps.len()).any(|i| self.runnable(next, i)) {
+                return Next::Done;
+            }
+            cycle = next;
+            from = 0;
+        }
+    }
+
+    /// Where a new task starts.
+    pub fn start(&self) -> Next {
+        self.seek(1, 0)
+    }
+
+    /// What follows the run at `at` that ended with `result`.
+    pub fn after(&self, at: Position, result: &StepResult) -> Next {
+        match result {
+            StepResult::Succeeded => self.seek(at.cycle, at.step + 1),
+            StepResult::Failed(reason) => {
+                let retries = self.steps.get(at.step).map_or(0, |s| s.retries);
+                if at.attempt <= retries {
+                    Next::Run(Position {
+                        attempt: at.attempt + 1,
+                        ..at
+                    })
+                } else {
+                    let id = self.step_id(at.step).unwrap_or("?");
+                    let tries = if at.attempt == 1 {
+                        String::new()
+                    } else {
+                        format!(" after {} attempts", at.attempt)
+                    };
+                    Next::Failed(format!("step {id:?} failed{tries}: {reason}"))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::manifest::{LoopSpec, StepScope, StepSpec};
+
+    fn step(id: &str, enabled: bool, repeatable: bool, retries: u32) -> StepSpec {
+        StepSpec {
+            id: id.into(),
+            template: None,
+            command: Some("true".into()),
+            required_capability: None,
+            scope: StepScope::Task,
+            enabled,
+            repeatable,
+            timeout_secs: None,
+            retries: Some(retries),
+            type_: None,
+        }
+    }
+
+    fn plan(steps: Vec<StepSpec>, mode: LoopMode, max_cycles: Option<u32>) -> Plan {
+        Plan::new(&WorkflowSpec {
+            steps,
+            loop_: LoopSpec { mode, max_cycles },
+            max_parallel: 1,
+            description: None,
+        })
+    }
+
+    /// Runs the plan to the end, with `fail(cycle, step, attempt)` deciding failures, and returns
+    /// the visited `(cycle, step id, attempt)` plus the end.
+    fn walk(p: &Plan, fail: impl Fn(u32, &str, u32) -> bool, limit: usize) -> (Vec<String>, Next) {
+        let mut seen = Vec::new();
+        let mut next = p.start();
+        while let Next::Run(at) = next {
+            let id = p.step_id(at.step).unwrap_or("?").to_owned();
+            seen.push(format!("{}:{id}:{}", at.cycle, at.attempt));
+            if seen.len() >= limit {
+                return (seen, next);
+            }
+            let result = if fail(at.cycle, &id, at.attempt) {
+                StepResult::Failed("exit code 3".into())
+            } else {
+                StepResult::Succeeded
+            };
+            next = p.after(at, &result);
+        }
+        (seen, next)
+    }
+
+    fn check(p: &Plan, fail: impl Fn(u32, &str, u32) -> bool, want: &[&str], end: Next) {
+        let (seen, got_end) = walk(p, fail, 100);
+        assert_eq!(seen, want);
+        assert_eq!(got_end, end);
+    }
+
+    #[test]
+    fn steps_loops_and_skips() {
+        let never = |_: u32, _: &str, _: u32| false;
+        let ab = vec![step("a", true, true, 0), step("b", true, true, 0)];
+        check(
+            &plan(ab.clone(), LoopMode::Once, None),
+            never,
+            &["1:a:1", "1:b:1"],
+            Next::Done,
+        );
+        check(
+            &plan(ab.clone(), LoopMode::Fixed, Some(2)),
+            never,
+            &["1:a:1", "1:b:1", "2:a:1", "2:b:1"],
+            Next::Done,
+        );
+        check(
+            &plan(
+                vec![
+                    step("a", true, false, 0),
+                    step("b", false, true, 0),
+                    step("c", true, true, 0),
+                ],
+                LoopMode::Fixed,
+                Some(3),
+            ),
+            never,
+            &["1:a:1", "1:c:1", "2:c:1", "3:c:1"],
+            Next::Done,
+        );
+        // Infinite with a cap.
+        check(
+            &plan(vec![step("a", true, true, 0)], LoopMode::Infinite, Some(3)),
+            never,
+            &["1:a:1", "2:a:1", "3:a:1"],
+            Next::Done,
+        );
+        // Infinite without a cap keeps going.
+        let (seen, next) = walk(
+            &plan(vec![step("a", true, true, 0)], LoopMode::Infinite, None),
+            never,
+            50,
+        );
+        assert_eq!(seen.len(), 50);
+        assert!(matches!(next, Next::Run(_)));
+        // Infinite where later cycles have nothing to run ends after cycle 1.
+        check(
+            &plan(vec![step("a", true, false, 0)], LoopMode::Infinite, None),
+            never,
+            &["1:a:1"],
+            Next::Done,
+        );
+        // Nothing enabled at all.
+        check(
+            &plan(vec![step("a", false, true, 0)], LoopMode::Once, None),
+            never,
+            &[],
+            Next::Done,
+        );
+    }
+
+    #[test]
+    fn failures_and_retries() {
+        let ab = |retries| vec![step("a", true, true, retries), step("b", true, true, 0)];
+        check(
+            &plan(ab(0), LoopMode::Once, None),
+            |_, id, _| id == "a",
+            &["1:a:1"],
+            Next::Failed("step \"a\" failed: exit code 3".into()),
+        );
+        check(
+            &plan(ab(2), LoopMode::Once, None),
+            |_, id, attempt| id == "a" && attempt < 3,
+            &["1:a:1", "1:a:2", "1:a:3", "1:b:1"],
+            Next::Done,
+        );
+        check(
+            &plan(ab(1), LoopMode::Once, None),
+            |_, id, _| id == "a",
+            &["1:a:1", "1:a:2"],
+            Next::Failed("step \"a\" failed after 2 attempts: exit code 3".into()),
+        );
+        // Retries reset for the next step and the next cycle.
+        check(
+            &plan(vec![step("a", true, true, 1)], LoopMode::Fixed, Some(2)),
+            |_, _, attempt| attempt == 1,
+            &["1:a:1", "1:a:2", "2:a:1", "2:a:2"],
+            Next::Done,
+        );
+    }
+}

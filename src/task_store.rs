@@ -1,0 +1,538 @@
+//! Durable task state: tasks, their step runs (agent, argv, process group, exit, times, log
+//! path) and events, in the same SQLite database as the desired state (migration 2).
+//!
+//! The task actors write through one connection and the control API reads through another, so a
+//! busy `task list` never waits behind a commit (WAL). This connection commits with
+//! `synchronous=NORMAL`: a commit survives a crash or `kill -9` of the daemon (the WAL is in the
+//! operating system's cache) but the last few may be lost on power failure, a trade that keeps
+//! task throughput high; desired state (apply) keeps `synchronous=FULL`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
+use crate::store::{self, Result, StoreError, parse_ts, ts};
+
+/// Everything a new task row needs.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub project: String,
+    pub workflow: String,
+    pub workspace: String,
+    pub workspace_root: String,
+    /// The workflow spec as JSON, fixed at creation.
+    pub workflow_spec: serde_json::Value,
+    pub goal: Option<String>,
+    pub payload: Option<String>,
+    pub origin: String,
+    pub trigger: Option<String>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub state: TaskState,
+    pub reason: Option<String>,
+    /// Created with `--no-start`: pending until `task start`.
+    pub held: bool,
+}
+
+/// What a WorkflowActor loads to run (or resume) a task.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub info: TaskInfo,
+    pub workspace_root: String,
+    pub workflow_spec: serde_json::Value,
+    pub payload: Option<String>,
+}
+
+/// A finished step run's output, for `{prev_stdout}` and `{<step>_output}` on resume.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub step: String,
+    pub cycle: u32,
+    pub attempt: u32,
+    pub state: RunState,
+    pub stdout: String,
+}
+
+/// A task waiting (or running) in the queue.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: u64,
+    pub project: String,
+    pub workflow: String,
+    pub held: bool,
+    pub trigger: Option<String>,
+}
+
+/// A step run that was running when the daemon stopped.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    pub run_id: u64,
+    pub task_id: u64,
+    pub pid: Option<i32>,
+    pub pid_start: Option<u64>,
+}
+
+/// The end of one step run.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub state: RunState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    pub stdout: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct TaskStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves SQLite consistent (transactions roll back), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking SQLite work without stalling the async runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at";
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(TaskInfo, [Option<String>; 5])> {
+    let state: String = r.get(4)?;
+    Ok((
+        TaskInfo {
+            id: r.get::<_, i64>(0)? as u64,
+            project: r.get(1)?,
+            workflow: r.get(2)?,
+            workspace: r.get(3)?,
+            state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+            reason: r.get(5)?,
+            origin: r.get(6)?,
+            goal: r.get(7)?,
+            scheduled_at: None,
+            cycle: r.get::<_, i64>(9)? as u32,
+            step: r.get(10)?,
+            created_at: DateTime::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+        },
+        [
+            r.get(8)?,
+            Some(r.get(11)?),
+            r.get(12)?,
+            r.get(13)?,
+            Some(state),
+        ],
+    ))
+}
+
+fn finish_task_row((mut info, times): (TaskInfo, [Option<String>; 5])) -> Result<TaskInfo> {
+    let [scheduled, created, started, finished, state] = times;
+    if TaskState::parse(state.as_deref().unwrap_or_default()).is_none() {
+        return Err(StoreError::Corrupt {
+            what: format!("task {}", info.id),
+            detail: format!("unknown state {state:?}"),
+        });
+    }
+    info.scheduled_at = scheduled.as_deref().map(parse_ts).transpose()?;
+    info.created_at = parse_ts(created.as_deref().unwrap_or_default())?;
+    info.started_at = started.as_deref().map(parse_ts).transpose()?;
+    info.finished_at = finished.as_deref().map(parse_ts).transpose()?;
+    Ok(info)
+}
+
+impl TaskStore {
+    /// Opens the task tables of the database in `data_dir` (migrations already ran).
+    pub fn open(data_dir: &Path) -> Result<TaskStore> {
+        let writer = store::connect(data_dir)?;
+        writer.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let reader = store::connect(data_dir)?;
+        reader.execute_batch("PRAGMA query_only=ON;")?;
+        Ok(TaskStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        blocking(|| f(&mut lock(&self.writer)))
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        blocking(|| f(&lock(&self.reader)))
+    }
+
+    /// Inserts a task and its first event; returns it.
+    pub fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
+        let spec = t.workflow_spec.to_string();
+        let id = self.write(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
+                   origin, trigger, scheduled_at, state, reason, created_at, finished_at, held)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                t.project,
+                t.workflow,
+                t.workspace,
+                t.workspace_root,
+                spec,
+                t.goal,
+                t.payload,
+                t.origin,
+                t.trigger,
+                t.scheduled_at.map(ts),
+                t.state.as_str(),
+                t.reason,
+                ts(now),
+                t.state.is_finished().then(|| ts(now)),
+                t.held,
+            ])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, ts(now), format!("created by {}", t.origin)])?;
+            tx.commit()?;
+            Ok(id as u64)
+        })?;
+        Ok(TaskInfo {
+            id,
+            project: t.project.clone(),
+            workflow: t.workflow.clone(),
+            workspace: t.workspace.clone(),
+            state: t.state,
+            reason: t.reason.clone(),
+            origin: t.origin.clone(),
+            goal: t.goal.clone(),
+            scheduled_at: t.scheduled_at,
+            cycle: 0,
+            step: None,
+            created_at: now,
+            started_at: None,
+            finished_at: t.state.is_finished().then_some(now),
+        })
+    }
+
+    /// Sets a task's state (and reason), with an event; sets the start or finish time.
+    pub fn set_state(
+        &self,
+        id: u64,
+        state: TaskState,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "UPDATE tasks SET state = ?2, reason = ?3,
+                   started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?4 ELSE started_at END,
+                   finished_at = CASE WHEN ?2 IN ('succeeded', 'failed', 'cancelled') THEN ?4 ELSE finished_at END
+                 WHERE id = ?1",
+            )?
+            .execute(params![id as i64, state.as_str(), reason, ts(now)])?;
+            let message = match reason {
+                Some(r) => format!("{}: {r}", state.as_str()),
+                None => state.as_str().to_owned(),
+            };
+            tx.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
+                .execute(params![id as i64, ts(now), message])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Records a step run starting; returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_run(
+        &self,
+        task: u64,
+        step: &str,
+        cycle: u32,
+        attempt: u32,
+        agent: Option<&str>,
+        argv: &[String],
+        log_path: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let argv = serde_json::to_string(argv).unwrap_or_else(|_| "[]".into());
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO step_runs (task_id, step, cycle, attempt, agent, argv, state, log_path, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)",
+            )?
+            .execute(params![task as i64, step, cycle, attempt, agent, argv, log_path, ts(now)])?;
+            let id = tx.last_insert_rowid() as u64;
+            tx.prepare_cached("UPDATE tasks SET cycle = ?2, step = ?3 WHERE id = ?1")?
+                .execute(params![task as i64, cycle, step])?;
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
+    /// Records the process group of a running step (for crash recovery).
+    pub fn set_run_pid(&self, run: u64, pid: i32, pid_start: Option<u64>) -> Result<()> {
+        self.write(|c| {
+            c.prepare_cached("UPDATE step_runs SET pid = ?2, pid_start = ?3 WHERE id = ?1")?
+                .execute(params![run as i64, pid, pid_start.map(|s| s as i64)])?;
+            Ok(())
+        })
+    }
+
+    /// Records the end of a step run.
+    pub fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()> {
+        self.write(|c| {
+            c.prepare_cached(
+                "UPDATE step_runs SET state = ?2, exit_code = ?3, signal = ?4, reason = ?5, stdout = ?6,
+                   stdout_bytes = ?7, stderr_bytes = ?8, finished_at = ?9 WHERE id = ?1",
+            )?
+            .execute(params![
+                run as i64,
+                end.state.as_str(),
+                end.exit_code,
+                end.signal,
+                end.reason,
+                end.stdout,
+                end.stdout_bytes as i64,
+                end.stderr_bytes as i64,
+                ts(now)
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Appends an event to a task.
+    pub fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()> {
+        self.write(|c| {
+            c.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
+                .execute(params![task as i64, ts(now), message])?;
+            Ok(())
+        })
+    }
+
+    /// A task with what is needed to run it.
+    pub fn record(&self, id: u64) -> Result<Option<TaskRecord>> {
+        self.write(|c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS}, workspace_root, workflow_spec, payload FROM tasks WHERE id = ?1"
+                ))?
+                .query_row(params![id as i64], |r| {
+                    Ok((task_from_row(r)?, r.get::<_, String>(14)?, r.get::<_, String>(15)?, r.get::<_, Option<String>>(16)?))
+                })
+                .optional()?;
+            let Some((t, root, spec, payload)) = row else {
+                return Ok(None);
+            };
+            let spec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt {
+                what: format!("workflow spec of task {id}"),
+                detail: e.to_string(),
+            })?;
+            Ok(Some(TaskRecord {
+                info: finish_task_row(t)?,
+                workspace_root: root,
+                workflow_spec: spec,
+                payload,
+            }))
+        })
+    }
+
+    /// Finished step runs of a task, oldest first.
+    pub fn outputs(&self, task: u64) -> Result<Vec<Output>> {
+        self.write(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT step, cycle, attempt, state, COALESCE(stdout, '') FROM step_runs
+                 WHERE task_id = ?1 AND state != 'running' ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![task as i64], |r| {
+                Ok(Output {
+                    step: r.get(0)?,
+                    cycle: r.get::<_, i64>(1)? as u32,
+                    attempt: r.get::<_, i64>(2)? as u32,
+                    state: RunState::parse(&r.get::<_, String>(3)?).unwrap_or(RunState::Error),
+                    stdout: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Marks the step runs of `task` still recorded as running as interrupted.
+    pub fn interrupt_runs(&self, task: u64, reason: &str, now: DateTime<Utc>) -> Result<usize> {
+        self.write(|c| {
+            Ok(c.prepare_cached(
+                "UPDATE step_runs SET state = 'interrupted', reason = ?2, finished_at = ?3
+                 WHERE task_id = ?1 AND state = 'running'",
+            )?
+            .execute(params![task as i64, reason, ts(now)])?)
+        })
+    }
+
+    /// Step runs recorded as running (after a crash: their process groups may still live).
+    pub fn running_runs(&self) -> Result<Vec<Interrupted>> {
+        self.write(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, task_id, pid, pid_start FROM step_runs WHERE state = 'running'",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Interrupted {
+                    run_id: r.get::<_, i64>(0)? as u64,
+                    task_id: r.get::<_, i64>(1)? as u64,
+                    pid: r.get(2)?,
+                    pid_start: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Tasks in `state`, oldest first.
+    pub fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>> {
+        self.write(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, project, workflow, held, trigger FROM tasks WHERE state = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![state.as_str()], |r| {
+                Ok(Queued {
+                    id: r.get::<_, i64>(0)? as u64,
+                    project: r.get(1)?,
+                    workflow: r.get(2)?,
+                    held: r.get(3)?,
+                    trigger: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Releases a held task (`task start`).
+    pub fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached("UPDATE tasks SET held = 0 WHERE id = ?1")?
+                .execute(params![id as i64])?;
+            tx.prepare_cached(
+                "INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id as i64, ts(now), "started by request"])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// One task.
+    pub fn get(&self, id: u64) -> Result<Option<TaskInfo>> {
+        self.read(|c| {
+            let row = c
+                .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
+                .query_row(params![id as i64], task_from_row)
+                .optional()?;
+            row.map(finish_task_row).transpose()
+        })
+    }
+
+    /// Tasks matching `q`, newest first.
+    pub fn list(&self, q: &TaskQuery, project: Option<&str>) -> Result<Vec<TaskInfo>> {
+        let limit = q.limit.unwrap_or(100).min(10_000) as i64;
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE (?1 IS NULL OR project = ?1) AND (?2 IS NULL OR state = ?2)
+                   AND (?3 IS NULL OR workflow = ?3) AND (?4 IS NULL OR trigger = ?4)
+                 ORDER BY id DESC LIMIT ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![project, q.state, q.workflow, q.trigger, limit],
+                task_from_row,
+            )?;
+            rows.map(|r| finish_task_row(r?)).collect()
+        })
+    }
+
+    /// Step runs of a task, oldest first.
+    pub fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason,
+                   stdout_bytes, stderr_bytes, log_path, started_at, finished_at
+                 FROM step_runs WHERE task_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![task as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i32>>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, Option<i32>>(8)?,
+                    r.get::<_, Option<i32>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                    (r.get::<_, i64>(11)?, r.get::<_, i64>(12)?),
+                    r.get::<_, String>(13)?,
+                    r.get::<_, String>(14)?,
+                    r.get::<_, Option<String>>(15)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason, bytes, log_path, started, finished) = row?;
+                out.push(StepRunInfo {
+                    id: id as u64,
+                    step,
+                    cycle: cycle as u32,
+                    attempt: attempt as u32,
+                    agent,
+                    argv: serde_json::from_str(&argv).unwrap_or_default(),
+                    pid,
+                    state: RunState::parse(&state).unwrap_or(RunState::Error),
+                    exit_code,
+                    signal,
+                    reason,
+                    stdout_bytes: bytes.0 as u64,
+                    stderr_bytes: bytes.1 as u64,
+                    log_path,
+                    started_at: parse_ts(&started)?,
+                    finished_at: finished.as_deref().map(parse_ts).transpose()?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Events of a task, oldest first.
+    pub fn events(&self, task: u64) -> Result<Vec<TaskEvent>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, message FROM task_events WHERE task_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![task as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (at, message) = row?;
+                out.push(TaskEvent {
+                    at: parse_ts(&at)?,
+                    message,
+                });
+            }
+            Ok(out)
+        })
+    }
+}

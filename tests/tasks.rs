@@ -1,0 +1,586 @@
+//! Tasks end to end (issue: workflows, tasks and agents): real daemons running real agent
+//! subprocesses. Processes are found through `/proc/*/cmdline`; every test uses its own
+//! `sleep` duration so that parallel tests never see each other's processes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{TestDaemon, eventually};
+
+/// Workspace, secret store and a template that renders the goal.
+fn base(ws: &Path) -> String {
+    format!(
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Workspace
+metadata: {{name: default}}
+spec: {{root_path: "{}"}}
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: creds}}
+spec: {{data: {{token: "tok-SECRET-9f8e7d6c5b"}}}}
+---
+apiVersion: orchestrator.dev/v2
+kind: StepTemplate
+metadata: {{name: say}}
+spec: {{prompt: "{{goal}}"}}
+"#,
+        ws.display()
+    )
+}
+
+fn setup(d: &TestDaemon, extra: &str) -> std::path::PathBuf {
+    let ws = d.dir.path().join("ws");
+    std::fs::create_dir_all(&ws).expect("workspace dir");
+    d.apply(&format!("{}---\n{extra}", base(&ws)));
+    ws
+}
+
+fn create(d: &TestDaemon, workflow: &str, extra: &[&str]) -> u64 {
+    let mut args = vec!["task", "create", "--workflow", workflow];
+    args.extend_from_slice(extra);
+    d.cli(&args).ok().trim().parse().expect("task id")
+}
+
+fn show(d: &TestDaemon, id: u64) -> serde_json::Value {
+    d.cli(&["task", "show", &id.to_string(), "-o", "json"])
+        .json()
+}
+
+/// Waits until the task has finished and returns its detail.
+fn finished(d: &TestDaemon, id: u64) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(60),
+        &format!("task {id} to finish"),
+        || {
+            let t = show(d, id);
+            let state = t["task"]["state"].as_str().unwrap_or("").to_owned();
+            matches!(state.as_str(), "succeeded" | "failed" | "cancelled").then_some(t)
+        },
+    )
+}
+
+/// Pids of live processes whose command line contains `needle`.
+fn pids(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !zombie && cmd.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_gone(needle: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("no process running {needle:?}"),
+        || pids(needle).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn a_two_step_workflow_passes_prev_stdout_and_failures_fail_the_task() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: speaker}
+spec: {command: "sh -c 'echo \"agent heard: $1\"' sh {prompt}", capabilities: [talk]}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: two}
+spec:
+  steps:
+    - {id: talk, template: say, required_capability: talk}
+    - {id: relay, command: "printf 'step two got [%s]' {prev_stdout}"}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: broken}
+spec:
+  steps:
+    - {id: fail, command: "sh -c 'echo failing; exit 3'"}
+    - {id: never, command: "touch never-ran"}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: flaky}
+spec:
+  steps:
+    - id: try
+      command: "sh -c 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo attempt $n; [ $n -ge 3 ]'"
+      retries: 2
+"#,
+    );
+    let id = create(&d, "two", &["--goal", "hello world"]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    assert_eq!(t["steps"][0]["agent"], "speaker");
+    assert_eq!(t["steps"][0]["exitCode"], 0);
+    let argv = t["steps"][1]["argv"].as_array().expect("argv").clone();
+    assert_eq!(argv[2], "agent heard: hello world", "{argv:?}");
+    let logs = d.cli(&["task", "logs", &id.to_string()]).ok().to_owned();
+    assert!(
+        logs.contains("out step two got [agent heard: hello world]"),
+        "{logs}"
+    );
+
+    // A failing step fails the task with its exit code; later steps never run.
+    let run = d.cli(&["task", "create", "--workflow", "broken", "--wait"]);
+    let err = run.fails();
+    assert!(
+        err.contains("failed: step \"fail\" failed: exit code 3"),
+        "{err}"
+    );
+    let id: u64 = run
+        .stdout
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+    let t = show(&d, id);
+    assert_eq!(t["steps"].as_array().map(Vec::len), Some(1));
+    assert_eq!(t["steps"][0]["exitCode"], 3);
+    assert!(!d.dir.path().join("ws/never-ran").exists());
+
+    // Retries: the third attempt succeeds.
+    let id = create(&d, "flaky", &[]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    let states: Vec<String> = t["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| format!("{}:{}", s["attempt"], s["state"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(states, ["1:failed", "2:failed", "3:succeeded"]);
+}
+
+#[test]
+fn hostile_goals_and_payloads_arrive_verbatim_and_run_nothing() {
+    let d = TestDaemon::start();
+    let ws = setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: StepTemplate
+metadata: {name: both}
+spec: {prompt: "{goal}|{payload}"}
+---
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: by-arg}
+spec: {command: "sh -c 'printf %s \"$1\" > got-arg' sh {prompt}", capabilities: [arg]}
+---
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: by-stdin}
+spec: {command: "sh -c 'cat > got-stdin'", capabilities: [stdin], promptDelivery: stdin}
+---
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: by-file}
+spec: {command: "sh -c 'cat \"$1\" > got-file' sh {prompt_file}", capabilities: [file], promptDelivery: file}
+---
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: by-env}
+spec: {command: "sh -c 'printf %s \"$ORCH_PROMPT\" > got-env'", capabilities: [env], promptDelivery: env}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: deliver}
+spec:
+  steps:
+    - {id: a, template: both, required_capability: arg}
+    - {id: s, template: both, required_capability: stdin}
+    - {id: f, template: both, required_capability: file}
+    - {id: e, template: both, required_capability: env}
+    - {id: c, command: "sh -c 'printf %s \"$1\" > got-command' sh {goal}"}
+"#,
+    );
+    let goal = "'; touch pwned-quote; ' $(touch pwned-subst) `touch pwned-tick` \"x\" && touch pwned-and\nsecond line ; touch pwned-semi ✓";
+    let payload = r#"{"text": "$(touch pwned-payload) `id` '; rm -rf / '"}"#;
+    let id = create(&d, "deliver", &["--goal", goal, "--payload", payload]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    let want = format!("{goal}|{payload}");
+    for mode in ["arg", "stdin", "file", "env"] {
+        let got = std::fs::read_to_string(ws.join(format!("got-{mode}"))).expect("agent output");
+        assert_eq!(got, want, "prompt by {mode} was altered");
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join("got-command")).expect("command output"),
+        goal
+    );
+    for entry in std::fs::read_dir(&ws).expect("ws").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with("pwned"),
+            "{name} was created: text ran as shell syntax"
+        );
+    }
+    // The prompt file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let prompt = d.data_dir.join(format!("runs/{id}/f-c1-a1.prompt"));
+    let mode = std::fs::metadata(&prompt)
+        .expect("prompt file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn an_agent_applies_manifests_back_into_the_daemon() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: applier}
+spec:
+  command: >-
+    sh -c 'printf "apiVersion: orchestrator.dev/v2\nkind: EnvStore\nmetadata: {name: from-agent, project: %s}\nspec: {data: {TASK: \"%s\", STEP: \"%s\"}}\n"
+    "$ORCHESTRATOR_PROJECT" "$ORCHESTRATOR_TASK_ID" "$ORCHESTRATOR_STEP_ID" | orchestrator apply -f -'
+  capabilities: [apply]
+  promptDelivery: env
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: self-apply}
+spec:
+  steps: [{id: write, template: say, required_capability: apply}]
+"#,
+    );
+    let id = create(&d, "self-apply", &[]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    let env = d
+        .cli(&["get", "envstore", "from-agent", "-o", "json"])
+        .json();
+    assert_eq!(env["spec"]["data"]["TASK"], id.to_string());
+    assert_eq!(env["spec"]["data"]["STEP"], "write");
+    let logs = d.cli(&["task", "logs", &id.to_string()]).ok().to_owned();
+    assert!(logs.contains("envstore/from-agent created"), "{logs}");
+}
+
+#[test]
+fn a_secret_printed_by_an_agent_never_reaches_the_run_log() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: leaky}
+spec:
+  command: >-
+    sh -c 'echo "token=$TOKEN"; echo "$TOKEN" >&2; a=${TOKEN%??????}; b=${TOKEN#"$a"};
+    printf %s "$a"; sleep 0.2; printf "%s\n" "$b"; echo {prompt}'
+  capabilities: [leak]
+  env: [{name: TOKEN, refValue: {name: creds, key: token}}]
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: leak}
+spec:
+  steps:
+    - {id: leak, template: say, required_capability: leak}
+    - {id: next, command: "printf %s {prev_stdout}"}
+"#,
+    );
+    let id = create(&d, "leak", &["--goal", "done"]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    let secret = "tok-SECRET-9f8e7d6c5b";
+    let mut redacted = 0;
+    for entry in std::fs::read_dir(d.data_dir.join(format!("runs/{id}")))
+        .expect("run dir")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(
+            !text.contains(secret),
+            "secret in {}",
+            entry.path().display()
+        );
+        assert!(
+            !text.contains("tok-SECRET") && !text.contains("9f8e7d6c5b"),
+            "part of the secret in {}",
+            entry.path().display()
+        );
+        redacted += text.matches("[REDACTED]").count();
+    }
+    assert!(
+        redacted >= 3,
+        "expected the three prints to be redacted, saw {redacted}"
+    );
+    for out in [
+        d.cli(&["task", "logs", &id.to_string()]).stdout,
+        d.cli(&["task", "show", &id.to_string(), "-o", "json"])
+            .stdout,
+    ] {
+        assert!(!out.contains(secret));
+    }
+    d.cli(&["daemon", "status"]).ok();
+    let db = std::fs::read(d.data_dir.join("state.db-wal")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&db).contains(secret),
+        "secret in the task tables"
+    );
+}
+
+#[test]
+fn cancel_and_timeout_kill_the_agent_and_its_grandchildren() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: slow}
+spec:
+  steps: [{id: wait, command: "sh -c 'sleep 6001 & sleep 6001'"}]
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: too-slow}
+spec:
+  steps: [{id: wait, command: "sh -c 'sleep 6002 & sleep 6002'", timeout_secs: 1}]
+"#,
+    );
+    let id = create(&d, "slow", &[]);
+    eventually(Duration::from_secs(20), "both sleeps running", || {
+        (pids("sleep 6001").len() >= 2).then_some(())
+    });
+    let out = d.cli(&["task", "cancel", &id.to_string()]).ok().to_owned();
+    assert!(out.contains("cancelled"), "{out}");
+    wait_gone("sleep 6001");
+    let t = show(&d, id);
+    assert_eq!(t["task"]["state"], "cancelled");
+    assert_eq!(t["steps"][0]["state"], "cancelled");
+    // Cancelling again is an error that names the state.
+    let again = d.cli(&["task", "cancel", &id.to_string()]);
+    assert!(
+        again.fails().contains("already cancelled"),
+        "{}",
+        again.stderr
+    );
+
+    let id = create(&d, "too-slow", &[]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "failed");
+    assert!(
+        t["task"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{t:#}"
+    );
+    assert_eq!(t["steps"][0]["state"], "timed_out");
+    wait_gone("sleep 6002");
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_no_agent_behind_and_marks_the_task_interrupted() {
+    let mut d = TestDaemon::start();
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: long}
+spec:
+  steps: [{id: wait, command: "sh -c 'sleep 6003 & sleep 6003'"}]
+"#,
+    );
+    let id = create(&d, "long", &[]);
+    eventually(Duration::from_secs(20), "both sleeps running", || {
+        (pids("sleep 6003").len() >= 2).then_some(())
+    });
+    d.kill9();
+    assert!(
+        pids("sleep 6003").len() >= 2,
+        "the agents outlive a SIGKILLed daemon until the next start"
+    );
+    d.spawn();
+    wait_gone("sleep 6003");
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "failed");
+    let reason = t["task"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("interrupted"), "{reason}");
+    assert_eq!(t["steps"][0]["state"], "interrupted");
+}
+
+#[test]
+fn max_parallel_1_runs_tasks_of_a_workflow_one_after_the_other() {
+    let d = TestDaemon::start();
+    let ws = setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: serial}
+spec:
+  max_parallel: 1
+  steps: [{id: s, command: "sh -c 'echo start-$1 >> order; sleep 0.4; echo end-$1 >> order' sh {task_id}"}]
+"#,
+    );
+    let a = create(&d, "serial", &[]);
+    let b = create(&d, "serial", &[]);
+    let c = create(&d, "serial", &[]);
+    for id in [a, b, c] {
+        assert_eq!(finished(&d, id)["task"]["state"], "succeeded");
+    }
+    let order = std::fs::read_to_string(ws.join("order")).expect("order file");
+    let want = format!("start-{a}\nend-{a}\nstart-{b}\nend-{b}\nstart-{c}\nend-{c}\n");
+    assert_eq!(order, want);
+}
+
+#[test]
+fn bad_task_input_gets_clear_errors() {
+    let d = TestDaemon::start();
+    let ws = setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: ghost}
+spec: {command: "claude-not-installed -p {prompt}", capabilities: [ghost]}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: haunted}
+spec:
+  steps: [{id: boo, template: say, required_capability: ghost}]
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: quick}
+spec:
+  steps: [{id: q, command: "true"}]
+"#,
+    );
+    let run = d.cli(&["task", "create", "--workflow", "nope"]);
+    assert!(
+        run.fails()
+            .contains("workflow \"nope\" not found in project \"default\""),
+        "{}",
+        run.stderr
+    );
+    let run = d.cli(&[
+        "task",
+        "create",
+        "--workflow",
+        "quick",
+        "--workspace",
+        "nowhere",
+    ]);
+    assert!(
+        run.fails().contains("workspace \"nowhere\" not found"),
+        "{}",
+        run.stderr
+    );
+    let run = d.cli(&[
+        "task",
+        "create",
+        "--workflow",
+        "quick",
+        "--payload",
+        "{not json",
+    ]);
+    assert!(
+        run.fails().contains("--payload is not valid JSON"),
+        "{}",
+        run.stderr
+    );
+    let run = d.cli(&["task", "show", "424242"]);
+    assert!(
+        run.fails().contains("task 424242 not found"),
+        "{}",
+        run.stderr
+    );
+
+    // A missing agent program fails the task with the agent and the program named.
+    let run = d.cli(&["task", "create", "--workflow", "haunted", "--wait"]);
+    let err = run.fails();
+    assert!(
+        err.contains("agent \"ghost\": command not found: claude-not-installed"),
+        "{err}"
+    );
+
+    // A finished task cannot be cancelled.
+    let id = create(&d, "quick", &[]);
+    finished(&d, id);
+    let run = d.cli(&["task", "cancel", &id.to_string()]);
+    assert!(
+        run.fails()
+            .contains(&format!("task {id} already succeeded")),
+        "{}",
+        run.stderr
+    );
+
+    // A workspace whose directory is gone is refused at creation.
+    std::fs::remove_dir_all(&ws).expect("remove ws");
+    let run = d.cli(&["task", "create", "--workflow", "quick"]);
+    assert!(
+        run.fails().contains("does not exist or is not a directory"),
+        "{}",
+        run.stderr
+    );
+
+    // The daemon is still fine.
+    d.cli(&["daemon", "status"]).ok();
+}
+
+#[test]
+fn no_start_holds_a_task_and_logs_follow_streams_until_the_end() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: ticker}
+spec:
+  steps: [{id: tick, command: "sh -c 'for i in 1 2 3; do echo tick $i; sleep 0.2; done'"}]
+"#,
+    );
+    let id = create(&d, "ticker", &["--no-start"]);
+    assert_eq!(show(&d, id)["task"]["state"], "pending");
+    let list = d
+        .cli(&["task", "list", "--state", "pending"])
+        .ok()
+        .to_owned();
+    assert!(list.contains(&id.to_string()), "{list}");
+    assert!(
+        d.cli(&["task", "start", &id.to_string()])
+            .ok()
+            .contains("started")
+    );
+    let follow = d
+        .cli(&["task", "logs", &id.to_string(), "--follow"])
+        .ok()
+        .to_owned();
+    for i in 1..=3 {
+        assert!(follow.contains(&format!("out tick {i}")), "{follow}");
+    }
+    assert_eq!(show(&d, id)["task"]["state"], "succeeded");
+}
