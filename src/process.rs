@@ -1273,11 +1273,11 @@ mod tests {
         let d = dir.path();
         check(
             spec(&["no-such-agent-xyz", "-p"], d),
-            "program \"no-such-agent-xyz\" not found: it is in no directory of the agent's PATH",
+            "command not found: no-such-agent-xyz: it is in no directory of the agent's PATH",
         );
         check(
             spec(&["/no/such/agent"], d),
-            "program \"/no/such/agent\" not found",
+            "command not found: /no/such/agent",
         );
         check(spec(&[script], d), "is not executable");
         check(spec(&[], d), "agent command is empty");
