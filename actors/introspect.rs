@@ -65,7 +65,9 @@ pub struct Stats {
     restarts: AtomicU64,
     last_message: Mutex<Option<Instant>>,
     ring: Mutex<VecDeque<TraceEntry>>,
-    follow: broadcast::Sender<TraceEntry>,
+    /// Created on the first `subscribe`: most actors are never followed, and a broadcast
+    /// channel preallocates its slots.
+    follow: Mutex<Option<broadcast::Sender<TraceEntry>>>,
 }
 
 impl Stats {
@@ -80,8 +82,8 @@ impl Stats {
             failed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             last_message: Mutex::new(None),
-            ring: Mutex::new(VecDeque::with_capacity(TRACE_RING)),
-            follow: broadcast::channel(256).0,
+            ring: Mutex::new(VecDeque::new()),
+            follow: Mutex::new(None),
         }
     }
 
@@ -111,8 +113,10 @@ impl Stats {
             duration_micros: now.duration_since(began).as_micros() as u64,
             outcome,
         };
-        if self.follow.receiver_count() > 0 {
-            let _ = self.follow.send(entry.clone());
+        if let Some(tx) = lock(&self.follow).as_ref()
+            && tx.receiver_count() > 0
+        {
+            let _ = tx.send(entry.clone());
         }
         let mut ring = lock(&self.ring);
         if ring.len() == TRACE_RING {
@@ -128,7 +132,9 @@ impl Stats {
 
     /// A live stream of messages as they are handled.
     pub fn subscribe(&self) -> broadcast::Receiver<TraceEntry> {
-        self.follow.subscribe()
+        lock(&self.follow)
+            .get_or_insert_with(|| broadcast::channel(256).0)
+            .subscribe()
     }
 
     pub fn summary(&self) -> StatsSummary {

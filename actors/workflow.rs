@@ -1183,7 +1183,9 @@ impl WorkflowState {
             match next {
                 Next::Done => return self.finish(me, TaskState::Succeeded, None),
                 Next::Failed(reason) => return self.finish(me, TaskState::Failed, Some(reason)),
-                Next::Run(pos) => match self.start_step(me, pos).await {
+                // Boxed: the step start is a large future, and keeping it inline would make
+                // every idle WorkflowActor's message loop that large too.
+                Next::Run(pos) => match Box::pin(self.start_step(me, pos)).await {
                     Ok(()) => return,
                     Err(reason) => next = self.plan.after(pos, &StepResult::Failed(reason)),
                 },

@@ -7,10 +7,14 @@
 //! It also prints the daemon's resident memory right after start (idle) and after the runs.
 //! Run: `cargo bench --bench apply`.
 
-use std::io::{BufRead, BufReader};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use support::{Daemon, rss_kib};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use orchestrator::domain::manifest::{Spec, parse_documents};
@@ -74,55 +78,6 @@ fn in_process(c: &mut Criterion) {
     g.finish();
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon() -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratord"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--webhook-bind", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start daemon");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert!(line.starts_with("orchestratord ready"), "{line}");
-    Daemon {
-        child,
-        socket: data.join("orchestrator.sock"),
-        _dir: dir,
-    }
-}
-
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn cli_apply(socket: &Path, file: &Path) {
     let st = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("--socket")
@@ -136,9 +91,9 @@ fn cli_apply(socket: &Path, file: &Path) {
 }
 
 fn end_to_end(c: &mut Criterion) {
-    let d = start_daemon();
+    let d = Daemon::start();
     std::thread::sleep(Duration::from_millis(300));
-    let idle = rss_kib(d.child.id());
+    let idle = rss_kib(d.pid());
     eprintln!(
         "daemon RSS idle after start: {idle} KiB ({:.1} MiB)",
         idle as f64 / 1024.0
@@ -176,7 +131,7 @@ fn end_to_end(c: &mut Criterion) {
         )
     });
     g.finish();
-    let after = rss_kib(d.child.id());
+    let after = rss_kib(d.pid());
     eprintln!(
         "daemon RSS after the apply benches: {after} KiB ({:.1} MiB)",
         after as f64 / 1024.0

@@ -163,6 +163,18 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// Every running agent holds a few descriptors (pipes, log file): raise the soft limit on open
+/// files to the hard limit, as servers commonly do.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves (or the root supervisor gives up). Prints the ready
 /// line on stdout once the socket and the webhook listener accept connections.
 pub async fn run(
@@ -170,6 +182,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    raise_fd_limit();
     let data_dir = &config.data_dir;
     prepare_data_dir(data_dir)?;
     let data_dir = data_dir

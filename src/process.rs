@@ -40,7 +40,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{AccessFlags, Pid, access, getpgrp};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -57,7 +57,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const MIN_DRAIN: Duration = Duration::from_secs(2);
 
 /// Bytes read from a pipe at a time.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 
 /// Batches queued for the log writer before the readers (and so the child) wait.
 const LOG_QUEUE: usize = 64;
@@ -806,7 +806,9 @@ impl Reader {
         mut pipe: R,
         mut stop: watch::Receiver<bool>,
     ) -> StreamReport {
-        let mut buf = vec![0; READ_CHUNK];
+        // Start small and grow on the first full read: most agents print little, and a
+        // thousand quiet agents should not hold a full buffer each.
+        let mut buf = vec![0; 256];
         let mut abandoned = false;
         loop {
             let read = tokio::select! {
@@ -819,7 +821,12 @@ impl Reader {
             };
             match read {
                 Ok(0) => break,
-                Ok(n) => self.feed(&buf[..n]).await,
+                Ok(n) => {
+                    self.feed(&buf[..n]).await;
+                    if n == buf.len() && buf.len() < READ_CHUNK {
+                        buf.resize(READ_CHUNK, 0);
+                    }
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     tracing::warn!(stream = self.stream.name(), %err, "cannot read agent output");
@@ -1002,7 +1009,8 @@ impl Capture {
 /// whenever the queue is empty. After a write error it keeps draining the queue, so the readers
 /// and the child never block, and reports the error at the end.
 async fn write_log(file: tokio::fs::File, mut batches: mpsc::Receiver<Batch>) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    // `text` already batches the lines, so the file is written directly.
+    let mut out = file;
     let mut result = Ok(());
     let mut text = Vec::new();
     while let Some(batch) = batches.recv().await {
