@@ -2,22 +2,35 @@
 //! actor of `introspect.rs`, and every parent is the one restarting [`supervisor::Supervisor`].
 //!
 //! ```text
-//! root                      Supervisor (daemon.rs starts it)
-//! ├── secret-store          SecretStoreActor: single writer of desired state; serializes every
-//! │                         apply/delete, commits to SQLite, publishes an immutable Snapshot
-//! └── webhook               WebhookActor: owns the warp server; each request reads the newest
-//!                           Snapshot at its start
+//! root                          Supervisor (daemon.rs starts it)
+//! ├── secret-store              SecretStoreActor: single writer of desired state; serializes
+//! │                             every apply/delete, commits to SQLite, publishes a Snapshot
+//! ├── tasks                     TaskSupervisor: creates and queues tasks, max_parallel per
+//! │   │                         workflow, crash recovery at start
+//! │   └── workflow/<task-id>    WorkflowActor: drives one task through its steps
+//! │       └── agent/<task-id>/<step>/<n>   AgentActor: wraps one agent subprocess
+//! └── webhook                   WebhookActor: owns the warp server; each request reads the
+//!                               newest Snapshot at its start
 //! ```
 //!
 //! Message flow: the control API (Unix socket) sends `Apply`/`Delete`/`Describe` to
 //! `secret-store`; it commits and publishes `Arc<Snapshot>` on a `watch` channel before it
 //! replies. The webhook server holds a receiver of that channel; `get` reads it directly.
 //!
-//! Restart policy (root): both children are `Permanent`. A child that stops unexpectedly is
-//! restarted at once; one that restarts more than 5 times within 10 s escalates, which fails the
-//! root, and the daemon then exits with status 1 so that its service manager restarts it. A
-//! restarted `secret-store` reloads its state from SQLite (same revision); a restarted `webhook`
-//! serves the listener the daemon bound once, so the port does not change.
+//! Restart policy. Every parent embeds the same restart machinery (`supervisor::ChildSet`),
+//! counted per child: at most 5 restarts within 10 s.
+//! - root: `secret-store`, `tasks` and `webhook` are `Permanent` and escalate when they exceed
+//!   the intensity; the root then fails and the daemon exits with status 1, so that its service
+//!   manager restarts it. A restarted `secret-store` reloads its state from SQLite (same
+//!   revision); a restarted `webhook` serves the listener the daemon bound once (same port); a
+//!   restarted `tasks` kills leftover agent groups and resumes the running tasks.
+//! - tasks: each WorkflowActor is `Transient` (restarted only when it fails; a finished task
+//!   stops it normally) and `GiveUp`: one that keeps failing is dropped and its task fails, so a
+//!   single bad task never takes the others down. A restarted WorkflowActor resumes from the
+//!   task's rows: the step that was running counts as an interrupted attempt.
+//! - AgentActors are not restarted: their WorkflowActor treats a failed AgentActor as a failed
+//!   attempt (retried per the step's `retries`). The AgentActor's state kills its process group
+//!   when dropped, which also happens when its parent dies.
 
 pub mod agent;
 pub mod introspect;
