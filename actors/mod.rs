@@ -36,5 +36,6 @@ pub mod agent;
 pub mod introspect;
 pub mod secret_store;
 pub mod supervisor;
+pub mod trigger;
 pub mod webhook;
 pub mod workflow;

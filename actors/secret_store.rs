@@ -39,6 +39,12 @@ pub enum SecretStoreMsg {
         dry_run: bool,
         reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
     },
+    /// Sets `spec.suspend` of a trigger (`trigger suspend|resume`).
+    SetSuspend {
+        key: ResourceKey,
+        suspend: bool,
+        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+    },
     /// History and key metadata of one resource.
     Describe {
         key: ResourceKey,
@@ -51,6 +57,7 @@ impl Message for SecretStoreMsg {
         match self {
             SecretStoreMsg::Apply { .. } => "Apply",
             SecretStoreMsg::Delete { .. } => "Delete",
+            SecretStoreMsg::SetSuspend { .. } => "SetSuspend",
             SecretStoreMsg::Describe { .. } => "Describe",
         }
     }
@@ -177,6 +184,27 @@ impl SecretStoreState {
         Ok(response)
     }
 
+    fn set_suspend(
+        &mut self,
+        key: &ResourceKey,
+        suspend: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeResponse, ApiError> {
+        let Some(current) = self.snapshot.get(key) else {
+            return Err(ApiError::not_found(format!(
+                "{key} not found in project {}",
+                key.project
+            )));
+        };
+        let mut manifest = current.manifest();
+        match &mut manifest.spec {
+            crate::domain::manifest::Spec::Trigger(t) => t.suspend = suspend,
+            _ => return Err(ApiError::bad_request(format!("{key} is not a trigger"))),
+        }
+        let changes = self.snapshot.plan(std::slice::from_ref(&manifest), now);
+        self.commit(&changes, false, now)
+    }
+
     fn describe(&self, key: &ResourceKey) -> Result<Described, ApiError> {
         if self.snapshot.get(key).is_none() {
             return Err(ApiError::not_found(format!(
@@ -276,6 +304,13 @@ impl Behaviour for SecretStoreActor {
                 reply,
             } => {
                 let _ = reply.send(state.delete(targets, dry_run, now));
+            }
+            SecretStoreMsg::SetSuspend {
+                key,
+                suspend,
+                reply,
+            } => {
+                let _ = reply.send(state.set_suspend(&key, suspend, now));
             }
             SecretStoreMsg::Describe { key, reply } => {
                 let _ = reply.send(state.describe(&key));

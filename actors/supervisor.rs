@@ -169,6 +169,11 @@ impl ChildSet {
         self.children.contains_key(name)
     }
 
+    /// Whether `name` was asked to stop and has not terminated yet.
+    pub fn is_stopping(&self, name: &str) -> bool {
+        self.children.get(name).is_some_and(|c| c.stopping)
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.children.keys().cloned().collect();
         names.sort();

@@ -168,6 +168,9 @@ pub struct Describe {
     pub keys: Vec<KeyMeta>,
     /// Recent changes, newest first.
     pub history: Vec<HistoryEntry>,
+    /// A trigger's recent fires, skips and missed fires, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fires: Vec<crate::trigger_store::TriggerEvent>,
 }
 
 /// `GET /v1/status`.
@@ -392,4 +395,67 @@ pub struct TaskQuery {
     pub trigger: Option<String>,
     #[serde(default)]
     pub limit: Option<usize>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Triggers
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /v1/triggers/{name}/fire`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct FireRequest {
+    #[serde(default)]
+    pub project: Option<String>,
+    /// JSON text for `{payload}`.
+    #[serde(default)]
+    pub payload: Option<String>,
+}
+
+/// What a fire did: a task, or why none was created.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FireResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// A fire instant shown in a trigger's zone and in UTC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FireTime {
+    pub utc: String,
+    pub local: String,
+}
+
+impl FireTime {
+    pub fn new(t: DateTime<Utc>, tz: chrono_tz::Tz) -> FireTime {
+        FireTime {
+            utc: t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            local: t
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string(),
+        }
+    }
+}
+
+/// `status` of a Trigger in `get`/`describe`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TriggerStatus {
+    #[serde(rename = "lastFire", default, skip_serializing_if = "Option::is_none")]
+    pub last_fire: Option<FireTime>,
+    #[serde(rename = "nextFire", default, skip_serializing_if = "Option::is_none")]
+    pub next_fire: Option<FireTime>,
+    #[serde(rename = "lastTask", default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<u64>,
+    pub fires: u64,
+    pub skips: u64,
+    pub missed: u64,
+}
+
+/// `POST /v1/actors/{name}/kill`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KillResponse {
+    pub actor: String,
+    pub killed: bool,
 }

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus, DeleteRequest, Describe,
-    ErrorBody, ResourceList, ResourceView, Source, Target, TaskDetail, TaskInfo, TaskList,
-    TaskState,
+    ErrorBody, FireRequest, FireResponse, KillResponse, ResourceList, ResourceView, Source, Target,
+    TaskDetail, TaskInfo, TaskList, TaskState,
 };
 use crate::daemon::SOCKET_FILE;
 use crate::domain::manifest::Kind;
@@ -96,6 +96,16 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Fire, suspend or resume a trigger.
+    Trigger {
+        #[command(subcommand)]
+        command: TriggerCommand,
+    },
+    /// The daemon's actors.
+    Actors {
+        #[command(subcommand)]
+        command: ActorsCommand,
+    },
     /// Print the next fire times of a cron expression (no daemon needed).
     Schedule {
         /// 5-field crontab, 6-field with seconds, or @daily/@weekly/….
@@ -167,6 +177,28 @@ pub enum TaskCommand {
     Cancel { id: u64 },
     /// Start a task created with --no-start.
     Start { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Fire a trigger now (its concurrencyPolicy applies); prints the task id.
+    Fire {
+        name: String,
+        /// A JSON document, rendered into prompts as {payload}.
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
+    },
+    /// Stop a cron trigger from firing (sets spec.suspend; a later apply of its manifest sets it
+    /// back to what the manifest says).
+    Suspend { name: String },
+    /// Let a suspended trigger fire again (sets spec.suspend to false).
+    Resume { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActorsCommand {
+    /// Fail an actor on purpose, so that its supervisor restarts it (not the root).
+    Kill { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -315,6 +347,27 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
             print_changes(out, &resp)
         }
         Command::Task { command } => task(&client, out, project, command).await,
+        Command::Trigger { command } => trigger(&client, out, project, command).await,
+        Command::Actors {
+            command: ActorsCommand::Kill { name },
+        } => {
+            let r: KillResponse = client
+                .post(
+                    &format!("/v1/actors/{}/kill", name.trim_matches('/')),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            match out {
+                Output::Table => {
+                    println!(
+                        "actor {} failed on purpose; its supervisor restarts it",
+                        r.actor
+                    );
+                    Ok(())
+                }
+                _ => print_structured(out, &r),
+            }
+        }
         Command::Daemon {
             command: DaemonCommand::Status,
         } => {
@@ -481,6 +534,72 @@ async fn task(
             }
         }
     }
+}
+
+async fn trigger(
+    client: &Client,
+    out: Output,
+    project: Option<String>,
+    command: TriggerCommand,
+) -> anyhow::Result<()> {
+    match command {
+        TriggerCommand::Fire { name, payload } => {
+            if let Some(p) = &payload
+                && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
+            {
+                bail!("--payload is not valid JSON: {e}");
+            }
+            let resp: FireResponse = client
+                .post(
+                    &format!("/v1/triggers/{}/fire", enc(&name)),
+                    &FireRequest { project, payload },
+                )
+                .await?;
+            if out != Output::Table {
+                return print_structured(out, &resp);
+            }
+            match (&resp.task, &resp.skipped) {
+                (Some(t), _) => println!("{}", t.id),
+                (None, Some(why)) => bail!("trigger {name} did not fire: {why}"),
+                (None, None) => bail!("trigger {name} did not fire"),
+            }
+            Ok(())
+        }
+        TriggerCommand::Suspend { name } | TriggerCommand::Resume { name } if name.is_empty() => {
+            bail!("name the trigger")
+        }
+        TriggerCommand::Suspend { name } => suspend(client, out, project, &name, "suspend").await,
+        TriggerCommand::Resume { name } => suspend(client, out, project, &name, "resume").await,
+    }
+}
+
+async fn suspend(
+    client: &Client,
+    out: Output,
+    project: Option<String>,
+    name: &str,
+    action: &str,
+) -> anyhow::Result<()> {
+    let path = match &project {
+        Some(p) => format!("/v1/triggers/{}/{action}?project={}", enc(name), enc(p)),
+        None => format!("/v1/triggers/{}/{action}", enc(name)),
+    };
+    let resp: ChangeResponse = client.post(&path, &serde_json::json!({})).await?;
+    if out != Output::Table {
+        return print_structured(out, &resp);
+    }
+    let done = if action == "suspend" {
+        "suspended"
+    } else {
+        "resumed"
+    };
+    match resp.results.first().map(|r| r.outcome) {
+        Some(crate::domain::snapshot::Outcome::Unchanged) => {
+            println!("trigger/{name} was already {done}")
+        }
+        _ => println!("trigger/{name} {done}"),
+    }
+    Ok(())
 }
 
 fn task_outcome(t: &TaskInfo) -> String {
@@ -1160,6 +1279,31 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
             ]);
         }
         write_rows(&mut o, &rows)?;
+    }
+    if !d.fires.is_empty() {
+        writeln!(o, "Recent fires (newest first):")?;
+        for f in &d.fires {
+            let scheduled = f
+                .scheduled
+                .map(|s| format!(" scheduled {}", s.to_rfc3339()))
+                .unwrap_or_default();
+            let task = f.task.map(|t| format!(" task {t}")).unwrap_or_default();
+            let late = f
+                .lateness_ms
+                .map(|l| format!(" ({l:.1} ms late)"))
+                .unwrap_or_default();
+            let reason = f
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            writeln!(
+                o,
+                "  {}  {}{scheduled}{task}{late}{reason}",
+                f.at.to_rfc3339(),
+                f.kind.as_str()
+            )?;
+        }
     }
     writeln!(o, "Referenced by:")?;
     if d.referenced_by.is_empty() {

@@ -21,10 +21,12 @@ use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
 };
+use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
 use crate::http::control::{self, ControlContext};
 use crate::task_store::TaskStore;
+use crate::trigger_store::TriggerStore;
 
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
@@ -212,6 +214,13 @@ pub async fn run(
         stream_cap: 16 * 1024 * 1024,
         capture_cap: 1024 * 1024,
     };
+    let trigger_store = TriggerStore::open(&data_dir).context("cannot open the trigger tables")?;
+    let trigger_ctx = TriggerContext {
+        store: trigger_store.clone(),
+        tasks: task_store.clone(),
+        snapshots: snapshots.clone(),
+        runs_dir: data_dir.join("runs"),
+    };
 
     let webhook_listener = match config.webhook_bind {
         WebhookBind::Disabled => None,
@@ -247,6 +256,14 @@ pub async fn run(
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
         start: start_fn(TASKS.to_owned(), move || (TaskSupervisor, task_ctx.clone())),
+    });
+    children.push(ChildSpec {
+        name: TRIGGERS.to_owned(),
+        restart: Restart::Permanent,
+        exhausted: Exhausted::Escalate,
+        start: start_fn(TRIGGERS.to_owned(), move || {
+            (TriggerSupervisor, trigger_ctx.clone())
+        }),
     });
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
@@ -288,6 +305,7 @@ pub async fn run(
         socket: socket_path.display().to_string(),
         webhook_addr: webhook_addr.map(|a| a.to_string()),
         tasks: task_store,
+        triggers: trigger_store,
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {

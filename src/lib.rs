@@ -19,6 +19,7 @@ pub mod process;
 pub mod redact;
 pub mod store;
 pub mod task_store;
+pub mod trigger_store;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;

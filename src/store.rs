@@ -115,6 +115,17 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
         at TEXT NOT NULL, message TEXT NOT NULL);
      CREATE INDEX task_events_by_task ON task_events (task_id, id);",
+    // 3: cron trigger state and fire history.
+    "CREATE TABLE trigger_state (
+        project TEXT NOT NULL, name TEXT NOT NULL, generation INTEGER NOT NULL,
+        last_scheduled TEXT, last_fire TEXT, last_task INTEGER, next_fire TEXT,
+        fires INTEGER NOT NULL DEFAULT 0, skips INTEGER NOT NULL DEFAULT 0,
+        missed INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL,
+        PRIMARY KEY (project, name));
+     CREATE TABLE trigger_events (
+        id INTEGER PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, at TEXT NOT NULL,
+        kind TEXT NOT NULL, scheduled TEXT, task_id INTEGER, lateness_ms REAL, reason TEXT);
+     CREATE INDEX trigger_events_by_trigger ON trigger_events (project, name, id DESC);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).

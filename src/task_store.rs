@@ -433,6 +433,43 @@ impl TaskStore {
         })
     }
 
+    /// Deletes a trigger's finished tasks beyond the newest `keep_succeeded` succeeded and
+    /// `keep_failed` failed or cancelled ones (`historyLimit`); returns the deleted ids so that
+    /// their run directories can go too.
+    pub fn prune_trigger(
+        &self,
+        project: &str,
+        trigger: &str,
+        keep_succeeded: Option<u32>,
+        keep_failed: Option<u32>,
+    ) -> Result<Vec<u64>> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let mut gone = Vec::new();
+            for (states, keep) in [
+                ("'succeeded'", keep_succeeded),
+                ("'failed', 'cancelled'", keep_failed),
+            ] {
+                let Some(keep) = keep else { continue };
+                let ids: Vec<i64> = {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "SELECT id FROM tasks WHERE project = ?1 AND trigger = ?2 AND state IN ({states})
+                         ORDER BY id DESC LIMIT -1 OFFSET ?3"
+                    ))?;
+                    let rows = stmt.query_map(params![project, trigger, keep as i64], |r| r.get(0))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                for id in ids {
+                    tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
+                        .execute(params![id])?;
+                    gone.push(id as u64);
+                }
+            }
+            tx.commit()?;
+            Ok(gone)
+        })
+    }
+
     /// One task.
     pub fn get(&self, id: u64) -> Result<Option<TaskInfo>> {
         self.read(|c| {

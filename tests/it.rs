@@ -5,3 +5,4 @@ mod common;
 mod resources;
 mod tasks;
 mod tidy;
+mod triggers;

@@ -15,6 +15,9 @@
 //! - `POST /v1/tasks/{id}/cancel`, `POST /v1/tasks/{id}/start` → [`TaskInfo`]
 //! - `GET  /v1/tasks/{id}/logs?follow=` → the run logs as text, streamed while `follow` and the
 //!   task is not finished
+//! - `POST /v1/triggers/{name}/fire` [`FireRequest`] → [`FireResponse`]
+//! - `POST /v1/triggers/{name}/suspend|resume?project=` → [`ChangeResponse`]
+//! - `POST /v1/actors/{name}/kill` → [`KillResponse`] (the name may contain `/`)
 //!
 //! Every failure is an [`ErrorBody`] with a fitting status.
 
@@ -33,14 +36,15 @@ use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::actors::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{
     ApiError, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus, DeleteRequest,
-    Describe, ResourceList, ResourceQuery, ResourceView, Source, TaskDetail, TaskInfo, TaskList,
-    TaskQuery,
+    Describe, FireRequest, FireResponse, FireTime, KillResponse, ResourceList, ResourceQuery,
+    ResourceView, Source, TaskDetail, TaskInfo, TaskList, TaskQuery, TriggerStatus,
 };
 use crate::domain::diagnostic::Diagnostic;
 use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::validate::{check_name, resolve_root_path, validate_documents};
 use crate::task_store::TaskStore;
+use crate::trigger_store::TriggerStore;
 
 /// Largest accepted request body (a big apply).
 pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -57,6 +61,7 @@ pub struct ControlContext {
     pub socket: String,
     pub webhook_addr: Option<String>,
     pub tasks: TaskStore,
+    pub triggers: TriggerStore,
 }
 
 impl ControlContext {
@@ -153,8 +158,38 @@ pub fn routes(
     let task_logs = warp::path!("v1" / "tasks" / u64 / "logs")
         .and(warp::get())
         .and(warp::query::<LogQuery>())
-        .and(with_ctx)
+        .and(with_ctx.clone())
         .map(|id: u64, q: LogQuery, ctx: ControlContext| task_logs(ctx, id, q.follow));
+
+    let trigger_fire = warp::path!("v1" / "triggers" / String / "fire")
+        .and(warp::post())
+        .and(json_body::<FireRequest>())
+        .and(with_ctx)
+        .then(
+            |name: String, req: FireRequest, ctx: ControlContext| async move {
+                reply_result(fire_trigger(&ctx, &name, req).await)
+            },
+        );
+    let trigger_suspend = warp::path!("v1" / "triggers" / String / String)
+        .and(warp::post())
+        .and(warp::query::<ResourceQuery>())
+        .then(
+            |name: String, action: String, q: ResourceQuery| async move {
+                reply_result(suspend_trigger(&name, &action, &q).await)
+            },
+        );
+    let actor_kill = warp::path("v1")
+        .and(warp::path("actors"))
+        .and(warp::path::tail())
+        .and(warp::post())
+        .map(
+            |tail: warp::path::Tail| match tail.as_str().strip_suffix("/kill") {
+                Some(name) => reply_result(kill_actor(name)),
+                None => reply_error(&ApiError::not_found(
+                    "unknown actor request: use POST /v1/actors/{name}/kill",
+                )),
+            },
+        );
 
     let tasks = task_create
         .or(task_list)
@@ -170,6 +205,12 @@ pub fn routes(
 
     status
         .or(tasks)
+        .unify()
+        .or(trigger_fire)
+        .unify()
+        .or(trigger_suspend)
+        .unify()
+        .or(actor_kill)
         .unify()
         .or(apply)
         .unify()
@@ -399,7 +440,7 @@ fn list(ctx: &ControlContext, kind: &str, q: &ResourceQuery) -> Result<ResourceL
     let items = snapshot
         .list(kind, project.as_deref())
         .filter(|r| q.name.as_deref().is_none_or(|n| r.key.name == n))
-        .map(|r| ResourceView::from_resource(r))
+        .map(|r| view(ctx, r))
         .collect();
     Ok(ResourceList { items })
 }
@@ -415,8 +456,150 @@ fn get_one(
     let snapshot = ctx.snapshot();
     snapshot
         .lookup(&project, kind, name)
-        .map(|r| ResourceView::from_resource(r))
+        .map(|r| view(ctx, r))
         .ok_or_else(|| not_found(&snapshot, &project, kind, name))
+}
+
+/// A resource as `get` shows it, with live status where there is one.
+fn view(ctx: &ControlContext, r: &crate::domain::snapshot::Resource) -> ResourceView {
+    let mut v = ResourceView::from_resource(r);
+    if let Spec::Trigger(t) = &r.spec {
+        v.status = serde_json::to_value(trigger_status(ctx, &r.key.project, &r.key.name, t)).ok();
+    }
+    v
+}
+
+fn trigger_status(
+    ctx: &ControlContext,
+    project: &str,
+    name: &str,
+    t: &crate::domain::manifest::TriggerSpec,
+) -> TriggerStatus {
+    let state = ctx
+        .triggers
+        .get(project, name)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let schedule = t.cron.as_ref().and_then(|c| {
+        crate::domain::schedule::Schedule::parse(&c.schedule, c.timezone.as_deref()).ok()
+    });
+    let tz = schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone());
+    let next = match (&schedule, t.suspend) {
+        (Some(s), false) => s.next_after(Utc::now()),
+        _ => None,
+    };
+    TriggerStatus {
+        last_fire: state.last_fire.map(|f| FireTime::new(f, tz)),
+        next_fire: next.map(|n| FireTime::new(n, tz)),
+        last_task: state.last_task,
+        fires: state.fires,
+        skips: state.skips,
+        missed: state.missed,
+    }
+}
+
+async fn fire_trigger(
+    ctx: &ControlContext,
+    name: &str,
+    req: FireRequest,
+) -> Result<FireResponse, ApiError> {
+    let project = project_of(req.project.as_deref())?;
+    if let Some(p) = &req.payload
+        && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
+    {
+        return Err(ApiError::bad_request(format!(
+            "payload is not valid JSON: {e}"
+        )));
+    }
+    let snapshot = ctx.snapshot();
+    let spec = match snapshot
+        .lookup(&project, Kind::Trigger, name)
+        .map(|r| &r.spec)
+    {
+        Some(Spec::Trigger(t)) => t.clone(),
+        _ => return Err(not_found(&snapshot, &project, Kind::Trigger, name)),
+    };
+    let fired = crate::actors::trigger::fire(
+        &project,
+        name,
+        &spec,
+        format!("trigger/{name}"),
+        None,
+        req.payload,
+    )
+    .await?;
+    let (task, skipped) = match fired {
+        crate::actors::trigger::Fired::Created(t) => (Some(*t), None),
+        crate::actors::trigger::Fired::Skipped(why) => (None, Some(why)),
+    };
+    let event = crate::trigger_store::TriggerEvent {
+        at: Utc::now(),
+        kind: if task.is_some() {
+            crate::trigger_store::EventKind::Fired
+        } else {
+            crate::trigger_store::EventKind::Skipped
+        },
+        scheduled: None,
+        task: task.as_ref().map(|t| t.id),
+        lateness_ms: None,
+        reason: Some(match &skipped {
+            Some(why) => format!("fired by request: {why}"),
+            None => "fired by request".to_owned(),
+        }),
+    };
+    if let Err(e) = ctx.triggers.event(&project, name, &event) {
+        tracing::warn!(trigger = name, error = %e, "cannot record a manual fire");
+    }
+    Ok(FireResponse { task, skipped })
+}
+
+async fn suspend_trigger(
+    name: &str,
+    action: &str,
+    q: &ResourceQuery,
+) -> Result<ChangeResponse, ApiError> {
+    let suspend = match action {
+        "suspend" => true,
+        "resume" => false,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown trigger action {other:?}: use fire, suspend or resume"
+            )));
+        }
+    };
+    let key = ResourceKey::new(project_of(q.project.as_deref())?, Kind::Trigger, name);
+    let actor = store_actor().await?;
+    actor
+        .call(
+            |reply| SecretStoreMsg::SetSuspend {
+                key,
+                suspend,
+                reply,
+            },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(actor_error)?
+}
+
+fn kill_actor(name: &str) -> Result<KillResponse, ApiError> {
+    let name = name.trim_matches('/');
+    if name == crate::daemon::ROOT {
+        return Err(ApiError::bad_request(
+            "the root supervisor cannot be killed: stop the daemon instead (SIGTERM)",
+        ));
+    }
+    crate::actors::introspect::fail_by_name(name, "killed by request (orchestrator actors kill)")
+        .map_err(|_| {
+        ApiError::not_found(format!(
+            "no running actor is named {name:?} (orchestrator actors lists them)"
+        ))
+    })?;
+    Ok(KillResponse {
+        actor: name.to_owned(),
+        killed: true,
+    })
 }
 
 fn not_found(snapshot: &Snapshot, project: &str, kind: Kind, name: &str) -> ApiError {
@@ -442,6 +625,7 @@ async fn describe(
 ) -> Result<Describe, ApiError> {
     let resource = get_one(ctx, kind, name, q)?;
     let key = ResourceKey::new(resource.metadata.project.clone(), resource.kind, name);
+    let (key_kind, key_project) = (key.kind, key.project.clone());
     let actor = store_actor().await?;
     let described = actor
         .call(
@@ -452,6 +636,13 @@ async fn describe(
         .map_err(actor_error)??;
     Ok(Describe {
         resource,
+        fires: if key_kind == Kind::Trigger {
+            ctx.triggers
+                .events(&key_project, name, 30)
+                .map_err(|e| ApiError::internal(format!("reading trigger history failed: {e}")))?
+        } else {
+            Vec::new()
+        },
         referenced_by: described.referenced_by,
         keys: described.keys,
         history: described.history,

@@ -1,0 +1,338 @@
+//! Durable state of cron triggers (migration 3): per trigger the last scheduled instant, last
+//! fire, last task, next fire and counters, plus a bounded history of fires, skips and missed
+//! fires with their reasons. TriggerActors write it; `get`/`describe trigger` read it.
+//!
+//! Like the task tables it commits with `synchronous=NORMAL` on its own connections.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, Result, parse_ts, ts};
+
+/// How many history rows are kept per trigger.
+pub const HISTORY_ROWS: i64 = 200;
+
+/// The persisted state of one trigger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TriggerState {
+    /// The resource generation this state was computed for.
+    pub generation: u64,
+    #[serde(rename = "lastScheduled")]
+    pub last_scheduled: Option<DateTime<Utc>>,
+    #[serde(rename = "lastFire")]
+    pub last_fire: Option<DateTime<Utc>>,
+    #[serde(rename = "lastTask")]
+    pub last_task: Option<u64>,
+    #[serde(rename = "nextFire")]
+    pub next_fire: Option<DateTime<Utc>>,
+    pub fires: u64,
+    pub skips: u64,
+    pub missed: u64,
+}
+
+/// What happened at one scheduled instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Fired,
+    Skipped,
+    Missed,
+    Failed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Fired => "fired",
+            EventKind::Skipped => "skipped",
+            EventKind::Missed => "missed",
+            EventKind::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> EventKind {
+        match s {
+            "fired" => EventKind::Fired,
+            "skipped" => EventKind::Skipped,
+            "missed" => EventKind::Missed,
+            _ => EventKind::Failed,
+        }
+    }
+}
+
+/// One history row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerEvent {
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+    /// Fire time minus scheduled instant.
+    #[serde(
+        rename = "latenessMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lateness_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct TriggerStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 4]> {
+    Ok([r.get(1)?, r.get(2)?, r.get(4)?, None])
+}
+
+impl TriggerStore {
+    pub fn open(data_dir: &Path) -> Result<TriggerStore> {
+        let writer = store::connect(data_dir)?;
+        writer.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let reader = store::connect(data_dir)?;
+        reader.execute_batch("PRAGMA query_only=ON;")?;
+        Ok(TriggerStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The state of every trigger, keyed by (project, name).
+    pub fn all(&self) -> Result<HashMap<(String, String), TriggerState>> {
+        blocking(|| {
+            let c = lock(&self.reader);
+            let mut stmt = c.prepare_cached(
+                "SELECT project, name, generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed
+                 FROM trigger_state",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    r.get::<_, i64>(2)?,
+                    [r.get::<_, Option<String>>(3)?, r.get(4)?, r.get(6)?],
+                    r.get::<_, Option<i64>>(5)?,
+                    (
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ),
+                ))
+            })?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (key, generation, [sched, fire, next], task, (fires, skips, missed)) = row?;
+                out.insert(
+                    key,
+                    TriggerState {
+                        generation: generation as u64,
+                        last_scheduled: opt_ts(sched)?,
+                        last_fire: opt_ts(fire)?,
+                        last_task: task.map(|t| t as u64),
+                        next_fire: opt_ts(next)?,
+                        fires: fires as u64,
+                        skips: skips as u64,
+                        missed: missed as u64,
+                    },
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// The state of one trigger.
+    pub fn get(&self, project: &str, name: &str) -> Result<Option<TriggerState>> {
+        blocking(|| {
+            let c = lock(&self.reader);
+            let row = c
+                .prepare_cached(
+                    "SELECT generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed
+                     FROM trigger_state WHERE project = ?1 AND name = ?2",
+                )?
+                .query_row(params![project, name], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        state_from_row(r)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        (r.get::<_, i64>(5)?, r.get::<_, i64>(6)?, r.get::<_, i64>(7)?),
+                    ))
+                })
+                .optional()?;
+            let Some((generation, [sched, fire, next, _], task, (fires, skips, missed))) = row
+            else {
+                return Ok(None);
+            };
+            Ok(Some(TriggerState {
+                generation: generation as u64,
+                last_scheduled: opt_ts(sched)?,
+                last_fire: opt_ts(fire)?,
+                last_task: task.map(|t| t as u64),
+                next_fire: opt_ts(next)?,
+                fires: fires as u64,
+                skips: skips as u64,
+                missed: missed as u64,
+            }))
+        })
+    }
+
+    /// Writes a trigger's state and, optionally, one history row, in one transaction.
+    pub fn save(
+        &self,
+        project: &str,
+        name: &str,
+        state: &TriggerState,
+        event: Option<&TriggerEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        blocking(|| {
+            let mut c = lock(&self.writer);
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO trigger_state (project, name, generation, last_scheduled, last_fire, last_task,
+                   next_fire, fires, skips, missed, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (project, name) DO UPDATE SET generation = excluded.generation,
+                   last_scheduled = excluded.last_scheduled, last_fire = excluded.last_fire,
+                   last_task = excluded.last_task, next_fire = excluded.next_fire,
+                   fires = excluded.fires, skips = excluded.skips, missed = excluded.missed,
+                   updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                project,
+                name,
+                state.generation as i64,
+                state.last_scheduled.map(ts),
+                state.last_fire.map(ts),
+                state.last_task.map(|t| t as i64),
+                state.next_fire.map(ts),
+                state.fires as i64,
+                state.skips as i64,
+                state.missed as i64,
+                ts(now),
+            ])?;
+            if let Some(e) = event {
+                tx.prepare_cached(
+                    "INSERT INTO trigger_events (project, name, at, kind, scheduled, task_id, lateness_ms, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    project,
+                    name,
+                    ts(e.at),
+                    e.kind.as_str(),
+                    e.scheduled.map(ts),
+                    e.task.map(|t| t as i64),
+                    e.lateness_ms,
+                    e.reason,
+                ])?;
+                let id = tx.last_insert_rowid();
+                if id % 50 == 0 {
+                    tx.prepare_cached(
+                        "DELETE FROM trigger_events WHERE project = ?1 AND name = ?2 AND id <=
+                           (SELECT id FROM trigger_events WHERE project = ?1 AND name = ?2
+                            ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+                    )?
+                    .execute(params![project, name, HISTORY_ROWS])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Appends a history row without touching the state (manual and webhook fires: the
+    /// TriggerActor owns the state row).
+    pub fn event(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
+        blocking(|| {
+            let c = lock(&self.writer);
+            c.prepare_cached(
+                "INSERT INTO trigger_events (project, name, at, kind, scheduled, task_id, lateness_ms, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                project,
+                name,
+                ts(e.at),
+                e.kind.as_str(),
+                e.scheduled.map(ts),
+                e.task.map(|t| t as i64),
+                e.lateness_ms,
+                e.reason,
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a deleted trigger.
+    pub fn remove(&self, project: &str, name: &str) -> Result<()> {
+        blocking(|| {
+            let mut c = lock(&self.writer);
+            let tx = c.transaction()?;
+            tx.prepare_cached("DELETE FROM trigger_state WHERE project = ?1 AND name = ?2")?
+                .execute(params![project, name])?;
+            tx.prepare_cached("DELETE FROM trigger_events WHERE project = ?1 AND name = ?2")?
+                .execute(params![project, name])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The newest `limit` history rows of a trigger, newest first.
+    pub fn events(&self, project: &str, name: &str, limit: usize) -> Result<Vec<TriggerEvent>> {
+        blocking(|| {
+            let c = lock(&self.reader);
+            let mut stmt = c.prepare_cached(
+                "SELECT at, kind, scheduled, task_id, lateness_ms, reason FROM trigger_events
+                 WHERE project = ?1 AND name = ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![project, name, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<f64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (at, kind, scheduled, task, lateness, reason) = row?;
+                out.push(TriggerEvent {
+                    at: parse_ts(&at)?,
+                    kind: EventKind::parse(&kind),
+                    scheduled: opt_ts(scheduled)?,
+                    task: task.map(|t| t as u64),
+                    lateness_ms: lateness,
+                    reason,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
