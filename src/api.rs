@@ -459,3 +459,20 @@ pub struct KillResponse {
     pub actor: String,
     pub killed: bool,
 }
+
+/// `GET /v1/actors/{name}/inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActorInspect {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::actors::introspect::StatsSummary>,
+    /// What the actor reports about itself.
+    pub state: serde_json::Value,
+}
+
+/// `GET /v1/actors/{name}/trace`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActorTrace {
+    pub name: String,
+    pub messages: Vec<crate::actors::introspect::TraceEntry>,
+}

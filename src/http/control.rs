@@ -35,9 +35,10 @@ use crate::actors::introspect::Addr;
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::actors::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{
-    ApiError, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus, DeleteRequest,
-    Describe, FireRequest, FireResponse, FireTime, KillResponse, ResourceList, ResourceQuery,
-    ResourceView, Source, TaskDetail, TaskInfo, TaskList, TaskQuery, TriggerStatus,
+    ActorInspect, ActorTrace, ApiError, ApplyRequest, ChangeResponse, CreateTaskRequest,
+    DaemonStatus, DeleteRequest, Describe, FireRequest, FireResponse, FireTime, KillResponse,
+    ResourceList, ResourceQuery, ResourceView, Source, TaskDetail, TaskInfo, TaskList, TaskQuery,
+    TriggerStatus,
 };
 use crate::domain::diagnostic::Diagnostic;
 use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
@@ -190,38 +191,63 @@ pub fn routes(
                 )),
             },
         );
+    let actor_tree = warp::path!("v1" / "actors")
+        .and(warp::get())
+        .map(|| reply_result(actor_tree()));
+    let actor_get = warp::path("v1")
+        .and(warp::path("actors"))
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(warp::query::<TraceQuery>())
+        .then(|tail: warp::path::Tail, q: TraceQuery| async move {
+            let path = tail.as_str();
+            if let Some(name) = path.strip_suffix("/inspect") {
+                reply_result(inspect_actor(name).await)
+            } else if let Some(name) = path.strip_suffix("/trace") {
+                trace_actor(name, q)
+            } else {
+                reply_error(&ApiError::not_found(
+                    "unknown actor request: use GET /v1/actors, /v1/actors/{name}/inspect or /v1/actors/{name}/trace",
+                ))
+            }
+        });
 
-    let tasks = task_create
-        .or(task_list)
-        .unify()
-        .or(task_show)
-        .unify()
-        .or(task_cancel)
-        .unify()
-        .or(task_start)
-        .unify()
-        .or(task_logs)
-        .unify();
-
-    status
-        .or(tasks)
-        .unify()
-        .or(trigger_fire)
-        .unify()
-        .or(trigger_suspend)
-        .unify()
-        .or(actor_kill)
-        .unify()
-        .or(apply)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(list)
-        .unify()
-        .or(get_one)
-        .unify()
-        .or(describe)
-        .unify()
+    // Each group is boxed: a long chain of `or` over warp's nested filter types makes the
+    // compiler's work grow very fast; boxing keeps every type small.
+    type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+    fn any_of(first: Route, rest: Vec<Route>) -> Route {
+        rest.into_iter()
+            .fold(first, |acc, r| acc.or(r).unify().boxed())
+    }
+    let tasks = any_of(
+        task_create.boxed(),
+        vec![
+            task_list.boxed(),
+            task_show.boxed(),
+            task_cancel.boxed(),
+            task_start.boxed(),
+            task_logs.boxed(),
+        ],
+    );
+    let triggers_and_actors = any_of(
+        trigger_fire.boxed(),
+        vec![
+            trigger_suspend.boxed(),
+            actor_kill.boxed(),
+            actor_tree.boxed(),
+            actor_get.boxed(),
+        ],
+    );
+    let resources = any_of(
+        apply.boxed(),
+        vec![
+            delete.boxed(),
+            list.boxed(),
+            get_one.boxed(),
+            describe.boxed(),
+        ],
+    );
+    any_of(status.boxed(), vec![tasks, triggers_and_actors, resources])
         .recover(recover)
         .unify()
 }
@@ -581,6 +607,101 @@ async fn suspend_trigger(
         )
         .await
         .map_err(actor_error)?
+}
+
+fn actor_tree() -> Result<crate::actors::introspect::ActorNode, ApiError> {
+    let root = ractor::registry::where_is(crate::daemon::ROOT.to_owned())
+        .ok_or_else(|| ApiError::unavailable("the root supervisor is not running"))?;
+    Ok(crate::actors::introspect::tree(&root))
+}
+
+async fn inspect_actor(name: &str) -> Result<ActorInspect, ApiError> {
+    let name = name.trim_matches('/');
+    let cell = ractor::registry::where_is(name.to_owned()).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no running actor is named {name:?} (orchestrator actors lists them)"
+        ))
+    })?;
+    let state = crate::actors::introspect::inspect_cell(&cell, Duration::from_secs(5))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(ActorInspect {
+        name: name.to_owned(),
+        stats: crate::actors::introspect::stats(name).map(|s| s.summary()),
+        state,
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TraceQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    n: Option<usize>,
+}
+
+/// An actor's recent messages as JSON; with `follow`, newline-delimited JSON entries streamed
+/// as they are handled (after the recent ones) until the client goes away.
+fn trace_actor(name: &str, q: TraceQuery) -> warp::reply::Response {
+    let name = name.trim_matches('/').to_owned();
+    let Some(stats) = crate::actors::introspect::stats(&name) else {
+        return reply_error(&ApiError::not_found(format!(
+            "no actor named {name:?} has run (orchestrator actors lists them)"
+        )));
+    };
+    let mut recent = stats.trace();
+    if let Some(n) = q.n {
+        let skip = recent.len().saturating_sub(n);
+        recent.drain(..skip);
+    }
+    if !q.follow {
+        return reply_result(Ok::<_, ApiError>(ActorTrace {
+            name,
+            messages: recent,
+        }));
+    }
+    let mut live = stats.subscribe();
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<warp::hyper::body::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |e: &crate::actors::introspect::TraceEntry| {
+            let mut v = serde_json::to_vec(e).unwrap_or_default();
+            v.push(b'\n');
+            warp::hyper::body::Bytes::from(v)
+        };
+        for e in &recent {
+            if tx.send(Ok(line(e))).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(e) => {
+                    if tx.send(Ok(line(&e))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let note = format!("{{\"lagged\":{n}}}\n");
+                    if tx
+                        .send(Ok(warp::hyper::body::Bytes::from(note)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut resp = warp::reply::stream(stream).into_response();
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
 }
 
 fn kill_actor(name: &str) -> Result<KillResponse, ApiError> {
