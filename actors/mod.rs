@@ -9,6 +9,8 @@
 //! │   │                         workflow, crash recovery at start
 //! │   └── workflow/<task-id>    WorkflowActor: drives one task through its steps
 //! │       └── agent/<task-id>/<step>/<n>   AgentActor: wraps one agent subprocess
+//! ├── triggers                  TriggerSupervisor: reconciles cron triggers on each Snapshot
+//! │   └── trigger/<project>/<name>   TriggerActor: one armed timer per cron trigger
 //! └── webhook                   WebhookActor: owns the warp server; each request reads the
 //!                               newest Snapshot at its start
 //! ```
@@ -28,6 +30,9 @@
 //!   stops it normally) and `GiveUp`: one that keeps failing is dropped and its task fails, so a
 //!   single bad task never takes the others down. A restarted WorkflowActor resumes from the
 //!   task's rows: the step that was running counts as an interrupted attempt.
+//! - triggers: each TriggerActor is `Permanent` and `GiveUp`; a restarted one reloads its state
+//!   and counts the fires it missed meanwhile. One that keeps failing is dropped (logged) and
+//!   started again by the next reconcile (any apply).
 //! - AgentActors are not restarted: their WorkflowActor treats a failed AgentActor as a failed
 //!   attempt (retried per the step's `retries`). The AgentActor's state kills its process group
 //!   when dropped, which also happens when its parent dies.

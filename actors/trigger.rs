@@ -160,7 +160,7 @@ pub enum TriggerMsg {
     /// The timer for the fire scheduled at this instant.
     Fire(DateTime<Utc>),
     /// The trigger's spec changed: re-arm from now with the new schedule.
-    Reconfigure(Box<TriggerConfig>),
+    Reconfigure(Arc<TriggerConfig>),
 }
 
 impl Message for TriggerMsg {
@@ -183,17 +183,17 @@ pub struct TriggerConfig {
 }
 
 pub struct TriggerArgs {
-    pub config: TriggerConfig,
+    pub config: Arc<TriggerConfig>,
     /// The persisted state, when the supervisor already loaded it.
     pub state: Option<TriggerState>,
-    pub ctx: TriggerContext,
+    pub ctx: Arc<TriggerContext>,
 }
 
 pub struct TriggerActor;
 
 pub struct TriggerActorState {
-    config: TriggerConfig,
-    ctx: TriggerContext,
+    config: Arc<TriggerConfig>,
+    ctx: Arc<TriggerContext>,
     state: TriggerState,
     /// The armed fire.
     next: Option<DateTime<Utc>>,
@@ -457,9 +457,11 @@ impl Behaviour for TriggerActor {
         state: &mut TriggerActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TriggerMsg::Fire(at) => state.fire(me, at).await,
+            // Boxed: the fire is a large future, and keeping it inline would make every idle
+            // TriggerActor's message loop that large too.
+            TriggerMsg::Fire(at) => Box::pin(state.fire(me, at)).await,
             TriggerMsg::Reconfigure(config) => {
-                state.config = *config;
+                state.config = config;
                 state.state.generation = 0; // Forces a fresh start from now.
                 state.start(me, now());
             }
@@ -510,7 +512,7 @@ impl Message for TriggerSupMsg {
 pub struct TriggerSupervisor;
 
 pub struct TriggerSupState {
-    ctx: TriggerContext,
+    ctx: Arc<TriggerContext>,
     children: ChildSet,
     /// Generation each running TriggerActor was configured with.
     running: HashMap<(String, String), u64>,
@@ -582,18 +584,18 @@ impl TriggerSupState {
                 continue;
             };
             let name = trigger_name(&key.0, &key.1);
-            let config = TriggerConfig {
+            let config = Arc::new(TriggerConfig {
                 project: key.0.clone(),
                 name: key.1.clone(),
                 generation,
                 spec,
                 schedule,
-            };
+            });
             match self.running.get(&key) {
                 Some(g) if *g == generation => {}
                 Some(_) => {
                     if let Some(a) = Addr::<TriggerMsg>::lookup(&name) {
-                        let _ = a.cast(TriggerMsg::Reconfigure(Box::new(config)));
+                        let _ = a.cast(TriggerMsg::Reconfigure(config));
                     }
                     self.running.insert(key, generation);
                 }
@@ -666,7 +668,7 @@ impl Behaviour for TriggerSupervisor {
         // Arm the triggers after the daemon is ready, not inside its start-up.
         me.cast(TriggerSupMsg::Reconcile)?;
         Ok(TriggerSupState {
-            ctx,
+            ctx: Arc::new(ctx),
             children: ChildSet::new(Intensity::default()),
             running: HashMap::new(),
             schedules: HashMap::new(),

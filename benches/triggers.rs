@@ -50,7 +50,15 @@ fn ten_thousand(_c: &mut Criterion) {
     let ws = d.path("ws");
     d.apply(&workspace_manifest(&ws));
     let file = d.dir.path().join("triggers.yaml");
-    std::fs::write(&file, bundle(10_000, |i| format!("{} {} * * *", i % 60, (i / 60) % 24), "")).expect("write");
+    std::fs::write(
+        &file,
+        bundle(
+            10_000,
+            |i| format!("{} {} * * *", i % 60, (i / 60) % 24),
+            "",
+        ),
+    )
+    .expect("write");
     let t0 = Instant::now();
     d.cli(&["apply", "-f", file.to_str().expect("path")]);
     let apply = t0.elapsed();
@@ -105,12 +113,17 @@ fn lateness(_c: &mut Criterion) {
     let d = Daemon::start();
     let ws = d.path("ws");
     d.apply(&workspace_manifest(&ws));
-    d.apply(&bundle(100, |_| "* * * * * *".to_owned(), "  concurrencyPolicy: Allow\n"));
+    d.apply(&bundle(
+        100,
+        |_| "* * * * * *".to_owned(),
+        "  concurrencyPolicy: Allow\n",
+    ));
     std::thread::sleep(Duration::from_secs(11));
     let mut late = Vec::new();
     for i in 0..100 {
         let v: serde_json::Value =
-            serde_json::from_str(&d.cli(&["describe", "trigger", &format!("t-{i}"), "-o", "json"])).expect("json");
+            serde_json::from_str(&d.cli(&["describe", "trigger", &format!("t-{i}"), "-o", "json"]))
+                .expect("json");
         for f in v["fires"].as_array().into_iter().flatten() {
             if let Some(ms) = f["latenessMs"].as_f64() {
                 late.push(ms);

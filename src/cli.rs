@@ -13,12 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{
-    ActorInspect, ActorTrace, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus, DeleteRequest, Describe,
-    ErrorBody, FireRequest, FireResponse, KillResponse, ResourceList, ResourceView, Source, Target,
-    TaskDetail, TaskInfo, TaskList, TaskState,
-};
 use crate::actors::introspect::{ActorNode, TraceEntry, TraceOutcome};
+use crate::api::{
+    ActorInspect, ActorTrace, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus,
+    DeleteRequest, Describe, ErrorBody, FireRequest, FireResponse, KillResponse, ResourceList,
+    ResourceView, Source, Target, TaskDetail, TaskInfo, TaskList, TaskState,
+};
 use crate::daemon::SOCKET_FILE;
 use crate::domain::manifest::Kind;
 use crate::domain::schedule::Schedule;
@@ -371,7 +371,10 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
             command: Some(ActorsCommand::Inspect { name }),
         } => {
             let r: ActorInspect = client
-                .get(&format!("/v1/actors/{}/inspect", name.trim_matches('/')), &[])
+                .get(
+                    &format!("/v1/actors/{}/inspect", name.trim_matches('/')),
+                    &[],
+                )
                 .await?;
             match out {
                 Output::Table => {
@@ -381,7 +384,11 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
                         writeln!(o, "Type:     {}", s.actor_type)?;
                         writeln!(o, "Uptime:   {}", millis(s.uptime_millis))?;
                         writeln!(o, "Restarts: {}", s.restarts)?;
-                        writeln!(o, "Messages: {} received, {} handled, {} failed, queue {}", s.received, s.handled, s.failed, s.queue_depth)?;
+                        writeln!(
+                            o,
+                            "Messages: {} received, {} handled, {} failed, queue {}",
+                            s.received, s.handled, s.failed, s.queue_depth
+                        )?;
                     }
                     writeln!(o, "State:")?;
                     for line in serde_yaml::to_string(&r.state)?.lines() {
@@ -393,12 +400,20 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Actors {
-            command: Some(ActorsCommand::Trace { name, follow, count }),
+            command:
+                Some(ActorsCommand::Trace {
+                    name,
+                    follow,
+                    count,
+                }),
         } => {
             let path = format!("/v1/actors/{}/trace", name.trim_matches('/'));
             let query = [("n", count.to_string()), ("follow", follow.to_string())];
             if follow {
-                let mut sink = TraceSink { out, buf: Vec::new() };
+                let mut sink = TraceSink {
+                    out,
+                    buf: Vec::new(),
+                };
                 return client.stream(&path, &query, &mut sink).await;
             }
             let t: ActorTrace = client.get(&path, &query).await?;
@@ -691,7 +706,13 @@ fn print_actor_tree(root: &ActorNode) -> anyhow::Result<()> {
         "LAST MESSAGE".into(),
     ]];
     fn walk(n: &ActorNode, prefix: &str, last: bool, top: bool, rows: &mut Vec<Vec<String>>) {
-        let branch = if top { "" } else if last { "└── " } else { "├── " };
+        let branch = if top {
+            ""
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
         let s = n.stats.as_ref();
         rows.push(vec![
             format!("{prefix}{branch}{}", n.name),
@@ -704,7 +725,11 @@ fn print_actor_tree(root: &ActorNode) -> anyhow::Result<()> {
             s.and_then(|s| s.last_message_age_millis)
                 .map_or("-".into(), |a| format!("{} ago", millis(a))),
         ]);
-        let child_prefix = if top { String::new() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
+        let child_prefix = if top {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
         for (i, c) in n.children.iter().enumerate() {
             walk(c, &child_prefix, i + 1 == n.children.len(), false, rows);
         }
@@ -719,7 +744,12 @@ fn trace_line(m: &TraceEntry) -> String {
         TraceOutcome::Ok => "ok".to_owned(),
         TraceOutcome::Error(e) => format!("error: {e}"),
     };
-    format!("{}  {:<24} {:>9}µs  {outcome}", m.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), m.kind, m.duration_micros)
+    format!(
+        "{}  {:<24} {:>9}µs  {outcome}",
+        m.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        m.kind,
+        m.duration_micros
+    )
 }
 
 /// Turns the NDJSON of `actors trace --follow` into lines as they arrive.

@@ -610,14 +610,14 @@ async fn suspend_trigger(
 }
 
 fn actor_tree() -> Result<crate::actors::introspect::ActorNode, ApiError> {
-    let root = ractor::registry::where_is(crate::daemon::ROOT.to_owned())
+    let root = ractor::registry::where_is(crate::daemon::ROOT)
         .ok_or_else(|| ApiError::unavailable("the root supervisor is not running"))?;
     Ok(crate::actors::introspect::tree(&root))
 }
 
 async fn inspect_actor(name: &str) -> Result<ActorInspect, ApiError> {
     let name = name.trim_matches('/');
-    let cell = ractor::registry::where_is(name.to_owned()).ok_or_else(|| {
+    let cell = ractor::registry::where_is(name).ok_or_else(|| {
         ApiError::not_found(format!(
             "no running actor is named {name:?} (orchestrator actors lists them)"
         ))
