@@ -19,7 +19,7 @@ use super::introspect::{Addr, Behaviour, Message};
 use crate::api::{ApiError, ChangeResponse, ResultLine};
 use crate::domain::manifest::Document;
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
-use crate::domain::validate::{references, validate_apply, validate_delete};
+use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
 use crate::store::{HistoryEntry, KeyMeta, Store};
 
 /// The registry name.
@@ -75,12 +75,15 @@ pub struct SecretStoreActor;
 pub struct SecretStoreArgs {
     pub data_dir: PathBuf,
     pub publish: watch::Sender<Arc<Snapshot>>,
+    /// The webhook server listens beyond loopback: every webhook trigger must keep a usable key.
+    pub public_webhooks: bool,
 }
 
 pub struct SecretStoreState {
     store: Store,
     snapshot: Arc<Snapshot>,
     publish: watch::Sender<Arc<Snapshot>>,
+    public_webhooks: bool,
     applies: u64,
     deletes: u64,
 }
@@ -99,6 +102,20 @@ impl SecretStoreState {
         now: DateTime<Utc>,
     ) -> Result<ChangeResponse, ApiError> {
         let next = self.snapshot.apply(changes);
+        if self.public_webhooks {
+            // Only what this change breaks is refused; older problems were warned about at start.
+            let before: Vec<String> = unverifiable_webhooks(&self.snapshot)
+                .into_iter()
+                .map(|d| d.resource)
+                .collect();
+            let problems: Vec<_> = unverifiable_webhooks(&next)
+                .into_iter()
+                .filter(|d| !before.contains(&d.resource))
+                .collect();
+            if !problems.is_empty() {
+                return Err(ApiError::invalid("change", problems));
+            }
+        }
         if !dry_run && next.revision != self.snapshot.revision {
             tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now))
                 .map_err(Self::store_error)?;
@@ -276,6 +293,7 @@ impl Behaviour for SecretStoreActor {
             store,
             snapshot,
             publish: args.publish,
+            public_webhooks: args.public_webhooks,
             applies: 0,
             deletes: 0,
         })

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::introspect::{Addr, Behaviour, Message};
 use crate::domain::snapshot::Snapshot;
-use crate::http::webhook::{WebhookContext, routes};
+use crate::http::webhook::{WebhookContext, record_verifications, routes};
 
 /// The registry name.
 pub const NAME: &str = "webhook";
@@ -38,6 +38,8 @@ pub struct WebhookActor;
 pub struct WebhookArgs {
     pub listener: Arc<std::net::TcpListener>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Where "last verified at" stamps are written.
+    pub data_dir: std::path::PathBuf,
 }
 
 pub struct WebhookState {
@@ -45,6 +47,7 @@ pub struct WebhookState {
     context: WebhookContext,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    recorder: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for WebhookState {
@@ -53,6 +56,7 @@ impl Drop for WebhookState {
             let _ = tx.send(());
         }
         self.server.abort();
+        self.recorder.abort();
     }
 }
 
@@ -71,7 +75,9 @@ impl Behaviour for WebhookActor {
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
-        let context = WebhookContext::new(args.snapshots);
+        let (verified, stamps) = tokio::sync::mpsc::channel(4096);
+        let recorder = tokio::spawn(record_verifications(args.data_dir.clone(), stamps));
+        let context = WebhookContext::new(args.snapshots, verified);
         let (tx, rx) = oneshot::channel::<()>();
         let filter = routes(context.clone());
         let server = tokio::spawn(async move {
@@ -90,6 +96,7 @@ impl Behaviour for WebhookActor {
             context,
             shutdown: Some(tx),
             server,
+            recorder,
         })
     }
 

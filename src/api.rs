@@ -370,6 +370,9 @@ pub struct TaskEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskDetail {
     pub task: TaskInfo,
+    /// The JSON payload the task was created with (a webhook delivery, `--payload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
     pub steps: Vec<StepRunInfo>,
     pub events: Vec<TaskEvent>,
 }

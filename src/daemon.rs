@@ -234,6 +234,13 @@ pub async fn run(
         None => None,
     };
 
+    let public_webhooks = webhook_addr.is_some_and(|a| !a.ip().is_loopback());
+    if public_webhooks {
+        let snapshot = snapshots.borrow().clone();
+        for p in crate::domain::validate::unverifiable_webhooks(&snapshot) {
+            tracing::warn!("{p}: it refuses every delivery until it has a key");
+        }
+    }
     let mut children = vec![ChildSpec {
         name: secret_store::NAME.to_owned(),
         restart: Restart::Permanent,
@@ -246,6 +253,7 @@ pub async fn run(
                     SecretStoreArgs {
                         data_dir: data_dir.clone(),
                         publish: publish.clone(),
+                        public_webhooks,
                     },
                 )
             })
@@ -268,6 +276,7 @@ pub async fn run(
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
         let snapshots = snapshots.clone();
+        let data_dir = data_dir.clone();
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
             restart: Restart::Permanent,
@@ -278,6 +287,7 @@ pub async fn run(
                     WebhookArgs {
                         listener: listener.clone(),
                         snapshots: snapshots.clone(),
+                        data_dir: data_dir.clone(),
                     },
                 )
             }),

@@ -629,6 +629,27 @@ fn update_key_meta(
     }))
 }
 
+/// Records which keys verified webhook deliveries, and when (newer stamps only).
+pub fn record_verified<'a>(
+    conn: &Connection,
+    stamps: impl Iterator<Item = (&'a str, &'a str, &'a str, &'a str, DateTime<Utc>)>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE secret_keys SET last_verified_at = ?5, last_verified_trigger = ?4
+         WHERE project = ?1 AND store = ?2 AND key = ?3
+           AND (last_verified_at IS NULL OR last_verified_at < ?5)",
+    )?;
+    conn.execute_batch("BEGIN")?;
+    for (project, store, key, trigger, at) in stamps {
+        if let Err(e) = stmt.execute(params![project, store, key, trigger, ts(at)]) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
 /// Looks up a single meta value (used by tests and `daemon status`).
 pub fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn

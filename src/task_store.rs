@@ -499,6 +499,16 @@ impl TaskStore {
         })
     }
 
+    /// The payload a task was created with.
+    pub fn payload(&self, id: u64) -> Result<Option<String>> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT payload FROM tasks WHERE id = ?1")?
+                .query_row(params![id as i64], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+    }
+
     /// Step runs of a task, oldest first.
     pub fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>> {
         self.read(|c| {

@@ -6,3 +6,4 @@ mod resources;
 mod tasks;
 mod tidy;
 mod triggers;
+mod webhooks;

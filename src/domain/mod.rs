@@ -4,6 +4,7 @@
 //! product can be unit-tested as plain functions.
 
 pub mod diagnostic;
+pub mod filter;
 pub mod locate;
 pub mod manifest;
 pub mod render;

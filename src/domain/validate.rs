@@ -915,15 +915,59 @@ fn event_problems(ev: &EventSpec, out: &mut Vec<Problem>) {
             "list the store's keys to try, or leave `keys` out to try every key",
         ));
     }
-    if let Some(c) = ev.filter.as_ref().and_then(|f| f.condition.as_ref())
-        && c.trim().is_empty()
-    {
-        out.push(problem_hint(
-            "spec.event.filter.condition",
-            "condition is empty",
-            "remove it or write a CEL expression",
-        ));
+    if let Some(c) = ev.filter.as_ref().and_then(|f| f.condition.as_ref()) {
+        if c.trim().is_empty() {
+            out.push(problem_hint(
+                "spec.event.filter.condition",
+                "condition is empty",
+                "remove it or write a CEL expression",
+            ));
+        } else if let Err(e) = super::filter::Filter::compile(c) {
+            out.push(problem_hint(
+                "spec.event.filter.condition",
+                e,
+                "write a CEL expression over `payload`, e.g. payload.type == 'event_callback'",
+            ));
+        }
     }
+}
+
+/// Webhook triggers that could not verify any delivery: their SecretStore is missing or has no
+/// non-empty key among the ones they use. A daemon whose webhook server listens beyond loopback
+/// refuses an apply that leaves any (SPEC §10); on loopback they simply fail closed.
+pub fn unverifiable_webhooks(snapshot: &Snapshot) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in snapshot.list(Kind::Trigger, None) {
+        let Spec::Trigger(t) = &r.spec else { continue };
+        let Some(ev) = &t.event else { continue };
+        let store = &ev.webhook.secret.from_ref;
+        let usable = snapshot
+            .secret_store(&r.key.project, store)
+            .is_some_and(|s| {
+                s.data.iter().any(|(k, v)| {
+                    !v.is_empty()
+                        && ev
+                            .webhook
+                            .secret
+                            .keys
+                            .as_ref()
+                            .is_none_or(|w| w.contains(k))
+                })
+            });
+        if !usable {
+            out.push(Diagnostic {
+                resource: r.key.to_string(),
+                ..Diagnostic::new(
+                    "spec.event.webhook.secret",
+                    format!(
+                        "the webhook server listens beyond loopback and this trigger has no usable key in SecretStore {store:?}"
+                    ),
+                )
+                .hint("give the store a non-empty value for the keys the trigger uses, or bind the webhook server to 127.0.0.1")
+            });
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1210,5 +1254,34 @@ spec:
         );
         assert_eq!(resolve_root_path("/abs", Path::new("/srv")), "/abs");
         assert_eq!(resolve_root_path(".", Path::new("/srv/m")), "/srv/m");
+    }
+
+    #[test]
+    fn webhooks_without_a_usable_key_are_found() {
+        let text = |value: &str| {
+            format!(
+                "{BUNDLE}---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{github: \"{value}\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}}}\n  action: {{workflow: secret-rotation, workspace: default}}\n"
+            )
+        };
+        let snapshot_of = |t: &str| {
+            let (mut docs, p) = parse_documents("f", t);
+            assert!(p.is_empty(), "{p:?}");
+            let _ = validate_apply(&mut docs, &Snapshot::default(), None);
+            let s0 = Snapshot::default();
+            // The later SecretStore document replaces the bundle's one of the same name.
+            let mut seen = std::collections::HashMap::new();
+            for d in docs {
+                seen.insert(
+                    (d.manifest.kind(), d.manifest.name().to_owned()),
+                    d.manifest,
+                );
+            }
+            let manifests: Vec<_> = seen.into_values().collect();
+            s0.apply(&s0.plan(&manifests, chrono::DateTime::UNIX_EPOCH))
+        };
+        assert!(unverifiable_webhooks(&snapshot_of(&text("s3cr3t"))).is_empty());
+        let found = unverifiable_webhooks(&snapshot_of(&text("")));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].to_string().starts_with("trigger/hook: spec.event.webhook.secret: the webhook server listens beyond loopback"), "{}", found[0]);
     }
 }

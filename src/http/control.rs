@@ -845,6 +845,7 @@ fn show_task(ctx: &ControlContext, id: u64) -> Result<TaskDetail, ApiError> {
             ))
         })?;
     Ok(TaskDetail {
+        payload: ctx.tasks.payload(id).map_err(task_store_error)?,
         steps: ctx.tasks.runs(id).map_err(task_store_error)?,
         events: ctx.tasks.events(id).map_err(task_store_error)?,
         task,

@@ -1,0 +1,529 @@
+//! Webhooks end to end (issue: webhooks): real HTTP on loopback against the daemon's webhook
+//! server, signed with the platforms' schemes by the library's own `sign` (whose output is checked
+//! against the platforms' published vectors in `domain::signature`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use orchestrator::domain::signature::{Scheme, sign};
+
+use crate::common::{TestDaemon, eventually, http_raw, post};
+
+const STORE_OLD: &str = "old-signing-secret-value-111";
+
+fn setup(d: &TestDaemon, triggers: &str) {
+    let ws = d.dir.path().join("ws");
+    std::fs::create_dir_all(&ws).expect("ws");
+    d.apply(&format!(
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Workspace
+metadata: {{name: default}}
+spec: {{root_path: "{}"}}
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: hooks}}
+spec: {{data: {{current: "{STORE_OLD}"}}}}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {{name: quick}}
+spec:
+  max_parallel: 50
+  steps: [{{id: s, command: "true"}}]
+{triggers}"#,
+        ws.display()
+    ));
+}
+
+fn hook(name: &str, scheme: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: {name}}}\nspec:\n  event:\n    source: webhook\n    webhook:\n      secret: {{fromRef: hooks}}\n      scheme: {scheme}\n{extra}  action: {{workflow: quick, workspace: default, start: false}}\n  concurrencyPolicy: Allow\n"
+    )
+}
+
+fn addr(d: &TestDaemon) -> SocketAddr {
+    d.webhook.expect("webhook address")
+}
+
+fn signed(scheme: Scheme, secret: &str, body: &str, id: &str) -> Vec<(String, String)> {
+    let mut h = sign(
+        scheme,
+        None,
+        secret.as_bytes(),
+        body.as_bytes(),
+        Utc::now().timestamp(),
+        id,
+    );
+    h.push(("Content-Type".into(), "application/json".into()));
+    h
+}
+
+fn tasks_of(d: &TestDaemon, trigger: &str) -> usize {
+    d.cli(&[
+        "task",
+        "list",
+        "--trigger",
+        trigger,
+        "--limit",
+        "10000",
+        "-o",
+        "json",
+    ])
+    .json()["tasks"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+fn status_of(resp: &(u16, String)) -> (u16, serde_json::Value) {
+    (
+        resp.0,
+        serde_json::from_str(&resp.1).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn every_scheme_accepts_its_platform_format_and_refuses_forgeries() {
+    let d = TestDaemon::start();
+    let schemes = [
+        Scheme::HmacSha256,
+        Scheme::Github,
+        Scheme::Slack,
+        Scheme::Line,
+        Scheme::Stripe,
+        Scheme::StandardWebhooks,
+    ];
+    let triggers: String = schemes
+        .iter()
+        .map(|s| hook(&format!("h-{}", s.name()), s.name(), ""))
+        .collect();
+    setup(&d, &triggers);
+    let a = addr(&d);
+    let body = r#"{"event": "ping", "n": 1}"#;
+    for (i, scheme) in schemes.into_iter().enumerate() {
+        let path = format!("/webhook/h-{}", scheme.name());
+        let id = format!("msg_{i}");
+        // The real format is accepted and creates a task.
+        let (status, v) = status_of(&post(
+            a,
+            &path,
+            &signed(scheme, STORE_OLD, body, &id),
+            body.as_bytes(),
+        ));
+        assert_eq!(status, 202, "{}: {v}", scheme.name());
+        assert_eq!(v["status"], "accepted");
+        assert!(v["task"].as_u64().is_some());
+        // A wrong key, one flipped body byte, a missing header: 401 with a generic body.
+        let wrong = signed(scheme, "some-other-secret", body, &format!("{id}-w"));
+        assert_eq!(
+            post(a, &path, &wrong, body.as_bytes()),
+            (401, r#"{"error":"unauthorized"}"#.into()),
+            "{}",
+            scheme.name()
+        );
+        let flipped = body.replace("ping", "pong");
+        let h = signed(scheme, STORE_OLD, body, &format!("{id}-f"));
+        assert_eq!(
+            post(a, &path, &h, flipped.as_bytes()).0,
+            401,
+            "{}: flipped byte",
+            scheme.name()
+        );
+        let none = vec![("Content-Type".to_string(), "application/json".to_string())];
+        assert_eq!(
+            post(a, &path, &none, body.as_bytes()).0,
+            401,
+            "{}: no signature",
+            scheme.name()
+        );
+        // Timestamped schemes refuse a stale signature.
+        if scheme.is_timestamped() {
+            let stale = sign(
+                scheme,
+                None,
+                STORE_OLD.as_bytes(),
+                body.as_bytes(),
+                Utc::now().timestamp() - 3600,
+                &format!("{id}-s"),
+            );
+            assert_eq!(
+                post(a, &path, &stale, body.as_bytes()).0,
+                401,
+                "{}: stale",
+                scheme.name()
+            );
+        }
+    }
+    // Nothing secret reached the log, and every refusal is explained there at debug level.
+    let log = d.log();
+    assert!(!log.contains(STORE_OLD));
+    assert!(
+        log.contains("webhook refused: signature"),
+        "no debug reason in the log"
+    );
+}
+
+#[test]
+fn rotating_keys_never_leaves_a_gap() {
+    let d = TestDaemon::start();
+    setup(&d, &hook("rotating", "github", ""));
+    let a = addr(&d);
+    let apply_store = |data: &str| {
+        d.apply(&format!(
+            "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{{data}}}}}\n"
+        ));
+    };
+    let send = |secret: &str, n: usize| {
+        let body = format!(r#"{{"n": {n}}}"#);
+        post(
+            a,
+            "/webhook/rotating",
+            &signed(Scheme::Github, secret, &body, ""),
+            body.as_bytes(),
+        )
+        .0
+    };
+    let mut old = STORE_OLD.to_owned();
+    let mut misses = Vec::new();
+    for cycle in 0..100 {
+        let new = format!("rotated-secret-{cycle}-{}", cycle * 7919);
+        // Only the old key.
+        apply_store(&format!("current: \"{old}\""));
+        if send(&old, cycle) != 202 {
+            misses.push(format!("cycle {cycle}: old refused with only old"));
+        }
+        // Both keys.
+        apply_store(&format!("current: \"{old}\", next: \"{new}\""));
+        if send(&old, cycle) != 202 {
+            misses.push(format!("cycle {cycle}: old refused with both"));
+        }
+        if send(&new, cycle) != 202 {
+            misses.push(format!("cycle {cycle}: new refused with both"));
+        }
+        // Only the new key: the old one is refused at once.
+        apply_store(&format!("current: \"{new}\""));
+        if send(&old, cycle) != 401 {
+            misses.push(format!(
+                "cycle {cycle}: old still accepted after it was removed"
+            ));
+        }
+        if send(&new, cycle) != 202 {
+            misses.push(format!("cycle {cycle}: new refused alone"));
+        }
+        old = new;
+    }
+    assert!(misses.is_empty(), "{} misses: {misses:#?}", misses.len());
+    // The trigger itself was applied once; it kept working through 300 store applies.
+    let t = d.cli(&["get", "trigger", "rotating", "-o", "json"]).json();
+    assert_eq!(t["metadata"]["generation"], 1);
+}
+
+#[test]
+fn one_request_fires_exactly_one_trigger() {
+    let d = TestDaemon::start();
+    let triggers = format!(
+        "{}{}{}{}---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: nightly}}\nspec:\n  cron: {{schedule: '0 3 * * *'}}\n  action: {{workflow: quick, workspace: default}}\n",
+        hook("a", "github", ""),
+        hook("b", "github", ""),
+        hook("slack", "slack", ""),
+        hook(
+            "only-pushes",
+            "github",
+            "    filter: {condition: \"payload.action == 'push' && payload_ref == 'refs/heads/main'\"}\n"
+        ),
+    );
+    setup(&d, &triggers);
+    let a = addr(&d);
+    let body = r#"{"action": "push", "ref": "refs/heads/dev"}"#;
+    let (status, v) = status_of(&post(
+        a,
+        "/webhook/a",
+        &signed(Scheme::Github, STORE_OLD, body, "d-1"),
+        body.as_bytes(),
+    ));
+    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")));
+    assert_eq!(
+        post(
+            a,
+            "/webhook/default/a",
+            &signed(Scheme::Github, STORE_OLD, body, "d-2"),
+            body.as_bytes()
+        )
+        .0,
+        202
+    );
+    assert_eq!((tasks_of(&d, "a"), tasks_of(&d, "b")), (2, 0));
+
+    // A cron trigger is not reachable over HTTP; unknown triggers and projects are 404.
+    for path in [
+        "/webhook/nightly",
+        "/webhook/nope",
+        "/webhook/other-project/a",
+        "/webhook/a/b/c",
+    ] {
+        assert_eq!(
+            post(
+                a,
+                path,
+                &signed(Scheme::Github, STORE_OLD, body, "x"),
+                body.as_bytes()
+            )
+            .0,
+            404,
+            "{path}"
+        );
+    }
+
+    // The filter: no match → 202 filtered, nothing fires; a match fires.
+    let (status, v) = status_of(&post(
+        a,
+        "/webhook/only-pushes",
+        &signed(Scheme::Github, STORE_OLD, body, "f-1"),
+        body.as_bytes(),
+    ));
+    assert_eq!((status, v["status"].as_str()), (202, Some("filtered")));
+    let main = r#"{"action": "push", "ref": "refs/heads/main"}"#;
+    let (status, v) = status_of(&post(
+        a,
+        "/webhook/only-pushes",
+        &signed(Scheme::Github, STORE_OLD, main, "f-2"),
+        main.as_bytes(),
+    ));
+    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")));
+    assert_eq!(tasks_of(&d, "only-pushes"), 1);
+
+    // Slack's url_verification is answered with its challenge and fires nothing.
+    let challenge = r#"{"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#;
+    let (status, v) = status_of(&post(
+        a,
+        "/webhook/slack",
+        &signed(Scheme::Slack, STORE_OLD, challenge, ""),
+        challenge.as_bytes(),
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    assert_eq!(tasks_of(&d, "slack"), 0);
+
+    // A duplicate delivery id is answered without a second task.
+    let (status, v) = status_of(&post(
+        a,
+        "/webhook/a",
+        &signed(Scheme::Github, STORE_OLD, body, "d-1"),
+        body.as_bytes(),
+    ));
+    assert_eq!((status, v["status"].as_str()), (202, Some("duplicate")));
+    assert_eq!(tasks_of(&d, "a"), 2);
+
+    // Slack retries repeat the event id.
+    let event = r#"{"type": "event_callback", "event_id": "Ev01"}"#;
+    let mut retry = signed(Scheme::Slack, STORE_OLD, event, "");
+    assert_eq!(
+        status_of(&post(a, "/webhook/slack", &retry, event.as_bytes())).1["status"],
+        "accepted"
+    );
+    retry.push(("X-Slack-Retry-Num".into(), "1".into()));
+    assert_eq!(
+        status_of(&post(a, "/webhook/slack", &retry, event.as_bytes())).1["status"],
+        "duplicate"
+    );
+}
+
+#[test]
+fn dry_runs_forms_suspension_and_last_verified() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        &format!(
+            "{}{}",
+            hook("probe", "github", ""),
+            hook("slash", "slack", "")
+        ),
+    );
+    let a = addr(&d);
+    d.apply("apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {name: hooks}\nspec: {data: {current: \"old-signing-secret-value-111\", next: \"next-signing-secret-value-222\"}}\n");
+    let body = r#"{"zen": "Keep it logically awesome."}"#;
+    let mut h = signed(Scheme::Github, "next-signing-secret-value-222", body, "p-1");
+    h.push(("X-Orchestrator-Dry-Run".into(), "1".into()));
+    let (status, v) = status_of(&post(a, "/webhook/probe", &h, body.as_bytes()));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["key"].as_str()),
+        (Some("verified"), Some("next"))
+    );
+    assert_eq!(tasks_of(&d, "probe"), 0, "a dry run created a task");
+
+    // "last verified at" shows the key that matched.
+    let keys = eventually(
+        Duration::from_secs(10),
+        "the next key to be stamped",
+        || {
+            let desc = d
+                .cli(&["describe", "secretstore", "hooks", "-o", "json"])
+                .json();
+            let keys = desc["keys"].as_array().cloned().unwrap_or_default();
+            keys.iter()
+                .any(|k| k["key"] == "next" && k["last_verified_at"].is_string())
+                .then_some(keys)
+        },
+    );
+    let current = keys
+        .iter()
+        .find(|k| k["key"] == "current")
+        .expect("current key");
+    assert!(
+        current["last_verified_at"].is_null(),
+        "current was never used: {current}"
+    );
+    let text = d.cli(&["describe", "secretstore", "hooks"]).ok().to_owned();
+    assert!(text.contains("(trigger probe)"), "{text}");
+
+    // A Slack slash command arrives as a form and reaches the task as a JSON object.
+    let form = "command=%2Fdeploy&text=prod+now&user_name=ana";
+    let mut h = sign(
+        Scheme::Slack,
+        None,
+        STORE_OLD.as_bytes(),
+        form.as_bytes(),
+        Utc::now().timestamp(),
+        "",
+    );
+    h.push((
+        "Content-Type".into(),
+        "application/x-www-form-urlencoded".into(),
+    ));
+    let (status, v) = status_of(&post(a, "/webhook/slash", &h, form.as_bytes()));
+    assert_eq!(status, 202, "{v}");
+    let id = v["task"].as_u64().expect("task");
+    let detail = d
+        .cli(&["task", "show", &id.to_string(), "-o", "json"])
+        .json();
+    assert_eq!(detail["task"]["origin"], "webhook/slash");
+    // The payload is stored with the task; the form fields became JSON.
+    let payload: serde_json::Value =
+        serde_json::from_str(detail["payload"].as_str().expect("payload")).expect("payload json");
+    assert_eq!(
+        (payload["command"].as_str(), payload["text"].as_str()),
+        (Some("/deploy"), Some("prod now"))
+    );
+
+    // A suspended trigger answers 202 skipped.
+    d.cli(&["trigger", "suspend", "probe"]).ok();
+    let h = signed(Scheme::Github, STORE_OLD, body, "p-2");
+    let (status, v) = status_of(&post(a, "/webhook/probe", &h, body.as_bytes()));
+    assert_eq!((status, v["status"].as_str()), (202, Some("skipped")));
+}
+
+#[test]
+fn a_trigger_without_a_usable_key_refuses_everything() {
+    let d = TestDaemon::start();
+    setup(&d, &hook("closed", "github", ""));
+    d.apply("apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {name: hooks}\nspec: {data: {current: \"\"}}\n");
+    let a = addr(&d);
+    let body = r#"{"n": 1}"#;
+    // Even a request "signed" with the empty key is refused.
+    let (status, text) = post(
+        a,
+        "/webhook/closed",
+        &signed(Scheme::Github, "", body, "c-1"),
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (status, text.as_str()),
+        (401, r#"{"error":"unauthorized"}"#)
+    );
+    assert!(d.log().contains("no usable (non-empty, listed) key"));
+}
+
+#[test]
+fn bad_input_never_takes_the_server_down() {
+    let d = TestDaemon::start();
+    setup(&d, &hook("sturdy", "github", ""));
+    let a = addr(&d);
+    let good = r#"{"ok": true}"#;
+    let signed_body = |body: &[u8]| sign(Scheme::Github, None, STORE_OLD.as_bytes(), body, 0, "");
+
+    // Invalid UTF-8, malformed JSON and empty bodies that are correctly signed: 400.
+    let invalid: &[u8] = b"{\"x\": \"\xff\xfe\"}";
+    assert_eq!(
+        post(a, "/webhook/sturdy", &signed_body(invalid), invalid).0,
+        400
+    );
+    let broken = b"{\"x\": ";
+    let (status, text) = post(a, "/webhook/sturdy", &signed_body(broken), broken);
+    assert_eq!(status, 400);
+    assert!(text.contains("not valid JSON"), "{text}");
+    assert_eq!(post(a, "/webhook/sturdy", &signed_body(b""), b"").0, 400);
+    // Unsigned garbage is 401.
+    assert_eq!(
+        post(
+            a,
+            "/webhook/sturdy",
+            &[("X-Hub-Signature-256".into(), "sha256=zz".into())],
+            b"\x00\x01"
+        )
+        .0,
+        401
+    );
+
+    // 1 MiB is accepted; 1 MiB + 1 is 413, declared or chunked.
+    let big = {
+        let mut v = br#"{"pad": ""#.to_vec();
+        v.resize(1024 * 1024 - 2, b'a');
+        v.extend_from_slice(br#""}"#);
+        v
+    };
+    assert_eq!(big.len(), 1024 * 1024);
+    assert_eq!(post(a, "/webhook/sturdy", &signed_body(&big), &big).0, 202);
+    let mut too_big = big.clone();
+    too_big.insert(2, b' ');
+    assert_eq!(
+        post(a, "/webhook/sturdy", &signed_body(&too_big), &too_big).0,
+        413
+    );
+    let mut chunked = b"POST /webhook/sturdy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in too_big.chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(http_raw(a, &chunked).map(|r| r.0), Some(413));
+    // A small chunked delivery is fine.
+    let sig = signed_body(good.as_bytes());
+    let mut small = b"POST /webhook/sturdy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n".to_vec();
+    for (k, v) in &sig {
+        small.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    small.extend_from_slice(format!("\r\n{:x}\r\n{good}\r\n0\r\n\r\n", good.len()).as_bytes());
+    assert_eq!(http_raw(a, &small).map(|r| r.0), Some(202));
+
+    // Garbage on the wire: the server may refuse it or close the connection; it must survive.
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"POST /webhook/sturdy HTTP/1.1\r\nHost: x\r\nX-Bad: \x00\x01\x02\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /webhook/sturdy HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST /webhook/%ff%fe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        b"GET /webhook/sturdy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let _ = http_raw(a, garbage);
+    }
+    let health = http_raw(
+        a,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(health.map(|r| r.0), Some(200));
+    // And it still verifies and fires.
+    let (status, _) = post(
+        a,
+        "/webhook/sturdy",
+        &signed(Scheme::Github, STORE_OLD, good, "late"),
+        good.as_bytes(),
+    );
+    assert_eq!(status, 202);
+    d.cli(&["daemon", "status"]).ok();
+}
