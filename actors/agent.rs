@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorProcessingErr;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::introspect::{Addr, Behaviour, Message};
 use super::workflow::WorkflowMsg;
@@ -90,10 +91,13 @@ impl Behaviour for AgentActor {
         }
         let canceller = running.canceller();
         let reporter = me.clone();
-        tokio::spawn(async move {
-            let result = running.wait().await;
-            let _ = reporter.cast(AgentMsg::Exited(result));
-        });
+        tokio::spawn(
+            async move {
+                let result = running.wait().await;
+                let _ = reporter.cast(AgentMsg::Exited(result));
+            }
+            .instrument(tracing::Span::current()),
+        );
         tracing::debug!(run = run_id, pid, program = %program, "agent started");
         Ok(AgentState {
             run_id,

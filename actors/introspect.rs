@@ -250,6 +250,12 @@ pub trait Behaviour: Sized + Send + Sync + 'static {
     /// A JSON summary of the state for `actors inspect` (never secret values).
     fn inspect(&self, state: &Self::State) -> serde_json::Value;
 
+    /// A span every message of this actor is handled in (a WorkflowActor's `task{id}`), beside
+    /// the span the sender's request carried in (ractor propagates the sender's span).
+    fn span(&self, _state: &Self::State) -> Option<tracing::Span> {
+        None
+    }
+
     /// Supervision events of children. The default ignores them, which keeps a parent alive
     /// when a child stops (ractor's own default would stop the parent).
     fn supervise(
@@ -369,11 +375,16 @@ impl<M: Message> Addr<M> {
         delay: Duration,
         msg: impl FnOnce() -> M + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
+        use tracing::Instrument;
         let addr = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = addr.cast(msg());
-        })
+        // The timer's message carries the span that armed it.
+        tokio::spawn(
+            async move {
+                tokio::time::sleep(delay).await;
+                let _ = addr.cast(msg());
+            }
+            .instrument(tracing::Span::current()),
+        )
     }
 
     /// Asks the actor for its state summary.
@@ -511,7 +522,16 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         match msg {
             Envelope::User(m) => {
                 let kind = m.kind();
-                let result = self.0.handle(&state.addr, m, &mut state.inner).await;
+                let result = match self.0.span(&state.inner) {
+                    Some(span) => {
+                        use tracing::Instrument;
+                        self.0
+                            .handle(&state.addr, m, &mut state.inner)
+                            .instrument(span)
+                            .await
+                    }
+                    None => self.0.handle(&state.addr, m, &mut state.inner).await,
+                };
                 let outcome = match &result {
                     Ok(()) => TraceOutcome::Ok,
                     Err(e) => TraceOutcome::Error(e.to_string()),

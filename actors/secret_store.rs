@@ -154,6 +154,11 @@ impl SecretStoreState {
         let response = self.commit(&changes, dry_run, now)?;
         if !dry_run {
             self.applies += 1;
+            let changed = changes
+                .iter()
+                .filter(|c| c.outcome != crate::domain::snapshot::Outcome::Unchanged)
+                .count();
+            tracing::info!(revision = response.revision, changed, "apply committed");
         }
         Ok(response)
     }

@@ -459,7 +459,11 @@ impl Behaviour for TriggerActor {
         match msg {
             // Boxed: the fire is a large future, and keeping it inline would make every idle
             // TriggerActor's message loop that large too.
-            TriggerMsg::Fire(at) => Box::pin(state.fire(me, at)).await,
+            TriggerMsg::Fire(at) => {
+                use tracing::Instrument;
+                let span = tracing::info_span!("fire", trigger = %state.config.name, scheduled = %at.to_rfc3339());
+                Box::pin(state.fire(me, at)).instrument(span).await
+            }
             TriggerMsg::Reconfigure(config) => {
                 state.config = config;
                 state.state.generation = 0; // Forces a fresh start from now.

@@ -297,6 +297,7 @@ impl TaskSupState {
             held: !req.start,
         };
         let info = self.ctx.store.create(&new, now()).map_err(store_err)?;
+        tracing::debug!(task = info.id, workflow = %info.workflow, origin = %info.origin, "task created");
         self.created += 1;
         self.track_trigger(info.id, project, req.trigger.as_deref());
         if req.start {
@@ -714,6 +715,7 @@ struct Current {
 }
 
 pub struct WorkflowState {
+    span: tracing::Span,
     ctx: TaskContext,
     task: TaskRecord,
     spec: WorkflowSpec,
@@ -1317,6 +1319,7 @@ impl Behaviour for WorkflowActor {
             .map_err(|e| format!("task {id}: stored workflow spec is unreadable: {e}"))?;
         let plan = Plan::new(&spec);
         let mut state = WorkflowState {
+            span: tracing::info_span!("task", id),
             ctx,
             plan,
             spec,
@@ -1441,6 +1444,10 @@ impl Behaviour for WorkflowActor {
             WorkflowMsg::Halt => me.cell().stop(Some("task already finished".into())),
         }
         Ok(())
+    }
+
+    fn span(&self, state: &WorkflowState) -> Option<tracing::Span> {
+        Some(state.span.clone())
     }
 
     fn inspect(&self, state: &WorkflowState) -> serde_json::Value {

@@ -37,7 +37,9 @@ fn hello_server() {
     rt.block_on(async {
         use warp::Filter;
         let route = warp::any().map(|| "hello".to_string());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         println!("{}", listener.local_addr().expect("addr"));
         warp::serve(route).incoming(listener).run().await;
     });
@@ -73,8 +75,13 @@ fn load(
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..CONNECTIONS {
-            let (client, url, make, counter, unexpected) =
-                (client.clone(), url.clone(), make.clone(), counter.clone(), unexpected.clone());
+            let (client, url, make, counter, unexpected) = (
+                client.clone(),
+                url.clone(),
+                make.clone(),
+                counter.clone(),
+                unexpected.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while start.elapsed() < DURATION {
@@ -134,7 +141,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` support
     }
-    eprintln!("load: {CONNECTIONS} connections, {} s per scenario, client and server on this machine", DURATION.as_secs());
+    eprintln!(
+        "load: {CONNECTIONS} connections, {} s per scenario, client and server on this machine",
+        DURATION.as_secs()
+    );
 
     let mut hello = Command::new(std::env::current_exe().expect("exe"))
         .env("WEBHOOK_LOAD_HELLO_SERVER", "1")
@@ -148,7 +158,9 @@ fn main() {
     let hello_addr: SocketAddr = line.trim().parse().expect("address");
     let bare = report(
         "bare warp",
-        &load(format!("http://{hello_addr}/"), 200, |_| (Vec::new(), Vec::new())),
+        &load(format!("http://{hello_addr}/"), 200, |_| {
+            (Vec::new(), Vec::new())
+        }),
     );
     let _ = hello.kill();
     let _ = hello.wait();
@@ -171,11 +183,31 @@ fn main() {
     let rejected = report(
         "rejected",
         &load(url.clone(), 401, move |n| {
-            (sign(Scheme::Github, None, b"wrong-secret", &forged_body, 0, &format!("r-{n}")), forged_body.clone())
+            (
+                sign(
+                    Scheme::Github,
+                    None,
+                    b"wrong-secret",
+                    &forged_body,
+                    0,
+                    &format!("r-{n}"),
+                ),
+                forged_body.clone(),
+            )
         }),
     );
     let accepted = load(url, 202, move |n| {
-        (sign(Scheme::Github, None, SECRET.as_bytes(), &body, 0, &format!("a-{n}")), body.clone())
+        (
+            sign(
+                Scheme::Github,
+                None,
+                SECRET.as_bytes(),
+                &body,
+                0,
+                &format!("a-{n}"),
+            ),
+            body.clone(),
+        )
     });
     report("accepted", &accepted);
     eprintln!(

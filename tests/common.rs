@@ -202,6 +202,11 @@ impl TestDaemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Takes the daemon process (to wait for it exiting on its own).
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("daemon running")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("daemon running")
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real binaries against temporary data dirs (see `common.rs`), plus
 //! repository-wide checks (`tidy.rs`).
 
+mod actors;
 mod common;
 mod resources;
 mod tasks;

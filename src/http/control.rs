@@ -247,9 +247,17 @@ pub fn routes(
             describe.boxed(),
         ],
     );
+    // Every request runs in its own span, which ractor carries into each actor it reaches, so
+    // one request can be followed across the daemon's log.
     any_of(status.boxed(), vec![tasks, triggers_and_actors, resources])
         .recover(recover)
         .unify()
+        .with(warp::trace(|info| {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info_span!("request", id, method = %info.method(), path = %info.path())
+        }))
+        .map(Reply::into_response)
 }
 
 fn json_body<T: serde::de::DeserializeOwned + Send>()

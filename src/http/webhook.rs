@@ -194,8 +194,12 @@ pub fn routes(
             .and(warp::header::headers_cloned())
             .and(warp::body::stream())
             .then(move |tail: warp::path::Tail, headers: HeaderMap, body| {
+                use tracing::Instrument;
+                static NEXT: AtomicU64 = AtomicU64::new(1);
                 let ctx = ctx.clone();
-                async move { deliver(&ctx, tail.as_str(), headers, body).await }
+                // The delivery's span reaches every actor the delivery touches.
+                let span = tracing::info_span!("delivery", id = NEXT.fetch_add(1, Ordering::Relaxed), path = %tail.as_str());
+                async move { deliver(&ctx, tail.as_str(), headers, body).await }.instrument(span)
             })
     };
     let fallback = ctx.clone();
