@@ -38,6 +38,9 @@ use crate::trigger_store::{EventKind, TriggerEvent, TriggerState, TriggerStore};
 /// Registry name of the trigger supervisor.
 pub const TRIGGERS: &str = "triggers";
 
+/// How long before its instant a trigger's timer wakes (then it yields until the instant).
+const EARLY_WAKE_MICROS: i64 = 1_500;
+
 /// How long a fire waits for the task supervisor.
 const TASKS_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -229,7 +232,11 @@ impl TriggerActorState {
         self.next = at;
         self.state.next_fire = at;
         if let Some(at) = at {
-            let delay = (at - now()).to_std().unwrap_or(Duration::ZERO);
+            // Tokio's timer has millisecond ticks and rounds up; waking a little early and
+            // waiting out the rest (see `fire`) keeps fires on time.
+            let delay = (at - now() - chrono::Duration::microseconds(EARLY_WAKE_MICROS))
+                .to_std()
+                .unwrap_or(Duration::ZERO);
             self.timer = Some(me.send_after(delay, move || TriggerMsg::Fire(at)));
         }
     }
@@ -315,11 +322,18 @@ impl TriggerActorState {
         if self.next != Some(scheduled) {
             return; // A timer of a previous configuration.
         }
-        let fired_at = now();
+        let mut fired_at = now();
         if fired_at < scheduled {
-            // Woken early (the wall clock moved): wait for the rest.
-            self.arm(me, Some(scheduled));
-            return;
+            if scheduled - fired_at > chrono::Duration::microseconds(3 * EARLY_WAKE_MICROS) {
+                // Woken well before the instant (the wall clock moved): arm again.
+                self.arm(me, Some(scheduled));
+                return;
+            }
+            // The planned early wake: yield until the instant, letting other work run.
+            while fired_at < scheduled {
+                tokio::task::yield_now().await;
+                fired_at = now();
+            }
         }
         let lateness_ms = (fired_at - scheduled)
             .num_microseconds()

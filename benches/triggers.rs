@@ -69,6 +69,24 @@ fn ten_thousand(_c: &mut Criterion) {
     }
     let armed_after_apply = t0.elapsed();
     let rss = rss_kib(d.pid());
+    // `orchestrator actors` over more than 10,000 actors.
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        d.cli(&["actors", "-o", "json"]);
+        times.push(t.elapsed());
+    }
+    let mut table = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        d.cli(&["actors"]);
+        table.push(t.elapsed());
+    }
+    eprintln!(
+        "`orchestrator actors` with 10,006 actors: -o json median {:.0} ms, table median {:.0} ms",
+        support::median_ms(times),
+        support::median_ms(table)
+    );
     eprintln!(
         "10,000 cron triggers: apply {:.0} ms (all armed after {:.0} ms); daemon RSS {:.1} MiB",
         apply.as_secs_f64() * 1000.0,
