@@ -391,6 +391,12 @@ const BAD: &[Bad] = &[
         ],
     },
     Bad {
+        name: "filter syntax",
+        manifest: "apiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {name: x}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks}}\n    filter: {condition: \"payload.type == \"}\n  action: {workflow: w, workspace: main}\n",
+        args: &[],
+        want: &["spec.event.filter.condition: invalid CEL condition"],
+    },
+    Bad {
         name: "unsplittable command",
         manifest: "apiVersion: orchestrator.dev/v2\nkind: Agent\nmetadata: {name: x}\nspec: {command: \"claude -p '{prompt}\"}\n",
         args: &[],
