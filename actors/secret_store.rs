@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::introspect::{Addr, Behaviour, Message};
 use crate::api::{ApiError, ChangeResponse, ResultLine};
-use crate::domain::manifest::Document;
+use crate::domain::manifest::{Document, SecretValue};
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
 use crate::store::{HistoryEntry, KeyMeta, Store};
@@ -45,6 +45,13 @@ pub enum SecretStoreMsg {
         suspend: bool,
         reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
     },
+    /// Sets (`Some`) or removes (`None`) keys of one SecretStore, all in one commit; the other
+    /// keys are kept (`secret set|unset`, rotation stages).
+    PatchSecret {
+        key: ResourceKey,
+        changes: Vec<(String, Option<SecretValue>)>,
+        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+    },
     /// History and key metadata of one resource.
     Describe {
         key: ResourceKey,
@@ -58,6 +65,7 @@ impl Message for SecretStoreMsg {
             SecretStoreMsg::Apply { .. } => "Apply",
             SecretStoreMsg::Delete { .. } => "Delete",
             SecretStoreMsg::SetSuspend { .. } => "SetSuspend",
+            SecretStoreMsg::PatchSecret { .. } => "PatchSecret",
             SecretStoreMsg::Describe { .. } => "Describe",
         }
     }
@@ -227,6 +235,54 @@ impl SecretStoreState {
         self.commit(&changes, false, now)
     }
 
+    fn patch_secret(
+        &mut self,
+        key: &ResourceKey,
+        patch: Vec<(String, Option<SecretValue>)>,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeResponse, ApiError> {
+        let Some(current) = self.snapshot.get(key) else {
+            return Err(ApiError::not_found(format!(
+                "{key} not found in project {}",
+                key.project
+            )));
+        };
+        let mut manifest = current.manifest();
+        let crate::domain::manifest::Spec::SecretStore(store) = &mut manifest.spec else {
+            return Err(ApiError::bad_request(format!("{key} is not a SecretStore")));
+        };
+        for (name, value) in patch {
+            match value {
+                Some(v) => {
+                    store.data.insert(name, v);
+                }
+                None => {
+                    if store.data.remove(&name).is_none() {
+                        return Err(ApiError::not_found(format!(
+                            "{key} has no key {name:?}; nothing was changed"
+                        )));
+                    }
+                }
+            }
+        }
+        // The patched store must still be valid on its own and for whoever references it.
+        let mut doc = crate::domain::manifest::Document {
+            file: format!("{key}"),
+            index: 1,
+            first_line: 1,
+            text: String::new(),
+            manifest,
+        };
+        let mut docs = vec![doc.clone()];
+        let problems = validate_apply(&mut docs, &self.snapshot, Some(&key.project));
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("change", problems));
+        }
+        doc.manifest.metadata.project = Some(key.project.clone());
+        let changes = self.snapshot.plan(std::slice::from_ref(&doc.manifest), now);
+        self.commit(&changes, false, now)
+    }
+
     fn describe(&self, key: &ResourceKey) -> Result<Described, ApiError> {
         if self.snapshot.get(key).is_none() {
             return Err(ApiError::not_found(format!(
@@ -334,6 +390,13 @@ impl Behaviour for SecretStoreActor {
                 reply,
             } => {
                 let _ = reply.send(state.set_suspend(&key, suspend, now));
+            }
+            SecretStoreMsg::PatchSecret {
+                key,
+                changes,
+                reply,
+            } => {
+                let _ = reply.send(state.patch_secret(&key, changes, now));
             }
             SecretStoreMsg::Describe { key, reply } => {
                 let _ = reply.send(state.describe(&key));

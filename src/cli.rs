@@ -17,7 +17,8 @@ use crate::actors::introspect::{ActorNode, TraceEntry, TraceOutcome};
 use crate::api::{
     ActorInspect, ActorTrace, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus,
     DeleteRequest, Describe, ErrorBody, FireRequest, FireResponse, KillResponse, ResourceList,
-    ResourceView, Source, Target, TaskDetail, TaskInfo, TaskList, TaskState,
+    ResourceView, RotateRequest, RotationRecord, RotationStage, SecretPatchRequest, Source, Target,
+    TaskDetail, TaskInfo, TaskList, TaskState, WebhookTestRequest, WebhookTestResponse,
 };
 use crate::daemon::SOCKET_FILE;
 use crate::domain::manifest::Kind;
@@ -107,6 +108,16 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<ActorsCommand>,
     },
+    /// Change one SecretStore key, or rotate one with the store's rotation block.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Test a webhook trigger's signature check.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
     /// Print the next fire times of a cron expression (no daemon needed).
     Schedule {
         /// 5-field crontab, 6-field with seconds, or @daily/@weekly/….
@@ -194,6 +205,42 @@ pub enum TriggerCommand {
     Suspend { name: String },
     /// Let a suspended trigger fire again (sets spec.suspend to false).
     Resume { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set one key of a SecretStore, keeping the others. The value is read from stdin (or
+    /// --from-file), never from the command line; one trailing newline is dropped.
+    Set {
+        store: String,
+        key: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
+    },
+    /// Remove one key of a SecretStore, keeping the others.
+    Unset { store: String, key: String },
+    /// Rotate a key with the store's rotation block: create, set at the platform, test, finish.
+    Rotate {
+        store: String,
+        /// Default: the rotation block's key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Sign a delivery with one key of the trigger's store and send it through the daemon's own
+    /// webhook server as a dry run: reports the status and the key that matched; no task.
+    Test {
+        trigger: String,
+        /// The key of the trigger's SecretStore to sign with.
+        #[arg(long)]
+        key: String,
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,6 +406,47 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
             print_changes(out, &resp)
         }
         Command::Task { command } => task(&client, out, project, command).await,
+        Command::Secret { command } => secret(&client, out, project, command).await,
+        Command::Webhook {
+            command:
+                WebhookCommand::Test {
+                    trigger,
+                    key,
+                    payload,
+                },
+        } => {
+            if let Some(p) = &payload
+                && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
+            {
+                bail!("--payload is not valid JSON: {e}");
+            }
+            let r: WebhookTestResponse = client
+                .post(
+                    &format!("/v1/webhooks/{}/test", enc(&trigger)),
+                    &WebhookTestRequest {
+                        project,
+                        key: key.clone(),
+                        payload,
+                    },
+                )
+                .await?;
+            if out != Output::Table {
+                return print_structured(out, &r);
+            }
+            match (&r.matched_key, r.status) {
+                (Some(k), 200) => {
+                    println!(
+                        "trigger/{trigger}: a delivery signed with {key:?} verifies (matched key {k:?}); no task was created"
+                    );
+                    Ok(())
+                }
+                _ => bail!(
+                    "trigger/{trigger}: a delivery signed with {key:?} was refused (HTTP {}): {}",
+                    r.status,
+                    r.body
+                ),
+            }
+        }
         Command::Trigger { command } => trigger(&client, out, project, command).await,
         Command::Actors { command: None } => {
             let tree: ActorNode = client.get("/v1/actors", &[]).await?;
@@ -777,6 +865,108 @@ impl Write for TraceSink {
     }
 }
 
+async fn secret(
+    client: &Client,
+    out: Output,
+    project: Option<String>,
+    command: SecretCommand,
+) -> anyhow::Result<()> {
+    match command {
+        SecretCommand::Set {
+            store,
+            key,
+            from_file,
+        } => {
+            let raw = match &from_file {
+                Some(p) => {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+                None => {
+                    if std::io::stdin().is_terminal() {
+                        eprintln!(
+                            "orchestrator: type the value, then Ctrl-D (it is not echoed anywhere else)"
+                        );
+                    }
+                    let mut v = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut v)
+                        .context("cannot read the value from stdin")?;
+                    v
+                }
+            };
+            let mut value =
+                String::from_utf8(raw).map_err(|_| anyhow!("the value is not UTF-8 text"))?;
+            if value.ends_with('\n') {
+                value.pop();
+                if value.ends_with('\r') {
+                    value.pop();
+                }
+            }
+            if value.is_empty() {
+                bail!(
+                    "the value is empty: an empty value is never a key (use `secret unset` to remove one)"
+                );
+            }
+            let resp: ChangeResponse = client
+                .put(
+                    &format!("/v1/secrets/{}/keys/{}", enc(&store), enc(&key)),
+                    &SecretPatchRequest {
+                        project,
+                        value: Some(value),
+                    },
+                )
+                .await?;
+            print_changes(out, &resp)
+        }
+        SecretCommand::Unset { store, key } => {
+            let mut query = Vec::new();
+            if let Some(p) = project {
+                query.push(("project", p));
+            }
+            let resp: ChangeResponse = client
+                .delete(
+                    &format!("/v1/secrets/{}/keys/{}", enc(&store), enc(&key)),
+                    &query,
+                )
+                .await?;
+            print_changes(out, &resp)
+        }
+        SecretCommand::Rotate { store, key } => {
+            let r: RotationRecord = client
+                .post(
+                    &format!("/v1/secrets/{}/rotate", enc(&store)),
+                    &RotateRequest { project, key },
+                )
+                .await?;
+            if out != Output::Table {
+                print_structured(out, &r)?;
+            }
+            match r.stage {
+                RotationStage::Done => {
+                    if out == Output::Table {
+                        println!(
+                            "secretstore/{} key {} rotated with {}: {} -> {}",
+                            r.store,
+                            r.key,
+                            r.provider,
+                            r.old_fingerprint.as_deref().unwrap_or("?"),
+                            r.new_fingerprint.as_deref().unwrap_or("?")
+                        );
+                    }
+                    Ok(())
+                }
+                other => bail!(
+                    "rotation of secretstore/{} key {} failed ({}): {}",
+                    r.store,
+                    r.key,
+                    other.as_str(),
+                    r.reason.as_deref().unwrap_or("no reason recorded")
+                ),
+            }
+        }
+    }
+}
+
 fn task_outcome(t: &TaskInfo) -> String {
     match &t.reason {
         Some(r) => format!("{}: {r}", t.state.as_str()),
@@ -1126,6 +1316,24 @@ impl Client {
             out.flush()?;
         }
         Ok(())
+    }
+
+    async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let req = self.http.put(Self::url(path)).json(body);
+        self.send(req).await
+    }
+
+    async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let req = self.http.delete(Self::url(path)).query(query);
+        self.send(req).await
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
@@ -1478,6 +1686,36 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
                 f.at.to_rfc3339(),
                 f.kind.as_str()
             )?;
+        }
+    }
+    if !d.rotations.is_empty() {
+        writeln!(o, "Rotations (newest first):")?;
+        for r in &d.rotations {
+            let times = [
+                Some(format!("started {}", r.started_at.to_rfc3339())),
+                r.set_at.map(|t| format!("set {}", t.to_rfc3339())),
+                r.verified_at
+                    .map(|t| format!("verified {}", t.to_rfc3339())),
+                r.finished_at
+                    .map(|t| format!("finished {}", t.to_rfc3339())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+            writeln!(
+                o,
+                "  #{} key {} via {}: {} ({} -> {}); {times}",
+                r.id,
+                r.key,
+                r.provider,
+                r.stage.as_str(),
+                r.old_fingerprint.as_deref().unwrap_or("?"),
+                r.new_fingerprint.as_deref().unwrap_or("-"),
+            )?;
+            if let Some(reason) = &r.reason {
+                writeln!(o, "      {reason}")?;
+            }
         }
     }
     writeln!(o, "Referenced by:")?;

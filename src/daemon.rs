@@ -308,6 +308,9 @@ pub async fn run(
     .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
 
     let listener = bind_socket(&socket_path)?;
+    let rotations =
+        crate::rotation::RotationContext::new(&data_dir, snapshots.clone(), socket_path.clone())
+            .context("cannot prepare secret rotation")?;
     let ctx = ControlContext {
         snapshots,
         started_at: Utc::now(),
@@ -316,11 +319,18 @@ pub async fn run(
         webhook_addr: webhook_addr.map(|a| a.to_string()),
         tasks: task_store,
         triggers: trigger_store,
+        rotations: rotations.clone(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {
         let _ = control_stopped.await;
     }));
+
+    // Rotations a previous run left unfinished go on now.
+    {
+        let rotations = rotations.clone();
+        tokio::spawn(async move { crate::rotation::resume_all(&rotations).await });
+    }
 
     let webhook_shown = webhook_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
     {

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod process;
 pub mod redact;
+pub mod rotation;
 pub mod store;
 pub mod task_store;
 pub mod trigger_store;

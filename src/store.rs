@@ -126,6 +126,14 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, at TEXT NOT NULL,
         kind TEXT NOT NULL, scheduled TEXT, task_id INTEGER, lateness_ms REAL, reason TEXT);
      CREATE INDEX trigger_events_by_trigger ON trigger_events (project, name, id DESC);",
+    // 4: staged secret rotations.
+    "CREATE TABLE rotations (
+        id INTEGER PRIMARY KEY, project TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL,
+        provider TEXT NOT NULL, stage TEXT NOT NULL, outcome TEXT, reason TEXT,
+        old_fingerprint TEXT, new_fingerprint TEXT, platform_set INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL, set_at TEXT, verified_at TEXT, finished_at TEXT,
+        updated_at TEXT NOT NULL);
+     CREATE INDEX rotations_by_store ON rotations (project, store, id DESC);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).

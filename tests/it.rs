@@ -4,6 +4,7 @@
 mod actors;
 mod common;
 mod resources;
+mod rotation;
 mod tasks;
 mod tidy;
 mod triggers;

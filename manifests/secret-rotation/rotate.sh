@@ -1,7 +1,36 @@
 #!/bin/sh
-# The rotation agent of this bundle. It reports the SecretStores the daemon holds, by key
-# name and fingerprint (values are never shown), so the task log records the state that
-# a rotation starts from.
-set -eu
-echo "rotation task ${ORCHESTRATOR_TASK_ID:-?} (project ${ORCHESTRATOR_PROJECT:-default})"
-orchestrator get secretstores
+# The rotation agent of this bundle. For every SecretStore with a rotation block it runs
+# `orchestrator secret rotate` (create the new value beside the old one, set it at the platform,
+# wait for a delivery signed with it, retire the old one), then prints a report: which secrets
+# were rotated and which remain unchanged, and why. Values are never printed, only fingerprints.
+set -u
+project="${ORCHESTRATOR_PROJECT:-default}"
+echo "== secret rotation report: task ${ORCHESTRATOR_TASK_ID:-?}, project $project =="
+if ! stores=$(orchestrator -p "$project" get secretstores); then
+    echo "cannot list the SecretStores"
+    exit 1
+fi
+rotated=0
+unchanged=0
+failed=0
+# Columns: NAME KEYS ROTATION GEN AGE; ROTATION is "-" without a rotation block.
+while read -r store provider; do
+    [ -n "$store" ] || continue
+    if [ "$provider" = "-" ]; then
+        echo "unchanged: secretstore/$store (no rotation block)"
+        unchanged=$((unchanged + 1))
+        continue
+    fi
+    if out=$(orchestrator -p "$project" secret rotate "$store" 2>&1); then
+        echo "rotated:   $out"
+        rotated=$((rotated + 1))
+    else
+        echo "failed:    ${out#orchestrator: }"
+        echo "           the old value stays in force"
+        failed=$((failed + 1))
+    fi
+done <<LIST
+$(printf '%s\n' "$stores" | awk 'NR > 1 && NF >= 3 { print $1, $3 }')
+LIST
+echo "== $rotated rotated, $unchanged unchanged, $failed failed =="
+[ "$failed" -eq 0 ]

@@ -636,6 +636,111 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
                 "rotation replaces an existing key: add it to `data` or fix the name",
             ));
         }
+        rotation_settings_problems(r, out);
+    }
+}
+
+/// The provider-specific `rotation.settings`.
+fn rotation_settings_problems(r: &super::manifest::RotationSpec, out: &mut Vec<Problem>) {
+    use super::manifest::RotationProvider;
+    let (known, required): (&[&str], &[&str]) = match r.provider {
+        RotationProvider::Github => (
+            &["repository", "hookId", "apiUrl", "testTimeoutSeconds"],
+            &["repository", "hookId"],
+        ),
+        RotationProvider::Command => (&["set", "test", "testTimeoutSeconds"], &["set"]),
+    };
+    for name in r.settings.keys() {
+        if !known.contains(&name.as_str()) {
+            let hint = match did_you_mean(name, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("settings of this provider are {}", known.join(", ")),
+            };
+            out.push(problem_hint(
+                format!("spec.rotation.settings.{name}"),
+                format!("unknown setting `{name}`"),
+                hint,
+            ));
+        }
+    }
+    for name in required {
+        if !r.settings.contains_key(*name) {
+            out.push(problem_hint(
+                format!("spec.rotation.settings.{name}"),
+                format!("missing setting `{name}`"),
+                match *name {
+                    "repository" => "add `repository: owner/name`",
+                    "hookId" => "add `hookId:` with the repository webhook's id (Settings → Webhooks, or GET /repos/{owner}/{repo}/hooks)",
+                    _ => "add `set:` with the program that puts the new value (read from stdin) at the platform",
+                },
+            ));
+        }
+    }
+    let get = |n: &str| r.settings.get(n);
+    if let Some(v) = get("repository")
+        && v
+            .as_str()
+            .is_none_or(|s| s.split('/').filter(|p| !p.is_empty()).count() != 2)
+    {
+        out.push(problem_hint(
+            "spec.rotation.settings.repository",
+            "repository must be owner/name",
+            "e.g. `repository: acme/api`",
+        ));
+    }
+    if let Some(v) = get("hookId")
+        && !(v.is_u64()
+            || v.as_str()
+                .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())))
+    {
+        out.push(problem_hint(
+            "spec.rotation.settings.hookId",
+            "hookId must be a number",
+            "e.g. `hookId: 123456789`",
+        ));
+    }
+    if let Some(v) = get("apiUrl")
+        && !v
+            .as_str()
+            .is_some_and(|s| s.starts_with("https://") || s.starts_with("http://"))
+    {
+        out.push(problem_hint(
+            "spec.rotation.settings.apiUrl",
+            "apiUrl must be an http(s) URL",
+            "e.g. `apiUrl: https://github.example.com/api/v3`",
+        ));
+    }
+    if let Some(v) = get("testTimeoutSeconds")
+        && v.as_u64().is_none_or(|n| n == 0)
+    {
+        out.push(problem_hint(
+            "spec.rotation.settings.testTimeoutSeconds",
+            "testTimeoutSeconds must be a positive number",
+            "e.g. `testTimeoutSeconds: 60`",
+        ));
+    }
+    for name in ["set", "test"] {
+        if let Some(v) = get(name) {
+            match v.as_str().map(render::split_command) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => out.push(problem(
+                    format!("spec.rotation.settings.{name}"),
+                    e.to_string(),
+                )),
+                None => out.push(problem_hint(
+                    format!("spec.rotation.settings.{name}"),
+                    format!("{name} must be a command string"),
+                    "e.g. `set: ./set-secret.sh`",
+                )),
+            }
+        }
+    }
+    if r.provider == RotationProvider::Github && r.credentials.is_none() {
+        out.push(problem_hint(
+            "spec.rotation.credentials",
+            "github rotation needs credentials with an API token",
+            "add `credentials: {fromRef: <SecretStore>, key: <key holding the token>}`",
+        ));
     }
 }
 
@@ -946,12 +1051,10 @@ pub fn unverifiable_webhooks(snapshot: &Snapshot) -> Vec<Diagnostic> {
             .is_some_and(|s| {
                 s.data.iter().any(|(k, v)| {
                     !v.is_empty()
-                        && ev
-                            .webhook
-                            .secret
-                            .keys
-                            .as_ref()
-                            .is_none_or(|w| w.contains(k))
+                        && ev.webhook.secret.keys.as_ref().is_none_or(|w| {
+                            w.iter()
+                                .any(|l| l == k || k.strip_suffix(".next") == Some(l.as_str()))
+                        })
                 })
             });
         if !usable {

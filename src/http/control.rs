@@ -18,6 +18,9 @@
 //! - `POST /v1/triggers/{name}/fire` [`FireRequest`] → [`FireResponse`]
 //! - `POST /v1/triggers/{name}/suspend|resume?project=` → [`ChangeResponse`]
 //! - `POST /v1/actors/{name}/kill` → [`KillResponse`] (the name may contain `/`)
+//! - `PUT|DELETE /v1/secrets/{store}/keys/{key}` → [`ChangeResponse`] (`secret set|unset`)
+//! - `POST /v1/secrets/{store}/rotate` [`RotateRequest`] → [`RotationRecord`]
+//! - `POST /v1/webhooks/{trigger}/test` [`WebhookTestRequest`] → [`WebhookTestResponse`]
 //!
 //! Every failure is an [`ErrorBody`] with a fitting status.
 
@@ -37,8 +40,9 @@ use crate::actors::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{
     ActorInspect, ActorTrace, ApiError, ApplyRequest, ChangeResponse, CreateTaskRequest,
     DaemonStatus, DeleteRequest, Describe, FireRequest, FireResponse, FireTime, KillResponse,
-    ResourceList, ResourceQuery, ResourceView, Source, TaskDetail, TaskInfo, TaskList, TaskQuery,
-    TriggerStatus,
+    ResourceList, ResourceQuery, ResourceView, RotateRequest, RotationRecord, SecretPatchRequest,
+    Source, TaskDetail, TaskInfo, TaskList, TaskQuery, TriggerStatus, WebhookTestRequest,
+    WebhookTestResponse,
 };
 use crate::domain::diagnostic::Diagnostic;
 use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
@@ -63,6 +67,7 @@ pub struct ControlContext {
     pub webhook_addr: Option<String>,
     pub tasks: TaskStore,
     pub triggers: TriggerStore,
+    pub rotations: crate::rotation::RotationContext,
 }
 
 impl ControlContext {
@@ -165,7 +170,7 @@ pub fn routes(
     let trigger_fire = warp::path!("v1" / "triggers" / String / "fire")
         .and(warp::post())
         .and(json_body::<FireRequest>())
-        .and(with_ctx)
+        .and(with_ctx.clone())
         .then(
             |name: String, req: FireRequest, ctx: ControlContext| async move {
                 reply_result(fire_trigger(&ctx, &name, req).await)
@@ -219,6 +224,51 @@ pub fn routes(
         rest.into_iter()
             .fold(first, |acc, r| acc.or(r).unify().boxed())
     }
+    let secret_set = warp::path!("v1" / "secrets" / String / "keys" / String)
+        .and(warp::put())
+        .and(json_body::<SecretPatchRequest>())
+        .then(
+            |store: String, key: String, req: SecretPatchRequest| async move {
+                reply_result(patch_secret(&store, &key, req).await)
+            },
+        );
+    let secret_unset = warp::path!("v1" / "secrets" / String / "keys" / String)
+        .and(warp::delete())
+        .and(warp::query::<ResourceQuery>())
+        .then(|store: String, key: String, q: ResourceQuery| async move {
+            let req = SecretPatchRequest {
+                project: q.project,
+                value: None,
+            };
+            reply_result(patch_secret(&store, &key, req).await)
+        });
+    let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")
+        .and(warp::post())
+        .and(json_body::<RotateRequest>())
+        .and(with_ctx.clone())
+        .then(
+            |store: String, req: RotateRequest, ctx: ControlContext| async move {
+                reply_result(rotate_secret(&ctx, &store, req).await)
+            },
+        );
+    let webhook_test = warp::path!("v1" / "webhooks" / String / "test")
+        .and(warp::post())
+        .and(json_body::<WebhookTestRequest>())
+        .and(with_ctx.clone())
+        .then(
+            |trigger: String, req: WebhookTestRequest, ctx: ControlContext| async move {
+                reply_result(test_webhook(&ctx, &trigger, req).await)
+            },
+        );
+    let secrets = any_of(
+        secret_set.boxed(),
+        vec![
+            secret_unset.boxed(),
+            secret_rotate.boxed(),
+            webhook_test.boxed(),
+        ],
+    );
+
     let tasks = any_of(
         task_create.boxed(),
         vec![
@@ -249,15 +299,18 @@ pub fn routes(
     );
     // Every request runs in its own span, which ractor carries into each actor it reaches, so
     // one request can be followed across the daemon's log.
-    any_of(status.boxed(), vec![tasks, triggers_and_actors, resources])
-        .recover(recover)
-        .unify()
-        .with(warp::trace(|info| {
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-            let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info_span!("request", id, method = %info.method(), path = %info.path())
-        }))
-        .map(Reply::into_response)
+    any_of(
+        status.boxed(),
+        vec![tasks, triggers_and_actors, resources, secrets],
+    )
+    .recover(recover)
+    .unify()
+    .with(warp::trace(|info| {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info_span!("request", id, method = %info.method(), path = %info.path())
+    }))
+    .map(Reply::into_response)
 }
 
 fn json_body<T: serde::de::DeserializeOwned + Send>()
@@ -617,6 +670,146 @@ async fn suspend_trigger(
         .map_err(actor_error)?
 }
 
+async fn patch_secret(
+    store: &str,
+    key: &str,
+    req: SecretPatchRequest,
+) -> Result<ChangeResponse, ApiError> {
+    let project = project_of(req.project.as_deref())?;
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid key {key:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    let value = req.value.map(crate::domain::manifest::SecretValue::new);
+    let rk = ResourceKey::new(project, Kind::SecretStore, store);
+    let actor = store_actor().await?;
+    actor
+        .call(
+            |reply| SecretStoreMsg::PatchSecret {
+                key: rk,
+                changes: vec![(key.to_owned(), value)],
+                reply,
+            },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(actor_error)?
+}
+
+async fn rotate_secret(
+    ctx: &ControlContext,
+    store: &str,
+    req: RotateRequest,
+) -> Result<RotationRecord, ApiError> {
+    let project = project_of(req.project.as_deref())?;
+    crate::rotation::rotate(&ctx.rotations, &project, store, req.key).await
+}
+
+/// Signs a test delivery with one key of the trigger's store and sends it, marked as a dry run,
+/// through the daemon's own webhook server.
+async fn test_webhook(
+    ctx: &ControlContext,
+    trigger: &str,
+    req: WebhookTestRequest,
+) -> Result<WebhookTestResponse, ApiError> {
+    let project = project_of(req.project.as_deref())?;
+    let snapshot = ctx.snapshot();
+    let spec = match snapshot
+        .lookup(&project, Kind::Trigger, trigger)
+        .map(|r| &r.spec)
+    {
+        Some(Spec::Trigger(t)) => t.clone(),
+        _ => return Err(not_found(&snapshot, &project, Kind::Trigger, trigger)),
+    };
+    let Some(ev) = spec.event.as_ref() else {
+        return Err(ApiError::bad_request(format!(
+            "trigger/{trigger} is a cron trigger; only webhook triggers can be tested"
+        )));
+    };
+    let store = &ev.webhook.secret.from_ref;
+    let value = snapshot
+        .secret_store(&project, store)
+        .and_then(|s| s.data.get(&req.key))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("secretstore/{store} has no key {:?}", req.key))
+        })?;
+    let addr: std::net::SocketAddr = ctx
+        .webhook_addr
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("the webhook server is disabled (--webhook-bind none)")
+        })?;
+    let target = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    let body = match req.payload {
+        Some(p) => {
+            serde_json::from_str::<serde_json::Value>(&p)
+                .map_err(|e| ApiError::bad_request(format!("payload is not valid JSON: {e}")))?;
+            p
+        }
+        None => {
+            serde_json::json!({"test": true, "trigger": trigger, "sentAt": Utc::now().to_rfc3339()})
+                .to_string()
+        }
+    };
+    let scheme = match ev.webhook.scheme.as_deref() {
+        Some(s) => crate::domain::signature::Scheme::parse(s)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => crate::domain::signature::Scheme::infer(ev.webhook.signature_header.as_deref()),
+    };
+    let id = format!(
+        "orchestrator-test-{}",
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
+    let headers = crate::domain::signature::sign(
+        scheme,
+        ev.webhook.signature_header.as_deref(),
+        value.expose().as_bytes(),
+        body.as_bytes(),
+        Utc::now().timestamp(),
+        &id,
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only(std::iter::empty())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut request = client
+        .post(format!("http://{target}/webhook/{project}/{trigger}"))
+        .header("Content-Type", "application/json")
+        .header("X-Orchestrator-Dry-Run", "1")
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the webhook server did not answer: {e}")))?;
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok(WebhookTestResponse {
+        status,
+        matched_key: body.get("key").and_then(|k| k.as_str()).map(str::to_owned),
+        body,
+    })
+}
+
 fn actor_tree() -> Result<crate::actors::introspect::ActorNode, ApiError> {
     let root = ractor::registry::where_is(crate::daemon::ROOT)
         .ok_or_else(|| ApiError::unavailable("the root supervisor is not running"))?;
@@ -769,6 +962,11 @@ async fn describe(
             ctx.triggers
                 .events(&key_project, name, 30)
                 .map_err(|e| ApiError::internal(format!("reading trigger history failed: {e}")))?
+        } else {
+            Vec::new()
+        },
+        rotations: if key_kind == Kind::SecretStore {
+            ctx.rotations.history(&key_project, name, 10)?
         } else {
             Vec::new()
         },

@@ -333,7 +333,7 @@ fn keys(
     let keys: Vec<(String, Vec<u8>)> = store
         .data
         .iter()
-        .filter(|(k, v)| !v.is_empty() && wanted.is_none_or(|w| w.contains(k)))
+        .filter(|(k, v)| !v.is_empty() && wanted.is_none_or(|w| key_listed(w, k)))
         .map(|(k, v)| (k.clone(), v.expose().as_bytes().to_vec()))
         .collect();
     if keys.is_empty() {
@@ -342,6 +342,16 @@ fn keys(
         ));
     }
     Ok(keys)
+}
+
+/// Whether store key `k` is one of the `listed` keys — or a rotation's staging value of one
+/// (`<key>.next`), which must verify wherever the key it replaces does.
+pub fn key_listed(listed: &[String], k: &str) -> bool {
+    listed.iter().any(|l| {
+        l == k
+            || k.strip_suffix(crate::rotation::NEXT_SUFFIX)
+                .is_some_and(|base| base == l)
+    })
 }
 
 async fn deliver<S, B>(

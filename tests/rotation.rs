@@ -1,0 +1,569 @@
+//! Secret rotation end to end (issue: rotation): the bundled weekly rotation against a fake GitHub
+//! API on loopback. The fake keeps the repository webhook's secret, checks the token, and on a
+//! ping request delivers a real signed `ping` event to the daemon's webhook URL, as GitHub does.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orchestrator::domain::signature::{Scheme, sign};
+use orchestrator::store::fingerprint;
+
+use crate::common::{TestDaemon, eventually, manifests_dir, post};
+
+const OLD: &str = "old-github-webhook-secret-0123456789";
+const TOKEN: &str = "ghp_faketoken_abcdefghijklmnopqrstuvwxyz";
+
+/// The fake GitHub API.
+struct FakeGithub {
+    addr: SocketAddr,
+    state: Arc<Mutex<Hook>>,
+    fail_set: Arc<AtomicBool>,
+    drop_pings: Arc<AtomicBool>,
+    pings: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Hook {
+    secret: String,
+    /// Where pings are delivered: the daemon's webhook address and path.
+    deliver_to: Option<(SocketAddr, String)>,
+}
+
+impl FakeGithub {
+    fn start() -> FakeGithub {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake github");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let fake = FakeGithub {
+            addr: listener.local_addr().expect("addr"),
+            state: Arc::new(Mutex::new(Hook {
+                secret: OLD.into(),
+                deliver_to: None,
+            })),
+            fail_set: Arc::new(AtomicBool::new(false)),
+            drop_pings: Arc::new(AtomicBool::new(false)),
+            pings: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (state, fail, drop_pings, pings, stop) = (
+            fake.state.clone(),
+            fake.fail_set.clone(),
+            fake.drop_pings.clone(),
+            fake.pings.clone(),
+            fake.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (state, fail, drop_pings, pings) = (
+                            state.clone(),
+                            fail.clone(),
+                            drop_pings.clone(),
+                            pings.clone(),
+                        );
+                        std::thread::spawn(move || {
+                            serve(stream, &state, &fail, &drop_pings, &pings)
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        fake
+    }
+
+    fn secret(&self) -> String {
+        self.state.lock().expect("lock").secret.clone()
+    }
+
+    fn deliver_to(&self, addr: SocketAddr, path: &str) {
+        self.state.lock().expect("lock").deliver_to = Some((addr, path.to_owned()));
+    }
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Handles one request on a connection, then closes it.
+fn serve(
+    stream: TcpStream,
+    state: &Mutex<Hook>,
+    fail: &AtomicBool,
+    drop_pings: &AtomicBool,
+    pings: &AtomicU64,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let (mut length, mut auth) = (0usize, String::new());
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("authorization:") {
+            auth = h["authorization:".len()..].trim().to_owned();
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let (status, reply) = if auth != format!("Bearer {TOKEN}") {
+        (401, r#"{"message": "Bad credentials"}"#.to_owned())
+    } else if method == "PATCH" && path == "/repos/acme/api/hooks/42/config" {
+        if fail.load(Ordering::Relaxed) {
+            (500, r#"{"message": "Server Error"}"#.to_owned())
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            match v["secret"].as_str() {
+                Some(s) => {
+                    state.lock().expect("lock").secret = s.to_owned();
+                    (
+                        200,
+                        r#"{"content_type": "json", "insecure_ssl": "0"}"#.to_owned(),
+                    )
+                }
+                None => (422, r#"{"message": "Validation Failed"}"#.to_owned()),
+            }
+        }
+    } else if method == "POST" && path == "/repos/acme/api/hooks/42/pings" {
+        pings.fetch_add(1, Ordering::Relaxed);
+        if !drop_pings.load(Ordering::Relaxed) {
+            let (secret, target) = {
+                let s = state.lock().expect("lock");
+                (s.secret.clone(), s.deliver_to.clone())
+            };
+            if let Some((addr, hook_path)) = target {
+                std::thread::spawn(move || {
+                    let body = r#"{"zen": "Design for failure.", "hook_id": 42, "hook": {"type": "Repository", "id": 42}}"#;
+                    let mut h = sign(
+                        Scheme::Github,
+                        None,
+                        secret.as_bytes(),
+                        body.as_bytes(),
+                        0,
+                        &format!("ping-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+                    );
+                    h.push(("X-GitHub-Event".into(), "ping".into()));
+                    h.push(("Content-Type".into(), "application/json".into()));
+                    let _ = post(addr, &hook_path, &h, body.as_bytes());
+                });
+            }
+        }
+        (204, String::new())
+    } else {
+        (404, r#"{"message": "Not Found"}"#.to_owned())
+    };
+    let mut out = stream;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+}
+
+/// The bundle applied, with its stores pointed at the fake and a zero grace period.
+fn setup(d: &TestDaemon, fake: &FakeGithub, test_timeout: u64) {
+    let bundle = manifests_dir().join("secret-rotation");
+    d.cli(&["apply", "-f", bundle.to_str().expect("path")]).ok();
+    d.apply(&format!(
+        r#"apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: webhook-secrets}}
+spec:
+  data: {{github: "{OLD}"}}
+  rotation:
+    key: github
+    provider: github
+    settings: {{repository: acme/api, hookId: 42, apiUrl: "http://{}", testTimeoutSeconds: {test_timeout}}}
+    credentials: {{fromRef: github-api, key: token}}
+    graceSeconds: 0
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: github-api}}
+spec: {{data: {{token: "{TOKEN}"}}}}
+"#,
+        fake.addr
+    ));
+    fake.deliver_to(d.webhook.expect("webhook"), "/webhook/github-events");
+}
+
+/// A delivery to the bundle's GitHub trigger, signed with `secret`; answers the status.
+fn deliver(d: &TestDaemon, secret: &str, n: u64) -> u16 {
+    let body = format!(r#"{{"ref": "refs/heads/main", "n": {n}}}"#);
+    let h = sign(
+        Scheme::Github,
+        None,
+        secret.as_bytes(),
+        body.as_bytes(),
+        0,
+        &format!("t-{n}-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+    );
+    post(
+        d.webhook.expect("webhook"),
+        "/webhook/github-events",
+        &h,
+        body.as_bytes(),
+    )
+    .0
+}
+
+/// Posts deliveries signed with whatever secret the fake platform holds, until stopped; returns
+/// the statuses that were not 202.
+fn traffic(d: &TestDaemon, fake: &FakeGithub, stop: &AtomicBool) -> (u64, Vec<u16>) {
+    let (mut sent, mut bad) = (0, Vec::new());
+    while !stop.load(Ordering::Relaxed) {
+        let secret = fake.secret();
+        let status = deliver(d, &secret, sent);
+        // A delivery signed just before the platform switched can race the switch itself;
+        // what matters is that the secret the platform holds always verifies.
+        if status != 202 && fake.secret() == secret {
+            bad.push(status);
+        }
+        sent += 1;
+    }
+    (sent, bad)
+}
+
+fn store_keys(d: &TestDaemon) -> Vec<serde_json::Value> {
+    d.cli(&["describe", "secretstore", "webhook-secrets", "-o", "json"])
+        .json()["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_task(d: &TestDaemon, id: &str) -> serde_json::Value {
+    eventually(Duration::from_secs(60), "the rotation task", || {
+        let t = d.cli(&["task", "show", id, "-o", "json"]).json();
+        let s = t["task"]["state"].as_str().unwrap_or("").to_owned();
+        (s != "running" && s != "pending").then_some(t)
+    })
+}
+
+fn assert_no_secret(d: &TestDaemon, texts: &[String], new: &str) {
+    let log = d.log();
+    for (what, text) in texts
+        .iter()
+        .map(|t| ("output", t))
+        .chain([("daemon log", &log)])
+    {
+        for secret in [OLD, new, TOKEN] {
+            assert!(!text.contains(secret), "a secret value is in the {what}");
+        }
+    }
+}
+
+#[test]
+fn the_weekly_rotation_rotates_under_traffic_without_a_single_refusal() {
+    let d = TestDaemon::start();
+    let fake = FakeGithub::start();
+    setup(&d, &fake, 10);
+    assert_eq!(deliver(&d, OLD, 0), 202);
+
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let (task, (sent, bad)) = std::thread::scope(|s| {
+        let sender = s.spawn(|| traffic(&d, &fake, &stop));
+        let id = d
+            .cli(&["trigger", "fire", "weekly-secret-rotation"])
+            .ok()
+            .trim()
+            .to_owned();
+        let task = wait_task(&d, &id);
+        stop.store(true, Ordering::Relaxed);
+        (task, sender.join().expect("sender"))
+    });
+    eprintln!(
+        "rotation task took {:.2} s; {sent} deliveries during it",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(task["task"]["state"], "succeeded", "{task:#}");
+    assert!(sent > 10, "too little traffic to prove anything: {sent}");
+    assert!(
+        bad.is_empty(),
+        "deliveries refused during the rotation: {bad:?}"
+    );
+
+    // The report is in the task log.
+    let id = task["task"]["id"].to_string();
+    let logs = d.cli(&["task", "logs", &id]).ok().to_owned();
+    assert!(
+        logs.contains("rotated:   secretstore/webhook-secrets key github rotated with github"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("unchanged: secretstore/github-api (no rotation block)"),
+        "{logs}"
+    );
+    assert!(logs.contains("1 rotated, 1 unchanged, 0 failed"), "{logs}");
+
+    // The platform and the store agree on the new key; the old one is refused, the new accepted.
+    let new = fake.secret();
+    assert_ne!(new, OLD);
+    let keys = store_keys(&d);
+    assert_eq!(keys.len(), 1, "{keys:#?}");
+    assert_eq!(keys[0]["key"], "github");
+    assert_eq!(keys[0]["fingerprint"], fingerprint(&new));
+    assert_eq!(deliver(&d, OLD, 1_000_000), 401);
+    assert_eq!(deliver(&d, &new, 1_000_001), 202);
+    let desc = d
+        .cli(&["describe", "secretstore", "webhook-secrets"])
+        .ok()
+        .to_owned();
+    assert!(desc.contains("via github: done"), "{desc}");
+
+    // `webhook test` signs with a named key through the daemon's own server.
+    let t = d
+        .cli(&["webhook", "test", "github-events", "--key", "github"])
+        .ok()
+        .to_owned();
+    assert!(t.contains("verifies (matched key \"github\")"), "{t}");
+
+    assert_no_secret(
+        &d,
+        &[
+            logs,
+            desc,
+            d.cli(&["describe", "secretstore", "webhook-secrets", "-o", "json"])
+                .stdout,
+        ],
+        &new,
+    );
+}
+
+#[test]
+fn a_short_schedule_runs_the_rotation_workflow() {
+    let d = TestDaemon::start();
+    let fake = FakeGithub::start();
+    setup(&d, &fake, 10);
+    d.apply(
+        "apiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {name: weekly-secret-rotation}\nspec:\n  cron: {schedule: \"*/2 * * * * *\"}\n  action: {workflow: secret-rotation, workspace: default}\n",
+    );
+    let task = eventually(Duration::from_secs(30), "a scheduled rotation task", || {
+        let v = d
+            .cli(&[
+                "task",
+                "list",
+                "--trigger",
+                "weekly-secret-rotation",
+                "-o",
+                "json",
+            ])
+            .json();
+        v["tasks"].as_array().and_then(|t| t.last().cloned())
+    });
+    d.cli(&["trigger", "suspend", "weekly-secret-rotation"])
+        .ok();
+    let t = wait_task(&d, &task["id"].to_string());
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    assert!(t["task"]["scheduledAt"].is_string());
+    let new = fake.secret();
+    assert_ne!(new, OLD);
+    assert_eq!(store_keys(&d)[0]["fingerprint"], fingerprint(&new));
+    assert_eq!(deliver(&d, &new, 1), 202);
+}
+
+#[test]
+fn a_platform_error_or_a_missing_ping_rolls_back_and_keeps_the_old_key() {
+    let d = TestDaemon::start();
+    let fake = FakeGithub::start();
+    setup(&d, &fake, 2);
+
+    // The platform answers 500 on set.
+    fake.fail_set.store(true, Ordering::Relaxed);
+    let run = d.cli(&["secret", "rotate", "webhook-secrets"]);
+    let err = run.fails();
+    assert!(
+        err.contains("failed (failed): set: github answered 500"),
+        "{err}"
+    );
+    assert!(err.contains("the old one stays valid"), "{err}");
+    assert_eq!(fake.secret(), OLD);
+    assert_eq!(store_keys(&d).len(), 1);
+    assert_eq!(deliver(&d, OLD, 1), 202);
+    // Through the workflow: the task fails with the reason in its log.
+    let id = d
+        .cli(&["trigger", "fire", "weekly-secret-rotation"])
+        .ok()
+        .trim()
+        .to_owned();
+    let t = wait_task(&d, &id);
+    assert_eq!(t["task"]["state"], "failed");
+    assert!(
+        t["task"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exit code 1"),
+        "{t:#}"
+    );
+    let logs = d.cli(&["task", "logs", &id]).ok().to_owned();
+    assert!(
+        logs.contains("failed:    rotation of secretstore/webhook-secrets key github failed"),
+        "{logs}"
+    );
+    assert!(logs.contains("github answered 500"), "{logs}");
+    fake.fail_set.store(false, Ordering::Relaxed);
+
+    // The ping never arrives: the platform is set back and the old key stays.
+    fake.drop_pings.store(true, Ordering::Relaxed);
+    let run = d.cli(&["secret", "rotate", "webhook-secrets"]);
+    let err = run.fails();
+    assert!(
+        err.contains("test: no delivery signed with the new value arrived within 2 s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the platform was set back to the old value"),
+        "{err}"
+    );
+    assert_eq!(fake.secret(), OLD);
+    assert_eq!(store_keys(&d).len(), 1);
+    assert_eq!(deliver(&d, OLD, 2), 202);
+    assert!(fake.pings.load(Ordering::Relaxed) >= 1);
+    let desc = d
+        .cli(&["describe", "secretstore", "webhook-secrets"])
+        .ok()
+        .to_owned();
+    assert_eq!(desc.matches("via github: failed").count(), 3, "{desc}");
+    assert_no_secret(&d, &[err.to_owned(), logs, desc], "never-created");
+}
+
+#[test]
+fn a_daemon_killed_mid_rotation_resumes_it_and_both_invariants_hold() {
+    let mut d = TestDaemon::start();
+    let fake = FakeGithub::start();
+    setup(&d, &fake, 30);
+    fake.drop_pings.store(true, Ordering::Relaxed);
+    let socket = d.socket.clone();
+    let rotate = std::thread::spawn(move || {
+        std::process::Command::new(crate::common::CLI)
+            .args([
+                "--socket",
+                socket.to_str().expect("path"),
+                "secret",
+                "rotate",
+                "webhook-secrets",
+            ])
+            .output()
+    });
+    // Wait until the platform holds the new value and the rotation waits for its ping.
+    eventually(Duration::from_secs(20), "the test stage", || {
+        let desc = d
+            .cli(&["describe", "secretstore", "webhook-secrets", "-o", "json"])
+            .json();
+        (desc["rotations"][0]["stage"] == "test" && fake.secret() != OLD).then_some(())
+    });
+    let new = fake.secret();
+    // Both keys verify at this point: the old one and the platform's new one.
+    assert_eq!(deliver(&d, OLD, 1), 202);
+    assert_eq!(deliver(&d, &new, 2), 202);
+    d.kill9();
+    let _ = rotate.join();
+    fake.drop_pings.store(false, Ordering::Relaxed);
+    d.spawn();
+    fake.deliver_to(d.webhook.expect("webhook"), "/webhook/github-events");
+    // The rotation resumes from its test stage and finishes.
+    let done = eventually(Duration::from_secs(30), "the resumed rotation", || {
+        let desc = d
+            .cli(&["describe", "secretstore", "webhook-secrets", "-o", "json"])
+            .json();
+        (desc["rotations"][0]["stage"] == "done").then_some(desc)
+    });
+    assert_eq!(done["rotations"][0]["newFingerprint"], fingerprint(&new));
+    assert_eq!(store_keys(&d).len(), 1);
+    assert_eq!(store_keys(&d)[0]["fingerprint"], fingerprint(&new));
+    assert_eq!(deliver(&d, &new, 3), 202);
+    assert_eq!(deliver(&d, OLD, 4), 401);
+    assert!(d.log().contains("resuming an interrupted rotation"));
+}
+
+#[test]
+fn secret_set_and_unset_patch_one_key() {
+    let d = TestDaemon::start();
+    let fake = FakeGithub::start();
+    setup(&d, &fake, 10);
+    let out = d
+        .cli_stdin(
+            &["secret", "set", "webhook-secrets", "extra"],
+            "extra-value-123\n",
+        )
+        .ok()
+        .to_owned();
+    assert!(
+        out.contains("secretstore/webhook-secrets configured"),
+        "{out}"
+    );
+    let keys = store_keys(&d);
+    let names: Vec<&str> = keys.iter().filter_map(|k| k["key"].as_str()).collect();
+    assert_eq!(names, ["extra", "github"]);
+    assert_eq!(
+        keys[0]["fingerprint"],
+        fingerprint("extra-value-123"),
+        "the trailing newline was kept"
+    );
+    assert_eq!(
+        deliver(&d, "extra-value-123", 1),
+        202,
+        "the new key verifies at once"
+    );
+    let file = d.write("value.txt", "from-a-file-456");
+    d.cli(&[
+        "secret",
+        "set",
+        "webhook-secrets",
+        "extra",
+        "--from-file",
+        file.to_str().expect("path"),
+    ])
+    .ok();
+    assert_eq!(
+        store_keys(&d)[0]["fingerprint"],
+        fingerprint("from-a-file-456")
+    );
+    assert!(
+        d.cli(&["secret", "unset", "webhook-secrets", "extra"])
+            .ok()
+            .contains("configured")
+    );
+    assert_eq!(store_keys(&d).len(), 1);
+    assert_eq!(deliver(&d, "from-a-file-456", 2), 401);
+    let run = d.cli(&["secret", "unset", "webhook-secrets", "nope"]);
+    assert!(
+        run.fails().contains("has no key \"nope\""),
+        "{}",
+        run.stderr
+    );
+    let run = d.cli_stdin(&["secret", "set", "webhook-secrets", "x"], "");
+    assert!(run.fails().contains("the value is empty"), "{}", run.stderr);
+    // History records fingerprints, never values.
+    let desc = d
+        .cli(&["describe", "secretstore", "webhook-secrets", "-o", "json"])
+        .stdout;
+    assert!(
+        desc.contains("\"removed\": [\n") || desc.contains("removed"),
+        "{desc}"
+    );
+    for v in ["extra-value-123", "from-a-file-456", OLD] {
+        assert!(!desc.contains(v));
+    }
+}
