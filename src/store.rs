@@ -158,6 +158,9 @@ pub fn fingerprint(value: &str) -> String {
 }
 
 /// Opens (creating if needed) a connection to the database with the durability settings.
+/// Several connections write (desired state, tasks, triggers, verification stamps); every write
+/// transaction is `BEGIN IMMEDIATE`, so that a writer waits (`busy_timeout`) instead of failing
+/// when it would otherwise upgrade a stale read snapshot.
 pub fn connect(data_dir: &Path) -> Result<Connection> {
     let conn = Connection::open(data_dir.join(DB_FILE))?;
     conn.execute_batch(
@@ -176,7 +179,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             supported,
         });
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for sql in &MIGRATIONS[version as usize..] {
         tx.execute_batch(sql)?;
     }
@@ -416,7 +419,9 @@ impl Store {
             return Ok(());
         }
         let cipher = self.key.cipher();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for c in changes {
             write_change(&tx, &cipher, c, revision, now)?;
         }
@@ -647,7 +652,7 @@ pub fn record_verified<'a>(
          WHERE project = ?1 AND store = ?2 AND key = ?3
            AND (last_verified_at IS NULL OR last_verified_at < ?5)",
     )?;
-    conn.execute_batch("BEGIN")?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
     for (project, store, key, trigger, at) in stamps {
         if let Err(e) = stmt.execute(params![project, store, key, trigger, ts(at)]) {
             let _ = conn.execute_batch("ROLLBACK");

@@ -179,7 +179,7 @@ impl TaskStore {
     pub fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
         let spec = t.workflow_spec.to_string();
         let id = self.write(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
                    origin, trigger, scheduled_at, state, reason, created_at, finished_at, held)
@@ -235,7 +235,7 @@ impl TaskStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.write(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "UPDATE tasks SET state = ?2, reason = ?3,
                    started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?4 ELSE started_at END,
@@ -269,7 +269,7 @@ impl TaskStore {
     ) -> Result<u64> {
         let argv = serde_json::to_string(argv).unwrap_or_else(|_| "[]".into());
         self.write(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO step_runs (task_id, step, cycle, attempt, agent, argv, state, log_path, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)",
@@ -421,7 +421,7 @@ impl TaskStore {
     /// Releases a held task (`task start`).
     pub fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()> {
         self.write(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached("UPDATE tasks SET held = 0 WHERE id = ?1")?
                 .execute(params![id as i64])?;
             tx.prepare_cached(
@@ -444,7 +444,7 @@ impl TaskStore {
         keep_failed: Option<u32>,
     ) -> Result<Vec<u64>> {
         self.write(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut gone = Vec::new();
             for (states, keep) in [
                 ("'succeeded'", keep_succeeded),

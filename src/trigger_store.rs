@@ -211,7 +211,7 @@ impl TriggerStore {
     ) -> Result<()> {
         blocking(|| {
             let mut c = lock(&self.writer);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO trigger_state (project, name, generation, last_scheduled, last_fire, last_task,
                    next_fire, fires, skips, missed, updated_at)
@@ -292,7 +292,7 @@ impl TriggerStore {
     pub fn remove(&self, project: &str, name: &str) -> Result<()> {
         blocking(|| {
             let mut c = lock(&self.writer);
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached("DELETE FROM trigger_state WHERE project = ?1 AND name = ?2")?
                 .execute(params![project, name])?;
             tx.prepare_cached("DELETE FROM trigger_events WHERE project = ?1 AND name = ?2")?

@@ -678,8 +678,7 @@ fn rotation_settings_problems(r: &super::manifest::RotationSpec, out: &mut Vec<P
     }
     let get = |n: &str| r.settings.get(n);
     if let Some(v) = get("repository")
-        && v
-            .as_str()
+        && v.as_str()
             .is_none_or(|s| s.split('/').filter(|p| !p.is_empty()).count() != 2)
     {
         out.push(problem_hint(
