@@ -377,10 +377,10 @@ async fn run_program(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    for name in ["PATH", "HOME", "USER", "LANG"] {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
+    // The same base environment agents get: PATH (with the daemon's own directory first, so
+    // `orchestrator` is found), HOME, USER, LANG, TERM.
+    for (name, value) in crate::actors::workflow::TaskContext::base_env_from_process() {
+        cmd.env(name, value);
     }
     let mut child = cmd
         .spawn()

@@ -567,3 +567,77 @@ fn secret_set_and_unset_patch_one_key() {
         assert!(!desc.contains(v));
     }
 }
+
+#[test]
+fn the_command_provider_plugs_in_any_platform() {
+    let d = TestDaemon::start();
+    let platform = d.dir.path().join("platform-secret");
+    std::fs::write(&platform, OLD).expect("platform");
+    let ws = d.dir.path().join("ws");
+    std::fs::create_dir_all(&ws).expect("ws");
+    d.apply(&format!(
+        r#"apiVersion: orchestrator.dev/v2
+kind: Workspace
+metadata: {{name: default}}
+spec: {{root_path: "{ws}"}}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {{name: quick}}
+spec:
+  steps: [{{id: s, command: "true"}}]
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: hooks}}
+spec:
+  data: {{signing: "{OLD}"}}
+  rotation:
+    key: signing
+    provider: command
+    settings:
+      set: "sh -c 'cat > {platform}'"
+      test: "orchestrator webhook test custom --key signing.next"
+      testTimeoutSeconds: 10
+---
+apiVersion: orchestrator.dev/v2
+kind: Trigger
+metadata: {{name: custom}}
+spec:
+  event:
+    source: webhook
+    webhook: {{secret: {{fromRef: hooks, keys: [signing]}}, scheme: hmac-sha256}}
+  action: {{workflow: quick, workspace: default, start: false}}
+"#,
+        ws = ws.display(),
+        platform = platform.display()
+    ));
+    let out = d.cli(&["secret", "rotate", "hooks"]).ok().to_owned();
+    assert!(
+        out.contains("secretstore/hooks key signing rotated with command"),
+        "{out}"
+    );
+    let new = std::fs::read_to_string(&platform).expect("platform secret");
+    assert_ne!(new, OLD);
+    let desc = d
+        .cli(&["describe", "secretstore", "hooks", "-o", "json"])
+        .json();
+    assert_eq!(desc["keys"][0]["fingerprint"], fingerprint(&new));
+    let sig = |secret: &str| sign(Scheme::HmacSha256, None, secret.as_bytes(), b"{}", 0, "");
+    let a = d.webhook.expect("webhook");
+    assert_eq!(post(a, "/webhook/custom", &sig(&new), b"{}").0, 202);
+    assert_eq!(post(a, "/webhook/custom", &sig(OLD), b"{}").0, 401);
+    // A failing set program is reported with its (redacted) stderr and rolled back.
+    d.apply(&format!(
+        "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec:\n  data: {{signing: \"{new}\"}}\n  rotation:\n    key: signing\n    provider: command\n    settings: {{set: \"sh -c 'echo refused >&2; cat >&2; exit 4'\"}}\n"
+    ));
+    let err = d.cli(&["secret", "rotate", "hooks"]).fails().to_owned();
+    assert!(
+        err.contains("exited with exit status: 4") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(err.contains("[REDACTED]") && !err.contains(&new), "{err}");
+    // A failing program may have taken the value: both values stay valid.
+    assert!(err.contains("so both values stay valid"), "{err}");
+    assert_eq!(post(a, "/webhook/custom", &sig(&new), b"{}").0, 202);
+}
