@@ -277,32 +277,10 @@ impl Provider {
         value: &SecretValue,
     ) -> Result<(), (String, bool)> {
         match self {
-            Provider::Github {
-                api,
-                repository,
-                hook,
-                token,
-            } => {
-                let url = format!("{api}/repos/{repository}/hooks/{hook}/config");
-                let resp = ctx
-                    .http
-                    .patch(&url)
-                    .bearer_auth(token.expose())
-                    .header("Accept", "application/vnd.github+json")
-                    .header("X-GitHub-Api-Version", "2022-11-28")
-                    .json(&serde_json::json!({ "secret": value.expose() }))
-                    .send()
+            Provider::Github { .. } => {
+                let body = serde_json::json!({ "secret": value.expose() });
+                self.github(ctx, reqwest::Method::PATCH, "config", Some(body))
                     .await
-                    .map_err(|e| {
-                        (
-                            format!("github: PATCH {url} failed: {}", without_url(&e)),
-                            true,
-                        )
-                    })?;
-                match resp.status().as_u16() {
-                    200..=299 => Ok(()),
-                    code => Err((format!("github answered {code} to PATCH {url}"), false)),
-                }
             }
             Provider::Command { set, .. } => run_program(ctx, set, store, key, Some(value))
                 .await
@@ -310,30 +288,53 @@ impl Provider {
         }
     }
 
+    /// One call of the repository webhook's REST API (`hooks/{id}/{what}`). The error says
+    /// whether the request may have been applied (no answer) or was refused (an answer).
+    async fn github(
+        &self,
+        ctx: &RotationContext,
+        method: reqwest::Method,
+        what: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(), (String, bool)> {
+        let Provider::Github {
+            api,
+            repository,
+            hook,
+            token,
+        } = self
+        else {
+            return Err(("not a github provider".into(), false));
+        };
+        let url = format!("{api}/repos/{repository}/hooks/{hook}/{what}");
+        let mut request = ctx
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(token.expose())
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let resp = request.send().await.map_err(|e| {
+            (
+                format!("github: {method} {url} failed: {}", without_url(&e)),
+                true,
+            )
+        })?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            code => Err((format!("github answered {code} to {method} {url}"), false)),
+        }
+    }
+
     /// Asks the platform for a delivery signed with its current value.
     async fn test(&self, ctx: &RotationContext, store: &str, key: &str) -> Result<(), String> {
         match self {
-            Provider::Github {
-                api,
-                repository,
-                hook,
-                token,
-            } => {
-                let url = format!("{api}/repos/{repository}/hooks/{hook}/pings");
-                let resp = ctx
-                    .http
-                    .post(&url)
-                    .bearer_auth(token.expose())
-                    .header("Accept", "application/vnd.github+json")
-                    .header("X-GitHub-Api-Version", "2022-11-28")
-                    .send()
-                    .await
-                    .map_err(|e| format!("github: POST {url} failed: {}", without_url(&e)))?;
-                match resp.status().as_u16() {
-                    200..=299 => Ok(()),
-                    code => Err(format!("github answered {code} to POST {url}")),
-                }
-            }
+            Provider::Github { .. } => self
+                .github(ctx, reqwest::Method::POST, "pings", None)
+                .await
+                .map_err(|(e, _)| e),
             Provider::Command {
                 test: Some(test), ..
             } => run_program(ctx, test, store, key, None).await,

@@ -84,6 +84,28 @@ pub struct TriggerEvent {
     pub reason: Option<String>,
 }
 
+fn insert_event(
+    c: &Connection,
+    project: &str,
+    name: &str,
+    e: &TriggerEvent,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "INSERT INTO trigger_events (project, name, at, kind, scheduled, task_id, lateness_ms, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        project,
+        name,
+        ts(e.at),
+        e.kind.as_str(),
+        e.scheduled.map(ts),
+        e.task.map(|t| t as i64),
+        e.lateness_ms,
+        e.reason,
+    ])
+}
+
 #[derive(Clone)]
 pub struct TriggerStore {
     writer: Arc<Mutex<Connection>>,
@@ -236,20 +258,7 @@ impl TriggerStore {
                 ts(now),
             ])?;
             if let Some(e) = event {
-                tx.prepare_cached(
-                    "INSERT INTO trigger_events (project, name, at, kind, scheduled, task_id, lateness_ms, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    project,
-                    name,
-                    ts(e.at),
-                    e.kind.as_str(),
-                    e.scheduled.map(ts),
-                    e.task.map(|t| t as i64),
-                    e.lateness_ms,
-                    e.reason,
-                ])?;
+                insert_event(&tx, project, name, e)?;
                 let id = tx.last_insert_rowid();
                 if id % 50 == 0 {
                     tx.prepare_cached(
@@ -270,20 +279,7 @@ impl TriggerStore {
     pub fn event(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
         blocking(|| {
             let c = lock(&self.writer);
-            c.prepare_cached(
-                "INSERT INTO trigger_events (project, name, at, kind, scheduled, task_id, lateness_ms, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                project,
-                name,
-                ts(e.at),
-                e.kind.as_str(),
-                e.scheduled.map(ts),
-                e.task.map(|t| t as i64),
-                e.lateness_ms,
-                e.reason,
-            ])?;
+            insert_event(&c, project, name, e)?;
             Ok(())
         })
     }
