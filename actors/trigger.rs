@@ -12,10 +12,18 @@
 //! missed while it was not running: with `startingDeadlineSeconds`, the most recent missed fire
 //! inside the deadline runs once; everything else is recorded as missed.
 //!
+//! Passivation: a TriggerActor whose next fire is further away than the resident window
+//! (`--trigger-resident-window`, 60 s by default) asks the supervisor to passivate it. The
+//! supervisor stops it and keeps only the trigger's next fire in a wake queue; half a window
+//! before that fire it starts the TriggerActor again, which resumes from the persisted state
+//! exactly as after a restart. A trigger the supervisor starts for the first time is planned the
+//! same way ([`plan`]) without starting its actor at all. So only triggers that fire soon (or
+//! often) hold an actor: 10,000 daily triggers cost a queue entry each, not an actor each.
+//!
 //! [`fire`] applies a trigger's `concurrencyPolicy` and creates the task; cron fires, webhook
 //! deliveries and `orchestrator trigger fire` all go through it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +72,8 @@ pub struct TriggerContext {
     pub tasks: TaskStore,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub runs_dir: PathBuf,
+    /// A trigger whose next fire is further away than this is passivated.
+    pub resident_window: Duration,
 }
 
 /// The result of a fire.
@@ -153,6 +163,74 @@ pub async fn fire(
         .await
         .map_err(gone)??;
     Ok(Fired::Created(Box::new(info)))
+}
+
+/// Where a trigger resumes from its persisted state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// After this scheduled instant, which was handled (fired, skipped or recorded as missed).
+    After(DateTime<Utc>),
+    /// At this armed instant, not reached yet when the state was saved.
+    Armed(DateTime<Utc>),
+    /// From now: a new trigger, a changed spec, or a clock that went back.
+    Fresh,
+}
+
+fn cursor(state: &TriggerState, generation: u64, now: DateTime<Utc>) -> Cursor {
+    if state.generation != generation {
+        return Cursor::Fresh;
+    }
+    match (state.last_scheduled, state.next_fire) {
+        (Some(last), _) if last <= now => Cursor::After(last),
+        (None, Some(next)) => Cursor::Armed(next),
+        _ => Cursor::Fresh,
+    }
+}
+
+/// The state of a trigger started afresh from `now`: same counters, new cursor.
+fn fresh_state(mut state: TriggerState, generation: u64, next: Option<DateTime<Utc>>) -> TriggerState {
+    state.generation = generation;
+    state.last_scheduled = None;
+    state.next_fire = next;
+    state
+}
+
+/// Where a trigger that has no TriggerActor belongs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Start its TriggerActor: the next fire is inside the resident window, fires were missed
+    /// and must be handled, or the schedule never fires again.
+    Resident,
+    /// Keep it dormant until `next`. `save`: the state to persist first (a new or changed
+    /// trigger's cursor), so that a restart meanwhile resumes at `next`.
+    Dormant {
+        next: DateTime<Utc>,
+        save: Option<TriggerState>,
+    },
+}
+
+/// Plans a trigger the supervisor is about to arm: the same decisions a TriggerActor's start
+/// makes, without starting one.
+pub fn plan(
+    config: &TriggerConfig,
+    state: Option<&TriggerState>,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> Plan {
+    let state = state.cloned().unwrap_or_default();
+    let (next, save) = match cursor(&state, config.generation, now) {
+        Cursor::After(last) => (config.schedule.next_after(last), None),
+        Cursor::Armed(next) => (Some(next), None),
+        Cursor::Fresh => {
+            let next = config.schedule.next_after(now);
+            (next, Some(fresh_state(state, config.generation, next)))
+        }
+    };
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    match next {
+        Some(next) if next - now > window => Plan::Dormant { next, save },
+        _ => Plan::Resident,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -245,13 +323,21 @@ impl TriggerActorState {
     /// Returns a missed fire to run now (inside `startingDeadlineSeconds`), if any.
     fn start(&mut self, me: &Addr<TriggerMsg>, now: DateTime<Utc>) {
         let schedule = self.config.schedule.clone();
-        let anchor = match self.state.last_scheduled {
-            Some(last) if self.state.generation == self.config.generation && last <= now => last,
-            _ => {
-                // New trigger, or a changed spec: start from now.
-                self.state.generation = self.config.generation;
+        let anchor = match cursor(&self.state, self.config.generation, now) {
+            Cursor::After(last) => last,
+            Cursor::Armed(next) if next > now => {
+                self.arm(me, Some(next));
+                return;
+            }
+            // Fires are on whole seconds: the armed instant is the first one after this.
+            Cursor::Armed(next) => next - chrono::Duration::milliseconds(1),
+            Cursor::Fresh => {
+                // New trigger, or a changed spec: start from now, and persist where, so that a
+                // daemon stopped before the first fire knows what it missed.
                 let next = schedule.next_after(now);
+                self.state = fresh_state(std::mem::take(&mut self.state), self.config.generation, next);
                 self.arm(me, next);
+                self.save(None);
                 return;
             }
         };
@@ -411,6 +497,24 @@ impl TriggerActorState {
         self.prune();
     }
 
+    /// Asks the supervisor to passivate this actor when its next fire is beyond the resident
+    /// window. The state is already persisted; the supervisor ignores a stale request.
+    fn passivate_if_far(&self) {
+        let Some(next) = self.next else { return };
+        let window = chrono::Duration::from_std(self.ctx.resident_window)
+            .unwrap_or(chrono::Duration::MAX);
+        if next - now() <= window {
+            return;
+        }
+        if let Some(sup) = Addr::<TriggerSupMsg>::lookup(TRIGGERS) {
+            let _ = sup.cast(TriggerSupMsg::Passivate {
+                key: (self.config.project.clone(), self.config.name.clone()),
+                generation: self.config.generation,
+                next,
+            });
+        }
+    }
+
     /// Applies `historyLimit`: old finished tasks of this trigger and their logs go.
     fn prune(&self) {
         let Some(limit) = self.config.spec.history_limit else {
@@ -461,6 +565,7 @@ impl Behaviour for TriggerActor {
             timer: None,
         };
         st.start(&me, now());
+        st.passivate_if_far();
         Ok(st)
     }
 
@@ -484,6 +589,7 @@ impl Behaviour for TriggerActor {
                 state.start(me, now());
             }
         }
+        state.passivate_if_far();
         Ok(())
     }
 
@@ -512,10 +618,21 @@ impl Behaviour for TriggerActor {
 // TriggerSupervisor
 // ---------------------------------------------------------------------------------------------
 
+/// (project, name) of a trigger.
+type Key = (String, String);
+
 pub enum TriggerSupMsg {
     /// A new snapshot was published.
     Reconcile,
     Retry(String),
+    /// A TriggerActor's next fire is beyond the resident window: stop it until shortly before.
+    Passivate {
+        key: Key,
+        generation: u64,
+        next: DateTime<Utc>,
+    },
+    /// The wake queue's earliest instant came: start the TriggerActors due.
+    Wake,
 }
 
 impl Message for TriggerSupMsg {
@@ -523,8 +640,18 @@ impl Message for TriggerSupMsg {
         match self {
             TriggerSupMsg::Reconcile => "Reconcile",
             TriggerSupMsg::Retry(_) => "Retry",
+            TriggerSupMsg::Passivate { .. } => "Passivate",
+            TriggerSupMsg::Wake => "Wake",
         }
     }
+}
+
+/// A passivated trigger: armed, without an actor.
+#[derive(Debug, Clone, Copy)]
+struct Dormant {
+    generation: u64,
+    next: DateTime<Utc>,
+    wake_at: DateTime<Utc>,
 }
 
 pub struct TriggerSupervisor;
@@ -533,7 +660,12 @@ pub struct TriggerSupState {
     ctx: Arc<TriggerContext>,
     children: ChildSet,
     /// Generation each running TriggerActor was configured with.
-    running: HashMap<(String, String), u64>,
+    running: HashMap<Key, u64>,
+    /// Passivated triggers, and the order they wake in.
+    dormant: HashMap<Key, Dormant>,
+    wakes: BTreeSet<(DateTime<Utc>, Key)>,
+    /// The armed wake timer and its instant.
+    wake_timer: Option<(DateTime<Utc>, tokio::task::JoinHandle<()>)>,
     /// Parsed schedules shared by every trigger with the same expression and zone.
     schedules: HashMap<(String, Option<String>), Arc<Schedule>>,
     watcher: tokio::task::JoinHandle<()>,
@@ -543,10 +675,141 @@ pub struct TriggerSupState {
 impl Drop for TriggerSupState {
     fn drop(&mut self) {
         self.watcher.abort();
+        if let Some((_, t)) = self.wake_timer.take() {
+            t.abort();
+        }
     }
 }
 
 impl TriggerSupState {
+    fn window(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.ctx.resident_window).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Parks a trigger in the wake queue: it is started half a window before `next`.
+    fn sleep(&mut self, key: Key, generation: u64, next: DateTime<Utc>) {
+        self.wake(&key);
+        let wake_at = next - self.window() / 2;
+        self.wakes.insert((wake_at, key.clone()));
+        self.dormant.insert(
+            key,
+            Dormant {
+                generation,
+                next,
+                wake_at,
+            },
+        );
+    }
+
+    /// Takes a trigger out of the wake queue.
+    fn wake(&mut self, key: &Key) -> Option<Dormant> {
+        let d = self.dormant.remove(key)?;
+        self.wakes.remove(&(d.wake_at, key.clone()));
+        Some(d)
+    }
+
+    /// Arms the one wake timer for the queue's earliest instant.
+    fn arm_wake(&mut self, me: &Addr<TriggerSupMsg>) {
+        let first = self.wakes.first().map(|(at, _)| *at);
+        if let Some((armed, t)) = &self.wake_timer {
+            if Some(*armed) == first {
+                return;
+            }
+            t.abort();
+        }
+        self.wake_timer = first.map(|at| {
+            let delay = (at - now()).to_std().unwrap_or(Duration::ZERO);
+            (at, me.send_after(delay, || TriggerSupMsg::Wake))
+        });
+    }
+
+    /// Starts the TriggerActors whose wake instant came.
+    async fn wake_due(&mut self, me: &Addr<TriggerSupMsg>) {
+        self.wake_timer = None;
+        let now = now();
+        let due: Vec<Key> = self
+            .wakes
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, k)| k.clone())
+            .collect();
+        let snapshot = self.ctx.snapshots.borrow().clone();
+        for key in due {
+            let Some(d) = self.wake(&key) else { continue };
+            let name = trigger_name(&key.0, &key.1);
+            let spec = match snapshot.lookup(&key.0, Kind::Trigger, &key.1) {
+                Some(r) => match &r.spec {
+                    Spec::Trigger(t) if t.cron.is_some() && !t.suspend => (r.generation, t.clone()),
+                    _ => continue,
+                },
+                None => continue,
+            };
+            if self.children.is_stopping(&name) {
+                // Its previous actor has not finished stopping: look again shortly.
+                self.dormant.insert(key.clone(), Dormant { wake_at: now + chrono::Duration::milliseconds(50), ..d });
+                self.wakes.insert((now + chrono::Duration::milliseconds(50), key));
+                continue;
+            }
+            let Some(config) = self.config(&key, spec.0, spec.1) else {
+                continue;
+            };
+            // The actor resumes from the persisted state.
+            if let Err(e) = self.start_actor(me, key.clone(), config, None).await {
+                tracing::warn!(trigger = %key.1, error = %e, "cannot wake trigger; retrying");
+                me.send_after(Duration::from_millis(50), || TriggerSupMsg::Reconcile);
+            }
+        }
+        self.arm_wake(me);
+    }
+
+    fn config(&mut self, key: &Key, generation: u64, spec: TriggerSpec) -> Option<Arc<TriggerConfig>> {
+        let cron = spec.cron.as_ref()?;
+        let schedule = self.schedule(&cron.schedule, cron.timezone.as_deref())?;
+        Some(Arc::new(TriggerConfig {
+            project: key.0.clone(),
+            name: key.1.clone(),
+            generation,
+            spec,
+            schedule,
+        }))
+    }
+
+    /// Starts a trigger's actor under the supervisor.
+    async fn start_actor(
+        &mut self,
+        me: &Addr<TriggerSupMsg>,
+        key: Key,
+        config: Arc<TriggerConfig>,
+        state: Option<TriggerState>,
+    ) -> Result<(), String> {
+        let name = trigger_name(&key.0, &key.1);
+        let generation = config.generation;
+        let ctx = self.ctx.clone();
+        let spec = ChildSpec {
+            name: name.clone(),
+            restart: Restart::Permanent,
+            exhausted: Exhausted::GiveUp,
+            start: {
+                let state = std::sync::Mutex::new(state);
+                start_fn(name, move || {
+                    // The loaded state serves the first start; restarts reload it.
+                    let state = state.lock().ok().and_then(|mut s| s.take());
+                    (
+                        TriggerActor,
+                        TriggerArgs {
+                            config: config.clone(),
+                            state,
+                            ctx: ctx.clone(),
+                        },
+                    )
+                })
+            },
+        };
+        self.children.start(&me.cell(), spec).await?;
+        self.running.insert(key, generation);
+        Ok(())
+    }
+
     fn schedule(&mut self, expr: &str, tz: Option<&str>) -> Option<Arc<Schedule>> {
         let key = (expr.to_owned(), tz.map(str::to_owned));
         if let Some(s) = self.schedules.get(&key) {
@@ -569,7 +832,7 @@ impl TriggerSupState {
     async fn reconcile(&mut self, me: &Addr<TriggerSupMsg>) {
         let snapshot = self.ctx.snapshots.borrow().clone();
         self.revision = snapshot.revision;
-        let mut desired: HashMap<(String, String), (u64, TriggerSpec)> = HashMap::new();
+        let mut desired: HashMap<Key, (u64, TriggerSpec)> = HashMap::new();
         for r in snapshot.list(Kind::Trigger, None) {
             if let Spec::Trigger(t) = &r.spec
                 && t.cron.is_some()
@@ -582,11 +845,18 @@ impl TriggerSupState {
             }
         }
         // Stop what is no longer wanted; forget the state of deleted triggers.
-        let running: Vec<(String, String)> = self.running.keys().cloned().collect();
-        for key in running {
+        let armed: Vec<Key> = self
+            .running
+            .keys()
+            .chain(self.dormant.keys())
+            .cloned()
+            .collect();
+        for key in armed {
             if !desired.contains_key(&key) {
-                self.children.stop(&trigger_name(&key.0, &key.1));
-                self.running.remove(&key);
+                if self.running.remove(&key).is_some() {
+                    self.children.stop(&trigger_name(&key.0, &key.1));
+                }
+                self.wake(&key);
                 if snapshot.lookup(&key.0, Kind::Trigger, &key.1).is_none()
                     && let Err(e) = self.ctx.store.remove(&key.0, &key.1)
                 {
@@ -595,71 +865,71 @@ impl TriggerSupState {
             }
         }
         let mut states = None;
+        let mut saves = Vec::new();
         let mut retry = false;
+        let now = now();
         for (key, (generation, spec)) in desired {
-            let Some(cron) = &spec.cron else { continue };
-            let Some(schedule) = self.schedule(&cron.schedule, cron.timezone.as_deref()) else {
+            match (self.running.get(&key), self.dormant.get(&key)) {
+                (Some(g), _) if *g == generation => continue,
+                (None, Some(d)) if d.generation == generation => continue,
+                _ => {}
+            }
+            let Some(config) = self.config(&key, generation, spec) else {
                 continue;
             };
             let name = trigger_name(&key.0, &key.1);
-            let config = Arc::new(TriggerConfig {
-                project: key.0.clone(),
-                name: key.1.clone(),
-                generation,
-                spec,
-                schedule,
-            });
-            match self.running.get(&key) {
-                Some(g) if *g == generation => {}
-                Some(_) => {
-                    if let Some(a) = Addr::<TriggerMsg>::lookup(&name) {
-                        let _ = a.cast(TriggerMsg::Reconfigure(config));
-                    }
-                    self.running.insert(key, generation);
+            if self.running.contains_key(&key) {
+                if let Some(a) = Addr::<TriggerMsg>::lookup(&name) {
+                    let _ = a.cast(TriggerMsg::Reconfigure(config));
                 }
-                None if self.children.is_stopping(&name) => retry = true,
-                None => {
-                    let all = match &mut states {
-                        Some(s) => s,
-                        None => states.insert(self.ctx.store.all().unwrap_or_default()),
-                    };
-                    let state = all.remove(&key);
-                    let ctx = self.ctx.clone();
-                    let spec = ChildSpec {
-                        name: name.clone(),
-                        restart: Restart::Permanent,
-                        exhausted: Exhausted::GiveUp,
-                        start: {
-                            let state = std::sync::Mutex::new(state);
-                            start_fn(name, move || {
-                                // The loaded state serves the first start; restarts reload it.
-                                let state = state.lock().ok().and_then(|mut s| s.take());
-                                (
-                                    TriggerActor,
-                                    TriggerArgs {
-                                        config: config.clone(),
-                                        state,
-                                        ctx: ctx.clone(),
-                                    },
-                                )
-                            })
-                        },
-                    };
-                    match self.children.start(&me.cell(), spec).await {
-                        Ok(()) => {
-                            self.running.insert(key, generation);
-                        }
-                        Err(e) => {
-                            tracing::warn!(trigger = %key.1, error = %e, "cannot start trigger; retrying");
-                            retry = true;
-                        }
+                self.running.insert(key, generation);
+                continue;
+            }
+            // Not running (new, changed while dormant, or the daemon just started).
+            let was_dormant = self.wake(&key).is_some();
+            let all = match &mut states {
+                Some(s) => s,
+                None => states.insert(self.ctx.store.all().unwrap_or_default()),
+            };
+            let mut state = all.remove(&key);
+            if was_dormant && let Some(s) = &mut state {
+                s.generation = 0; // Changed while dormant: start afresh, as a Reconfigure does.
+            }
+            match plan(&config, state.as_ref(), now, self.ctx.resident_window) {
+                Plan::Dormant { next, save } => {
+                    if let Some(s) = save {
+                        saves.push((key.0.clone(), key.1.clone(), s));
+                    }
+                    self.sleep(key, generation, next);
+                }
+                Plan::Resident if self.children.is_stopping(&name) => retry = true,
+                Plan::Resident => {
+                    if let Err(e) = self.start_actor(me, key.clone(), config, state).await {
+                        tracing::warn!(trigger = %key.1, error = %e, "cannot start trigger; retrying");
+                        retry = true;
                     }
                 }
             }
         }
+        if let Err(e) = self.ctx.store.save_many(&saves, now) {
+            // The triggers stay armed; a restart before their first fire starts them from then.
+            tracing::error!(error = %e, "cannot record the state of passivated triggers");
+        }
+        self.arm_wake(me);
         if retry {
             me.send_after(Duration::from_millis(50), || TriggerSupMsg::Reconcile);
         }
+    }
+
+    /// Stops a TriggerActor that asked to be passivated, unless it changed meanwhile.
+    fn passivate(&mut self, me: &Addr<TriggerSupMsg>, key: Key, generation: u64, next: DateTime<Utc>) {
+        if self.running.get(&key) != Some(&generation) || next - now() <= self.window() / 2 {
+            return;
+        }
+        self.running.remove(&key);
+        self.children.stop(&trigger_name(&key.0, &key.1));
+        self.sleep(key, generation, next);
+        self.arm_wake(me);
     }
 }
 
@@ -689,6 +959,9 @@ impl Behaviour for TriggerSupervisor {
             ctx: Arc::new(ctx),
             children: ChildSet::new(Intensity::default()),
             running: HashMap::new(),
+            dormant: HashMap::new(),
+            wakes: BTreeSet::new(),
+            wake_timer: None,
             schedules: HashMap::new(),
             watcher,
             revision: 0,
@@ -703,6 +976,12 @@ impl Behaviour for TriggerSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             TriggerSupMsg::Reconcile => state.reconcile(me).await,
+            TriggerSupMsg::Passivate {
+                key,
+                generation,
+                next,
+            } => state.passivate(me, key, generation, next),
+            TriggerSupMsg::Wake => state.wake_due(me).await,
             TriggerSupMsg::Retry(name) => {
                 if let ChildEvent::Exited { name, .. } = state
                     .children
@@ -719,8 +998,24 @@ impl Behaviour for TriggerSupervisor {
     }
 
     fn inspect(&self, state: &TriggerSupState) -> serde_json::Value {
+        let upcoming: Vec<_> = state
+            .wakes
+            .iter()
+            .take(10)
+            .map(|(at, k)| {
+                json!({
+                    "trigger": trigger_name(&k.0, &k.1),
+                    "wakeAt": at.to_rfc3339(),
+                    "nextFire": state.dormant.get(k).map(|d| d.next.to_rfc3339()),
+                })
+            })
+            .collect();
         json!({
-            "triggers": state.running.len(),
+            "triggers": state.running.len() + state.dormant.len(),
+            "resident": state.running.len(),
+            "dormant": state.dormant.len(),
+            "residentWindowSeconds": state.ctx.resident_window.as_secs(),
+            "nextWakes": upcoming,
             "distinctSchedules": state.schedules.len(),
             "snapshotRevision": state.revision,
             "supervision": state.children.inspect(),

@@ -63,6 +63,9 @@ pub struct Config {
     /// `None`: `<data-dir>/orchestrator.sock`.
     pub socket: Option<PathBuf>,
     pub webhook_bind: WebhookBind,
+    /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
+    /// (see `actors::trigger`).
+    pub trigger_resident_window: std::time::Duration,
 }
 
 impl Config {
@@ -220,6 +223,7 @@ pub async fn run(
         tasks: task_store.clone(),
         snapshots: snapshots.clone(),
         runs_dir: data_dir.join("runs"),
+        resident_window: config.trigger_resident_window,
     };
 
     let webhook_listener = match config.webhook_bind {

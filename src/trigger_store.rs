@@ -84,6 +84,40 @@ pub struct TriggerEvent {
     pub reason: Option<String>,
 }
 
+/// Inserts or replaces a trigger's state row.
+fn upsert_state(
+    c: &Connection,
+    project: &str,
+    name: &str,
+    state: &TriggerState,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO trigger_state (project, name, generation, last_scheduled, last_fire, last_task,
+           next_fire, fires, skips, missed, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (project, name) DO UPDATE SET generation = excluded.generation,
+           last_scheduled = excluded.last_scheduled, last_fire = excluded.last_fire,
+           last_task = excluded.last_task, next_fire = excluded.next_fire,
+           fires = excluded.fires, skips = excluded.skips, missed = excluded.missed,
+           updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        project,
+        name,
+        state.generation as i64,
+        state.last_scheduled.map(ts),
+        state.last_fire.map(ts),
+        state.last_task.map(|t| t as i64),
+        state.next_fire.map(ts),
+        state.fires as i64,
+        state.skips as i64,
+        state.missed as i64,
+        ts(now),
+    ])?;
+    Ok(())
+}
+
 fn insert_event(
     c: &Connection,
     project: &str,
@@ -234,29 +268,7 @@ impl TriggerStore {
         blocking(|| {
             let mut c = lock(&self.writer);
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO trigger_state (project, name, generation, last_scheduled, last_fire, last_task,
-                   next_fire, fires, skips, missed, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (project, name) DO UPDATE SET generation = excluded.generation,
-                   last_scheduled = excluded.last_scheduled, last_fire = excluded.last_fire,
-                   last_task = excluded.last_task, next_fire = excluded.next_fire,
-                   fires = excluded.fires, skips = excluded.skips, missed = excluded.missed,
-                   updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                project,
-                name,
-                state.generation as i64,
-                state.last_scheduled.map(ts),
-                state.last_fire.map(ts),
-                state.last_task.map(|t| t as i64),
-                state.next_fire.map(ts),
-                state.fires as i64,
-                state.skips as i64,
-                state.missed as i64,
-                ts(now),
-            ])?;
+            upsert_state(&tx, project, name, state, now)?;
             if let Some(e) = event {
                 insert_event(&tx, project, name, e)?;
                 let id = tx.last_insert_rowid();
@@ -268,6 +280,23 @@ impl TriggerStore {
                     )?
                     .execute(params![project, name, HISTORY_ROWS])?;
                 }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Writes the states of many triggers in one transaction (the supervisor passivating
+    /// triggers it never started).
+    pub fn save_many(&self, rows: &[(String, String, TriggerState)], now: DateTime<Utc>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        blocking(|| {
+            let mut c = lock(&self.writer);
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (project, name, state) in rows {
+                upsert_state(&tx, project, name, state, now)?;
             }
             tx.commit()?;
             Ok(())

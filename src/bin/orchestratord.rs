@@ -22,6 +22,12 @@ struct Args {
     /// Log format on stderr; levels come from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
+    /// A cron trigger whose next fire is further away than this many seconds is passivated: its
+    /// TriggerActor stops and the trigger supervisor starts it again half this long before the
+    /// fire (saves memory with thousands of triggers).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    trigger_resident_window: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -61,6 +67,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         data_dir,
         socket: args.socket,
         webhook_bind: args.webhook_bind,
+        trigger_resident_window: std::time::Duration::from_secs(args.trigger_resident_window),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
