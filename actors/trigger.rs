@@ -188,7 +188,11 @@ fn cursor(state: &TriggerState, generation: u64, now: DateTime<Utc>) -> Cursor {
 }
 
 /// The state of a trigger started afresh from `now`: same counters, new cursor.
-fn fresh_state(mut state: TriggerState, generation: u64, next: Option<DateTime<Utc>>) -> TriggerState {
+fn fresh_state(
+    mut state: TriggerState,
+    generation: u64,
+    next: Option<DateTime<Utc>>,
+) -> TriggerState {
     state.generation = generation;
     state.last_scheduled = None;
     state.next_fire = next;
@@ -268,6 +272,8 @@ pub struct TriggerArgs {
     /// The persisted state, when the supervisor already loaded it.
     pub state: Option<TriggerState>,
     pub ctx: Arc<TriggerContext>,
+    /// The supervisor, asked to passivate this actor when its next fire is far.
+    pub supervisor: Addr<TriggerSupMsg>,
 }
 
 pub struct TriggerActor;
@@ -275,6 +281,7 @@ pub struct TriggerActor;
 pub struct TriggerActorState {
     config: Arc<TriggerConfig>,
     ctx: Arc<TriggerContext>,
+    supervisor: Addr<TriggerSupMsg>,
     state: TriggerState,
     /// The armed fire.
     next: Option<DateTime<Utc>>,
@@ -335,7 +342,11 @@ impl TriggerActorState {
                 // New trigger, or a changed spec: start from now, and persist where, so that a
                 // daemon stopped before the first fire knows what it missed.
                 let next = schedule.next_after(now);
-                self.state = fresh_state(std::mem::take(&mut self.state), self.config.generation, next);
+                self.state = fresh_state(
+                    std::mem::take(&mut self.state),
+                    self.config.generation,
+                    next,
+                );
                 self.arm(me, next);
                 self.save(None);
                 return;
@@ -501,18 +512,16 @@ impl TriggerActorState {
     /// window. The state is already persisted; the supervisor ignores a stale request.
     fn passivate_if_far(&self) {
         let Some(next) = self.next else { return };
-        let window = chrono::Duration::from_std(self.ctx.resident_window)
-            .unwrap_or(chrono::Duration::MAX);
+        let window =
+            chrono::Duration::from_std(self.ctx.resident_window).unwrap_or(chrono::Duration::MAX);
         if next - now() <= window {
             return;
         }
-        if let Some(sup) = Addr::<TriggerSupMsg>::lookup(TRIGGERS) {
-            let _ = sup.cast(TriggerSupMsg::Passivate {
-                key: (self.config.project.clone(), self.config.name.clone()),
-                generation: self.config.generation,
-                next,
-            });
-        }
+        let _ = self.supervisor.cast(TriggerSupMsg::Passivate {
+            key: (self.config.project.clone(), self.config.name.clone()),
+            generation: self.config.generation,
+            next,
+        });
     }
 
     /// Applies `historyLimit`: old finished tasks of this trigger and their logs go.
@@ -560,6 +569,7 @@ impl Behaviour for TriggerActor {
         let mut st = TriggerActorState {
             config: args.config,
             ctx: args.ctx,
+            supervisor: args.supervisor,
             state,
             next: None,
             timer: None,
@@ -746,8 +756,15 @@ impl TriggerSupState {
             };
             if self.children.is_stopping(&name) {
                 // Its previous actor has not finished stopping: look again shortly.
-                self.dormant.insert(key.clone(), Dormant { wake_at: now + chrono::Duration::milliseconds(50), ..d });
-                self.wakes.insert((now + chrono::Duration::milliseconds(50), key));
+                self.dormant.insert(
+                    key.clone(),
+                    Dormant {
+                        wake_at: now + chrono::Duration::milliseconds(50),
+                        ..d
+                    },
+                );
+                self.wakes
+                    .insert((now + chrono::Duration::milliseconds(50), key));
                 continue;
             }
             let Some(config) = self.config(&key, spec.0, spec.1) else {
@@ -762,7 +779,12 @@ impl TriggerSupState {
         self.arm_wake(me);
     }
 
-    fn config(&mut self, key: &Key, generation: u64, spec: TriggerSpec) -> Option<Arc<TriggerConfig>> {
+    fn config(
+        &mut self,
+        key: &Key,
+        generation: u64,
+        spec: TriggerSpec,
+    ) -> Option<Arc<TriggerConfig>> {
         let cron = spec.cron.as_ref()?;
         let schedule = self.schedule(&cron.schedule, cron.timezone.as_deref())?;
         Some(Arc::new(TriggerConfig {
@@ -785,6 +807,7 @@ impl TriggerSupState {
         let name = trigger_name(&key.0, &key.1);
         let generation = config.generation;
         let ctx = self.ctx.clone();
+        let supervisor = me.clone();
         let spec = ChildSpec {
             name: name.clone(),
             restart: Restart::Permanent,
@@ -800,6 +823,7 @@ impl TriggerSupState {
                             config: config.clone(),
                             state,
                             ctx: ctx.clone(),
+                            supervisor: supervisor.clone(),
                         },
                     )
                 })
@@ -922,7 +946,13 @@ impl TriggerSupState {
     }
 
     /// Stops a TriggerActor that asked to be passivated, unless it changed meanwhile.
-    fn passivate(&mut self, me: &Addr<TriggerSupMsg>, key: Key, generation: u64, next: DateTime<Utc>) {
+    fn passivate(
+        &mut self,
+        me: &Addr<TriggerSupMsg>,
+        key: Key,
+        generation: u64,
+        next: DateTime<Utc>,
+    ) {
         if self.running.get(&key) != Some(&generation) || next - now() <= self.window() / 2 {
             return;
         }
@@ -1045,5 +1075,144 @@ impl Behaviour for TriggerSupervisor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, h, m, s)
+            .single()
+            .expect("valid instant")
+    }
+
+    fn config(expr: &str, generation: u64) -> TriggerConfig {
+        let spec: TriggerSpec = serde_yaml::from_str(&format!(
+            "cron: {{schedule: \"{expr}\"}}\naction: {{workflow: w, workspace: default}}\n"
+        ))
+        .expect("trigger spec");
+        TriggerConfig {
+            project: "default".into(),
+            name: "t".into(),
+            generation,
+            spec,
+            schedule: Arc::new(Schedule::parse(expr, None).expect("schedule")),
+        }
+    }
+
+    fn state(
+        generation: u64,
+        last: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+    ) -> TriggerState {
+        TriggerState {
+            generation,
+            last_scheduled: last,
+            next_fire: next,
+            fires: 3,
+            ..TriggerState::default()
+        }
+    }
+
+    /// Plans a generation-2 trigger at 12:00:00 with a 60 s window.
+    fn check(expr: &str, st: Option<TriggerState>, want: Plan) {
+        let got = plan(
+            &config(expr, 2),
+            st.as_ref(),
+            at(12, 0, 0),
+            Duration::from_secs(60),
+        );
+        assert_eq!(got, want, "{expr} from {st:?}");
+    }
+
+    #[test]
+    fn plans_triggers_without_an_actor() {
+        let hourly = "0 * * * *";
+        // A new trigger: dormant until its first fire, whose cursor is persisted.
+        check(
+            hourly,
+            None,
+            Plan::Dormant {
+                next: at(13, 0, 0),
+                save: Some(TriggerState {
+                    generation: 2,
+                    next_fire: Some(at(13, 0, 0)),
+                    ..TriggerState::default()
+                }),
+            },
+        );
+        // Resuming after a handled fire: the next one, nothing to save.
+        check(
+            hourly,
+            Some(state(2, Some(at(11, 0, 0)), Some(at(12, 0, 0)))),
+            // 12:00:00 is not after "now" (12:00:00): it is due, so the actor handles it.
+            Plan::Resident,
+        );
+        check(
+            hourly,
+            Some(state(2, Some(at(12, 0, 0)), Some(at(13, 0, 0)))),
+            Plan::Dormant {
+                next: at(13, 0, 0),
+                save: None,
+            },
+        );
+        // Armed but never reached (passivated new trigger): that instant.
+        check(
+            hourly,
+            Some(state(2, None, Some(at(13, 0, 0)))),
+            Plan::Dormant {
+                next: at(13, 0, 0),
+                save: None,
+            },
+        );
+        // Missed fires are handled by the actor.
+        check(
+            hourly,
+            Some(state(2, Some(at(9, 0, 0)), Some(at(10, 0, 0)))),
+            Plan::Resident,
+        );
+        check(
+            hourly,
+            Some(state(2, None, Some(at(11, 0, 0)))),
+            Plan::Resident,
+        );
+        // Fires inside the window keep the actor resident.
+        check("*/30 * * * * *", None, Plan::Resident);
+        check(
+            "0 * * * * *",
+            Some(state(2, Some(at(11, 59, 0)), None)),
+            Plan::Resident,
+        );
+        // A changed spec starts afresh from now and keeps the counters.
+        check(
+            hourly,
+            Some(state(1, Some(at(9, 0, 0)), Some(at(10, 0, 0)))),
+            Plan::Dormant {
+                next: at(13, 0, 0),
+                save: Some(TriggerState {
+                    generation: 2,
+                    next_fire: Some(at(13, 0, 0)),
+                    fires: 3,
+                    ..TriggerState::default()
+                }),
+            },
+        );
+        // A clock that went back behind the last fire: afresh.
+        check(
+            hourly,
+            Some(state(2, Some(at(14, 0, 0)), Some(at(15, 0, 0)))),
+            Plan::Dormant {
+                next: at(13, 0, 0),
+                save: Some(TriggerState {
+                    generation: 2,
+                    next_fire: Some(at(13, 0, 0)),
+                    fires: 3,
+                    ..TriggerState::default()
+                }),
+            },
+        );
     }
 }

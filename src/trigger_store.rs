@@ -288,7 +288,11 @@ impl TriggerStore {
 
     /// Writes the states of many triggers in one transaction (the supervisor passivating
     /// triggers it never started).
-    pub fn save_many(&self, rows: &[(String, String, TriggerState)], now: DateTime<Utc>) -> Result<()> {
+    pub fn save_many(
+        &self,
+        rows: &[(String, String, TriggerState)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }

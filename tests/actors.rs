@@ -72,20 +72,8 @@ fn tree(d: &TestDaemon) -> serde_json::Value {
     d.cli(&["actors", "-o", "json"]).json()
 }
 
-/// Names of the running actors, from the tree.
-fn names(node: &serde_json::Value, out: &mut Vec<String>) {
-    if let Some(n) = node["name"].as_str() {
-        out.push(n.to_owned());
-    }
-    for c in node["children"].as_array().into_iter().flatten() {
-        names(c, out);
-    }
-}
-
 fn running(d: &TestDaemon) -> Vec<String> {
-    let mut out = Vec::new();
-    names(&tree(d), &mut out);
-    out
+    d.actor_names()
 }
 
 /// The actor's restart count; 0 while it is between incarnations.

@@ -226,6 +226,21 @@ impl TestDaemon {
         wait_child(&mut c, Duration::from_secs(30))
     }
 
+    /// Names of the running actors, from the supervision tree of `orchestrator actors`.
+    pub fn actor_names(&self) -> Vec<String> {
+        fn walk(node: &serde_json::Value, out: &mut Vec<String>) {
+            if let Some(n) = node["name"].as_str() {
+                out.push(n.to_owned());
+            }
+            for c in node["children"].as_array().into_iter().flatten() {
+                walk(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.cli(&["actors", "-o", "json"]).json(), &mut out);
+        out
+    }
+
     /// Restarts the daemon on the same data dir.
     pub fn restart(&mut self) {
         if self.child.is_some() {

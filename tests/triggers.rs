@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 
 use crate::common::{TestDaemon, eventually, manifests_dir};
 
@@ -521,4 +521,122 @@ fn manual_fires_payloads_and_history_limits() {
         "run directories not pruned: {}",
         runs.len()
     );
+}
+
+/// The trigger supervisor's self-report (`actors inspect triggers`).
+fn supervisor_state(d: &TestDaemon) -> serde_json::Value {
+    d.cli(&["actors", "inspect", "triggers", "-o", "json"])
+        .json()["state"]
+        .clone()
+}
+
+#[test]
+fn passivated_triggers_wake_before_their_fire_and_survive_a_restart() {
+    // With a 2 s resident window an every-6-seconds trigger spends most of its time passivated:
+    // no actor, just an entry in the supervisor's wake queue.
+    let mut d = TestDaemon::start_with(&["--trigger-resident-window", "2"]);
+    d.apply(&format!(
+        "{}{}{}",
+        base(&d),
+        trigger("sparse", "*/6 * * * * *", "quick", ""),
+        trigger("dense", "* * * * * *", "quick", "  suspend: true\n"),
+    ));
+    eventually(Duration::from_secs(20), "sparse passivated", || {
+        let s = supervisor_state(&d);
+        let gone = !d
+            .actor_names()
+            .contains(&"trigger/default/sparse".to_owned());
+        (s["dormant"] == 1 && s["triggers"] == 1 && gone).then_some(())
+    });
+    let tasks = wait_tasks(&d, "sparse", 2);
+
+    // A restart while it is dormant: it continues without a re-apply and misses nothing.
+    let before = tasks.len();
+    eventually(
+        Duration::from_secs(20),
+        "a fresh fire to restart after",
+        || (tasks_of(&d, "sparse").len() > before).then_some(()),
+    );
+    d.restart();
+    let restarted = Utc::now();
+    let tasks = eventually(
+        Duration::from_secs(30),
+        "two fires after the restart",
+        || {
+            let t = tasks_of(&d, "sparse");
+            (t.iter().filter(|t| scheduled(t) > restarted).count() >= 2).then_some(t)
+        },
+    );
+    for pair in tasks.windows(2) {
+        let (a, b) = (scheduled(&pair[0]), scheduled(&pair[1]));
+        assert_eq!(
+            (b - a).num_seconds(),
+            6,
+            "a fire was skipped between {a} and {b}"
+        );
+    }
+    let kinds: Vec<_> = fires(&d, "sparse")
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(kinds.iter().all(|k| k == "fired"), "{kinds:?}");
+
+    // A change while dormant takes effect (the new schedule), and deleting it disarms it.
+    d.apply(&format!(
+        "{}{}",
+        base(&d),
+        trigger("sparse", "*/4 * * * * *", "quick", "")
+    ));
+    let changed = Utc::now();
+    let after = eventually(
+        Duration::from_secs(20),
+        "a fire of the new schedule",
+        || {
+            tasks_of(&d, "sparse")
+                .into_iter()
+                .find(|t| scheduled(t) > changed && scheduled(t).timestamp() % 6 != 0)
+        },
+    );
+    assert_eq!(scheduled(&after).timestamp() % 4, 0, "{after}");
+    d.cli(&["delete", "trigger", "sparse"]).ok();
+    eventually(Duration::from_secs(10), "nothing armed", || {
+        (supervisor_state(&d)["triggers"] == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_trigger_that_never_fired_records_the_fire_missed_while_the_daemon_was_down() {
+    // Resident (default window) and passivated (2 s window, the fire 6 s away) alike.
+    for extra in [&[][..], &["--trigger-resident-window", "2"][..]] {
+        let mut d = TestDaemon::start_with(extra);
+        d.apply(&base(&d));
+        let at = Utc::now() + chrono::Duration::seconds(6);
+        let second = at.timestamp() % 60;
+        d.apply(&trigger(
+            "once",
+            &format!("{second} * * * * *"),
+            "quick",
+            "",
+        ));
+        assert_eq!(d.terminate(), 0);
+        let due = at.with_nanosecond(0).unwrap_or(at);
+        assert!(
+            Utc::now() < due,
+            "the daemon stopped too late for this test"
+        );
+        eventually(
+            Duration::from_secs(15),
+            "the fire's instant to pass",
+            || (Utc::now() > due + chrono::Duration::seconds(1)).then_some(()),
+        );
+        d.spawn();
+        let missed = eventually(Duration::from_secs(20), "a missed record", || {
+            fires(&d, "once")
+                .into_iter()
+                .find(|f| f["kind"] == "missed")
+        });
+        let reason = missed["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("1 fire(s)"), "{extra:?}: {reason}");
+        assert!(tasks_of(&d, "once").is_empty(), "{extra:?}: it ran");
+    }
 }
