@@ -902,11 +902,11 @@ impl TriggerSupState {
                 continue;
             };
             let name = trigger_name(&key.0, &key.1);
-            if self.running.contains_key(&key) {
+            if let Some(g) = self.running.get_mut(&key) {
                 if let Some(a) = Addr::<TriggerMsg>::lookup(&name) {
                     let _ = a.cast(TriggerMsg::Reconfigure(config));
                 }
-                self.running.insert(key, generation);
+                *g = generation;
                 continue;
             }
             // Not running (new, changed while dormant, or the daemon just started).
