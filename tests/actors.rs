@@ -396,3 +396,32 @@ fn one_request_can_be_followed_across_actors_in_the_log() {
     });
     assert!(finished.contains("state=\"succeeded\""), "{finished}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly_but_a_missing_daemon_is_still_an_error() {
+    let d = TestDaemon::start();
+    for args in [&["actors"][..], &["actors", "-o", "json"][..]] {
+        // The reader is gone before the CLI writes a byte (`orchestrator actors | head -0`).
+        let mut child = Command::new(CLI)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cli");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{args:?}: {:?}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+    let gone = d.dir.path().join("nowhere.sock");
+    let out = Command::new(CLI)
+        .arg("--socket")
+        .arg(&gone)
+        .arg("actors")
+        .output()
+        .expect("cli");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("orchestrator: "));
+}

@@ -33,12 +33,18 @@ impl Drop for Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with extra flags.
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratord"))
             .arg("--data-dir")
             .arg(&data)
             .args(["--webhook-bind", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
