@@ -818,11 +818,7 @@ fn actor_tree() -> Result<crate::actors::introspect::ActorNode, ApiError> {
 
 async fn inspect_actor(name: &str) -> Result<ActorInspect, ApiError> {
     let name = name.trim_matches('/');
-    let cell = ractor::registry::where_is(name).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no running actor is named {name:?} (orchestrator actors lists them)"
-        ))
-    })?;
+    let cell = ractor::registry::where_is(name).ok_or_else(|| no_running_actor(name))?;
     let state = crate::actors::introspect::inspect_cell(&cell, Duration::from_secs(5))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -905,6 +901,18 @@ fn trace_actor(name: &str, q: TraceQuery) -> warp::reply::Response {
     resp
 }
 
+fn no_running_actor(name: &str) -> ApiError {
+    let passivated = if name.starts_with("trigger/") {
+        "; a cron trigger whose next fire is beyond the resident window has no actor until \
+         shortly before that fire (orchestrator actors inspect triggers shows the next wakes)"
+    } else {
+        ""
+    };
+    ApiError::not_found(format!(
+        "no running actor is named {name:?} (orchestrator actors lists them){passivated}"
+    ))
+}
+
 fn kill_actor(name: &str) -> Result<KillResponse, ApiError> {
     let name = name.trim_matches('/');
     if name == crate::daemon::ROOT {
@@ -913,11 +921,7 @@ fn kill_actor(name: &str) -> Result<KillResponse, ApiError> {
         ));
     }
     crate::actors::introspect::fail_by_name(name, "killed by request (orchestrator actors kill)")
-        .map_err(|_| {
-        ApiError::not_found(format!(
-            "no running actor is named {name:?} (orchestrator actors lists them)"
-        ))
-    })?;
+        .map_err(|_| no_running_actor(name))?;
     Ok(KillResponse {
         actor: name.to_owned(),
         killed: true,
