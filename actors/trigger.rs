@@ -96,20 +96,23 @@ pub async fn fire(
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let gone = |e: super::introspect::CallError| ApiError::unavailable(e.to_string());
+    let active = match spec.concurrency_policy {
+        ConcurrencyPolicy::Allow => Vec::new(),
+        ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace => tasks
+            .call(
+                |reply| TaskSupMsg::Active {
+                    project: project.to_owned(),
+                    trigger: name.to_owned(),
+                    reply,
+                },
+                TASKS_TIMEOUT,
+            )
+            .await
+            .map_err(gone)?,
+    };
     match spec.concurrency_policy {
         ConcurrencyPolicy::Allow => {}
         ConcurrencyPolicy::Forbid => {
-            let active = tasks
-                .call(
-                    |reply| TaskSupMsg::Active {
-                        project: project.to_owned(),
-                        trigger: name.to_owned(),
-                        reply,
-                    },
-                    TASKS_TIMEOUT,
-                )
-                .await
-                .map_err(gone)?;
             if let Some(id) = active.first() {
                 return Ok(Fired::Skipped(format!(
                     "concurrencyPolicy Forbid: task {id} of this trigger is still pending or running"
@@ -117,17 +120,6 @@ pub async fn fire(
             }
         }
         ConcurrencyPolicy::Replace => {
-            let active = tasks
-                .call(
-                    |reply| TaskSupMsg::Active {
-                        project: project.to_owned(),
-                        trigger: name.to_owned(),
-                        reply,
-                    },
-                    TASKS_TIMEOUT,
-                )
-                .await
-                .map_err(gone)?;
             for id in active {
                 let why = format!("a newer fire of trigger {name:?} replaced it");
                 // A task that ended meanwhile answers with an error; either way it is gone.
@@ -698,10 +690,8 @@ impl TriggerSupState {
 
     /// Parks a trigger in the wake queue: it is started half a window before `next`.
     fn sleep(&mut self, key: Key, generation: u64, next: DateTime<Utc>) {
-        self.wake(&key);
         let wake_at = next - self.window() / 2;
-        self.wakes.insert((wake_at, key.clone()));
-        self.dormant.insert(
+        self.park(
             key,
             Dormant {
                 generation,
@@ -709,6 +699,12 @@ impl TriggerSupState {
                 wake_at,
             },
         );
+    }
+
+    fn park(&mut self, key: Key, d: Dormant) {
+        self.wake(&key);
+        self.wakes.insert((d.wake_at, key.clone()));
+        self.dormant.insert(key, d);
     }
 
     /// Takes a trigger out of the wake queue.
@@ -735,7 +731,10 @@ impl TriggerSupState {
 
     /// Starts the TriggerActors whose wake instant came.
     async fn wake_due(&mut self, me: &Addr<TriggerSupMsg>) {
-        self.wake_timer = None;
+        // This timer has fired, or this Wake is a stale one: either way `arm_wake` re-arms.
+        if let Some((_, t)) = self.wake_timer.take() {
+            t.abort();
+        }
         let now = now();
         let due: Vec<Key> = self
             .wakes
@@ -756,15 +755,8 @@ impl TriggerSupState {
             };
             if self.children.is_stopping(&name) {
                 // Its previous actor has not finished stopping: look again shortly.
-                self.dormant.insert(
-                    key.clone(),
-                    Dormant {
-                        wake_at: now + chrono::Duration::milliseconds(50),
-                        ..d
-                    },
-                );
-                self.wakes
-                    .insert((now + chrono::Duration::milliseconds(50), key));
+                let wake_at = now + chrono::Duration::milliseconds(50);
+                self.park(key, Dormant { wake_at, ..d });
                 continue;
             }
             let Some(config) = self.config(&key, spec.0, spec.1) else {
