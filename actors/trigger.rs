@@ -49,6 +49,11 @@ pub const TRIGGERS: &str = "triggers";
 /// How long before its instant a trigger's timer wakes (then it yields until the instant).
 const EARLY_WAKE_MICROS: i64 = 1_500;
 
+/// Longest a trigger timer sleeps before the wall clock is looked at again. Cron instants are
+/// wall-clock instants but tokio sleeps on the monotonic clock, which a clock step (NTP) does
+/// not move and a suspended machine does not advance; re-checking bounds the error to this.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
 /// How long a fire waits for the task supervisor.
 const TASKS_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -311,9 +316,12 @@ impl TriggerActorState {
         if let Some(at) = at {
             // Tokio's timer has millisecond ticks and rounds up; waking a little early and
             // waiting out the rest (see `fire`) keeps fires on time.
+            // A far instant is approached in steps of at most MAX_SLEEP (`fire` re-arms when it
+            // is woken before the instant).
             let delay = (at - now() - chrono::Duration::microseconds(EARLY_WAKE_MICROS))
                 .to_std()
-                .unwrap_or(Duration::ZERO);
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP);
             self.timer = Some(me.send_after(delay, move || TriggerMsg::Fire(at)));
         }
     }
@@ -414,7 +422,8 @@ impl TriggerActorState {
         let mut fired_at = now();
         if fired_at < scheduled {
             if scheduled - fired_at > chrono::Duration::microseconds(3 * EARLY_WAKE_MICROS) {
-                // Woken well before the instant (the wall clock moved): arm again.
+                // Woken well before the instant (a step towards a far instant, or the wall
+                // clock moved): arm again.
                 self.arm(me, Some(scheduled));
                 return;
             }
@@ -724,7 +733,11 @@ impl TriggerSupState {
             t.abort();
         }
         self.wake_timer = first.map(|at| {
-            let delay = (at - now()).to_std().unwrap_or(Duration::ZERO);
+            // Far wakes are approached in steps of MAX_SLEEP, following the wall clock.
+            let delay = (at - now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP);
             (at, me.send_after(delay, || TriggerSupMsg::Wake))
         });
     }

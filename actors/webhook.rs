@@ -40,6 +40,7 @@ pub struct WebhookArgs {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Where "last verified at" stamps are written.
     pub data_dir: std::path::PathBuf,
+    pub limits: crate::http::webhook::Limits,
 }
 
 pub struct WebhookState {
@@ -77,7 +78,7 @@ impl Behaviour for WebhookActor {
         let addr = listener.local_addr()?;
         let (verified, stamps) = tokio::sync::mpsc::channel(4096);
         let recorder = tokio::spawn(record_verifications(args.data_dir.clone(), stamps));
-        let context = WebhookContext::new(args.snapshots, verified);
+        let context = WebhookContext::new(args.snapshots, verified, args.limits);
         let (tx, rx) = oneshot::channel::<()>();
         let filter = routes(context.clone());
         let server = tokio::spawn(async move {

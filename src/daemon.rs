@@ -66,6 +66,8 @@ pub struct Config {
     /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
     /// (see `actors::trigger`).
     pub trigger_resident_window: std::time::Duration,
+    /// Delivery limits of the webhook server.
+    pub webhook_limits: crate::http::webhook::Limits,
 }
 
 impl Config {
@@ -292,6 +294,7 @@ pub async fn run(
                         listener: listener.clone(),
                         snapshots: snapshots.clone(),
                         data_dir: data_dir.clone(),
+                        limits: config.webhook_limits,
                     },
                 )
             }),

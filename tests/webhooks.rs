@@ -527,3 +527,67 @@ fn bad_input_never_takes_the_server_down() {
     assert_eq!(status, 202);
     d.cli(&["daemon", "status"]).ok();
 }
+
+/// Starts a delivery whose body never finishes: headers and 10 of the 100 bytes it announces.
+fn slow_sender(addr: SocketAddr) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    s.write_all(
+        b"POST /webhook/gh HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"slow\": 1",
+    )
+    .expect("write");
+    s
+}
+
+#[test]
+fn slow_senders_fill_the_delivery_slots_until_their_body_deadline() {
+    let d = TestDaemon::start_with(&[
+        "--webhook-max-in-flight",
+        "2",
+        "--webhook-body-timeout",
+        "2",
+    ]);
+    setup(&d, &hook("gh", "github", ""));
+    let body = r#"{"zen": "ok"}"#;
+    let deliver = |id: &str| {
+        post(
+            addr(&d),
+            "/webhook/gh",
+            &signed(Scheme::Github, STORE_OLD, body, id),
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(deliver("before").0, 202);
+
+    let slow: Vec<_> = (0..2).map(|_| slow_sender(addr(&d))).collect();
+    // Both slots taken: a good delivery is turned away, and told to retry.
+    // (Until the server has read the slow senders' headers a delivery may still get through.)
+    let mut accepted = 1;
+    let mut attempt = 0;
+    let text = eventually(Duration::from_secs(5), "a 429", || {
+        attempt += 1;
+        match deliver(&format!("during-{attempt}")) {
+            (429, text) => Some(text),
+            (202, _) => {
+                accepted += 1;
+                None
+            }
+            (s, text) => panic!("unexpected {s}: {text}"),
+        }
+    });
+    assert!(text.contains("retry later"), "{text}");
+
+    // The body deadline frees the slots: the slow senders get 408, deliveries get through.
+    for mut s in slow {
+        use std::io::Read;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("did not arrive within 2 s"), "{out}");
+    }
+    assert_eq!(deliver("after").0, 202);
+    accepted += 1;
+    assert_eq!(tasks_of(&d, "gh"), accepted, "only whole deliveries fire");
+}

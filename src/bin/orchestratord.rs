@@ -28,6 +28,14 @@ struct Args {
     #[arg(long, default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(2..=86_400))]
     trigger_resident_window: u64,
+    /// Webhook deliveries handled at once; more are answered 429.
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    webhook_max_in_flight: u32,
+    /// Seconds a webhook delivery's body may take to arrive; slower ones are answered 408.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    webhook_body_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -68,6 +76,10 @@ fn start(args: Args) -> anyhow::Result<()> {
         socket: args.socket,
         webhook_bind: args.webhook_bind,
         trigger_resident_window: std::time::Duration::from_secs(args.trigger_resident_window),
+        webhook_limits: orchestrator::http::webhook::Limits {
+            max_in_flight: args.webhook_max_in_flight as usize,
+            body_timeout: std::time::Duration::from_secs(args.webhook_body_timeout),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

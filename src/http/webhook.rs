@@ -2,9 +2,11 @@
 //! `GET /healthz`.
 //!
 //! A delivery is handled in this order, and each step answers on its own:
-//! 1. capacity: more than [`MAX_IN_FLIGHT`] deliveries at once → 429;
+//! 1. capacity: more than [`Limits::max_in_flight`] deliveries at once (1,024 by default) → 429;
 //! 2. route: the trigger must exist and be an `event.source: webhook` trigger → else 404;
-//! 3. body: at most 1 MiB, chunked or not → else 413;
+//! 3. body: at most 1 MiB, chunked or not → else 413; all of it within
+//!    [`Limits::body_timeout`] (10 s by default) → else 408, so that slow senders cannot hold
+//!    the delivery slots;
 //! 4. signature: verified with the trigger's scheme against every non-empty key of its
 //!    SecretStore (or the listed keys), read from the snapshot that is current when the request
 //!    starts → else 401 with a generic body (the reason goes to the daemon log at debug level);
@@ -43,8 +45,23 @@ use crate::domain::snapshot::Snapshot;
 
 /// Largest accepted delivery body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-/// Deliveries handled at once before the server answers 429.
-pub const MAX_IN_FLIGHT: usize = 1024;
+/// What the server allows a delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deliveries handled at once before the server answers 429.
+    pub max_in_flight: usize,
+    /// How long a delivery's body may take to arrive before the server answers 408.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_in_flight: 1024,
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
 /// Delivery ids remembered for replay detection.
 const REPLAY_CAPACITY: usize = 100_000;
 
@@ -56,6 +73,7 @@ pub struct WebhookContext {
     replay: Arc<Mutex<Replay>>,
     filters: Arc<Mutex<HashMap<String, Arc<Condition>>>>,
     inflight: Arc<Semaphore>,
+    body_timeout: Duration,
     verified: mpsc::Sender<Verification>,
 }
 
@@ -69,7 +87,7 @@ pub struct Verification {
     pub at: chrono::DateTime<Utc>,
 }
 
-const STATUSES: [u16; 10] = [200, 202, 400, 401, 404, 405, 413, 429, 500, 503];
+const STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 408, 413, 429, 500, 503];
 
 #[derive(Default)]
 struct Counters {
@@ -111,13 +129,15 @@ impl WebhookContext {
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         verified: mpsc::Sender<Verification>,
+        limits: Limits,
     ) -> WebhookContext {
         WebhookContext {
             snapshots,
             counters: Arc::new(Counters::default()),
             replay: Arc::new(Mutex::new(Replay::default())),
             filters: Arc::new(Mutex::new(HashMap::new())),
-            inflight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            inflight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            body_timeout: limits.body_timeout,
             verified,
         }
     }
@@ -400,15 +420,27 @@ where
             serde_json::json!({"error": "no webhook trigger at this path"}),
         );
     };
-    let body = match read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(status) => {
+    let read = tokio::time::timeout(ctx.body_timeout, read_body(&headers, body)).await;
+    let body = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(status)) => {
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!("the body is larger than {} bytes", BODY_LIMIT)
             } else {
                 "the body could not be read".to_owned()
             };
             return reply(ctx, status, serde_json::json!({"error": message}));
+        }
+        Err(_) => {
+            let message = format!(
+                "the body did not arrive within {} s",
+                ctx.body_timeout.as_secs_f64()
+            );
+            return reply(
+                ctx,
+                StatusCode::REQUEST_TIMEOUT,
+                serde_json::json!({"error": message}),
+            );
         }
     };
     let unauthorized = || serde_json::json!({"error": "unauthorized"});
