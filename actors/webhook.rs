@@ -120,6 +120,9 @@ impl Behaviour for WebhookActor {
             "listening": state.addr.to_string(),
             "snapshotRevision": state.context.revision(),
             "requests": state.context.counters(),
+            "inFlight": state.context.in_flight(),
+            "maxInFlight": state.context.limits().max_in_flight,
+            "bodyTimeoutSeconds": state.context.limits().body_timeout.as_secs_f64(),
         })
     }
 

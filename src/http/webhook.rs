@@ -73,7 +73,7 @@ pub struct WebhookContext {
     replay: Arc<Mutex<Replay>>,
     filters: Arc<Mutex<HashMap<String, Arc<Condition>>>>,
     inflight: Arc<Semaphore>,
-    body_timeout: Duration,
+    limits: Limits,
     verified: mpsc::Sender<Verification>,
 }
 
@@ -137,7 +137,7 @@ impl WebhookContext {
             replay: Arc::new(Mutex::new(Replay::default())),
             filters: Arc::new(Mutex::new(HashMap::new())),
             inflight: Arc::new(Semaphore::new(limits.max_in_flight)),
-            body_timeout: limits.body_timeout,
+            limits,
             verified,
         }
     }
@@ -145,6 +145,17 @@ impl WebhookContext {
     /// The snapshot revision requests currently see.
     pub fn revision(&self) -> u64 {
         self.snapshots.borrow().revision
+    }
+
+    /// Deliveries being handled now (each holds one of `max_in_flight` slots).
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .max_in_flight
+            .saturating_sub(self.inflight.available_permits())
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Requests answered so far, by status.
@@ -420,7 +431,7 @@ where
             serde_json::json!({"error": "no webhook trigger at this path"}),
         );
     };
-    let read = tokio::time::timeout(ctx.body_timeout, read_body(&headers, body)).await;
+    let read = tokio::time::timeout(ctx.limits.body_timeout, read_body(&headers, body)).await;
     let body = match read {
         Ok(Ok(b)) => b,
         Ok(Err(status)) => {
@@ -434,7 +445,7 @@ where
         Err(_) => {
             let message = format!(
                 "the body did not arrive within {} s",
-                ctx.body_timeout.as_secs_f64()
+                ctx.limits.body_timeout.as_secs_f64()
             );
             return reply(
                 ctx,
