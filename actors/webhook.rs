@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::introspect::{Addr, Behaviour, Message};
 use crate::domain::snapshot::Snapshot;
-use crate::http::webhook::{WebhookContext, record_verifications, routes};
+use crate::http::webhook::{WebhookContext, record_verifications, serve};
 
 /// The registry name.
 pub const NAME: &str = "webhook";
@@ -80,17 +80,16 @@ impl Behaviour for WebhookActor {
         let recorder = tokio::spawn(record_verifications(args.data_dir.clone(), stamps));
         let context = WebhookContext::new(args.snapshots, verified, args.limits);
         let (tx, rx) = oneshot::channel::<()>();
-        let filter = routes(context.clone());
-        let server = tokio::spawn(async move {
-            warp::serve(filter)
-                .incoming(listener)
-                .graceful(async {
+        let server = {
+            let context = context.clone();
+            tokio::spawn(async move {
+                serve(listener, context, async {
                     let _ = rx.await;
                 })
-                .run()
                 .await;
-            let _ = me.cast(WebhookMsg::ServerExited);
-        });
+                let _ = me.cast(WebhookMsg::ServerExited);
+            })
+        };
         tracing::debug!(%addr, "webhook server serving");
         Ok(WebhookState {
             addr,
@@ -123,6 +122,8 @@ impl Behaviour for WebhookActor {
             "inFlight": state.context.in_flight(),
             "maxInFlight": state.context.limits().max_in_flight,
             "bodyTimeoutSeconds": state.context.limits().body_timeout.as_secs_f64(),
+            "headerTimeoutSeconds": state.context.limits().header_timeout.as_secs_f64(),
+            "maxConnections": state.context.limits().max_connections,
         })
     }
 

@@ -586,3 +586,68 @@ fn slow_senders_fill_the_delivery_slots_until_their_body_deadline() {
     assert_eq!(deliver("after").0, 202);
     assert_eq!(tasks_of(&d, "gh"), 2, "only the whole deliveries fired");
 }
+
+/// Whether the server closed `s` (a read returns end-of-file) within `limit`.
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // An answer (408) before the close is fine.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // Timed out: still open.
+        }
+    }
+}
+
+#[test]
+fn connections_that_send_no_headers_are_closed_at_the_header_deadline() {
+    use std::io::Write;
+    let d = TestDaemon::start_with(&["--webhook-header-timeout", "1"]);
+    setup(&d, &hook("gh", "github", ""));
+    // One says nothing, one never finishes its headers.
+    let mut silent = std::net::TcpStream::connect(addr(&d)).expect("connect");
+    let mut partial = std::net::TcpStream::connect(addr(&d)).expect("connect");
+    partial
+        .write_all(b"POST /webhook/gh HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .expect("write");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)),
+        "silent connection kept"
+    );
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(10)),
+        "slow headers kept"
+    );
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_until_a_slot_frees() {
+    // The header deadline is the default 30 s: nothing but the cap closes a connection here.
+    let d = TestDaemon::start_with(&["--webhook-max-connections", "2"]);
+    setup(&d, &hook("gh", "github", ""));
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr(&d)).expect("connect"))
+        .collect();
+    eventually(
+        Duration::from_secs(5),
+        "a surplus connection closed",
+        || {
+            let mut third = std::net::TcpStream::connect(addr(&d)).expect("connect");
+            closed_within(&mut third, Duration::from_millis(500)).then_some(())
+        },
+    );
+    drop(held);
+    let body = r#"{"zen": "ok"}"#;
+    eventually(Duration::from_secs(5), "a delivery through", || {
+        let r = post(
+            addr(&d),
+            "/webhook/gh",
+            &signed(Scheme::Github, STORE_OLD, body, "after"),
+            body.as_bytes(),
+        );
+        (r.0 == 202).then_some(())
+    });
+}

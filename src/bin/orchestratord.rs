@@ -36,6 +36,15 @@ struct Args {
     #[arg(long, default_value_t = 10, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=600))]
     webhook_body_timeout: u64,
+    /// Seconds a webhook connection may take to send a request's headers, and may stay idle
+    /// between requests, before it is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    webhook_header_timeout: u64,
+    /// Open webhook connections; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 4096, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    webhook_max_connections: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,6 +88,8 @@ fn start(args: Args) -> anyhow::Result<()> {
         webhook_limits: orchestrator::http::webhook::Limits {
             max_in_flight: args.webhook_max_in_flight as usize,
             body_timeout: std::time::Duration::from_secs(args.webhook_body_timeout),
+            header_timeout: std::time::Duration::from_secs(args.webhook_header_timeout),
+            max_connections: args.webhook_max_connections as usize,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

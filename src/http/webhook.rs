@@ -45,13 +45,18 @@ use crate::domain::snapshot::Snapshot;
 
 /// Largest accepted delivery body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-/// What the server allows a delivery.
+/// What the server allows a connection and a delivery.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Deliveries handled at once before the server answers 429.
     pub max_in_flight: usize,
     /// How long a delivery's body may take to arrive before the server answers 408.
     pub body_timeout: Duration,
+    /// How long a connection may take to send a request's headers (also: how long an idle
+    /// keep-alive connection is kept) before it is closed.
+    pub header_timeout: Duration,
+    /// Open connections; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +64,8 @@ impl Default for Limits {
         Limits {
             max_in_flight: 1024,
             body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 4096,
         }
     }
 }
@@ -291,6 +298,65 @@ where
         }
     }
     Ok(Bytes::from(out))
+}
+
+/// Serves [`routes`] on `listener` until `shutdown` resolves, then lets open connections finish.
+///
+/// This is `warp::serve` with hyper's own connection limits switched on: warp builds its hyper
+/// connections without a timer, and without one hyper's header read timeout never fires, so a
+/// client that connects and sends nothing (or never finishes its headers) would hold its socket
+/// forever. Here every connection is HTTP/1.1 with the timer and [`Limits::header_timeout`],
+/// and at most [`Limits::max_connections`] are open at once.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: WebhookContext,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
+    let limits = ctx.limits;
+    let service = warp::service(routes(ctx));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => io,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    tracing::warn!(error = %e, "webhook server cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::debug!("webhook connection refused: max connections reached");
+            continue; // Dropping it closes it.
+        };
+        let service = TowerToHyperService::new(service.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // HTTP/1.1 only: detecting HTTP/2 would first wait, without any deadline, for the
+            // client's first bytes. Platforms deliver webhooks over HTTP/1.1.
+            let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "webhook connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The delivery's payload as JSON: a JSON body, or a form turned into an object.
