@@ -616,6 +616,21 @@ fn passivated_triggers_wake_before_their_fire_and_survive_a_restart() {
         },
     );
     assert_eq!(scheduled(&after).timestamp() % 4, 0, "{after}");
+    // Suspending disarms it; resuming arms it again.
+    d.cli(&["trigger", "suspend", "sparse"]).ok();
+    eventually(
+        Duration::from_secs(10),
+        "nothing armed while suspended",
+        || (supervisor_state(&d)["triggers"] == 0).then_some(()),
+    );
+    let resumed = Utc::now();
+    d.cli(&["trigger", "resume", "sparse"]).ok();
+    eventually(Duration::from_secs(20), "a fire after resume", || {
+        tasks_of(&d, "sparse")
+            .iter()
+            .any(|t| scheduled(t) > resumed)
+            .then_some(())
+    });
     d.cli(&["delete", "trigger", "sparse"]).ok();
     eventually(Duration::from_secs(10), "nothing armed", || {
         (supervisor_state(&d)["triggers"] == 0).then_some(())
