@@ -171,15 +171,38 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 }
 
 /// Every running agent holds a few descriptors (pipes, log file): raise the soft limit on open
-/// files to the hard limit, as servers commonly do.
-fn raise_fd_limit() {
+/// files to the hard limit, as servers commonly do. Returns the limit in force.
+fn raise_fd_limit() -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+            return Some(soft);
+        }
+        return Some(hard);
     }
+    Some(soft)
+}
+
+/// The webhook limits, with at most half the open-file limit for webhook connections: the rest
+/// stays for agents, run logs, SQLite and the control socket, whatever the clients do.
+fn webhook_limits(
+    mut limits: crate::http::webhook::Limits,
+    open_files: Option<u64>,
+) -> crate::http::webhook::Limits {
+    if let Some(n) = open_files {
+        let cap = usize::try_from(n / 2).unwrap_or(usize::MAX).max(1);
+        if limits.max_connections > cap {
+            tracing::warn!(
+                requested = limits.max_connections,
+                open_files = n,
+                "webhook max connections lowered to {cap}, half the open-file limit (raise it with ulimit -n)"
+            );
+            limits.max_connections = cap;
+        }
+    }
+    limits
 }
 
 /// Runs the daemon until `shutdown` resolves (or the root supervisor gives up). Prints the ready
@@ -189,7 +212,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    raise_fd_limit();
+    let webhook_limits = webhook_limits(config.webhook_limits, raise_fd_limit());
     let data_dir = &config.data_dir;
     prepare_data_dir(data_dir)?;
     let data_dir = data_dir
@@ -294,7 +317,7 @@ pub async fn run(
                         listener: listener.clone(),
                         snapshots: snapshots.clone(),
                         data_dir: data_dir.clone(),
-                        limits: config.webhook_limits,
+                        limits: webhook_limits,
                     },
                 )
             }),

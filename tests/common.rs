@@ -26,6 +26,8 @@ pub struct TestDaemon {
     pub log_path: PathBuf,
     child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// A program the daemon is started through (`sh -c 'ulimit …; exec "$@"'`), if any.
+    pub wrapper: Vec<String>,
 }
 
 /// The result of one CLI run.
@@ -80,6 +82,12 @@ impl TestDaemon {
     }
 
     pub fn start_with(extra: &[&str]) -> TestDaemon {
+        Self::start_wrapped(&[], extra)
+    }
+
+    /// Starts the daemon through `wrapper` (a program and its arguments, the daemon's path and
+    /// arguments follow).
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let mut d = TestDaemon {
@@ -90,6 +98,7 @@ impl TestDaemon {
             webhook: None,
             child: None,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
         };
         d.spawn();
         d
@@ -114,7 +123,14 @@ impl TestDaemon {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
-        let mut cmd = Command::new(DAEMON);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(DAEMON);
+                c
+            }
+            None => Command::new(DAEMON),
+        };
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--webhook-bind")

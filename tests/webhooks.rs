@@ -651,3 +651,26 @@ fn connections_beyond_the_cap_are_closed_until_a_slot_frees() {
         (r.0 == 202).then_some(())
     });
 }
+
+#[test]
+fn webhook_connections_keep_half_the_open_file_limit_for_the_rest() {
+    // A hard limit of 256 open files: at most 128 webhook connections, and the log says why.
+    let d = TestDaemon::start_wrapped(&["sh", "-c", "ulimit -n 256 && exec \"$@\"", "sh"], &[]);
+    let state = d
+        .cli(&["actors", "inspect", "webhook", "-o", "json"])
+        .json()["state"]
+        .clone();
+    assert_eq!(state["maxConnections"], 128, "{state}");
+    assert!(
+        d.log().contains("webhook max connections lowered to 128"),
+        "{}",
+        d.log()
+    );
+    // Without a low limit the flag's value stands.
+    let d = TestDaemon::start_with(&["--webhook-max-connections", "100"]);
+    let state = d
+        .cli(&["actors", "inspect", "webhook", "-o", "json"])
+        .json()["state"]
+        .clone();
+    assert_eq!(state["maxConnections"], 100, "{state}");
+}
