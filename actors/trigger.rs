@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::introspect::{Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use super::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
-use crate::api::{ApiError, TaskInfo};
+use crate::api::{ApiError, Armed, TaskInfo};
 use crate::domain::manifest::{ConcurrencyPolicy, Kind, Spec, TriggerSpec};
 use crate::domain::schedule::{Schedule, missed_fires};
 use crate::domain::snapshot::Snapshot;
@@ -644,6 +644,11 @@ pub enum TriggerSupMsg {
     },
     /// The wake queue's earliest instant came: start the TriggerActors due.
     Wake,
+    /// Where a trigger is armed (`describe trigger`).
+    Where {
+        key: Key,
+        reply: ractor::RpcReplyPort<Armed>,
+    },
 }
 
 impl Message for TriggerSupMsg {
@@ -653,6 +658,7 @@ impl Message for TriggerSupMsg {
             TriggerSupMsg::Retry(_) => "Retry",
             TriggerSupMsg::Passivate { .. } => "Passivate",
             TriggerSupMsg::Wake => "Wake",
+            TriggerSupMsg::Where { .. } => "Where",
         }
     }
 }
@@ -950,6 +956,21 @@ impl TriggerSupState {
         }
     }
 
+    fn armed(&self, key: &Key) -> Armed {
+        if self.running.contains_key(key) {
+            Armed::Actor {
+                actor: trigger_name(&key.0, &key.1),
+            }
+        } else if let Some(d) = self.dormant.get(key) {
+            Armed::WakeQueue {
+                wake_at: d.wake_at,
+                next_fire: d.next,
+            }
+        } else {
+            Armed::NotArmed
+        }
+    }
+
     /// Stops a TriggerActor that asked to be passivated, unless it changed meanwhile.
     fn passivate(
         &mut self,
@@ -1017,6 +1038,9 @@ impl Behaviour for TriggerSupervisor {
                 next,
             } => state.passivate(me, key, generation, next),
             TriggerSupMsg::Wake => state.wake_due(me).await,
+            TriggerSupMsg::Where { key, reply } => {
+                let _ = reply.send(state.armed(&key));
+            }
             TriggerSupMsg::Retry(name) => {
                 if let ChildEvent::Exited { name, .. } = state
                     .children

@@ -174,6 +174,27 @@ pub struct Describe {
     /// A SecretStore's current and recent rotations, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rotations: Vec<RotationRecord>,
+    /// Where a cron trigger is armed right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<Armed>,
+}
+
+/// Where a cron trigger is armed (`describe trigger`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum Armed {
+    /// Its TriggerActor holds the timer.
+    Actor { actor: String },
+    /// Passivated: the trigger supervisor's wake queue holds the next fire, and the TriggerActor
+    /// is started at `wakeAt`.
+    WakeQueue {
+        #[serde(rename = "wakeAt")]
+        wake_at: DateTime<Utc>,
+        #[serde(rename = "nextFire")]
+        next_fire: DateTime<Utc>,
+    },
+    /// Nothing will fire it: suspended, or its actor was given up after repeated failures.
+    NotArmed,
 }
 
 /// `GET /v1/status`.

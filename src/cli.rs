@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::actors::introspect::{ActorNode, TraceEntry, TraceOutcome};
 use crate::api::{
-    ActorInspect, ActorTrace, ApplyRequest, ChangeResponse, CreateTaskRequest, DaemonStatus,
+    ActorInspect, ActorTrace, ApplyRequest, Armed, ChangeResponse, CreateTaskRequest, DaemonStatus,
     DeleteRequest, Describe, ErrorBody, FireRequest, FireResponse, KillResponse, ResourceList,
     ResourceView, RotateRequest, RotationRecord, RotationStage, SecretPatchRequest, Source, Target,
     TaskDetail, TaskInfo, TaskList, TaskState, WebhookTestRequest, WebhookTestResponse,
@@ -1662,6 +1662,22 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
             ]);
         }
         write_rows(&mut o, &rows)?;
+    }
+    match &d.armed {
+        Some(Armed::Actor { actor }) => {
+            writeln!(o, "Armed:       by its TriggerActor {actor} (resident)")?
+        }
+        Some(Armed::WakeQueue { wake_at, next_fire }) => writeln!(
+            o,
+            "Armed:       in the trigger supervisor's wake queue (passivated): its TriggerActor starts at {} for the fire at {}",
+            wake_at.to_rfc3339(),
+            next_fire.to_rfc3339()
+        )?,
+        Some(Armed::NotArmed) => writeln!(
+            o,
+            "Armed:       no (suspended, or its actor failed repeatedly: see the daemon log; re-apply to start it again)"
+        )?,
+        None => {}
     }
     if !d.fires.is_empty() {
         writeln!(o, "Recent fires (newest first):")?;

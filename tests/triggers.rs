@@ -118,6 +118,11 @@ fn an_every_2_seconds_trigger_fires_on_schedule_survives_restarts_and_suspends()
         goal.contains("tick") && goal.contains("scheduled for"),
         "{goal}"
     );
+    let described = d.cli(&["describe", "trigger", "tick"]).ok().to_owned();
+    assert!(
+        described.contains("Armed:       by its TriggerActor trigger/default/tick (resident)"),
+        "{described}"
+    );
     let table = d.cli(&["get", "trigger", "tick"]).ok().to_owned();
     assert!(
         table.contains("LAST FIRE") && table.contains("NEXT FIRE"),
@@ -549,9 +554,17 @@ fn passivated_triggers_wake_before_their_fire_and_survive_a_restart() {
         // Asking for the actor meanwhile says why it is not there.
         let asked = d.cli(&["actors", "inspect", "trigger/default/sparse"]);
         let explained = asked.code == 1 && asked.stderr.contains("resident window");
-        (s["dormant"] == 1 && s["triggers"] == 1 && gone && explained).then_some(())
+        // And `describe` says where the trigger is armed.
+        let armed = d
+            .cli(&["describe", "trigger", "sparse", "-o", "json"])
+            .json()["armed"]
+            .clone();
+        let queued = armed["by"] == "wakeQueue" && armed["nextFire"].is_string();
+        (s["dormant"] == 1 && s["triggers"] == 1 && gone && explained && queued).then_some(())
     });
     let tasks = wait_tasks(&d, "sparse", 2);
+    let dense = d.cli(&["describe", "trigger", "dense"]).ok().to_owned();
+    assert!(dense.contains("Armed:       no (suspended"), "{dense}");
 
     // A restart while it is dormant: it continues without a re-apply and misses nothing.
     let before = tasks.len();

@@ -943,6 +943,25 @@ fn not_found(snapshot: &Snapshot, project: &str, kind: Kind, name: &str) -> ApiE
     ))
 }
 
+fn is_cron(r: &ResourceView) -> bool {
+    r.spec.get("cron").is_some_and(|c| !c.is_null())
+}
+
+/// Asks the trigger supervisor where a cron trigger is armed; `None` when it does not answer.
+async fn trigger_armed(project: &str, name: &str) -> Option<crate::api::Armed> {
+    let sup =
+        Addr::<crate::actors::trigger::TriggerSupMsg>::lookup(crate::actors::trigger::TRIGGERS)?;
+    sup.call(
+        |reply| crate::actors::trigger::TriggerSupMsg::Where {
+            key: (project.to_owned(), name.to_owned()),
+            reply,
+        },
+        ACTOR_TIMEOUT,
+    )
+    .await
+    .ok()
+}
+
 async fn describe(
     ctx: &ControlContext,
     kind: &str,
@@ -960,6 +979,11 @@ async fn describe(
         )
         .await
         .map_err(actor_error)??;
+    let armed = if key_kind == Kind::Trigger && is_cron(&resource) {
+        trigger_armed(&key_project, name).await
+    } else {
+        None
+    };
     Ok(Describe {
         resource,
         fires: if key_kind == Kind::Trigger {
@@ -974,6 +998,7 @@ async fn describe(
         } else {
             Vec::new()
         },
+        armed,
         referenced_by: described.referenced_by,
         keys: described.keys,
         history: described.history,
