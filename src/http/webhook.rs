@@ -321,13 +321,18 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_warning: Option<Instant> = None;
     loop {
         let io = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((io, _)) => io,
                 Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to close.
-                    tracing::warn!(error = %e, "webhook server cannot accept a connection");
+                    // Out of file descriptors, most likely: wait for some to close, and say so
+                    // once every 10 s rather than ten times a second.
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "webhook server cannot accept connections");
+                        last_warning = Some(Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
