@@ -41,7 +41,7 @@ use crate::domain::manifest::{ConcurrencyPolicy, Kind, Spec, TriggerSpec};
 use crate::domain::schedule::{Schedule, missed_fires};
 use crate::domain::snapshot::Snapshot;
 use crate::task_store::TaskStore;
-use crate::trigger_store::{EventKind, TriggerEvent, TriggerState, TriggerStore};
+use crate::trigger_store::{EventKind, SaveRow, TriggerEvent, TriggerState, TriggerStore};
 
 /// Registry name of the trigger supervisor.
 pub const TRIGGERS: &str = "triggers";
@@ -196,40 +196,144 @@ fn fresh_state(
     state
 }
 
+/// What a trigger resuming from its persisted state does next.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    /// Arm the timer for this instant (none: the schedule never fires again).
+    Arm(Option<DateTime<Utc>>),
+    /// Run this missed fire now: it is inside `startingDeadlineSeconds`.
+    CatchUp(DateTime<Utc>),
+}
+
+/// The outcome of [`resume`].
+#[derive(Debug, Clone, PartialEq)]
+struct Resumed {
+    state: TriggerState,
+    /// Whether `state` (and `event`) must be written before going on.
+    save: bool,
+    /// The record of fires missed while the trigger was not running.
+    event: Option<TriggerEvent>,
+    action: Action,
+}
+
+/// Resumes a trigger at `now` from its persisted state: what was missed since, and what comes
+/// next. Pure: the TriggerActor's start and the supervisor's [`plan`] both use it.
+fn resume(config: &TriggerConfig, state: TriggerState, now: DateTime<Utc>) -> Resumed {
+    let schedule = &config.schedule;
+    let anchor = match cursor(&state, config.generation, now) {
+        Cursor::After(last) => last,
+        Cursor::Armed(next) if next > now => {
+            return Resumed {
+                state,
+                save: false,
+                event: None,
+                action: Action::Arm(Some(next)),
+            };
+        }
+        // Fires are on whole seconds: the armed instant is the first one after this.
+        Cursor::Armed(next) => next - chrono::Duration::milliseconds(1),
+        Cursor::Fresh => {
+            // New trigger, or a changed spec: start from now, and persist where, so that a
+            // daemon stopped before the first fire knows what it missed.
+            let next = schedule.next_after(now);
+            return Resumed {
+                state: fresh_state(state, config.generation, next),
+                save: true,
+                event: None,
+                action: Action::Arm(next),
+            };
+        }
+    };
+    let deadline = config.spec.starting_deadline_seconds;
+    let m = missed_fires(schedule, anchor, now, deadline, MISSED_WALK);
+    let missed = m.recorded();
+    let mut state = state;
+    let mut event = None;
+    if missed > 0 {
+        // When one runs now, the span names only those that do not.
+        let recorded_latest = if m.catch_up.is_some() {
+            m.latest.and_then(|l| {
+                let before: Vec<_> = schedule.upcoming(anchor, missed as usize);
+                before.last().copied().filter(|b| *b < l)
+            })
+        } else {
+            m.latest
+        };
+        state.missed += missed;
+        let span = format!(
+            "{missed} fire(s) from {} to {} were missed",
+            m.first.map_or_else(String::new, |f| f.to_rfc3339()),
+            recorded_latest.map_or_else(String::new, |l| l.to_rfc3339()),
+        );
+        let why = match (deadline, m.catch_up) {
+            (Some(_), Some(_)) => format!(
+                "the trigger was not running (daemon stopped or actor restarting): {span}; the latest one runs now"
+            ),
+            (Some(d), None) => format!(
+                "the trigger was not running (daemon stopped or actor restarting): {span} (outside startingDeadlineSeconds {d})"
+            ),
+            (None, _) => format!(
+                "the trigger was not running (daemon stopped or actor restarting): {span} (set startingDeadlineSeconds to run the latest one late)"
+            ),
+        };
+        event = Some(TriggerEvent {
+            at: now,
+            kind: EventKind::Missed,
+            scheduled: m.latest,
+            task: None,
+            lateness_ms: None,
+            reason: Some(why),
+        });
+        if m.catch_up.is_none() {
+            state.last_scheduled = m.latest;
+        }
+    }
+    let action = match m.catch_up {
+        Some(at) => Action::CatchUp(at),
+        None => {
+            let next = schedule.next_after(m.latest.unwrap_or(anchor));
+            state.next_fire = next;
+            Action::Arm(next)
+        }
+    };
+    Resumed {
+        state,
+        save: event.is_some(),
+        event,
+        action,
+    }
+}
+
 /// Where a trigger that has no TriggerActor belongs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// Start its TriggerActor: the next fire is inside the resident window, fires were missed
-    /// and must be handled, or the schedule never fires again.
+    /// Start its TriggerActor: the next fire is inside the resident window, a missed fire is to
+    /// run now (`startingDeadlineSeconds`), or the schedule never fires again.
     Resident,
-    /// Keep it dormant until `next`. `save`: the state to persist first (a new or changed
-    /// trigger's cursor), so that a restart meanwhile resumes at `next`.
+    /// Keep it dormant until `next`. `save`: the state to persist first (with the record of what
+    /// was missed, if anything), so that a restart meanwhile resumes at `next`.
     Dormant {
         next: DateTime<Utc>,
-        save: Option<TriggerState>,
+        save: Option<(TriggerState, Option<TriggerEvent>)>,
     },
 }
 
 /// Plans a trigger the supervisor is about to arm: the same decisions a TriggerActor's start
-/// makes, without starting one.
+/// makes ([`resume`]), without starting one. Fires missed while the daemon was down are recorded
+/// here too, so a restart after a long downtime does not start an actor per trigger.
 pub fn plan(
     config: &TriggerConfig,
     state: Option<&TriggerState>,
     now: DateTime<Utc>,
     window: Duration,
 ) -> Plan {
-    let state = state.cloned().unwrap_or_default();
-    let (next, save) = match cursor(&state, config.generation, now) {
-        Cursor::After(last) => (config.schedule.next_after(last), None),
-        Cursor::Armed(next) => (Some(next), None),
-        Cursor::Fresh => {
-            let next = config.schedule.next_after(now);
-            (next, Some(fresh_state(state, config.generation, next)))
-        }
-    };
+    let r = resume(config, state.cloned().unwrap_or_default(), now);
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    match next {
-        Some(next) if next - now > window => Plan::Dormant { next, save },
+    match r.action {
+        Action::Arm(Some(next)) if next - now > window => Plan::Dormant {
+            next,
+            save: r.save.then_some((r.state, r.event)),
+        },
         _ => Plan::Resident,
     }
 }
@@ -326,91 +430,20 @@ impl TriggerActorState {
         }
     }
 
-    /// Works out what was missed since the last scheduled fire, and what comes next.
-    /// Returns a missed fire to run now (inside `startingDeadlineSeconds`), if any.
+    /// Resumes from the persisted state: records what was missed, then arms the next fire or
+    /// runs the missed one that is still inside `startingDeadlineSeconds`.
     fn start(&mut self, me: &Addr<TriggerMsg>, now: DateTime<Utc>) {
-        let schedule = self.config.schedule.clone();
-        let anchor = match cursor(&self.state, self.config.generation, now) {
-            Cursor::After(last) => last,
-            Cursor::Armed(next) if next > now => {
-                self.arm(me, Some(next));
-                return;
-            }
-            // Fires are on whole seconds: the armed instant is the first one after this.
-            Cursor::Armed(next) => next - chrono::Duration::milliseconds(1),
-            Cursor::Fresh => {
-                // New trigger, or a changed spec: start from now, and persist where, so that a
-                // daemon stopped before the first fire knows what it missed.
-                let next = schedule.next_after(now);
-                self.state = fresh_state(
-                    std::mem::take(&mut self.state),
-                    self.config.generation,
-                    next,
-                );
-                self.arm(me, next);
-                self.save(None);
-                return;
-            }
-        };
-        let m = missed_fires(
-            &schedule,
-            anchor,
-            now,
-            self.config.spec.starting_deadline_seconds,
-            MISSED_WALK,
-        );
-        let missed = m.recorded();
-        // When one runs now, the span names only those that do not.
-        let recorded_latest = if m.catch_up.is_some() {
-            m.latest.and_then(|l| {
-                let before: Vec<_> = schedule.upcoming(anchor, missed as usize);
-                before.last().copied().filter(|b| *b < l)
-            })
-        } else {
-            m.latest
-        };
-        if missed > 0 {
-            self.state.missed += missed;
-            let span = format!(
-                "{missed} fire(s) from {} to {} were missed",
-                m.first.map_or_else(String::new, |f| f.to_rfc3339()),
-                recorded_latest.map_or_else(String::new, |l| l.to_rfc3339()),
-            );
-            let why = match (self.config.spec.starting_deadline_seconds, m.catch_up) {
-                (Some(_), Some(_)) => format!(
-                    "the trigger was not running (daemon stopped or actor restarting): {span}; the latest one runs now"
-                ),
-                (Some(d), None) => format!(
-                    "the trigger was not running (daemon stopped or actor restarting): {span} (outside startingDeadlineSeconds {d})"
-                ),
-                (None, _) => format!(
-                    "the trigger was not running (daemon stopped or actor restarting): {span} (set startingDeadlineSeconds to run the latest one late)"
-                ),
-            };
-            let event = TriggerEvent {
-                at: now,
-                kind: EventKind::Missed,
-                scheduled: m.latest,
-                task: None,
-                lateness_ms: None,
-                reason: Some(why),
-            };
-            if m.catch_up.is_none() {
-                self.state.last_scheduled = m.latest;
-            }
-            self.save(Some(&event));
+        let r = resume(&self.config, std::mem::take(&mut self.state), now);
+        self.state = r.state;
+        if r.save {
+            self.save(r.event.as_ref());
         }
-        let catch_up = m.catch_up;
-        let latest = m.latest;
-        match catch_up {
-            Some(at) => {
+        match r.action {
+            Action::Arm(next) => self.arm(me, next),
+            Action::CatchUp(at) => {
                 // Fire it now; re-arming follows from that fire.
                 self.next = Some(at);
                 let _ = me.cast(TriggerMsg::Fire(at));
-            }
-            None => {
-                let next = schedule.next_after(latest.unwrap_or(anchor));
-                self.arm(me, next);
             }
         }
     }
@@ -932,8 +965,13 @@ impl TriggerSupState {
             }
             match plan(&config, state.as_ref(), now, self.ctx.resident_window) {
                 Plan::Dormant { next, save } => {
-                    if let Some(s) = save {
-                        saves.push((key.0.clone(), key.1.clone(), s));
+                    if let Some((state, event)) = save {
+                        saves.push(SaveRow {
+                            project: key.0.clone(),
+                            name: key.1.clone(),
+                            state,
+                            event,
+                        });
                     }
                     self.sleep(key, generation, next);
                 }
@@ -1118,9 +1156,9 @@ mod tests {
             .expect("valid instant")
     }
 
-    fn config(expr: &str, generation: u64) -> TriggerConfig {
+    fn config(expr: &str, generation: u64, extra: &str) -> TriggerConfig {
         let spec: TriggerSpec = serde_yaml::from_str(&format!(
-            "cron: {{schedule: \"{expr}\"}}\naction: {{workflow: w, workspace: default}}\n"
+            "cron: {{schedule: \"{expr}\"}}\naction: {{workflow: w, workspace: default}}\n{extra}"
         ))
         .expect("trigger spec");
         TriggerConfig {
@@ -1147,67 +1185,53 @@ mod tests {
     }
 
     /// Plans a generation-2 trigger at 12:00:00 with a 60 s window.
-    fn check(expr: &str, st: Option<TriggerState>, want: Plan) {
-        let got = plan(
-            &config(expr, 2),
-            st.as_ref(),
+    fn plan_at_noon(expr: &str, extra: &str, st: Option<&TriggerState>) -> Plan {
+        plan(
+            &config(expr, 2, extra),
+            st,
             at(12, 0, 0),
             Duration::from_secs(60),
-        );
-        assert_eq!(got, want, "{expr} from {st:?}");
+        )
     }
+
+    fn check(expr: &str, st: Option<TriggerState>, want: Plan) {
+        assert_eq!(
+            plan_at_noon(expr, "", st.as_ref()),
+            want,
+            "{expr} from {st:?}"
+        );
+    }
+
+    const HOURLY: &str = "0 * * * *";
 
     #[test]
     fn plans_triggers_without_an_actor() {
-        let hourly = "0 * * * *";
         // A new trigger: dormant until its first fire, whose cursor is persisted.
+        let fresh = TriggerState {
+            generation: 2,
+            next_fire: Some(at(13, 0, 0)),
+            ..TriggerState::default()
+        };
         check(
-            hourly,
+            HOURLY,
             None,
             Plan::Dormant {
                 next: at(13, 0, 0),
-                save: Some(TriggerState {
-                    generation: 2,
-                    next_fire: Some(at(13, 0, 0)),
-                    ..TriggerState::default()
-                }),
+                save: Some((fresh, None)),
             },
         );
-        // Resuming after a handled fire: the next one, nothing to save.
-        check(
-            hourly,
-            Some(state(2, Some(at(11, 0, 0)), Some(at(12, 0, 0)))),
-            // 12:00:00 is not after "now" (12:00:00): it is due, so the actor handles it.
-            Plan::Resident,
-        );
-        check(
-            hourly,
-            Some(state(2, Some(at(12, 0, 0)), Some(at(13, 0, 0)))),
-            Plan::Dormant {
+        // Resuming after a handled fire, or at an armed instant not reached: that fire, nothing
+        // to save.
+        for st in [
+            state(2, Some(at(12, 0, 0)), Some(at(13, 0, 0))),
+            state(2, None, Some(at(13, 0, 0))),
+        ] {
+            let want = Plan::Dormant {
                 next: at(13, 0, 0),
                 save: None,
-            },
-        );
-        // Armed but never reached (passivated new trigger): that instant.
-        check(
-            hourly,
-            Some(state(2, None, Some(at(13, 0, 0)))),
-            Plan::Dormant {
-                next: at(13, 0, 0),
-                save: None,
-            },
-        );
-        // Missed fires are handled by the actor.
-        check(
-            hourly,
-            Some(state(2, Some(at(9, 0, 0)), Some(at(10, 0, 0)))),
-            Plan::Resident,
-        );
-        check(
-            hourly,
-            Some(state(2, None, Some(at(11, 0, 0)))),
-            Plan::Resident,
-        );
+            };
+            check(HOURLY, Some(st), want);
+        }
         // Fires inside the window keep the actor resident.
         check("*/30 * * * * *", None, Plan::Resident);
         check(
@@ -1215,33 +1239,65 @@ mod tests {
             Some(state(2, Some(at(11, 59, 0)), None)),
             Plan::Resident,
         );
-        // A changed spec starts afresh from now and keeps the counters.
-        check(
-            hourly,
-            Some(state(1, Some(at(9, 0, 0)), Some(at(10, 0, 0)))),
-            Plan::Dormant {
+        // A changed spec, or a clock that went back behind the last fire: afresh from now,
+        // keeping the counters.
+        let afresh = TriggerState {
+            generation: 2,
+            next_fire: Some(at(13, 0, 0)),
+            fires: 3,
+            ..TriggerState::default()
+        };
+        for st in [
+            state(1, Some(at(9, 0, 0)), Some(at(10, 0, 0))),
+            state(2, Some(at(14, 0, 0)), Some(at(15, 0, 0))),
+        ] {
+            let want = Plan::Dormant {
                 next: at(13, 0, 0),
-                save: Some(TriggerState {
-                    generation: 2,
-                    next_fire: Some(at(13, 0, 0)),
-                    fires: 3,
-                    ..TriggerState::default()
-                }),
-            },
-        );
-        // A clock that went back behind the last fire: afresh.
-        check(
-            hourly,
-            Some(state(2, Some(at(14, 0, 0)), Some(at(15, 0, 0)))),
-            Plan::Dormant {
-                next: at(13, 0, 0),
-                save: Some(TriggerState {
-                    generation: 2,
-                    next_fire: Some(at(13, 0, 0)),
-                    fires: 3,
-                    ..TriggerState::default()
-                }),
-            },
-        );
+                save: Some((afresh.clone(), None)),
+            };
+            check(HOURLY, Some(st), want);
+        }
+    }
+
+    #[test]
+    fn plans_record_missed_fires_without_an_actor_unless_one_runs_late() {
+        // (last handled, armed, missed, last instant)
+        let cases = [
+            // Down since after the 09:00 fire: 10:00, 11:00 and 12:00 (due now) were missed.
+            (
+                Some(at(9, 0, 0)),
+                Some(at(10, 0, 0)),
+                3,
+                "2026-11-29T10:00:00+00:00",
+            ),
+            // Armed for 11:00 and never reached it: 11:00 and 12:00.
+            (None, Some(at(11, 0, 0)), 2, "2026-11-29T11:00:00+00:00"),
+        ];
+        for (last, armed, missed, first) in cases {
+            let st = state(2, last, armed);
+            let Plan::Dormant {
+                next,
+                save: Some((saved, Some(event))),
+            } = plan_at_noon(HOURLY, "", Some(&st))
+            else {
+                panic!("{st:?}: not dormant with a missed record");
+            };
+            assert_eq!(next, at(13, 0, 0));
+            assert_eq!(saved.missed, missed);
+            assert_eq!(saved.last_scheduled, Some(at(12, 0, 0)));
+            assert_eq!(saved.next_fire, Some(at(13, 0, 0)));
+            assert_eq!(saved.fires, 3);
+            assert_eq!(event.kind, EventKind::Missed);
+            assert_eq!(event.scheduled, Some(at(12, 0, 0)));
+            let reason = event.reason.unwrap_or_default();
+            assert!(
+                reason.contains(&format!("{missed} fire(s) from {first}")),
+                "{reason}"
+            );
+        }
+        // With startingDeadlineSeconds the latest missed fire runs now: that takes the actor.
+        let st = state(2, Some(at(9, 0, 0)), Some(at(10, 0, 0)));
+        let deadline = "startingDeadlineSeconds: 3600\n";
+        assert_eq!(plan_at_noon(HOURLY, deadline, Some(&st)), Plan::Resident);
     }
 }

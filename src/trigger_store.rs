@@ -64,6 +64,15 @@ impl EventKind {
     }
 }
 
+/// One trigger's state, and a history row to go with it, for [`TriggerStore::save_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveRow {
+    pub project: String,
+    pub name: String,
+    pub state: TriggerState,
+    pub event: Option<TriggerEvent>,
+}
+
 /// One history row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerEvent {
@@ -82,6 +91,31 @@ pub struct TriggerEvent {
     pub lateness_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A trigger's state and optional history row, inside the caller's transaction. Every 50th
+/// history row also trims the trigger's history to the newest [`HISTORY_ROWS`].
+fn save_in(
+    c: &Connection,
+    project: &str,
+    name: &str,
+    state: &TriggerState,
+    event: Option<&TriggerEvent>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    upsert_state(c, project, name, state, now)?;
+    if let Some(e) = event {
+        insert_event(c, project, name, e)?;
+        if c.last_insert_rowid() % 50 == 0 {
+            c.prepare_cached(
+                "DELETE FROM trigger_events WHERE project = ?1 AND name = ?2 AND id <=
+                   (SELECT id FROM trigger_events WHERE project = ?1 AND name = ?2
+                    ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+            )?
+            .execute(params![project, name, HISTORY_ROWS])?;
+        }
+    }
+    Ok(())
 }
 
 /// Inserts or replaces a trigger's state row.
@@ -268,39 +302,23 @@ impl TriggerStore {
         blocking(|| {
             let mut c = lock(&self.writer);
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            upsert_state(&tx, project, name, state, now)?;
-            if let Some(e) = event {
-                insert_event(&tx, project, name, e)?;
-                let id = tx.last_insert_rowid();
-                if id % 50 == 0 {
-                    tx.prepare_cached(
-                        "DELETE FROM trigger_events WHERE project = ?1 AND name = ?2 AND id <=
-                           (SELECT id FROM trigger_events WHERE project = ?1 AND name = ?2
-                            ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-                    )?
-                    .execute(params![project, name, HISTORY_ROWS])?;
-                }
-            }
+            save_in(&tx, project, name, state, event, now)?;
             tx.commit()?;
             Ok(())
         })
     }
 
-    /// Writes the states of many triggers in one transaction (the supervisor passivating
-    /// triggers it never started).
-    pub fn save_many(
-        &self,
-        rows: &[(String, String, TriggerState)],
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    /// Writes the states (and history rows) of many triggers in one transaction: the supervisor
+    /// planning triggers it does not start an actor for.
+    pub fn save_many(&self, rows: &[SaveRow], now: DateTime<Utc>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         blocking(|| {
             let mut c = lock(&self.writer);
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for (project, name, state) in rows {
-                upsert_state(&tx, project, name, state, now)?;
+            for r in rows {
+                save_in(&tx, &r.project, &r.name, &r.state, r.event.as_ref(), now)?;
             }
             tx.commit()?;
             Ok(())
