@@ -73,21 +73,15 @@ fn apply_ten_thousand(d: &Daemon) -> (Duration, Duration) {
     (apply, t0.elapsed())
 }
 
-fn ten_thousand(_c: &mut Criterion) {
-    // The daemon as shipped: daily triggers are passivated (resident window 60 s).
-    let mut d = Daemon::start();
-    let (apply, armed_after_apply) = apply_ten_thousand(&d);
-    let rss = rss_kib(d.pid());
-    eprintln!(
-        "10,000 cron triggers: apply {:.0} ms (all armed after {:.0} ms); daemon RSS {:.1} MiB",
-        apply.as_secs_f64() * 1000.0,
-        armed_after_apply.as_secs_f64() * 1000.0,
-        rss as f64 / 1024.0
-    );
-
-    // Restart: time to the ready line and until every trigger is armed again.
+/// Stops the daemon (SIGTERM) and waits for it.
+fn stop(d: &mut Daemon) {
     let _ = Command::new("kill").arg(d.pid().to_string()).status();
     let _ = d.child.wait();
+}
+
+/// Starts the stopped daemon again on its data dir: the time to the ready line, and until every
+/// trigger is armed again.
+fn start_again(d: &mut Daemon) -> (Duration, Duration) {
     let data = d.dir.path().join("data");
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratord"))
@@ -106,14 +100,49 @@ fn ten_thousand(_c: &mut Criterion) {
     let ready = t0.elapsed();
     d.child = child;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while armed(&d) < 10_000 {
+    while armed(d) < 10_000 {
         assert!(Instant::now() < deadline, "triggers not re-armed");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (ready, t0.elapsed())
+}
+
+fn ten_thousand(_c: &mut Criterion) {
+    // The daemon as shipped: daily triggers are passivated (resident window 60 s).
+    let mut d = Daemon::start();
+    let (apply, armed_after_apply) = apply_ten_thousand(&d);
+    let rss = rss_kib(d.pid());
+    eprintln!(
+        "10,000 cron triggers: apply {:.0} ms (all armed after {:.0} ms); daemon RSS {:.1} MiB",
+        apply.as_secs_f64() * 1000.0,
+        armed_after_apply.as_secs_f64() * 1000.0,
+        rss as f64 / 1024.0
+    );
+
+    // Restart: time to the ready line and until every trigger is armed again.
+    stop(&mut d);
+    let (ready, armed_after) = start_again(&mut d);
     eprintln!(
         "restart with 10,000 triggers: ready line after {:.0} ms, all armed after {:.0} ms; RSS {:.1} MiB",
         ready.as_secs_f64() * 1000.0,
-        t0.elapsed().as_secs_f64() * 1000.0,
+        armed_after.as_secs_f64() * 1000.0,
+        rss_kib(d.pid()) as f64 / 1024.0
+    );
+
+    // A restart after two days down: every trigger missed two fires, which are recorded.
+    stop(&mut d);
+    let db = rusqlite::Connection::open(d.dir.path().join("data").join("state.db")).expect("db");
+    db.execute_batch(
+        "UPDATE trigger_state SET next_fire = strftime('%Y-%m-%dT%H:%M:%fZ', next_fire, '-2 days'),
+           last_scheduled = strftime('%Y-%m-%dT%H:%M:%fZ', last_scheduled, '-2 days')",
+    )
+    .expect("shift the trigger state back two days");
+    drop(db);
+    let (ready, armed_after) = start_again(&mut d);
+    eprintln!(
+        "restart after 2 days down (20,000 missed fires recorded): ready line after {:.0} ms, all armed after {:.0} ms; RSS {:.1} MiB",
+        ready.as_secs_f64() * 1000.0,
+        armed_after.as_secs_f64() * 1000.0,
         rss_kib(d.pid()) as f64 / 1024.0
     );
     drop(d);
