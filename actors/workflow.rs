@@ -45,6 +45,9 @@ pub const TASKS: &str = "tasks";
 /// Default step timeout when neither the step nor the agent sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// The environment variable that marks every process of a step run with the run's id.
+pub const RUN_ID_VAR: &str = "ORCHESTRATOR_RUN_ID";
+
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
     format!("workflow/{id}")
@@ -453,8 +456,21 @@ impl Behaviour for TaskSupervisor {
         me: Addr<TaskSupMsg>,
         ctx: TaskContext,
     ) -> Result<TaskSupState, ActorProcessingErr> {
-        // Crash recovery: kill what a previous daemon left running.
-        for run in ctx.store.running_runs()? {
+        // Crash recovery: kill what a previous daemon left running: by recorded process group,
+        // and by the run marker in the environment (which also finds an agent whose group was
+        // not recorded yet when the daemon died, and processes that left the group).
+        let runs = ctx.store.running_runs()?;
+        let marked: std::collections::HashSet<String> =
+            runs.iter().map(|r| r.run_id.to_string()).collect();
+        let scope = format!("ORCHESTRATOR_SOCKET={}", ctx.socket.display());
+        let killed = process::kill_marked(&scope, RUN_ID_VAR, &marked);
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed orphaned agent processes found by their run marker"
+            );
+        }
+        for run in runs {
             if let Some(pid) = run.pid {
                 let killed = process::kill_orphaned_group(pid, run.pid_start);
                 if killed > 0 {
@@ -917,6 +933,9 @@ impl WorkflowState {
                 now(),
             )
             .map_err(|e| format!("cannot record the step run: {e}"))?;
+        // Marks every process of this run: crash recovery finds them even when the daemon died
+        // before the process group was recorded.
+        merge_env(&mut env, vec![(RUN_ID_VAR.into(), run_id.to_string())]);
         let redactor = Arc::new(Redactor::new(secret_values(&snapshot)));
         let program = argv.first().cloned().unwrap_or_default();
         let spec = SpawnSpec {

@@ -331,6 +331,61 @@ pub fn kill_orphaned_group(pgid: i32, leader_start: Option<u64>) -> usize {
     killed
 }
 
+/// Kills (SIGKILL) every live process of this user whose environment holds `scope` (a
+/// `NAME=value` entry naming this daemon) and `key=V` for a `V` in `values`. After a crash this
+/// finds agents of the runs that were running even when their process group was never recorded
+/// (the daemon died between the spawn and the record), and processes that left their group:
+/// the environment is inherited by everything an agent starts. Returns how many were signalled.
+pub fn kill_marked(scope: &str, key: &str, values: &std::collections::HashSet<String>) -> usize {
+    if values.is_empty() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let prefix = format!("{key}=");
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Other users' processes are unreadable here, and never ours to kill.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut in_scope = false;
+        let mut marked = false;
+        for var in environ.split(|b| *b == 0) {
+            let Ok(var) = std::str::from_utf8(var) else {
+                continue;
+            };
+            in_scope |= var == scope;
+            marked |= var
+                .strip_prefix(&prefix)
+                .is_some_and(|v| values.contains(v));
+        }
+        if !(in_scope && marked) {
+            continue;
+        }
+        let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+            .is_some_and(|(state, _)| state != 'Z' && state != 'X');
+        if live && nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// State and process group from `/proc/PID/stat`: `pid (comm) state ppid pgrp ...`, where
 /// `comm` may itself contain spaces and parentheses.
 fn parse_stat(stat: &str) -> Option<(char, i32)> {
@@ -1484,6 +1539,54 @@ mod tests {
         drop(running);
         eventually("the group to die", || !group_alive(pgid)).await;
         eventually("the grandchild to die", || !process_alive(grandchild)).await;
+    }
+
+    #[tokio::test]
+    async fn kill_marked_kills_exactly_the_marked_processes_of_this_daemon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scope = format!(
+            "ORCHESTRATOR_SOCKET={}",
+            dir.path().join("a.sock").display()
+        );
+        // (socket, run id, to be killed)
+        let cases = [
+            ("a.sock", "7", true),
+            ("a.sock", "8", false),
+            ("b.sock", "7", false),
+        ];
+        let mut agents = Vec::new();
+        for (i, (socket, run, doomed)) in cases.into_iter().enumerate() {
+            let mut s = sh(
+                "sleep 600 & echo $!; sleep 600",
+                &dir.path().join(i.to_string()),
+            );
+            std::fs::create_dir_all(&s.cwd).expect("cwd");
+            let socket = dir.path().join(socket).display().to_string();
+            s.env.push(("ORCHESTRATOR_SOCKET".into(), socket));
+            s.env.push(("ORCHESTRATOR_RUN_ID".into(), run.into()));
+            let log_path = s.log_path.clone();
+            let running = spawn(s).expect("spawn");
+            let grandchild = first_pid_in_log(&log_path).await;
+            agents.push((running, grandchild, doomed));
+        }
+        let runs = std::collections::HashSet::from(["7".to_owned()]);
+        // The leader and its sleeps (the shell may exec the last one itself).
+        assert!(kill_marked(&scope, "ORCHESTRATOR_RUN_ID", &runs) >= 2);
+        for (running, grandchild, doomed) in &agents {
+            let pgid = running.pid() as i32;
+            if *doomed {
+                eventually("the marked grandchild to die", || {
+                    !process_alive(*grandchild)
+                })
+                .await;
+                eventually("the marked group to die", || !group_alive(pgid)).await;
+            } else {
+                assert!(process_alive(*grandchild), "an unmarked process was killed");
+                assert!(group_alive(pgid));
+            }
+        }
+        let none = std::collections::HashSet::new();
+        assert_eq!(kill_marked(&scope, "ORCHESTRATOR_RUN_ID", &none), 0);
     }
 
     #[test]
