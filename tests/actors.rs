@@ -14,14 +14,8 @@ use crate::common::{CLI, TestDaemon, eventually, post};
 const SECRET: &str = "actors-test-signing-secret";
 
 fn setup(d: &TestDaemon, extra: &str) {
-    let ws = d.dir.path().join("ws");
-    std::fs::create_dir_all(&ws).expect("ws");
     d.apply(&format!(
-        r#"
-apiVersion: orchestrator.dev/v2
-kind: Workspace
-metadata: {{name: default}}
-spec: {{root_path: "{}"}}
+        r#"{}
 ---
 apiVersion: orchestrator.dev/v2
 kind: SecretStore
@@ -45,7 +39,7 @@ spec:
   action: {{workflow: quick, workspace: default, start: false}}
   concurrencyPolicy: Allow
 {extra}"#,
-        ws.display()
+        d.workspace()
     ));
 }
 

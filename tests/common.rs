@@ -242,6 +242,21 @@ impl TestDaemon {
         wait_child(&mut c, Duration::from_secs(30))
     }
 
+    /// The tests' workspace directory, `<tempdir>/ws` (created).
+    pub fn workspace_dir(&self) -> PathBuf {
+        let ws = self.dir.path().join("ws");
+        std::fs::create_dir_all(&ws).expect("workspace dir");
+        ws
+    }
+
+    /// The `default` Workspace document, rooted at [`workspace_dir`](Self::workspace_dir).
+    pub fn workspace(&self) -> String {
+        format!(
+            "apiVersion: orchestrator.dev/v2\nkind: Workspace\nmetadata: {{name: default}}\nspec: {{root_path: \"{}\"}}\n",
+            self.workspace_dir().display()
+        )
+    }
+
     /// Names of the running actors, from the supervision tree of `orchestrator actors`.
     pub fn actor_names(&self) -> Vec<String> {
         fn walk(node: &serde_json::Value, out: &mut Vec<String>) {

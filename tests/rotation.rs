@@ -573,13 +573,8 @@ fn the_command_provider_plugs_in_any_platform() {
     let d = TestDaemon::start();
     let platform = d.dir.path().join("platform-secret");
     std::fs::write(&platform, OLD).expect("platform");
-    let ws = d.dir.path().join("ws");
-    std::fs::create_dir_all(&ws).expect("ws");
     d.apply(&format!(
-        r#"apiVersion: orchestrator.dev/v2
-kind: Workspace
-metadata: {{name: default}}
-spec: {{root_path: "{ws}"}}
+        r#"{workspace}
 ---
 apiVersion: orchestrator.dev/v2
 kind: Workflow
@@ -609,7 +604,7 @@ spec:
     webhook: {{secret: {{fromRef: hooks, keys: [signing]}}, scheme: hmac-sha256}}
   action: {{workflow: quick, workspace: default, start: false}}
 "#,
-        ws = ws.display(),
+        workspace = d.workspace(),
         platform = platform.display()
     ));
     let out = d.cli(&["secret", "rotate", "hooks"]).ok().to_owned();

@@ -2,39 +2,26 @@
 //! subprocesses. Processes are found through `/proc/*/cmdline`; every test uses its own
 //! `sleep` duration so that parallel tests never see each other's processes.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{TestDaemon, eventually};
 
-/// Workspace, secret store and a template that renders the goal.
-fn base(ws: &Path) -> String {
-    format!(
-        r#"
-apiVersion: orchestrator.dev/v2
-kind: Workspace
-metadata: {{name: default}}
-spec: {{root_path: "{}"}}
----
+/// A secret store and a template that renders the goal.
+const BASE: &str = r#"
 apiVersion: orchestrator.dev/v2
 kind: SecretStore
-metadata: {{name: creds}}
-spec: {{data: {{token: "tok-SECRET-9f8e7d6c5b"}}}}
+metadata: {name: creds}
+spec: {data: {token: "tok-SECRET-9f8e7d6c5b"}}
 ---
 apiVersion: orchestrator.dev/v2
 kind: StepTemplate
-metadata: {{name: say}}
-spec: {{prompt: "{{goal}}"}}
-"#,
-        ws.display()
-    )
-}
+metadata: {name: say}
+spec: {prompt: "{goal}"}
+"#;
 
 fn setup(d: &TestDaemon, extra: &str) -> std::path::PathBuf {
-    let ws = d.dir.path().join("ws");
-    std::fs::create_dir_all(&ws).expect("workspace dir");
-    d.apply(&format!("{}---\n{extra}", base(&ws)));
-    ws
+    d.apply(&format!("{}---{BASE}---\n{extra}", d.workspace()));
+    d.workspace_dir()
 }
 
 fn create(d: &TestDaemon, workflow: &str, extra: &[&str]) -> u64 {

@@ -9,14 +9,8 @@ use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use crate::common::{TestDaemon, eventually, manifests_dir};
 
 fn base(d: &TestDaemon) -> String {
-    let ws = d.dir.path().join("ws");
-    std::fs::create_dir_all(&ws).expect("workspace dir");
     format!(
-        r#"
-apiVersion: orchestrator.dev/v2
-kind: Workspace
-metadata: {{name: default}}
-spec: {{root_path: "{}"}}
+        r#"{}
 ---
 apiVersion: orchestrator.dev/v2
 kind: Workflow
@@ -25,7 +19,7 @@ spec:
   max_parallel: 100
   steps: [{{id: s, command: "true"}}]
 "#,
-        ws.display()
+        d.workspace()
     )
 }
 

@@ -13,14 +13,8 @@ use crate::common::{TestDaemon, eventually, http_raw, post};
 const STORE_OLD: &str = "old-signing-secret-value-111";
 
 fn setup(d: &TestDaemon, triggers: &str) {
-    let ws = d.dir.path().join("ws");
-    std::fs::create_dir_all(&ws).expect("ws");
     d.apply(&format!(
-        r#"
-apiVersion: orchestrator.dev/v2
-kind: Workspace
-metadata: {{name: default}}
-spec: {{root_path: "{}"}}
+        r#"{}
 ---
 apiVersion: orchestrator.dev/v2
 kind: SecretStore
@@ -34,7 +28,7 @@ spec:
   max_parallel: 50
   steps: [{{id: s, command: "true"}}]
 {triggers}"#,
-        ws.display()
+        d.workspace()
     ));
 }
 
