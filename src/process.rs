@@ -257,16 +257,19 @@ pub fn group_alive(pgid: i32) -> bool {
     }
 }
 
-fn proc_group_has_live_member(pgid: i32) -> Option<bool> {
+/// The pids in `/proc`; `None` where there is no `/proc`.
+fn proc_pids() -> Option<impl Iterator<Item = i32>> {
     let entries = std::fs::read_dir("/proc").ok()?;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
+    Some(entries.flatten().filter_map(|entry| {
+        entry
             .file_name()
             .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+            .and_then(|s| s.parse::<i32>().ok())
+    }))
+}
+
+fn proc_group_has_live_member(pgid: i32) -> Option<bool> {
+    for pid in proc_pids()? {
         // A process that exits while we scan simply has no stat file any more.
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
@@ -299,18 +302,11 @@ pub fn kill_orphaned_group(pgid: i32, leader_start: Option<u64>) -> usize {
     if pgid <= 1 || pgid == getpgrp().as_raw() {
         return 0;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Some(pids) = proc_pids() else {
         return usize::from(kill_group(pgid, Signal::SIGKILL));
     };
     let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
@@ -340,20 +336,13 @@ pub fn kill_marked(scope: &str, key: &str, values: &std::collections::HashSet<St
     if values.is_empty() {
         return 0;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Some(pids) = proc_pids() else {
         return 0;
     };
-    let me = std::process::id();
+    let me = std::process::id() as i32;
     let prefix = format!("{key}=");
     let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids {
         if pid == me {
             continue;
         }
@@ -379,7 +368,7 @@ pub fn kill_marked(scope: &str, key: &str, values: &std::collections::HashSet<St
             .ok()
             .and_then(|s| parse_stat(&s))
             .is_some_and(|(state, _)| state != 'Z' && state != 'X');
-        if live && nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+        if live && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
             killed += 1;
         }
     }

@@ -290,6 +290,17 @@ impl TriggerStore {
         })
     }
 
+    /// Runs `f` in one write transaction (BEGIN IMMEDIATE) and commits it.
+    fn write(&self, f: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
+        blocking(|| {
+            let mut c = lock(&self.writer);
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     /// Writes a trigger's state and, optionally, one history row, in one transaction.
     pub fn save(
         &self,
@@ -299,13 +310,7 @@ impl TriggerStore {
         event: Option<&TriggerEvent>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        blocking(|| {
-            let mut c = lock(&self.writer);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            save_in(&tx, project, name, state, event, now)?;
-            tx.commit()?;
-            Ok(())
-        })
+        self.write(|tx| save_in(tx, project, name, state, event, now))
     }
 
     /// Writes the states (and history rows) of many triggers in one transaction: the supervisor
@@ -314,13 +319,10 @@ impl TriggerStore {
         if rows.is_empty() {
             return Ok(());
         }
-        blocking(|| {
-            let mut c = lock(&self.writer);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             for r in rows {
-                save_in(&tx, &r.project, &r.name, &r.state, r.event.as_ref(), now)?;
+                save_in(tx, &r.project, &r.name, &r.state, r.event.as_ref(), now)?;
             }
-            tx.commit()?;
             Ok(())
         })
     }
@@ -337,14 +339,11 @@ impl TriggerStore {
 
     /// Forgets a deleted trigger.
     pub fn remove(&self, project: &str, name: &str) -> Result<()> {
-        blocking(|| {
-            let mut c = lock(&self.writer);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.write(|tx| {
             tx.prepare_cached("DELETE FROM trigger_state WHERE project = ?1 AND name = ?2")?
                 .execute(params![project, name])?;
             tx.prepare_cached("DELETE FROM trigger_events WHERE project = ?1 AND name = ?2")?
                 .execute(params![project, name])?;
-            tx.commit()?;
             Ok(())
         })
     }
