@@ -3,10 +3,29 @@
 //! evaluated before a delivery fires. Variables: `payload` (the whole document) and, for every
 //! top-level key `k` of an object payload whose name is an identifier, `payload_k` — the older
 //! spelling (`payload_type == 'event_callback'`) keeps working.
+//!
+//! A condition is untrusted input that the daemon compiles inside an actor and evaluates on
+//! every delivery, and the `cel` parser and interpreter recurse once per level of the
+//! expression tree. So [`Filter::compile`] refuses, before and after parsing, what could exhaust
+//! a thread's stack or the heap: more than [`MAX_CONDITION_BYTES`] of source, and a tree deeper
+//! than [`MAX_CONDITION_DEPTH`] (measured without recursion). A panic inside the parser is caught
+//! and reported as an invalid condition. Every `matches` pattern written as a string literal is
+//! compiled at apply (SPEC §3), so a bad regular expression fails the apply instead of filtering
+//! every delivery.
 
 use std::fmt;
 
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::{Context, Program};
+
+/// The longest condition accepted, in bytes.
+pub const MAX_CONDITION_BYTES: usize = 4096;
+/// The deepest expression tree accepted (`a.b.c == 1` is 4 deep; so is `x && y && z`).
+pub const MAX_CONDITION_DEPTH: usize = 64;
+/// The largest compiled form a literal `matches` pattern may have (the `regex` crate's limit).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// How much of a parser message is kept: the `cel` parser repeats the source in its messages.
+const MESSAGE_LIMIT: usize = 400;
 
 /// A compiled condition.
 pub struct Filter {
@@ -31,14 +50,33 @@ fn is_identifier(s: &str) -> bool {
 }
 
 impl Filter {
-    /// Compiles `source`; the error names the problem in CEL's words.
+    /// Compiles `source`; the error names the problem in CEL's words, or the limit it exceeds.
     pub fn compile(source: &str) -> Result<Filter, String> {
-        let program = Program::compile(source).map_err(|e| {
-            format!(
-                "invalid CEL condition {source:?}: {}",
-                e.to_string().replace('\n', "; ")
-            )
-        })?;
+        if source.len() > MAX_CONDITION_BYTES {
+            return Err(format!(
+                "condition is {} bytes; the limit is {MAX_CONDITION_BYTES}: filter on fewer \
+                 fields, or move the logic into the workflow",
+                source.len()
+            ));
+        }
+        let shown = abbreviate(source, 80);
+        let compiled = std::panic::catch_unwind(|| Program::compile(source));
+        let program = match compiled {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "invalid CEL condition {shown:?}: {}",
+                    abbreviate(&e.to_string().replace('\n', "; "), MESSAGE_LIMIT)
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "invalid CEL condition {shown:?}: the CEL parser failed on it; check the \
+                     syntax, or simplify the expression"
+                ));
+            }
+        };
+        check_tree(program.expression())?;
         Ok(Filter {
             source: source.to_owned(),
             program,
@@ -73,6 +111,86 @@ impl Filter {
             Err(e) => Err(format!("condition {:?} failed: {e}", self.source)),
         }
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+fn abbreviate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The sub-expressions of `e`, in source order.
+fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+    match &e.expr {
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => Vec::new(),
+        Expr::Call(c) => c.target.iter().map(|t| &**t).chain(&c.args).collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m.entries.iter().flat_map(entry_children).collect(),
+        Expr::Select(s) => vec![&*s.operand],
+        Expr::Struct(s) => s.entries.iter().flat_map(entry_children).collect(),
+    }
+}
+
+fn entry_children(e: &cel::common::ast::IdedEntryExpr) -> Vec<&IdedExpr> {
+    match &e.expr {
+        EntryExpr::StructField(f) => vec![&f.value],
+        EntryExpr::MapEntry(m) => vec![&m.key, &m.value],
+    }
+}
+
+/// Walks the tree with an explicit stack: its depth must stay within [`MAX_CONDITION_DEPTH`]
+/// (evaluation recurses once per level), and every literal `matches` pattern must compile.
+fn check_tree(root: &IdedExpr) -> Result<(), String> {
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > MAX_CONDITION_DEPTH {
+            return Err(format!(
+                "condition nests deeper than {MAX_CONDITION_DEPTH} levels: split long chains of \
+                 `&&`, `||` or `.field` into fewer terms"
+            ));
+        }
+        if let Expr::Call(c) = &e.expr {
+            if c.func_name == "matches" {
+                // `s.matches(re)` or `matches(s, re)`: the pattern is the last argument.
+                if let Some(IdedExpr {
+                    expr: Expr::Literal(LiteralValue::String(re)),
+                    ..
+                }) = c.args.last()
+                {
+                    check_regex(re.inner())?;
+                }
+            }
+        }
+        stack.extend(children(e).into_iter().map(|c| (c, depth + 1)));
+    }
+    Ok(())
+}
+
+fn check_regex(pattern: &str) -> Result<(), String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "matches({:?}): not a valid regular expression: {}",
+                abbreviate(pattern, 80),
+                abbreviate(&e.to_string().replace('\n', " "), MESSAGE_LIMIT)
+            )
+        })
 }
 
 #[cfg(test)]
@@ -119,5 +237,59 @@ mod tests {
             .unwrap_or_default();
         assert!(e.starts_with("invalid CEL condition"), "{e}");
         assert!(Filter::compile("payload.type == 'x'").is_ok());
+    }
+
+    fn refused(condition: &str, want: &str) {
+        match Filter::compile(condition) {
+            Ok(_) => panic!("{} bytes: compiled, want {want:?}", condition.len()),
+            Err(e) => {
+                assert!(e.contains(want), "{e:?} lacks {want:?}");
+                assert!(e.len() < 1024, "error of {} bytes", e.len());
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_conditions_are_refused_with_the_limit_they_exceed() {
+        // 5,000 member accesses overflowed a worker's stack in the parser (the daemon aborted).
+        refused(&format!("payload{} == 1", ".a".repeat(5000)), "the limit is 4096");
+        // Within the byte limit the tree is still too deep to evaluate safely.
+        refused(&format!("payload{} == 1", ".a".repeat(2000)), "deeper than 64");
+        refused(&vec!["1"; 1000].join(" + "), "deeper than 64");
+        // A long list before a syntax error made the parser panic while formatting its message.
+        refused(
+            &format!("[{}].size() > 0 && ", vec!["1"; 50_000].join(",")),
+            "the limit is 4096",
+        );
+        refused(
+            &format!("[{}].size() > 0 && ", vec!["1"; 2000].join(",")),
+            "invalid CEL condition",
+        );
+        refused(
+            &format!("{}1{}", "[".repeat(2000), "]".repeat(2000)),
+            "invalid CEL condition",
+        );
+        // Regular expressions are checked at apply, in both spellings.
+        refused("payload.x.matches('(')", "not a valid regular expression");
+        refused("matches(payload.x, 'a{99999999}')", "not a valid regular expression");
+        refused(
+            "payload.items.exists(i, i.name.matches('[z-a]'))",
+            "not a valid regular expression",
+        );
+    }
+
+    #[test]
+    fn ordinary_conditions_stay_within_the_limits() {
+        let ev = r#"{"ref": "refs/heads/main", "repository": {"full_name": "org/repo"}}"#;
+        check("payload.ref.matches('^refs/heads/(main|release-.*)$')", ev, Ok(true));
+        check("matches(payload.ref, 'tags')", ev, Ok(false));
+        check(
+            // `&&` and `||` chains are balanced by the parser, so long ones stay shallow.
+            &vec!["payload.repository.full_name != 'x'"; 100].join(" && "),
+            ev,
+            Ok(true),
+        );
+        // A pattern that only exists at run time is the evaluation's business.
+        check("payload.ref.matches(payload.repository.full_name)", ev, Ok(false));
     }
 }
