@@ -662,6 +662,7 @@ fn secret_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Secret
 // ---------------------------------------------------------------------------------------------
 
 use super::diagnostic::{Diagnostic, did_you_mean};
+use super::limits::MAX_NESTING;
 use super::locate::LineIndex;
 
 /// One parsed document and where it came from.
@@ -772,7 +773,8 @@ struct RawMetadata {
 }
 
 /// Parses every document of one file. Returns the documents that parsed and a diagnostic for each
-/// one that did not (one per document: a document stops at its first structural problem).
+/// one that did not (one per document: a document stops at its first structural problem). A
+/// document nested deeper than [`MAX_NESTING`] is refused by a cheap scan before it is parsed.
 pub fn parse_documents(file: &str, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
@@ -784,6 +786,17 @@ pub fn parse_documents(file: &str, text: &str) -> (Vec<Document>, Vec<Diagnostic
             d.line = d.line.map(|l| l + first_line - 1);
             d
         };
+        if let Some(line) = super::locate::nesting_beyond(doc, MAX_NESTING) {
+            problems.push(locate(Diagnostic {
+                line: Some(line),
+                ..Diagnostic::new(
+                    "",
+                    format!("the document nests deeper than {MAX_NESTING} levels"),
+                )
+                .hint("manifests need only a few levels: look for unclosed brackets or runaway indentation")
+            }));
+            continue;
+        }
         match parse_one(doc) {
             Ok(manifest) => docs.push(Document {
                 file: file.to_owned(),

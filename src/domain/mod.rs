@@ -5,6 +5,7 @@
 
 pub mod diagnostic;
 pub mod filter;
+pub mod limits;
 pub mod locate;
 pub mod manifest;
 pub mod render;

@@ -617,13 +617,25 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
         if let Err(e) = check_data_key(k) {
             out.push(problem(format!("spec.data.{k}"), e));
         }
-        if v.expose().starts_with("*** (") && v.expose().contains(" bytes, sha256:") {
+        if let Err(e) = super::limits::check_secret_value_content(v.expose()) {
             out.push(problem_hint(
                 format!("spec.data.{k}"),
-                "the value is a masked value copied from `orchestrator get`, not a secret",
-                "put the real value here; the daemon never shows secret values",
+                e,
+                "put the real value here, or set it with `orchestrator secret set` (the daemon \
+                 never shows secret values)",
             ));
         }
+    }
+    if s.data.len() > super::limits::MAX_SECRET_KEYS {
+        out.push(problem_hint(
+            "spec.data",
+            format!(
+                "{} keys; the limit is {}",
+                s.data.len(),
+                super::limits::MAX_SECRET_KEYS
+            ),
+            "split the secrets over several SecretStores",
+        ));
     }
     if let Some(r) = &s.rotation {
         if let Err(e) = check_data_key(&r.key) {
