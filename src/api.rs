@@ -24,6 +24,7 @@ pub struct ErrorBody {
 /// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
 /// (Workspace `root_path`) are resolved against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Source {
     /// The file as the user named it (`-` for stdin).
     pub name: String,
@@ -34,6 +35,7 @@ pub struct Source {
 
 /// `POST /v1/apply`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     /// The CLI's `-p/--project`, when given.
     #[serde(default)]
@@ -64,6 +66,7 @@ pub struct ChangeResponse {
 
 /// A resource named on the command line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     pub kind: Kind,
     pub name: String,
@@ -71,6 +74,7 @@ pub struct Target {
 
 /// `POST /v1/delete`: named targets and/or the documents of manifest sources.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -218,6 +222,7 @@ pub struct DaemonStatus {
 
 /// Query of `GET /v1/resources/{kind}` and of describe.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct ResourceQuery {
     #[serde(default)]
     pub project: Option<String>,
@@ -290,6 +295,7 @@ pub use crate::domain::workflow::{RunState, TaskState};
 
 /// `POST /v1/tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTaskRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -409,6 +415,7 @@ pub struct TaskList {
 
 /// Query of `GET /v1/tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     #[serde(default)]
     pub project: Option<String>,
@@ -430,6 +437,7 @@ pub struct TaskQuery {
 
 /// `POST /v1/triggers/{name}/fire`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct FireRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -510,24 +518,27 @@ pub struct ActorTrace {
 
 /// `PUT /v1/secrets/{store}/keys/{key}`: the value travels in the body, never in a URL or argv.
 #[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct SecretPatchRequest {
     #[serde(default)]
     pub project: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
+    /// The new value: not empty, not a mask, at most 64 KiB (`domain::limits`). A key is
+    /// removed with `DELETE`, never by leaving the value out.
+    pub value: String,
 }
 
 impl std::fmt::Debug for SecretPatchRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretPatchRequest")
             .field("project", &self.project)
-            .field("value", &self.value.as_ref().map(|_| "***"))
+            .field("value", &"***")
             .finish()
     }
 }
 
 /// `POST /v1/secrets/{store}/rotate`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -623,6 +634,7 @@ pub struct RotationRecord {
 
 /// `POST /v1/webhooks/{trigger}/test`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookTestRequest {
     #[serde(default)]
     pub project: Option<String>,

@@ -902,17 +902,14 @@ async fn secret(
                     value.pop();
                 }
             }
-            if value.is_empty() {
-                bail!(
-                    "the value is empty: an empty value is never a key (use `secret unset` to remove one)"
-                );
-            }
+            // The daemon checks the same rule; checking here first spares the round trip.
+            crate::domain::limits::check_secret_value(&value).map_err(|e| anyhow!(e))?;
             let resp: ChangeResponse = client
                 .put(
                     &format!("/v1/secrets/{}/keys/{}", enc(&store), enc(&key)),
                     &SecretPatchRequest {
                         project,
-                        value: Some(value),
+                        value,
                     },
                 )
                 .await?;
@@ -1185,6 +1182,15 @@ fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
             sources.push(read_file(p, &cwd)?);
         }
     }
+    // The daemon refuses the same; saying it here names the files instead of a lost connection.
+    let total: usize = sources.iter().map(|s| s.text.len()).sum();
+    if let Err(e) = crate::domain::limits::check_size(
+        "the manifests' text",
+        total,
+        crate::domain::limits::MAX_APPLY_BYTES,
+    ) {
+        bail!("{e} for one request: apply the files in smaller groups, or check that no large file is in the directory");
+    }
     Ok(sources)
 }
 
@@ -1352,6 +1358,13 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
+        if io_error_kind(&e) == Some(std::io::ErrorKind::PermissionDenied) {
+            return anyhow!(
+                "permission denied on {} ({}): run the CLI as that user (or root), or give your user access to the data dir",
+                self.socket.display(),
+                socket_owner(&self.socket)
+            );
+        }
         if e.is_connect() {
             anyhow!(
                 "no daemon is answering on {}: start it with `orchestratord` (add --data-dir DIR if it uses another data dir), or point --socket at its socket",
@@ -1368,6 +1381,36 @@ impl Client {
                 self.socket.display()
             )
         }
+    }
+}
+
+/// The kind of the first IO error in `e`'s chain of causes.
+fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Who may use `socket`: "the daemon runs as USER", read from the socket or, when even that is
+/// not visible to us, from the directory that holds it.
+fn socket_owner(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(socket)
+        .or_else(|_| std::fs::metadata(socket.parent().unwrap_or(Path::new("/"))));
+    match meta {
+        Ok(m) => {
+            let uid = nix::unistd::Uid::from_raw(m.uid());
+            match nix::unistd::User::from_uid(uid) {
+                Ok(Some(u)) => format!("the daemon runs as {}", u.name),
+                _ => format!("the daemon runs as uid {uid}"),
+            }
+        }
+        Err(_) => "its owner cannot be read".to_owned(),
     }
 }
 

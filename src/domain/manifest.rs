@@ -811,6 +811,24 @@ pub fn parse_documents(file: &str, text: &str) -> (Vec<Document>, Vec<Diagnostic
     (docs, problems)
 }
 
+/// What a document declares — its kind, `metadata.project` and `metadata.name` — read leniently,
+/// for a document that failed to parse, so that the rest of an apply can still be checked
+/// against it. `None` when even that much cannot be read.
+pub fn declared_identity(doc: &str) -> Option<(Kind, Option<String>, String)> {
+    if super::locate::nesting_beyond(doc, MAX_NESTING).is_some() {
+        return None;
+    }
+    let value: serde_yaml::Value = serde_yaml::from_str(doc).ok()?;
+    let kind = Kind::from_manifest(value.get("kind")?.as_str()?)?;
+    let meta = value.get("metadata")?;
+    let name = meta.get("name")?.as_str()?.to_owned();
+    let project = meta
+        .get("project")
+        .and_then(serde_yaml::Value::as_str)
+        .map(str::to_owned);
+    Some((kind, project, name))
+}
+
 /// Parses one document's text (line numbers in the result are relative to it).
 fn parse_one(doc: &str) -> Result<Manifest, Box<Diagnostic>> {
     // libyaml parses the text once, into a Value; the typed structs are read from the Value.

@@ -387,16 +387,61 @@ pub fn validate_apply(
     snapshot: &Snapshot,
     project_flag: Option<&str>,
 ) -> Vec<Diagnostic> {
-    validate_documents(docs, snapshot, project_flag, true)
+    validate_documents(docs, snapshot, project_flag, &Unparsed::default())
 }
 
-/// Like [`validate_apply`]; with `check_references` false only resource-local rules run (used
-/// when some documents of the apply failed to parse, so references to them would mislead).
+/// The documents of an apply that failed to parse. References to what they declare are not
+/// checked (they would be reported as missing, which misleads); everything else still is, so
+/// one apply reports every problem at once.
+#[derive(Debug, Default)]
+pub struct Unparsed {
+    /// What the failed documents declare, read leniently from their kind and metadata.
+    pub declared: Vec<ResourceKey>,
+    /// Some failed document declares nothing readable: any reference could point at it, so
+    /// none is checked.
+    pub unreadable: bool,
+}
+
+impl Unparsed {
+    /// Whether a reference from `project` to `target` may point at a document that failed.
+    fn covers(&self, project: &str, target: &Target) -> bool {
+        let declared = |kind: Kind, name: &str| {
+            self.declared
+                .iter()
+                .any(|k| k.project == project && k.kind == kind && k.name == name)
+        };
+        match target {
+            Target::Named { kind, name, .. } => declared(*kind, name),
+            Target::Store { name, .. } => {
+                declared(Kind::SecretStore, name) || declared(Kind::EnvStore, name)
+            }
+            Target::Capability(_) => self
+                .declared
+                .iter()
+                .any(|k| k.project == project && k.kind == Kind::Agent),
+        }
+    }
+}
+
+/// Like [`validate_apply`], for an apply some of whose documents failed to parse (`unparsed`).
+/// Problems come in file, document and line order.
 pub fn validate_documents(
     docs: &mut [Document],
     snapshot: &Snapshot,
     project_flag: Option<&str>,
-    check_references: bool,
+    unparsed: &Unparsed,
+) -> Vec<Diagnostic> {
+    let mut out = check_documents(docs, snapshot, project_flag, unparsed);
+    let files: Vec<String> = docs.iter().map(|d| d.file.clone()).collect();
+    super::diagnostic::sort_in_source_order(&mut out, files.iter().map(String::as_str));
+    out
+}
+
+fn check_documents(
+    docs: &mut [Document],
+    snapshot: &Snapshot,
+    project_flag: Option<&str>,
+    unparsed: &Unparsed,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     if let Some(p) = project_flag
@@ -463,7 +508,7 @@ pub fn validate_documents(
         }
     }
 
-    if !check_references {
+    if unparsed.unreadable {
         return out;
     }
 
@@ -484,6 +529,9 @@ pub fn validate_documents(
             .as_deref()
             .unwrap_or(DEFAULT_PROJECT);
         for r in references(&d.manifest.spec) {
+            if unparsed.covers(project, &r.target) {
+                continue;
+            }
             if let Err((message, hint)) = view.resolve(project, &r.target) {
                 out.push(d.diagnostic(&r.path, message).hint(hint));
             }

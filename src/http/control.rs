@@ -44,10 +44,13 @@ use crate::api::{
     Source, TaskDetail, TaskInfo, TaskList, TaskQuery, TriggerStatus, WebhookTestRequest,
     WebhookTestResponse,
 };
-use crate::domain::diagnostic::Diagnostic;
-use crate::domain::manifest::{DEFAULT_PROJECT, Document, Kind, Spec, parse_documents};
+use crate::domain::diagnostic::{Diagnostic, sort_in_source_order};
+use crate::domain::limits;
+use crate::domain::manifest::{
+    DEFAULT_PROJECT, Document, Kind, Spec, declared_identity, parse_documents, split_documents,
+};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
-use crate::domain::validate::{check_name, resolve_root_path, validate_documents};
+use crate::domain::validate::{Unparsed, check_name, resolve_root_path, validate_documents};
 use crate::task_store::TaskStore;
 use crate::trigger_store::TriggerStore;
 
@@ -109,7 +112,10 @@ pub fn routes(
     let apply = warp::path!("v1" / "apply")
         .and(warp::post())
         .and(json_body::<ApplyRequest>())
-        .then(|req: ApplyRequest| async move { reply_result(apply(req).await) });
+        .and(with_ctx.clone())
+        .then(|req: ApplyRequest, ctx: ControlContext| async move {
+            reply_result(apply(&ctx, req).await)
+        });
     let delete = warp::path!("v1" / "delete")
         .and(warp::post())
         .and(json_body::<DeleteRequest>())
@@ -229,18 +235,15 @@ pub fn routes(
         .and(json_body::<SecretPatchRequest>())
         .then(
             |store: String, key: String, req: SecretPatchRequest| async move {
-                reply_result(patch_secret(&store, &key, req).await)
+                let project = req.project.as_deref();
+                reply_result(patch_secret(&store, &key, project, Some(req.value)).await)
             },
         );
     let secret_unset = warp::path!("v1" / "secrets" / String / "keys" / String)
         .and(warp::delete())
         .and(warp::query::<ResourceQuery>())
         .then(|store: String, key: String, q: ResourceQuery| async move {
-            let req = SecretPatchRequest {
-                project: q.project,
-                value: None,
-            };
-            reply_result(patch_secret(&store, &key, req).await)
+            reply_result(patch_secret(&store, &key, q.project.as_deref(), None).await)
         });
     let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")
         .and(warp::post())
@@ -313,9 +316,41 @@ pub fn routes(
     .map(Reply::into_response)
 }
 
+/// A JSON body of type `T`: an object (never `[]`, which serde would read field by field), with
+/// only the fields `T` knows (`deny_unknown_fields` on every request type). The 400 names the
+/// offending field, so `{"paylod": …}` is an error instead of a fire without a payload.
 fn json_body<T: serde::de::DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(BODY_LIMIT).and(warp::body::json())
+    warp::body::content_length_limit(BODY_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|bytes: warp::hyper::body::Bytes| async move {
+            decode_body::<T>(&bytes).map_err(|e| warp::reject::custom(Failed(e)))
+        })
+}
+
+fn decode_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    let shape = match &value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::Null => Some("null"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::String(_) => Some("a string"),
+    };
+    if let Some(shape) = shape {
+        return Err(ApiError::bad_request(format!(
+            "request body is {shape}; send a JSON object with this call's fields"
+        )));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+}
+
+/// 400 when `len` bytes of `what` exceed `limit` (see `domain::limits`).
+fn check_size(what: &str, len: usize, limit: usize) -> Result<(), ApiError> {
+    crate::domain::limits::check_size(what, len, limit).map_err(ApiError::bad_request)
 }
 
 async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
@@ -373,12 +408,39 @@ fn actor_error(e: crate::actors::introspect::CallError) -> ApiError {
     ))
 }
 
-/// Parses every source; returns documents with Workspace paths resolved, and every problem.
-fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
+/// Parses every source; returns documents with Workspace paths resolved, every problem, and
+/// what the documents that failed to parse declare (see [`Unparsed`]).
+fn parse_sources(
+    sources: &[Source],
+    project_flag: Option<&str>,
+) -> (Vec<Document>, Vec<Diagnostic>, Unparsed) {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
+    let mut unparsed = Unparsed::default();
     for src in sources {
         let (parsed, mut p) = parse_documents(&src.name, &src.text);
+        if !p.is_empty() {
+            let texts = split_documents(&src.text);
+            for d in &p {
+                let identity = d
+                    .document
+                    .checked_sub(1)
+                    .and_then(|i| texts.get(i))
+                    .and_then(|(_, text)| declared_identity(text));
+                match identity {
+                    Some((kind, project, name)) => {
+                        let project = project
+                            .as_deref()
+                            .or(project_flag)
+                            .unwrap_or(DEFAULT_PROJECT);
+                        unparsed
+                            .declared
+                            .push(ResourceKey::new(project, kind, name));
+                    }
+                    None => unparsed.unreadable = true,
+                }
+            }
+        }
         problems.append(&mut p);
         for mut d in parsed {
             let relative = match &d.manifest.spec {
@@ -406,32 +468,35 @@ fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
             docs.push(d);
         }
     }
-    (docs, problems)
+    (docs, problems, unparsed)
 }
 
-async fn apply(req: ApplyRequest) -> Result<ChangeResponse, ApiError> {
+async fn apply(ctx: &ControlContext, req: ApplyRequest) -> Result<ChangeResponse, ApiError> {
     if req.sources.is_empty() {
         return Err(ApiError::bad_request(
             "nothing to apply: give at least one manifest",
         ));
     }
-    let (docs, mut problems) = parse_sources(&req.sources);
+    let total = req.sources.iter().map(|s| s.text.len()).sum();
+    check_size("apply", total, limits::MAX_APPLY_BYTES)?;
+    let (docs, mut problems, unparsed) = parse_sources(&req.sources, req.project.as_deref());
     if docs.is_empty() && problems.is_empty() {
         return Err(ApiError::bad_request(
             "no documents found in the given manifests (they are empty or only comments)",
         ));
     }
     if !problems.is_empty() {
-        // Report the resource-local problems of the documents that did parse as well; their
-        // references are not checked because they may point at the documents that failed.
+        // Report every problem of the documents that did parse as well, checked against the
+        // live resources; only references to what the failed documents declare are left out.
         let mut docs = docs;
-        let snapshot = Snapshot::default();
+        let snapshot = ctx.snapshot();
         problems.extend(validate_documents(
             &mut docs,
             &snapshot,
             req.project.as_deref(),
-            false,
+            &unparsed,
         ));
+        sort_in_source_order(&mut problems, req.sources.iter().map(|s| s.name.as_str()));
         return Err(ApiError::invalid("apply", problems));
     }
     let actor = store_actor().await?;
@@ -470,7 +535,11 @@ async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ApiError> {
     for t in &req.targets {
         targets.push(ResourceKey::new(project_of(flag)?, t.kind, t.name.clone()));
     }
-    let (docs, mut problems) = parse_sources(&req.sources);
+    let total = req.sources.iter().map(|s| s.text.len()).sum();
+    check_size("apply", total, limits::MAX_APPLY_BYTES)?;
+    let total = req.sources.iter().map(|s| s.text.len()).sum();
+    check_size("delete -f", total, limits::MAX_APPLY_BYTES)?;
+    let (docs, mut problems, _) = parse_sources(&req.sources, req.project.as_deref());
     for d in &docs {
         let declared = d.manifest.metadata.project.as_deref();
         let project = match (declared, flag) {
@@ -592,6 +661,9 @@ async fn fire_trigger(
     req: FireRequest,
 ) -> Result<FireResponse, ApiError> {
     let project = project_of(req.project.as_deref())?;
+    if let Some(p) = &req.payload {
+        check_size("payload", p.len(), limits::MAX_PAYLOAD_BYTES)?;
+    }
     if let Some(p) = &req.payload
         && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
     {
@@ -670,12 +742,14 @@ async fn suspend_trigger(
         .map_err(actor_error)?
 }
 
+/// `secret set` (a value) or `secret unset` (`None`).
 async fn patch_secret(
     store: &str,
     key: &str,
-    req: SecretPatchRequest,
+    project: Option<&str>,
+    value: Option<String>,
 ) -> Result<ChangeResponse, ApiError> {
-    let project = project_of(req.project.as_deref())?;
+    let project = project_of(project)?;
     if key.is_empty()
         || !key
             .chars()
@@ -685,7 +759,11 @@ async fn patch_secret(
             "invalid key {key:?}: use letters, digits, '-', '_' and '.'"
         )));
     }
-    let value = req.value.map(crate::domain::manifest::SecretValue::new);
+    if let Some(v) = &value {
+        crate::domain::limits::check_secret_value(v)
+            .map_err(|e| ApiError::bad_request(format!("secretstore/{store} key {key:?}: {e}")))?;
+    }
+    let value = value.map(crate::domain::manifest::SecretValue::new);
     let rk = ResourceKey::new(project, Kind::SecretStore, store);
     let actor = store_actor().await?;
     actor
@@ -755,6 +833,9 @@ async fn test_webhook(
         }
         _ => addr,
     };
+    if let Some(p) = &req.payload {
+        check_size("payload", p.len(), crate::http::webhook::BODY_LIMIT)?;
+    }
     let body = match req.payload {
         Some(p) => {
             serde_json::from_str::<serde_json::Value>(&p)
@@ -1027,6 +1108,12 @@ async fn task_call(
 
 async fn create_task(req: CreateTaskRequest) -> Result<TaskInfo, ApiError> {
     let project = project_of(req.project.as_deref())?;
+    if let Some(g) = &req.goal {
+        check_size("goal", g.len(), limits::MAX_GOAL_BYTES)?;
+    }
+    if let Some(p) = &req.payload {
+        check_size("payload", p.len(), limits::MAX_PAYLOAD_BYTES)?;
+    }
     check_name(&req.workflow).map_err(|e| ApiError::bad_request(format!("workflow: {e}")))?;
     if let Some(w) = &req.workspace {
         check_name(w).map_err(|e| ApiError::bad_request(format!("workspace: {e}")))?;
