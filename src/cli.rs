@@ -1397,20 +1397,19 @@ fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::Error
 }
 
 /// Who may use `socket`: "the daemon runs as USER", read from the socket or, when even that is
-/// not visible to us, from the directory that holds it.
+/// not visible to us, from the nearest directory above it that is (the one that shuts us out).
 fn socket_owner(socket: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(socket)
-        .or_else(|_| std::fs::metadata(socket.parent().unwrap_or(Path::new("/"))));
+    let meta = socket.ancestors().find_map(|p| std::fs::metadata(p).ok());
     match meta {
-        Ok(m) => {
+        Some(m) => {
             let uid = nix::unistd::Uid::from_raw(m.uid());
             match nix::unistd::User::from_uid(uid) {
                 Ok(Some(u)) => format!("the daemon runs as {}", u.name),
                 _ => format!("the daemon runs as uid {uid}"),
             }
         }
-        Err(_) => "its owner cannot be read".to_owned(),
+        None => "its owner cannot be read".to_owned(),
     }
 }
 

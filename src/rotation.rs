@@ -328,8 +328,15 @@ impl Provider {
         }
     }
 
-    /// Asks the platform for a delivery signed with its current value.
-    async fn test(&self, ctx: &RotationContext, store: &str, key: &str) -> Result<(), String> {
+    /// Asks the platform for a delivery signed with its current value, `new` (a `command`
+    /// provider's test program gets it on stdin, like the set program).
+    async fn test(
+        &self,
+        ctx: &RotationContext,
+        store: &str,
+        key: &str,
+        new: &SecretValue,
+    ) -> Result<(), String> {
         match self {
             Provider::Github { .. } => self
                 .github(ctx, reqwest::Method::POST, "pings", None)
@@ -337,7 +344,7 @@ impl Provider {
                 .map_err(|(e, _)| e),
             Provider::Command {
                 test: Some(test), ..
-            } => run_program(ctx, test, store, key, None).await,
+            } => run_program(ctx, test, store, key, Some(new)).await,
             Provider::Command { test: None, .. } => Ok(()),
         }
     }
@@ -705,7 +712,19 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
             }
             RotationStage::Test => {
                 let since = set_at.unwrap_or(record.started_at);
-                if let Err(e) = provider.test(ctx, &record.store, &record.key).await {
+                let Some(new) = current_value(ctx, &record.project, &record.store, &next_name)
+                else {
+                    return fail(
+                        ctx,
+                        id,
+                        &key,
+                        &next_name,
+                        Some((&provider, old.as_ref())),
+                        "test: the new value vanished from the store".into(),
+                    )
+                    .await;
+                };
+                if let Err(e) = provider.test(ctx, &record.store, &record.key, &new).await {
                     return fail(
                         ctx,
                         id,

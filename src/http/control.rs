@@ -183,6 +183,15 @@ pub fn routes(
             },
         );
     let trigger_suspend = warp::path!("v1" / "triggers" / String / String)
+        // `fire` is the route above; when its body is refused, that refusal is the answer.
+        .and_then(|name: String, action: String| async move {
+            if action == "fire" {
+                Err(warp::reject::not_found())
+            } else {
+                Ok((name, action))
+            }
+        })
+        .untuple_one()
         .and(warp::post())
         .and(warp::query::<ResourceQuery>())
         .then(
