@@ -366,3 +366,52 @@ spec:
     assert!(!err.contains("\"broken\""), "{err}");
     unchanged(&d, &before);
 }
+
+#[test]
+fn the_command_providers_test_program_gets_the_new_value_on_stdin() {
+    let d = TestDaemon::start();
+    let platform = d.dir.path().join("platform-secret");
+    let tested = d.dir.path().join("tested-with");
+    // Row 12: the `test` program got an empty stdin; the README says it gets the value.
+    d.apply(&format!(
+        r#"{workspace}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {{name: quick}}
+spec:
+  steps: [{{id: s, command: "true"}}]
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: hooks}}
+spec:
+  data: {{signing: "{SECRET}"}}
+  rotation:
+    key: signing
+    provider: command
+    settings:
+      set: "sh -c 'cat > {platform}'"
+      test: "sh -c 'cat > {tested} && orchestrator webhook test custom --key signing.next'"
+      testTimeoutSeconds: 10
+---
+apiVersion: orchestrator.dev/v2
+kind: Trigger
+metadata: {{name: custom}}
+spec:
+  event:
+    source: webhook
+    webhook: {{secret: {{fromRef: hooks, keys: [signing]}}, scheme: hmac-sha256}}
+  action: {{workflow: quick, workspace: default, start: false}}
+"#,
+        workspace = d.workspace(),
+        platform = platform.display(),
+        tested = tested.display(),
+    ));
+    let out = d.cli(&["secret", "rotate", "hooks"]).ok().to_owned();
+    assert!(out.contains("rotated with command"), "{out}");
+    let set = std::fs::read_to_string(&platform).expect("the set program ran");
+    let test = std::fs::read_to_string(&tested).expect("the test program ran");
+    assert_ne!(set, SECRET);
+    assert_eq!(test, set, "the test program gets the value the set program got");
+}
