@@ -907,10 +907,7 @@ async fn secret(
             let resp: ChangeResponse = client
                 .put(
                     &format!("/v1/secrets/{}/keys/{}", enc(&store), enc(&key)),
-                    &SecretPatchRequest {
-                        project,
-                        value,
-                    },
+                    &SecretPatchRequest { project, value },
                 )
                 .await?;
             print_changes(out, &resp)
@@ -1189,7 +1186,9 @@ fn read_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
         total,
         crate::domain::limits::MAX_APPLY_BYTES,
     ) {
-        bail!("{e} for one request: apply the files in smaller groups, or check that no large file is in the directory");
+        bail!(
+            "{e} for one request: apply the files in smaller groups, or check that no large file is in the directory"
+        );
     }
     Ok(sources)
 }

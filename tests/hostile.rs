@@ -58,7 +58,11 @@ fn state(d: &TestDaemon) -> (u64, String, String, String) {
 /// The daemon answers, and nothing changed since `before`; the real key still verifies.
 #[track_caller]
 fn unchanged(d: &TestDaemon, before: &(u64, String, String, String)) {
-    assert_eq!(&state(d), before, "the hostile input changed the daemon's state");
+    assert_eq!(
+        &state(d),
+        before,
+        "the hostile input changed the daemon's state"
+    );
     let addr = d.webhook.expect("webhook server");
     let sig = sign(Scheme::HmacSha256, None, SECRET.as_bytes(), b"{}", 0, "");
     assert_eq!(post(addr, "/webhook/custom", &sig, b"{}").0, 202);
@@ -74,7 +78,9 @@ fn control(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String
         body.len()
     );
     // The daemon may answer before the whole body is written, then close.
-    let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body));
+    let _ = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -94,7 +100,10 @@ fn control(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String
 fn refused(d: &TestDaemon, method: &str, path: &str, body: &str, want: &str) {
     let (code, text) = control(&d.socket, method, path, body.as_bytes());
     assert_eq!(code, 400, "{method} {path} {body:.200}: {text}");
-    assert!(text.contains(want), "{method} {path} {body:.200}: {text} lacks {want:?}");
+    assert!(
+        text.contains(want),
+        "{method} {path} {body:.200}: {text} lacks {want:?}"
+    );
 }
 
 fn condition_trigger(condition: &str) -> String {
@@ -113,7 +122,10 @@ fn hostile_conditions_are_refused_and_the_daemon_lives() {
     let cases = [
         // Row 1: a tokio worker's stack overflowed and the daemon aborted.
         (deep, "the limit is 4096"),
-        (format!("payload{} == 1", ".a".repeat(2000)), "deeper than 64"),
+        (
+            format!("payload{} == 1", ".a".repeat(2000)),
+            "deeper than 64",
+        ),
         // Row 2: the parser panicked in the SecretStoreActor; six of them ended the daemon.
         (list.clone(), "the limit is 4096"),
         (
@@ -121,7 +133,10 @@ fn hostile_conditions_are_refused_and_the_daemon_lives() {
             "invalid CEL condition",
         ),
         // Row 10: a bad regular expression passed the apply, then filtered every delivery.
-        ("payload.x.matches(\"(\")".to_owned(), "not a valid regular expression"),
+        (
+            "payload.x.matches(\"(\")".to_owned(),
+            "not a valid regular expression",
+        ),
     ];
     for (condition, want) in &cases {
         let path = d.write("filtered.yaml", &condition_trigger(condition));
@@ -135,14 +150,24 @@ fn hostile_conditions_are_refused_and_the_daemon_lives() {
     }
     for _ in 0..8 {
         let path = d.write("filtered.yaml", &condition_trigger(&list));
-        d.cli(&["apply", "-f", path.to_str().expect("path")]).fails();
+        d.cli(&["apply", "-f", path.to_str().expect("path")])
+            .fails();
     }
     unchanged(&d, &before);
     // A valid regular expression now works: `matches` is a known function.
-    d.apply(&condition_trigger("payload.ref.matches(\"^refs/heads/(main|dev)$\")"));
+    d.apply(&condition_trigger(
+        "payload.ref.matches(\"^refs/heads/(main|dev)$\")",
+    ));
     let addr = d.webhook.expect("webhook");
     let deliver = |body: &str| {
-        let sig = sign(Scheme::HmacSha256, None, SECRET.as_bytes(), body.as_bytes(), 0, "");
+        let sig = sign(
+            Scheme::HmacSha256,
+            None,
+            SECRET.as_bytes(),
+            body.as_bytes(),
+            0,
+            "",
+        );
         post(addr, "/webhook/filtered", &sig, body.as_bytes())
     };
     let (code, body) = deliver(r#"{"ref": "refs/heads/main"}"#);
@@ -166,7 +191,10 @@ fn deep_documents_are_refused_by_the_scan() {
     }
     // Within the limit, a deep document reaches the parser, which names its real problem.
     let deep_ok: String = (0..40).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
-    let err = d.cli_stdin(&["apply", "-f", "-"], &deep_ok).fails().to_owned();
+    let err = d
+        .cli_stdin(&["apply", "-f", "-"], &deep_ok)
+        .fails()
+        .to_owned();
     assert!(!err.contains("nests deeper"), "{err}");
     unchanged(&d, &before);
 }
@@ -181,7 +209,12 @@ fn control_api_bodies_are_checked_like_the_cli_checks_them() {
     refused(&d, "PUT", key, r#"{"value": ""}"#, "the value is empty");
     refused(&d, "PUT", key, r#"{}"#, "missing field `value`");
     // Row 7: a mask overwrote the real secret.
-    for mask in ["***", "*****", "[REDACTED]", "*** (20 bytes, sha256:0a1b2c3d4e5f)"] {
+    for mask in [
+        "***",
+        "*****",
+        "[REDACTED]",
+        "*** (20 bytes, sha256:0a1b2c3d4e5f)",
+    ] {
         refused(
             &d,
             "PUT",
@@ -202,7 +235,10 @@ fn control_api_bodies_are_checked_like_the_cli_checks_them() {
         )
         .fails()
         .to_owned();
-    assert!(err.contains("spec.data.signing") && err.contains("masked value"), "{err}");
+    assert!(
+        err.contains("spec.data.signing") && err.contains("masked value"),
+        "{err}"
+    );
     // Row 9: unknown fields and wrong shapes were accepted silently.
     refused(
         &d,
@@ -214,8 +250,20 @@ fn control_api_bodies_are_checked_like_the_cli_checks_them() {
     refused(&d, "POST", "/v1/triggers/custom/fire", "[]", "an array");
     refused(&d, "POST", "/v1/apply", "[]", "an array");
     refused(&d, "PUT", key, r#"["x"]"#, "an array");
-    refused(&d, "PUT", key, r#"{"value": "v", "projet": "p"}"#, "unknown field `projet`");
-    refused(&d, "POST", "/v1/tasks", r#"{"workflow": "quick", "gaol": "g"}"#, "unknown field `gaol`");
+    refused(
+        &d,
+        "PUT",
+        key,
+        r#"{"value": "v", "projet": "p"}"#,
+        "unknown field `projet`",
+    );
+    refused(
+        &d,
+        "POST",
+        "/v1/tasks",
+        r#"{"workflow": "quick", "gaol": "g"}"#,
+        "unknown field `gaol`",
+    );
     refused(&d, "POST", "/v1/tasks", "null", "null");
     refused(&d, "POST", "/v1/tasks", "{\"workflow\": ", "not valid JSON");
     unchanged(&d, &before);
@@ -265,7 +313,10 @@ fn oversized_values_are_refused_with_the_limit() {
         )
         .fails()
         .to_owned();
-    assert!(err.contains("spec.data.signing") && err.contains("the limit is 64 KiB"), "{err}");
+    assert!(
+        err.contains("spec.data.signing") && err.contains("the limit is 64 KiB"),
+        "{err}"
+    );
     // Row 11: a 70 MiB apply read `error sending request`.
     let file = d.dir.path().join("huge.yaml");
     let line = format!("# {}\n", "x".repeat(1021));
@@ -296,14 +347,22 @@ fn a_user_without_access_to_the_socket_is_told_so() {
     // run as root, which may open any socket; `nobody` may not open this one.
     // `nobody` must be able to run the CLI: link it into a directory anyone may enter.
     let bin = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(bin.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let cli = bin.path().join("orchestrator");
     std::fs::hard_link(crate::common::CLI, &cli)
         .or_else(|_| std::fs::copy(crate::common::CLI, &cli).map(|_| ()))
         .expect("link the CLI");
     let out = std::process::Command::new(&cli)
-        .args(["--socket", d.socket.to_str().expect("path"), "get", "triggers"])
+        .args([
+            "--socket",
+            d.socket.to_str().expect("path"),
+            "get",
+            "triggers",
+        ])
         .uid(65534)
         .gid(65534)
         .env_remove("ORCHESTRATOR_SOCKET")
@@ -361,7 +420,10 @@ spec:
         at("no-such-workflow"),
         at("unknown field `unknown`"),
     ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order:\n{err}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order:\n{err}"
+    );
     // The template that failed to parse is not reported as missing by the workflow using it.
     assert!(!err.contains("\"broken\""), "{err}");
     unchanged(&d, &before);
@@ -413,5 +475,8 @@ spec:
     let set = std::fs::read_to_string(&platform).expect("the set program ran");
     let test = std::fs::read_to_string(&tested).expect("the test program ran");
     assert_ne!(set, SECRET);
-    assert_eq!(test, set, "the test program gets the value the set program got");
+    assert_eq!(
+        test, set,
+        "the test program gets the value the set program got"
+    );
 }

@@ -116,7 +116,10 @@ pub fn did_you_mean<'a>(
 /// Sorts `problems` as a reader meets them: by file (in the order `files` gives them, the order
 /// of the request), then document, then line. Problems tied to no file come first; the sort is
 /// stable, so problems on one line keep the order they were found in.
-pub fn sort_in_source_order<'a>(problems: &mut [Diagnostic], files: impl IntoIterator<Item = &'a str>) {
+pub fn sort_in_source_order<'a>(
+    problems: &mut [Diagnostic],
+    files: impl IntoIterator<Item = &'a str>,
+) {
     let mut order: Vec<&str> = Vec::new();
     for f in files {
         if !order.contains(&f) {
@@ -127,7 +130,10 @@ pub fn sort_in_source_order<'a>(problems: &mut [Diagnostic], files: impl IntoIte
         let file = if d.file.is_empty() {
             0
         } else {
-            order.iter().position(|f| *f == d.file).map_or(usize::MAX, |i| i + 1)
+            order
+                .iter()
+                .position(|f| *f == d.file)
+                .map_or(usize::MAX, |i| i + 1)
         };
         (file, d.document, d.line.unwrap_or(0))
     };

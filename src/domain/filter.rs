@@ -162,17 +162,15 @@ fn check_tree(root: &IdedExpr) -> Result<(), String> {
                  `&&`, `||` or `.field` into fewer terms"
             ));
         }
-        if let Expr::Call(c) = &e.expr {
-            if c.func_name == "matches" {
-                // `s.matches(re)` or `matches(s, re)`: the pattern is the last argument.
-                if let Some(IdedExpr {
-                    expr: Expr::Literal(LiteralValue::String(re)),
-                    ..
-                }) = c.args.last()
-                {
-                    check_regex(re.inner())?;
-                }
-            }
+        // `s.matches(re)` or `matches(s, re)`: the pattern is the last argument.
+        if let Expr::Call(c) = &e.expr
+            && c.func_name == "matches"
+            && let Some(IdedExpr {
+                expr: Expr::Literal(LiteralValue::String(re)),
+                ..
+            }) = c.args.last()
+        {
+            check_regex(re.inner())?;
         }
         stack.extend(children(e).into_iter().map(|c| (c, depth + 1)));
     }
@@ -252,9 +250,15 @@ mod tests {
     #[test]
     fn hostile_conditions_are_refused_with_the_limit_they_exceed() {
         // 5,000 member accesses overflowed a worker's stack in the parser (the daemon aborted).
-        refused(&format!("payload{} == 1", ".a".repeat(5000)), "the limit is 4096");
+        refused(
+            &format!("payload{} == 1", ".a".repeat(5000)),
+            "the limit is 4096",
+        );
         // Within the byte limit the tree is still too deep to evaluate safely.
-        refused(&format!("payload{} == 1", ".a".repeat(2000)), "deeper than 64");
+        refused(
+            &format!("payload{} == 1", ".a".repeat(2000)),
+            "deeper than 64",
+        );
         refused(&vec!["1"; 1000].join(" + "), "deeper than 64");
         // A long list before a syntax error made the parser panic while formatting its message.
         refused(
@@ -271,7 +275,10 @@ mod tests {
         );
         // Regular expressions are checked at apply, in both spellings.
         refused("payload.x.matches('(')", "not a valid regular expression");
-        refused("matches(payload.x, 'a{99999999}')", "not a valid regular expression");
+        refused(
+            "matches(payload.x, 'a{99999999}')",
+            "not a valid regular expression",
+        );
         refused(
             "payload.items.exists(i, i.name.matches('[z-a]'))",
             "not a valid regular expression",
@@ -281,7 +288,11 @@ mod tests {
     #[test]
     fn ordinary_conditions_stay_within_the_limits() {
         let ev = r#"{"ref": "refs/heads/main", "repository": {"full_name": "org/repo"}}"#;
-        check("payload.ref.matches('^refs/heads/(main|release-.*)$')", ev, Ok(true));
+        check(
+            "payload.ref.matches('^refs/heads/(main|release-.*)$')",
+            ev,
+            Ok(true),
+        );
         check("matches(payload.ref, 'tags')", ev, Ok(false));
         check(
             // `&&` and `||` chains are balanced by the parser, so long ones stay shallow.
@@ -290,6 +301,10 @@ mod tests {
             Ok(true),
         );
         // A pattern that only exists at run time is the evaluation's business.
-        check("payload.ref.matches(payload.repository.full_name)", ev, Ok(false));
+        check(
+            "payload.ref.matches(payload.repository.full_name)",
+            ev,
+            Ok(false),
+        );
     }
 }

@@ -28,12 +28,12 @@ const REDACTED: &str = "[REDACTED]";
 pub fn human_bytes(n: usize) -> String {
     if n >= 1 << 20 {
         let mib = n as f64 / f64::from(1u32 << 20);
-        if n % (1 << 20) == 0 {
+        if n.is_multiple_of(1 << 20) {
             format!("{} MiB", n >> 20)
         } else {
             format!("{mib:.1} MiB")
         }
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else if n >= 1 << 10 {
         format!("{:.1} KiB", n as f64 / 1024.0)

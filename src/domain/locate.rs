@@ -200,7 +200,10 @@ spec:
         assert_eq!(nesting_beyond(&flow, 64), Some(1));
         let block: String = (0..70).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
         assert_eq!(nesting_beyond(&block, 64), Some(65));
-        assert_eq!(nesting_beyond(&format!("{}x", "- ".repeat(100_000)), 64), Some(1));
+        assert_eq!(
+            nesting_beyond(&format!("{}x", "- ".repeat(100_000)), 64),
+            Some(1)
+        );
         let ok: String = (0..64).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
         assert_eq!(nesting_beyond(&ok, 64), None);
         assert_eq!(nesting_beyond("a: [1, {b: c}]\n", 3), None);

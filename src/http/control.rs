@@ -353,8 +353,7 @@ fn decode_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr
             "request body is {shape}; send a JSON object with this call's fields"
         )));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
 /// 400 when `len` bytes of `what` exceed `limit` (see `domain::limits`).
