@@ -64,9 +64,29 @@ impl Filter {
         let program = match compiled {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
+                // Only the first errors, without the parser's source snippets: its own message
+                // repeats the whole line for every bad token (quadratic in the input), and its
+                // caret line panics on a negative column.
+                let first: Vec<String> = e
+                    .errors
+                    .iter()
+                    .take(3)
+                    .map(|p| {
+                        format!(
+                            "{}:{}: {}",
+                            p.pos.0,
+                            p.pos.1,
+                            abbreviate(&p.msg.replace('\n', " "), MESSAGE_LIMIT / 3)
+                        )
+                    })
+                    .collect();
+                let more = match e.errors.len() {
+                    0..=3 => String::new(),
+                    n => format!(" (and {} more)", n - 3),
+                };
                 return Err(format!(
-                    "invalid CEL condition {shown:?}: {}",
-                    abbreviate(&e.to_string().replace('\n', "; "), MESSAGE_LIMIT)
+                    "invalid CEL condition {shown:?}: {}{more}",
+                    first.join("; ")
                 ));
             }
             Err(_) => {
@@ -271,6 +291,13 @@ mod tests {
         );
         refused(
             &format!("{}1{}", "[".repeat(2000), "]".repeat(2000)),
+            "invalid CEL condition",
+        );
+        // The parser's own message repeats the line for every bad token (100 MB for 8 KiB).
+        refused(&"#".repeat(MAX_CONDITION_BYTES), "more)");
+        // Its caret line panicked on a column beyond 65,535 (row 2 of issue 12).
+        refused(
+            &format!("{} ]", "1 ".repeat(MAX_CONDITION_BYTES / 2 - 2)),
             "invalid CEL condition",
         );
         // Regular expressions are checked at apply, in both spellings.

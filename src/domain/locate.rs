@@ -127,12 +127,61 @@ impl MarkedEventReceiver for Recv {
     }
 }
 
+/// An upper bound of how deep `text` nests, from its bytes alone, so that ordinary manifests
+/// skip the event scan. Flow collections nest at most once per `[` or `{` in the text. A chain
+/// of nested block collections starts at non-decreasing columns, and at the same column at most
+/// twice in a row (a block sequence may sit at its key's column; its items are further right),
+/// so block nesting is at most twice the number of columns where a block collection can start:
+/// a line's indentation, and the positions after each `- ` or `? ` that opens the line.
+/// Stops counting once the bound passes `max`.
+fn nesting_bound(text: &str, max: usize) -> usize {
+    let openers = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    if openers > max {
+        return openers;
+    }
+    let mut columns: Vec<usize> = Vec::new();
+    let mut add = |c: usize, columns: &mut Vec<usize>| {
+        if !columns.contains(&c) {
+            columns.push(c);
+        }
+    };
+    for line in text.lines() {
+        if 2 * columns.len() + openers > max {
+            break;
+        }
+        let rest = line.trim_start_matches(' ');
+        if rest.is_empty() {
+            continue;
+        }
+        if (rest.starts_with("---") || rest.starts_with("...")) && rest.len() > 3 {
+            // Content after a document marker starts mid-line: let the scan decide.
+            return usize::MAX;
+        }
+        let mut column = line.len() - rest.len();
+        add(column, &mut columns);
+        let mut rest = rest.as_bytes();
+        while let [b'-' | b'?', b' ', ..] = rest {
+            let spaces = rest[1..].iter().take_while(|b| **b == b' ').count();
+            column += 1 + spaces;
+            rest = &rest[1 + spaces..];
+            add(column, &mut columns);
+            if 2 * columns.len() + openers > max {
+                break;
+            }
+        }
+    }
+    2 * columns.len() + openers
+}
+
 /// The 1-based line where `text` first nests mappings and sequences deeper than `max`, if it
 /// does. It reads events only up to that point, so a hostile document costs a few hundred bytes
 /// of scanning instead of the YAML parser's worst case (a 200 KB document of nested flow
 /// mappings kept libyaml busy for seconds). Malformed YAML ends the scan: reporting it is the
 /// parser's job.
 pub fn nesting_beyond(text: &str, max: usize) -> Option<usize> {
+    if nesting_bound(text, max) <= max {
+        return None;
+    }
     let mut parser = Parser::new_from_str(text);
     let mut depth = 0usize;
     loop {
@@ -209,5 +258,22 @@ spec:
         assert_eq!(nesting_beyond("a: [1, {b: c}]\n", 3), None);
         assert_eq!(nesting_beyond("a: [1, {b: c}]\n", 2), Some(1));
         assert_eq!(nesting_beyond("a: [unclosed\n", 64), None);
+        // The byte bound never lets a deep document through: checked against the scan.
+        let compact: String = (0..40)
+            .map(|i| format!("{}- - k:\n", "    ".repeat(i)))
+            .collect();
+        assert_eq!(nesting_beyond(&compact, 64), Some(22));
+        // A sequence at its key's column: two levels per column.
+        let mixed: String = (0..40)
+            .map(|i| format!("{0}k:\n{0}- ", "  ".repeat(i)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(nesting_beyond(&format!("{mixed}x\n"), 64), Some(65));
+        assert!(nesting_bound(&ok, 64) > 64, "the scan above really ran");
+        let bundle = "apiVersion: v\nkind: K\nmetadata: {name: n}\nspec:\n  steps:\n    - {id: a, template: t}\n";
+        assert!(
+            nesting_bound(bundle, 64) <= 64,
+            "an ordinary manifest skips the scan"
+        );
     }
 }
