@@ -3,6 +3,7 @@
 
 mod actors;
 mod common;
+mod props;
 mod resources;
 mod rotation;
 mod tasks;
