@@ -4,6 +4,7 @@
 mod actors;
 mod common;
 mod hostile;
+mod props;
 mod resources;
 mod rotation;
 mod tasks;

@@ -277,25 +277,36 @@ fn suggest_timezone(name: &str) -> String {
         return (*zone).to_owned();
     }
     let wanted_has_area = wanted.contains('/');
+    // Short names are too easy to match by accident ("PST" is one edit from "EST").
+    let length = wanted.chars().count();
+    let limit = if length <= 4 { 0 } else { (length / 4).max(1) };
+    // The distance is at least the difference in length, so a name whose length is beyond the
+    // limit from a zone's is not compared with it: a megabyte-long name in a manifest costs
+    // one pass over the zones instead of a megabyte of work for each of them.
+    let distance = |known: &str| {
+        let reachable = known.chars().count().abs_diff(length) <= limit;
+        if reachable {
+            levenshtein(&wanted, known)
+        } else {
+            usize::MAX
+        }
+    };
     // Ranked by distance, then preferring a whole-name match to a city-only one.
     let mut best: Option<((usize, bool), &'static str)> = None;
     for tz in TZ_VARIANTS.iter() {
         let known = tz.name();
         let lower = known.to_lowercase();
-        let mut rank = (levenshtein(&wanted, &lower), false);
+        let mut rank = (distance(&lower), false);
         if !wanted_has_area {
             // Let "Tokyo" find "Asia/Tokyo".
             if let Some((_, city)) = lower.rsplit_once('/') {
-                rank = rank.min((levenshtein(&wanted, city), true));
+                rank = rank.min((distance(city), true));
             }
         }
         if best.is_none_or(|(r, _)| rank < r) {
             best = Some((rank, known));
         }
     }
-    // Short names are too easy to match by accident ("PST" is one edit from "EST").
-    let length = wanted.chars().count();
-    let limit = if length <= 4 { 0 } else { (length / 4).max(1) };
     match best {
         Some(((distance, _), known)) if distance <= limit => known.to_owned(),
         _ => "America/New_York".to_owned(),
@@ -1743,6 +1754,28 @@ mod tests {
                     start += TimeDelta::minutes(5);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn long_zone_names_are_refused_without_comparing_them() {
+        // Found by tests/props.rs: a 4 KiB name took seconds and a 1 MiB one hours, because
+        // it was compared by edit distance with every zone name.
+        let long = "Europe/".repeat(150_000);
+        match parse_timezone(&long) {
+            Err(ScheduleError::UnknownTimeZone { suggestion, .. }) => {
+                assert_eq!(suggestion, "America/New_York");
+            }
+            other => panic!("a 1 MiB zone name gave {other:?}"),
+        }
+        // Near misses of ordinary length still get the zone they meant.
+        for (name, want) in [
+            ("Europe/Berln", "Europe/Berlin"),
+            ("Tokio", "Asia/Tokyo"),
+            ("america/new_yrok", "America/New_York"),
+            ("PST", "America/Los_Angeles"),
+        ] {
+            assert_eq!(suggest_timezone(name), want, "{name}");
         }
     }
 
