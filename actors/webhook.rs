@@ -124,6 +124,9 @@ impl Behaviour for WebhookActor {
             "bodyTimeoutSeconds": state.context.limits().body_timeout.as_secs_f64(),
             "headerTimeoutSeconds": state.context.limits().header_timeout.as_secs_f64(),
             "maxConnections": state.context.limits().max_connections,
+            "openConnections": state.context.connections().open,
+            "evictedConnections": state.context.connections().evicted,
+            "refusedConnections": state.context.connections().refused,
         })
     }
 

@@ -617,23 +617,241 @@ fn connections_that_send_no_headers_are_closed_at_the_header_deadline() {
     );
 }
 
-#[test]
-fn connections_beyond_the_cap_are_closed_until_a_slot_frees() {
-    // The header deadline is the default 30 s: nothing but the cap closes a connection here.
-    let d = TestDaemon::start_with(&["--webhook-max-connections", "2"]);
-    setup(&d, &hook("gh", "github", ""));
-    let held: Vec<_> = (0..2)
-        .map(|_| std::net::TcpStream::connect(addr(&d)).expect("connect"))
-        .collect();
-    eventually(
-        Duration::from_secs(5),
-        "a surplus connection closed",
-        || {
-            let mut third = std::net::TcpStream::connect(addr(&d)).expect("connect");
-            closed_within(&mut third, Duration::from_millis(500)).then_some(())
-        },
+/// The webhook actor's connection figures: open, evicted and refused so far, and the cap.
+fn connection_counts(d: &TestDaemon) -> (u64, u64, u64, u64) {
+    let s = d
+        .cli(&["actors", "inspect", "webhook", "-o", "json"])
+        .json()["state"]
+        .clone();
+    let n = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("no {k} in the webhook state: {s}"))
+    };
+    (
+        n("openConnections"),
+        n("evictedConnections"),
+        n("refusedConnections"),
+        n("maxConnections"),
+    )
+}
+
+/// Reads one HTTP/1.1 answer (head and `Content-Length` body) and leaves the connection open.
+fn read_answer(s: &mut std::net::TcpStream) -> Option<(u16, String)> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, mut body) = loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (
+                String::from_utf8_lossy(&got[..i]).into_owned(),
+                got[i + 4..].to_vec(),
+            );
+        }
+    };
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while body.len() < length {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A signed GitHub delivery's request bytes, from the headers on (`keep_alive`: no
+/// `Connection: close`).
+fn delivery_request(id: &str, keep_alive: bool) -> Vec<u8> {
+    let body = r#"{"zen": "ok"}"#;
+    let mut req = format!(
+        "POST /webhook/gh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
     );
+    if !keep_alive {
+        req.push_str("Connection: close\r\n");
+    }
+    for (k, v) in signed(Scheme::Github, STORE_OLD, body, id) {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    req.into_bytes()
+}
+
+/// Raises this process's soft limit on open files to the hard limit; returns the limit.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    hard
+}
+
+#[test]
+fn a_flood_of_idle_connections_cannot_keep_a_signed_delivery_out() {
+    let hard = raise_open_files();
+    // The daemon raises its own soft limit to the same hard limit, and keeps half of it for
+    // webhook connections: 4,096 (the default) unless the hard limit is below 8,192.
+    // The header deadline is 10 minutes: nothing but the cap closes a connection here.
+    let d = TestDaemon::start_with(&["--webhook-header-timeout", "600"]);
+    setup(&d, &hook("gh", "github", ""));
+    let (_, _, _, cap) = connection_counts(&d);
+    // 5,000 as the issue asks; fewer only if this process may not open that many (a hard
+    // limit below ~5,200), but always more than the daemon's cap.
+    let flood = 5000.min(hard.saturating_sub(200));
+    assert!(
+        flood > cap,
+        "the open-files hard limit {hard} leaves room for {flood} connections, not more than the cap {cap}"
+    );
+    // Opened in batches that the listen backlog (128) holds, each accepted before the next:
+    // connecting faster than the daemon accepts would only measure the kernel's SYN retries.
+    let accepted = |n: u64| {
+        eventually(Duration::from_secs(30), "the connections accepted", || {
+            let (open, evicted, refused, _) = connection_counts(&d);
+            (open + evicted + refused >= n).then_some(())
+        })
+    };
+    let mut held = Vec::new();
+    for i in 0..flood {
+        let s = std::net::TcpStream::connect_timeout(&addr(&d), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("idle connection {i}: {e}"));
+        held.push(s);
+        if (i + 1) % 100 == 0 {
+            accepted(i + 1);
+        }
+    }
+    // Every one accepted: the port is full of connections that say nothing.
+    accepted(flood);
+    assert_eq!(connection_counts(&d).0, cap, "the port is full");
+    let started = std::time::Instant::now();
+    let answer = http_raw(addr(&d), &delivery_request("through-the-flood", false));
+    let took = started.elapsed();
+    let (status, body) = answer.unwrap_or_else(|| {
+        panic!(
+            "the delivery's connection was closed without an answer, {flood} idle connections open"
+        )
+    });
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(status_of(&(status, body)).1["status"], "accepted");
+    assert!(
+        took < Duration::from_secs(1),
+        "the delivery took {took:?} with {flood} idle connections open"
+    );
+    assert_eq!(tasks_of(&d, "gh"), 1);
+    // The oldest idle connections made room, for the flood's surplus and for the delivery.
+    let (_, evicted, refused, _) = connection_counts(&d);
+    assert_eq!(
+        refused, 0,
+        "a connection was refused rather than another evicted"
+    );
+    assert!(evicted > flood - cap, "{evicted} evicted");
     drop(held);
+}
+
+#[test]
+fn at_the_cap_idle_connections_go_first_and_a_request_in_progress_stays() {
+    use std::io::Write;
+    // The header deadline is the default 30 s: nothing but the cap closes a connection here.
+    let d = TestDaemon::start_with(&["--webhook-max-connections", "3"]);
+    setup(&d, &hook("gh", "github", ""));
+    let connect = || std::net::TcpStream::connect(addr(&d)).expect("connect");
+    // The oldest connection is in the middle of a request: half of its head sent.
+    let request = delivery_request("mid-request", false);
+    let (first_half, second_half) = request.split_at(40);
+    let mut mid = connect();
+    mid.write_all(first_half).expect("write");
+    // A keep-alive connection that completed a request: idle between requests.
+    let mut kept = connect();
+    kept.write_all(&delivery_request("keep-alive", true))
+        .expect("write");
+    let (status, text) = read_answer(&mut kept).expect("an answer on the keep-alive connection");
+    assert_eq!(status, 202, "{text}");
+    // A connection that has sent nothing, opened after the keep-alive one's answer.
+    let mut silent = connect();
+    eventually(Duration::from_secs(5), "three connections open", || {
+        (connection_counts(&d).0 == 3).then_some(())
+    });
+
+    // At the cap: the keep-alive connection has been idle longest, and makes room first.
+    let _newer = connect();
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(5)),
+        "the idle keep-alive connection was not evicted"
+    );
+    assert_eq!(connection_counts(&d).1, 1, "one eviction");
+    // Then the silent one; the half-sent request is still not chosen, though it is the oldest.
+    let mut newest = connect();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)),
+        "the silent connection was not evicted"
+    );
+    let (open, evicted, refused, _) = connection_counts(&d);
+    assert_eq!((open, evicted, refused), (3, 2, 0));
+
+    // The request in progress completes, on its own connection.
+    mid.write_all(second_half).expect("write");
+    let (status, text) = read_answer(&mut mid).expect("an answer to the half-sent request");
+    assert_eq!(status, 202, "{text}");
+    // And the newest connection delivers too.
+    newest
+        .write_all(&delivery_request("newest", false))
+        .expect("write");
+    let (status, text) = read_answer(&mut newest).expect("an answer on the newest connection");
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(tasks_of(&d, "gh"), 3);
+}
+
+#[test]
+fn connections_being_answered_are_never_evicted_and_surplus_ones_close_until_a_slot_frees() {
+    let d = TestDaemon::start_with(&[
+        "--webhook-max-connections",
+        "2",
+        "--webhook-body-timeout",
+        "2",
+    ]);
+    setup(&d, &hook("gh", "github", ""));
+    // Two deliveries whose bodies never finish: both being answered (their body is read).
+    let slow: Vec<_> = (0..2).map(|_| slow_sender(addr(&d))).collect();
+    eventually(Duration::from_secs(5), "both deliveries in flight", || {
+        let s = d
+            .cli(&["actors", "inspect", "webhook", "-o", "json"])
+            .json()["state"]
+            .clone();
+        (s["inFlight"] == 2).then_some(())
+    });
+    // Nothing can make room: a third connection is closed at once.
+    let mut third = std::net::TcpStream::connect(addr(&d)).expect("connect");
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5)),
+        "a surplus connection was kept"
+    );
+    let (open, evicted, refused, _) = connection_counts(&d);
+    assert_eq!((open, evicted), (2, 0));
+    assert!(refused >= 1);
+    // The slow deliveries were not evicted: each gets its answer at the body deadline.
+    for mut s in slow {
+        use std::io::Read;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    // Their slots freed, a delivery gets through.
     let body = r#"{"zen": "ok"}"#;
     eventually(Duration::from_secs(5), "a delivery through", || {
         let r = post(

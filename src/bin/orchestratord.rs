@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     webhook_header_timeout: u64,
-    /// Open webhook connections; more are closed as soon as they are accepted.
+    /// Open webhook connections; at the cap a new one takes the place of the longest-idle one.
     #[arg(long, default_value_t = 4096, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     webhook_max_connections: u32,
