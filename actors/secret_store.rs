@@ -4,6 +4,12 @@
 //! published on a `watch` channel **before** the reply is sent. When `apply` returns, the change is
 //! durable and every reader (webhook requests, triggers, new tasks) sees it on its next look.
 //!
+//! Before a change that touches a SecretStore is committed, its secret values go to the daemon's
+//! [`SecretRegistry`], which every running agent's output redactor consults at each chunk: a
+//! value is redacted from agent output before any reader can learn it as a secret (a rotation's
+//! `<key>.next` included, and a value an agent applies itself). If the commit fails, the
+//! registry is set back; values it saw are still redacted for the runs that were live.
+//!
 //! A restart reopens the store and reloads the snapshot from SQLite, so nothing is lost and the
 //! revision is unchanged.
 
@@ -17,9 +23,10 @@ use tokio::sync::watch;
 
 use super::introspect::{Addr, Behaviour, Message};
 use crate::api::{ApiError, ChangeResponse, ResultLine};
-use crate::domain::manifest::{Document, SecretValue};
+use crate::domain::manifest::{Document, Kind, SecretValue, Spec};
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
+use crate::redact::SecretRegistry;
 use crate::store::{HistoryEntry, KeyMeta, Store};
 
 /// The registry name.
@@ -85,12 +92,15 @@ pub struct SecretStoreArgs {
     pub publish: watch::Sender<Arc<Snapshot>>,
     /// The webhook server listens beyond loopback: every webhook trigger must keep a usable key.
     pub public_webhooks: bool,
+    /// Learns every secret value before the commit that makes it one.
+    pub secrets: Arc<SecretRegistry>,
 }
 
 pub struct SecretStoreState {
     store: Store,
     snapshot: Arc<Snapshot>,
     publish: watch::Sender<Arc<Snapshot>>,
+    secrets: Arc<SecretRegistry>,
     public_webhooks: bool,
     applies: u64,
     deletes: u64,
@@ -125,8 +135,21 @@ impl SecretStoreState {
             }
         }
         if !dry_run && next.revision != self.snapshot.revision {
-            tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now))
-                .map_err(Self::store_error)?;
+            // Agents' output is redacted with the new values before anyone can learn them.
+            let secrets_change = changes
+                .iter()
+                .any(|c| c.resource.key.kind == Kind::SecretStore);
+            if secrets_change {
+                self.secrets.update(secret_values(&next));
+            }
+            let committed =
+                tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now));
+            if let Err(e) = committed {
+                if secrets_change {
+                    self.secrets.update(secret_values(&self.snapshot));
+                }
+                return Err(Self::store_error(e));
+            }
             self.snapshot = Arc::new(next);
             self.publish.send_replace(self.snapshot.clone());
         }
@@ -318,8 +341,18 @@ impl SecretStoreState {
     }
 }
 
+/// Every SecretStore value of every project: what agent output is redacted with.
+pub fn secret_values(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
+    snapshot
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::SecretStore(s) => Some(s.data.values().map(SecretValue::expose)),
+            _ => None,
+        })
+        .flatten()
+}
+
 fn targets_resource(target: &crate::domain::validate::Target, key: &ResourceKey) -> bool {
-    use crate::domain::manifest::Kind;
     use crate::domain::validate::Target;
     match target {
         Target::Named { kind, name, .. } => *kind == key.kind && *name == key.name,
@@ -347,6 +380,7 @@ impl Behaviour for SecretStoreActor {
             Ok::<_, crate::store::StoreError>((store, snapshot))
         })?;
         let snapshot = Arc::new(snapshot);
+        args.secrets.update(secret_values(&snapshot));
         if args.publish.borrow().revision != snapshot.revision {
             args.publish.send_replace(snapshot.clone());
         }
@@ -355,6 +389,7 @@ impl Behaviour for SecretStoreActor {
             snapshot,
             publish: args.publish,
             public_webhooks: args.public_webhooks,
+            secrets: args.secrets,
             applies: 0,
             deletes: 0,
         })
@@ -406,6 +441,7 @@ impl Behaviour for SecretStoreActor {
     }
 
     fn inspect(&self, state: &SecretStoreState) -> serde_json::Value {
+        let redaction = state.secrets.stats();
         let counts: serde_json::Map<String, serde_json::Value> = state
             .snapshot
             .counts()
@@ -418,6 +454,12 @@ impl Behaviour for SecretStoreActor {
             "appliesSinceStart": state.applies,
             "deletesSinceStart": state.deletes,
             "subscribers": state.publish.receiver_count(),
+            "redaction": {
+                "values": redaction.values,
+                "retainedForLiveRuns": redaction.retained,
+                "liveRuns": redaction.leases,
+                "changes": redaction.changes,
+            },
         })
     }
 }

@@ -36,7 +36,7 @@ use crate::domain::render;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{Next, Plan, Position, RunState, StepResult, TaskState};
 use crate::process::{self, Outcome, SpawnSpec};
-use crate::redact::Redactor;
+use crate::redact::SecretRegistry;
 use crate::task_store::{NewTask, RunEnd, TaskRecord, TaskStore};
 
 /// Registry name of the task supervisor.
@@ -74,6 +74,8 @@ pub struct TaskContext {
     pub stream_cap: u64,
     /// Bytes of stdout kept for `{prev_stdout}` / `{<step>_output}`.
     pub capture_cap: usize,
+    /// The daemon's live secret set; each step run redacts its output with a lease on it.
+    pub secrets: Arc<SecretRegistry>,
 }
 
 impl TaskContext {
@@ -790,6 +792,9 @@ impl WorkflowState {
 
     /// Starts the step at `pos`; an error is the reason the attempt failed.
     async fn start_step(&mut self, me: &Addr<WorkflowMsg>, pos: Position) -> Result<(), String> {
+        // The lease comes first: it keeps every value the snapshot below may hand the agent,
+        // even one the store removes before the agent ends.
+        let secrets = self.ctx.secrets.lease();
         let snapshot = self.ctx.snapshots.borrow().clone();
         let project = self.task.info.project.clone();
         let step = self
@@ -936,7 +941,6 @@ impl WorkflowState {
         // Marks every process of this run: crash recovery finds them even when the daemon died
         // before the process group was recorded.
         merge_env(&mut env, vec![(RUN_ID_VAR.into(), run_id.to_string())]);
-        let redactor = Arc::new(Redactor::new(secret_values(&snapshot)));
         let program = argv.first().cloned().unwrap_or_default();
         let spec = SpawnSpec {
             argv,
@@ -948,7 +952,7 @@ impl WorkflowState {
             grace: self.ctx.grace,
             stream_cap: self.ctx.stream_cap,
             capture_cap: self.ctx.capture_cap,
-            redactor,
+            secrets,
         };
         let running = match process::spawn(spec) {
             Ok(r) => r,
@@ -1225,24 +1229,6 @@ fn pick_agent(snapshot: &Snapshot, project: &str, capability: &str) -> Option<(S
             }
             _ => None,
         })
-}
-
-/// Every SecretStore value, to be redacted from agent output.
-fn secret_values(snapshot: &Snapshot) -> Vec<String> {
-    snapshot
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::SecretStore(s) => Some(
-                s.data
-                    .values()
-                    .map(|v| v.expose().to_owned())
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .flatten()
-        .filter(|v| !v.is_empty())
-        .collect()
 }
 
 /// Resolves an agent's `env` from the current snapshot.

@@ -25,6 +25,7 @@ use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
 use crate::http::control::{self, ControlContext};
+use crate::redact::SecretRegistry;
 use crate::task_store::TaskStore;
 use crate::trigger_store::TriggerStore;
 
@@ -230,6 +231,10 @@ pub async fn run(
         crate::store::Store::open(&data_dir).and_then(|s| s.load_snapshot())
     })
     .context("cannot open the state store")?;
+    // Agent output is redacted with the values the store holds from the first run on; the
+    // secret-store actor keeps the set current from here (and again after each restart).
+    let secrets = Arc::new(SecretRegistry::new());
+    secrets.update(secret_store::secret_values(&initial));
     let (publish, snapshots) = watch::channel(Arc::new(initial));
     let task_store = TaskStore::open(&data_dir).context("cannot open the task tables")?;
     let task_ctx = TaskContext {
@@ -241,6 +246,7 @@ pub async fn run(
         grace: AGENT_GRACE,
         stream_cap: 16 * 1024 * 1024,
         capture_cap: 1024 * 1024,
+        secrets: secrets.clone(),
     };
     let trigger_store = TriggerStore::open(&data_dir).context("cannot open the trigger tables")?;
     let trigger_ctx = TriggerContext {
@@ -283,6 +289,7 @@ pub async fn run(
                         data_dir: data_dir.clone(),
                         publish: publish.clone(),
                         public_webhooks,
+                        secrets: secrets.clone(),
                     },
                 )
             })

@@ -8,7 +8,9 @@
 //! The run log has one line per output line, `{RFC 3339 UTC millis} {out|err} {line}`, for
 //! example `2026-11-29T10:00:00.123Z out hello`. Each stream's raw bytes pass through a
 //! [`StreamRedactor`] before they are split into lines, so a secret cut across two reads or
-//! spanning lines is still redacted. Lines longer than [`MAX_LINE`] bytes are split; a final line
+//! spanning lines is still redacted. The redactor follows the daemon's live secret set
+//! ([`Secrets`]): a value that becomes a secret while the agent runs is hidden from the first
+//! chunk read after that, and a value removed meanwhile stays hidden until the run ends. Lines longer than [`MAX_LINE`] bytes are split; a final line
 //! without a newline is still logged; a trailing `\r` is dropped and invalid UTF-8 becomes U+FFFD.
 //! After `stream_cap` redacted bytes a stream gets one marker line,
 //! `[stdout truncated after N bytes]`, and the rest is read and discarded so the child never
@@ -32,7 +34,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -46,7 +47,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::redact::{Redactor, StreamRedactor};
+use crate::redact::{Secrets, StreamRedactor};
 
 /// The longest run-log line; longer output lines are split (at a character boundary if one is
 /// near) instead of being buffered without limit.
@@ -110,7 +111,8 @@ pub struct SpawnSpec {
     pub stream_cap: u64,
     /// Bytes of redacted stdout kept for `{prev_stdout}`; never splits a UTF-8 character.
     pub capture_cap: usize,
-    pub redactor: Arc<Redactor>,
+    /// What to redact from both streams and the capture; a live lease follows every change.
+    pub secrets: Secrets,
 }
 
 impl fmt::Debug for SpawnSpec {
@@ -128,7 +130,7 @@ impl fmt::Debug for SpawnSpec {
             .field("grace", &self.grace)
             .field("stream_cap", &self.stream_cap)
             .field("capture_cap", &self.capture_cap)
-            .field("redactor", &self.redactor)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }
@@ -557,7 +559,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         grace,
         stream_cap,
         capture_cap,
-        redactor,
+        secrets,
     } = spec;
     let Some(program) = argv.first().cloned() else {
         return Err(ProcessError::EmptyCommand);
@@ -617,7 +619,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
     let writer = tokio::spawn(write_log(tokio::fs::File::from_std(log), log_rx));
     let reader = |stream, capture| Reader {
         stream,
-        redactor: redactor.stream(),
+        redactor: secrets.stream(),
         cap: stream_cap,
         logged: 0,
         capped: false,
@@ -1094,7 +1096,10 @@ fn format_batch(batch: &Batch, text: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::redact::{Redactor, SecretRegistry};
 
     const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -1113,7 +1118,7 @@ mod tests {
             grace: Duration::from_secs(10),
             stream_cap: 16 << 20,
             capture_cap: 1 << 20,
-            redactor: Arc::new(Redactor::none()),
+            secrets: Secrets::fixed(Arc::new(Redactor::none())),
         }
     }
 
@@ -1503,10 +1508,10 @@ mod tests {
              printf 'multi-first\\nmulti-second\\n' >&2; echo hunter2-secret",
             dir.path(),
         );
-        spec.redactor = Arc::new(Redactor::new([
+        spec.secrets = Secrets::fixed(Arc::new(Redactor::new([
             "hunter2-secret",
             "multi-first\nmulti-second",
-        ]));
+        ])));
         let (finished, log) = run(spec).await;
         assert_eq!(finished.stdout, "token=[REDACTED]\n[REDACTED]\n");
         assert_eq!(out_lines(&log, "out"), ["token=[REDACTED]", "[REDACTED]"]);
@@ -1514,6 +1519,44 @@ mod tests {
         for leak in ["hunter2", "secret", "multi"] {
             assert!(!log.contains(leak), "{leak:?} in the log:\n{log}");
         }
+    }
+
+    /// A value that becomes a secret while the agent runs is redacted from the output read after
+    /// the change, and one removed meanwhile stays redacted for this run.
+    #[tokio::test]
+    async fn the_redactor_follows_secrets_changed_while_the_agent_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Arc::new(SecretRegistry::new());
+        registry.update(["old-secret-1234"]);
+        let go = dir.path().join("go");
+        let script = format!(
+            "echo started; while [ ! -e '{go}' ]; do sleep 0.01; done; \
+             printf 'new=brand-new-'; sleep 0.1; printf 'secret-5678\\n'; echo old=old-secret-1234",
+            go = go.display()
+        );
+        let mut spec = sh(&script, dir.path());
+        let log_path = spec.log_path.clone();
+        spec.secrets = registry.lease();
+        let running = spawn(spec).expect("spawn");
+        let deadline = Instant::now() + DEADLINE;
+        // The first line is in the log before the agent goes on: a line is not held back.
+        while !std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("out started")) {
+            assert!(
+                Instant::now() < deadline,
+                "the first line never reached the log"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        registry.update(["brand-new-secret-5678"]);
+        std::fs::write(&go, "").expect("go");
+        let finished = running.wait().await.expect("wait");
+        let log = std::fs::read_to_string(&log_path).expect("log");
+        assert_eq!(
+            out_lines(&log, "out"),
+            ["started", "new=[REDACTED]", "old=[REDACTED]"]
+        );
+        assert_eq!(finished.stdout, "started\nnew=[REDACTED]\nold=[REDACTED]\n");
+        assert_eq!(registry.stats().leases, 0, "the run's lease ends with it");
     }
 
     #[tokio::test]

@@ -408,22 +408,7 @@ async fn run_program(
     }
     // The program may echo what it was given: redact every secret before quoting it.
     let snapshot = ctx.snapshots.borrow().clone();
-    let mut secrets: Vec<String> = snapshot
-        .iter()
-        .filter_map(|r| match &r.spec {
-            crate::domain::manifest::Spec::SecretStore(s) => Some(
-                s.data
-                    .values()
-                    .map(|v| v.expose().to_owned())
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    if let Some(v) = value {
-        secrets.push(v.expose().to_owned());
-    }
+    let secrets = secret_store::secret_values(&snapshot).chain(value.map(SecretValue::expose));
     let stderr = Redactor::new(secrets).redact_str(&String::from_utf8_lossy(&out.stderr));
     let tail: String = stderr
         .trim()

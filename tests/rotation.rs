@@ -636,3 +636,179 @@ spec:
     assert!(err.contains("so both values stay valid"), "{err}");
     assert_eq!(post(a, "/webhook/custom", &sig(&new), b"{}").0, 202);
 }
+
+/// Every file under `dir`, recursively, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(path),
+                Ok(t) if t.is_file() => {
+                    // A file can go between listing and reading (a WAL checkpoint).
+                    if let Ok(bytes) = std::fs::read(&path) {
+                        out.push((path, bytes));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Issue 12, row 3: values that become secrets while an agent runs are redacted from its output.
+/// The agent starts a rotation of the store it was given the old value from, prints the new
+/// value while it is `signing.next` (the rotation waits in its test stage until it has), then —
+/// after the rotation removed the old value — sets a value of its own with `secret set`, applies
+/// another with `apply -f`, and prints all of them, one cut across two writes. `task logs`, the
+/// next step's `{prev_stdout}` and every byte under the data dir show none of them.
+#[test]
+fn values_that_become_secrets_while_an_agent_runs_never_reach_the_data_dir() {
+    let d = TestDaemon::start();
+    let dir = d.dir.path();
+    let platform = dir.join("platform-secret");
+    let printed = dir.join("printed");
+    let own = dir.join("own-value");
+    let half = "?".repeat(32);
+    d.apply(&format!(
+        r#"{workspace}
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: hooks}}
+spec:
+  data: {{signing: "{OLD}"}}
+  rotation:
+    key: signing
+    provider: command
+    settings:
+      set: "sh -c 'cat > {platform}.tmp && mv {platform}.tmp {platform}'"
+      test: "sh -c 'while [ ! -e {printed} ]; do sleep 0.02; done; exec orchestrator webhook test custom --key signing.next'"
+      testTimeoutSeconds: 30
+---
+apiVersion: orchestrator.dev/v2
+kind: Trigger
+metadata: {{name: custom}}
+spec:
+  event:
+    source: webhook
+    webhook: {{secret: {{fromRef: hooks, keys: [signing]}}, scheme: hmac-sha256}}
+  action: {{workflow: rotate-and-print, workspace: default, start: false}}
+---
+apiVersion: orchestrator.dev/v2
+kind: StepTemplate
+metadata: {{name: say}}
+spec: {{prompt: "{{goal}}"}}
+---
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {{name: rotator}}
+spec:
+  command: >-
+    sh -c 'echo "old at start: $SIGNING";
+    orchestrator secret rotate hooks > /dev/null & rotation=$!;
+    while [ ! -s {platform} ]; do sleep 0.02; done; new=$(cat {platform});
+    echo "while next: $new"; touch {printed};
+    wait $rotation || exit 3;
+    od -An -N16 -tx1 /dev/urandom | tr -d " \n" > {own};
+    orchestrator secret set hooks own < {own} || exit 4; own=$(cat {own});
+    printf "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: applied}}\nspec: {{data: {{k: \"%s-applied\"}}}}\n" "$own"
+    | orchestrator apply -f - > /dev/null || exit 5;
+    echo "old=$SIGNING new=$new own=$own applied=$own-applied";
+    printf %.32s "$new"; sleep 0.2; printf "%s\n" "${{new#{half}}}"; echo {{prompt}}'
+  capabilities: [rotate]
+  env: [{{name: SIGNING, refValue: {{name: hooks, key: signing}}}}]
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {{name: rotate-and-print}}
+spec:
+  steps:
+    - {{id: rotate, template: say, required_capability: rotate, timeout_secs: 60}}
+    - {{id: again, command: "printf %s {{prev_stdout}}"}}
+"#,
+        workspace = d.workspace(),
+        platform = platform.display(),
+        printed = printed.display(),
+        own = own.display(),
+    ));
+    let id = d
+        .cli(&[
+            "task",
+            "create",
+            "--workflow",
+            "rotate-and-print",
+            "--goal",
+            "done",
+        ])
+        .ok()
+        .trim()
+        .to_owned();
+    let task = eventually(Duration::from_secs(90), "the task to finish", || {
+        let t = d.cli(&["task", "show", &id, "-o", "json"]).json();
+        let state = t["task"]["state"].as_str().unwrap_or("").to_owned();
+        matches!(state.as_str(), "succeeded" | "failed" | "cancelled").then_some(t)
+    });
+    let logs = d.cli(&["task", "logs", &id]).ok().to_owned();
+    assert_eq!(task["task"]["state"], "succeeded", "{task:#}\n{logs}");
+
+    // The rotation really happened: the new value replaced the old one.
+    let new = std::fs::read_to_string(&platform).expect("the new value at the platform");
+    let own = std::fs::read_to_string(&own).expect("the agent's own value");
+    let applied = format!("{own}-applied");
+    assert_eq!(new.len(), 64, "a generated value");
+    let desc = d
+        .cli(&["describe", "secretstore", "hooks", "-o", "json"])
+        .json();
+    let keys: Vec<_> = desc["keys"].as_array().expect("keys").iter().collect();
+    assert!(
+        keys.iter()
+            .any(|k| k["key"] == "signing" && k["fingerprint"] == fingerprint(&new)),
+        "{desc:#}"
+    );
+    assert!(!keys.iter().any(|k| k["key"] == "signing.next"), "{desc:#}");
+
+    for line in [
+        "out old at start: [REDACTED]",
+        "out while next: [REDACTED]",
+        "out old=[REDACTED] new=[REDACTED] own=[REDACTED] applied=[REDACTED]",
+        "out [REDACTED]",
+    ] {
+        assert!(
+            logs.lines().filter(|l| l.ends_with(line)).count() >= 1,
+            "{line:?} missing from task logs:\n{logs}"
+        );
+    }
+    let values = [
+        OLD,
+        new.as_str(),
+        &new[..32],
+        &new[32..],
+        own.as_str(),
+        applied.as_str(),
+    ];
+    for shown in [&logs, &d.cli(&["task", "show", &id, "-o", "json"]).stdout] {
+        for v in values {
+            assert!(!shown.contains(v), "a secret is shown:\n{shown}");
+        }
+    }
+    let files = files_under(&d.data_dir);
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with("state.db-wal")),
+        "the scan must see the WAL"
+    );
+    for (path, bytes) in &files {
+        for v in values {
+            assert!(
+                !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                "a secret in plain text in {}",
+                path.display()
+            );
+        }
+    }
+}
