@@ -25,7 +25,8 @@ use orchestrator::domain::schedule::{Schedule, missed_fires};
 use orchestrator::domain::signature::{self, Key, Scheme, SignatureError, VerifyParams};
 use orchestrator::domain::snapshot::{Outcome, ResourceKey, Snapshot};
 use orchestrator::domain::validate::{
-    references, unverifiable_webhooks, validate_apply, validate_delete, validate_documents,
+    Unparsed, references, unverifiable_webhooks, validate_apply, validate_delete,
+    validate_documents,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +373,7 @@ fn parse_and_validate(text: &str) -> Result<(), TestCaseError> {
     let found = if problems.is_empty() {
         validate_apply(&mut docs, &Snapshot::default(), None)
     } else {
-        validate_documents(&mut docs, &Snapshot::default(), None, false)
+        validate_documents(&mut docs, &Snapshot::default(), None, &Unparsed::default())
     };
     bounded_output(text.len(), &found)
 }
@@ -541,10 +542,9 @@ fn manifest_parser_survives_structured_documents() {
 /// aliases of the level below), inside an otherwise valid Workspace document.
 fn nesting_and_aliases() -> impl Strategy<Value = String> {
     const HEAD: &str = "apiVersion: orchestrator.dev/v2\nkind: Workspace\nmetadata: {name: a}\n";
-    // excluded until the YAML nesting pre-scan (at most 64, issue 12 item 3) lands: parsing
-    // time grows with the square of the depth (100,000 levels take about 30 s), so the depth
-    // stays at most 2,000 here, which parses in milliseconds.
-    let nested = (1usize..2_000, 0u8..4, any::<bool>()).prop_map(|(depth, style, close)| {
+    // Up to 100,000 levels: the nesting scan refuses anything beyond 64 after reading a few
+    // hundred bytes (before it, 100,000 levels cost the YAML parser about 30 s).
+    let nested = (1usize..100_000, 0u8..4, any::<bool>()).prop_map(|(depth, style, close)| {
         let (open, shut) = match style {
             0 => ("[".repeat(depth), "]".repeat(depth)),
             1 => ("{a: ".repeat(depth), "}".repeat(depth)),
@@ -1090,7 +1090,7 @@ fn manifest_validator_survives_almost_valid_bundles() {
                 parsed.fetch_add(1, Ordering::Relaxed);
                 validate_apply(&mut docs, &base, None)
             } else {
-                validate_documents(&mut docs, &base, None, false)
+                validate_documents(&mut docs, &base, None, &Unparsed::default())
             };
             bounded_output(text.len() + BASE.len(), &found)?;
             for d in &docs {
@@ -1752,11 +1752,9 @@ fn signature_verifiers_accept_what_sign_produces_and_nothing_else() {
 // CEL filters
 // ---------------------------------------------------------------------------------------------
 
-/// The most bytes of CEL any generator here produces. Excluded until the CEL length and depth
-/// pre-check lands (issue 12, item 1): thousands of nested member accesses overflow the stack,
-/// which no test can survive, and a long list followed by a syntax error panics in the `cel`
-/// parser's error formatting.
-const CEL_MAX: usize = 2048;
+/// The most bytes of CEL any generator here produces: twice what `Filter::compile` accepts, so
+/// the length refusal is exercised too.
+const CEL_MAX: usize = 2 * orchestrator::domain::filter::MAX_CONDITION_BYTES;
 
 fn identifier() -> BoxedStrategy<String> {
     prop_oneof![
@@ -1831,7 +1829,9 @@ fn cel_expression() -> BoxedStrategy<String> {
                 .prop_map(|(c, a, b)| format!("{c} ? {a} : {b}")),
         ]
     });
-    let chain = (1usize..64).prop_map(|n| format!("payload{} == 1", ".a".repeat(n)));
+    // Member chains up to 5,000 long: before the length and depth checks, such a chain
+    // overflowed a worker's stack and aborted the daemon.
+    let chain = (1usize..5_000).prop_map(|n| format!("payload{} == 1", ".a".repeat(n)));
     let mutated = (
         prop_oneof![6 => expression, 6 => condition(), 1 => chain],
         prop::option::weighted(
@@ -1905,12 +1905,9 @@ fn compile_and_run(source: &str, payload: &Json) -> Result<Option<bool>, TestCas
     match Filter::compile(source) {
         Ok(filter) => Ok(Some(filter.matches(payload).is_ok())),
         Err(message) => {
-            // excluded until the CEL pre-check of issue 12 item 1 also bounds the error text:
-            // the cel parser reports every bad token with the whole source line and a caret
-            // line, so its message grows with the square of the input (a 2 KiB line of `#`
-            // gives 6 MiB, 16 KiB gives 400 MB). The bound wanted is linear.
-            let n = source.len() + 1;
-            ensure(message.len() <= 2 * n * n + 4096, || {
+            // The cel parser's own message repeats the whole line for every bad token (a 2 KiB
+            // line of `#` gave 6 MiB); ours quotes at most three errors, abbreviated.
+            ensure(message.len() <= 1024, || {
                 format!(
                     "a {}-byte error for {} bytes of CEL",
                     message.len(),

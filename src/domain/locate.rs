@@ -127,26 +127,120 @@ impl MarkedEventReceiver for Recv {
     }
 }
 
-/// An upper bound of how deep `text` nests, from its bytes alone, so that ordinary manifests
-/// skip the event scan. Flow collections nest at most once per `[` or `{` in the text. A chain
-/// of nested block collections starts at non-decreasing columns, and at the same column at most
-/// twice in a row (a block sequence may sit at its key's column; its items are further right),
-/// so block nesting is at most twice the number of columns where a block collection can start:
-/// a line's indentation, and the positions after each `- ` or `? ` that opens the line.
-/// Stops counting once the bound passes `max`.
-fn nesting_bound(text: &str, max: usize) -> usize {
-    let openers = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
-    if openers > max {
-        return openers;
+/// How deep `text` nests flow collections (`[…]`, `{…}`), read from its bytes: brackets count
+/// where a node may start (after indentation, `- `, `? `, `: `, or inside a flow collection),
+/// never inside quoted scalars, comments or block scalars (`|`, `>`). `Err(line)` is the
+/// 1-based line where the depth passes `max`; the scan is linear, whatever the input.
+fn flow_depth(text: &str, max: usize) -> Result<usize, usize> {
+    let b = text.as_bytes();
+    let (mut depth, mut deepest, mut line) = (0usize, 0usize, 1usize);
+    let mut node_start = true;
+    // The indentation of a line that opened a block scalar: deeper lines are its content.
+    let mut scalar_indent: Option<usize> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let at_line_start = i == 0 || b[i - 1] == b'\n';
+        if at_line_start && depth == 0 {
+            let indent = b[i..].iter().take_while(|c| **c == b' ').count();
+            let blank = matches!(b.get(i + indent), None | Some(b'\n' | b'\r'));
+            if let Some(si) = scalar_indent {
+                if blank || indent > si {
+                    // Content of a block scalar: skip the line.
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                    if i < b.len() {
+                        line += 1;
+                        i += 1;
+                    }
+                    continue;
+                }
+                scalar_indent = None;
+            }
+            node_start = true;
+        }
+        let c = b[i];
+        let prev_space = i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n');
+        match c {
+            b'\n' => {
+                line += 1;
+                if depth > 0 {
+                    node_start = true;
+                }
+            }
+            b' ' | b'\t' | b'\r' => {}
+            b'#' if prev_space => {
+                while i + 1 < b.len() && b[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'\'' | b'"' if node_start => {
+                // A quoted scalar: `''` escapes in single quotes, `\` in double quotes.
+                i += 1;
+                while i < b.len() {
+                    match b[i] {
+                        b'\n' => line += 1,
+                        b'\\' if c == b'"' => i += 1,
+                        q if q == c => {
+                            if c == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                                i += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                node_start = false;
+            }
+            b'[' | b'{' if node_start || depth > 0 => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if depth > max {
+                    return Err(line);
+                }
+                node_start = true;
+            }
+            b']' | b'}' if depth > 0 => {
+                depth -= 1;
+                node_start = false;
+            }
+            b',' if depth > 0 => node_start = true,
+            b'-' | b'?' | b':' if matches!(b.get(i + 1), None | Some(b' ' | b'\n' | b'\r')) => {
+                node_start = true;
+            }
+            b'|' | b'>' if node_start && depth == 0 => {
+                let start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+                scalar_indent = Some(b[start..].iter().take_while(|c| **c == b' ').count());
+                node_start = false;
+            }
+            _ => {
+                if depth == 0 || !matches!(c, b'&' | b'!' | b'*') {
+                    node_start = false;
+                }
+            }
+        }
+        i += 1;
     }
+    Ok(deepest)
+}
+
+/// An upper bound of how deep block collections nest in `text`. A chain of nested block
+/// collections starts at non-decreasing columns, and at the same column at most twice in a row
+/// (a block sequence may sit at its key's column; its items are further right), so block
+/// nesting is at most twice the number of columns where a block collection can start: a line's
+/// indentation, and the positions after each `- ` or `? ` that opens the line. Stops counting
+/// once the bound passes `max`.
+fn block_bound(text: &str, max: usize) -> usize {
     let mut columns: Vec<usize> = Vec::new();
-    let mut add = |c: usize, columns: &mut Vec<usize>| {
+    let add = |c: usize, columns: &mut Vec<usize>| {
         if !columns.contains(&c) {
             columns.push(c);
         }
     };
     for line in text.lines() {
-        if 2 * columns.len() + openers > max {
+        if 2 * columns.len() > max {
             break;
         }
         let rest = line.trim_start_matches(' ');
@@ -154,7 +248,7 @@ fn nesting_bound(text: &str, max: usize) -> usize {
             continue;
         }
         if (rest.starts_with("---") || rest.starts_with("...")) && rest.len() > 3 {
-            // Content after a document marker starts mid-line: let the scan decide.
+            // Content after a document marker starts mid-line: let the event scan decide.
             return usize::MAX;
         }
         let mut column = line.len() - rest.len();
@@ -165,12 +259,12 @@ fn nesting_bound(text: &str, max: usize) -> usize {
             column += 1 + spaces;
             rest = &rest[1 + spaces..];
             add(column, &mut columns);
-            if 2 * columns.len() + openers > max {
+            if 2 * columns.len() > max {
                 break;
             }
         }
     }
-    2 * columns.len() + openers
+    2 * columns.len()
 }
 
 /// The 1-based line where `text` first nests mappings and sequences deeper than `max`, if it
@@ -179,7 +273,14 @@ fn nesting_bound(text: &str, max: usize) -> usize {
 /// mappings kept libyaml busy for seconds). Malformed YAML ends the scan: reporting it is the
 /// parser's job.
 pub fn nesting_beyond(text: &str, max: usize) -> Option<usize> {
-    if nesting_bound(text, max) <= max {
+    // Flow nesting first, from the bytes: the event parser's simple-key lookahead makes deep
+    // flow collections quadratic for it too. Then, when the bounds cannot prove the document
+    // shallow, the events (with flow nesting now known to be shallow, that scan is linear).
+    let flow = match flow_depth(text, max) {
+        Ok(depth) => depth,
+        Err(line) => return Some(line),
+    };
+    if flow + block_bound(text, max) <= max {
         return None;
     }
     let mut parser = Parser::new_from_str(text);
@@ -269,11 +370,18 @@ spec:
             .collect::<Vec<_>>()
             .join("\n");
         assert_eq!(nesting_beyond(&format!("{mixed}x\n"), 64), Some(65));
-        assert!(nesting_bound(&ok, 64) > 64, "the scan above really ran");
+        assert!(block_bound(&ok, 64) > 64, "the event scan above really ran");
         let bundle = "apiVersion: v\nkind: K\nmetadata: {name: n}\nspec:\n  steps:\n    - {id: a, template: t}\n";
         assert!(
-            nesting_bound(bundle, 64) <= 64,
-            "an ordinary manifest skips the scan"
+            flow_depth(bundle, 64) == Ok(1) && block_bound(bundle, 64) <= 8,
+            "an ordinary manifest skips the event scan"
         );
+        // Unclosed flow collections 50,000 deep took the event parser seconds.
+        let unclosed = format!("a: {}x", "[{a: ".repeat(50_000));
+        assert_eq!(nesting_beyond(&unclosed, 64), Some(1));
+        // Brackets that open no collection do not count.
+        let text = "a: 'x[[[[[[[['\nb: \"{{{{{{{{\"\nc: a[b[c[d\n# [[[[[[[[[[\nd: |\n  [[[[[[\n  {{{{{{\ne: [1, [2, '[']]\n";
+        assert_eq!(flow_depth(text, 64), Ok(2));
+        assert_eq!(flow_depth(text, 1), Err(8));
     }
 }
