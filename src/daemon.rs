@@ -151,6 +151,21 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
 
 /// Binds the control socket (removing a stale one: we hold the lock, so nobody serves it) with
 /// mode 0600.
+/// The webhook listener, with an accept queue of [`WEBHOOK_BACKLOG`] (the standard library's
+/// 128 made a burst of connections wait a second each for the kernel's retry).
+fn bind_webhook(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(WEBHOOK_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// How many connections the kernel queues for the webhook server before it accepts them (the
+/// kernel caps it at `net.core.somaxconn`).
+const WEBHOOK_BACKLOG: i32 = 4096;
+
 fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
@@ -259,10 +274,11 @@ pub async fn run(
 
     let webhook_listener = match config.webhook_bind {
         WebhookBind::Disabled => None,
-        WebhookBind::Addr(addr) => Some(Arc::new(
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot bind the webhook server to {addr}"))?,
-        )),
+        WebhookBind::Addr(addr) => {
+            Some(Arc::new(bind_webhook(addr).with_context(|| {
+                format!("cannot bind the webhook server to {addr}")
+            })?))
+        }
     };
     let webhook_addr = match &webhook_listener {
         Some(l) => Some(l.local_addr()?),
