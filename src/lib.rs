@@ -10,6 +10,8 @@
 //! 5. [`api`]: the wire types the control API and the CLI share.
 //! 6. [`daemon`] and [`cli`]: the two programs' entry points.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod cli;
 pub mod daemon;
