@@ -20,7 +20,6 @@ use crate::api::{
     ResourceView, RotateRequest, RotationRecord, RotationStage, SecretPatchRequest, Source, Target,
     TaskDetail, TaskInfo, TaskList, TaskState, WebhookTestRequest, WebhookTestResponse,
 };
-use crate::daemon::SOCKET_FILE;
 use crate::domain::manifest::Kind;
 use crate::domain::schedule::Schedule;
 
@@ -1135,9 +1134,9 @@ pub fn socket_path(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(p.to_owned());
     }
     if let Some(dir) = std::env::var_os("ORCHESTRATOR_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join(SOCKET_FILE));
+        return Ok(crate::layout::socket_in(Path::new(&dir)));
     }
-    Ok(crate::daemon::default_data_dir()?.join(SOCKET_FILE))
+    Ok(crate::layout::socket_in(&crate::layout::default_data_dir()?))
 }
 
 /// Reads every manifest named on the command line.

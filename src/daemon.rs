@@ -25,16 +25,13 @@ use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
 use crate::http::control::{self, ControlContext};
+use crate::layout;
 use crate::redact::SecretRegistry;
 use crate::task_store::TaskStore;
 use crate::trigger_store::TriggerStore;
 
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
-/// The lock file that keeps a second daemon off the data dir.
-pub const LOCK_FILE: &str = "orchestratord.lock";
-/// The control socket's file name inside the data dir (the default `--socket`).
-pub const SOCKET_FILE: &str = "orchestrator.sock";
 /// How long an agent may take to exit after SIGTERM before its group is killed.
 pub const AGENT_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,16 +72,8 @@ impl Config {
     pub fn socket_path(&self) -> PathBuf {
         self.socket
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(SOCKET_FILE))
+            .unwrap_or_else(|| layout::socket_in(&self.data_dir))
     }
-}
-
-/// The default data dir: `~/.orchestratord`.
-pub fn default_data_dir() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .context("HOME is not set: pass --data-dir or set ORCHESTRATOR_DATA_DIR")?;
-    Ok(PathBuf::from(home).join(".orchestratord"))
 }
 
 /// Creates the data dir with mode 0700 (an existing one is left as it is, with a warning when
@@ -114,7 +103,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Takes the exclusive lock on the data dir and writes our pid into it.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
-    let path = dir.join(LOCK_FILE);
+    let path = dir.join(layout::LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -238,7 +227,7 @@ pub async fn run(
     let socket_path = config
         .socket
         .clone()
-        .unwrap_or_else(|| data_dir.join(SOCKET_FILE));
+        .unwrap_or_else(|| layout::socket_in(&data_dir));
 
     // Open the store once up front so that a broken key file or database is reported plainly
     // before anything listens.
@@ -255,7 +244,7 @@ pub async fn run(
     let task_ctx = TaskContext {
         store: task_store.clone(),
         snapshots: snapshots.clone(),
-        runs_dir: data_dir.join("runs"),
+        runs_dir: data_dir.join(layout::RUNS_DIR),
         socket: socket_path.clone(),
         base_env: Arc::new(TaskContext::base_env_from_process()),
         grace: AGENT_GRACE,
@@ -268,7 +257,7 @@ pub async fn run(
         store: trigger_store.clone(),
         tasks: task_store.clone(),
         snapshots: snapshots.clone(),
-        runs_dir: data_dir.join("runs"),
+        runs_dir: data_dir.join(layout::RUNS_DIR),
         resident_window: config.trigger_resident_window,
     };
 

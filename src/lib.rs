@@ -17,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod domain;
 pub mod http;
+pub mod layout;
 pub mod process;
 pub mod redact;
 pub mod rotation;

@@ -28,10 +28,7 @@ use zeroize::Zeroizing;
 use crate::domain::manifest::{Kind, Metadata, SecretValue, Spec};
 use crate::domain::snapshot::{Change, Outcome, Resource, ResourceKey, Snapshot};
 
-/// The database file inside the data dir.
-pub const DB_FILE: &str = "state.db";
-/// The secret encryption key file inside the data dir.
-pub const KEY_FILE: &str = "secret.key";
+pub use crate::layout::{DB_FILE, KEY_FILE};
 
 const MAGIC: &[u8; 8] = b"ORCHSEC1";
 const NONCE_LEN: usize = 24;

@@ -94,3 +94,26 @@ fn every_example_manifest_validates() {
         assert!(shown.is_empty(), "bundle {}: {shown:#?}", bundle.display());
     }
 }
+
+/// The CLI talks to the daemon only through the control API's wire types: it never links the
+/// daemon's wiring, its store, its HTTP handlers or its process management (the names both
+/// sides need, such as the socket's file name, live in `layout`).
+#[test]
+fn the_cli_never_sees_the_daemons_insides() {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli.rs");
+    let text = std::fs::read_to_string(&cli).expect("read src/cli.rs");
+    for layer in [
+        "crate::daemon",
+        "crate::store",
+        "crate::task_store",
+        "crate::trigger_store",
+        "crate::http",
+        "crate::process",
+        "crate::rotation",
+    ] {
+        assert!(
+            !text.contains(layer),
+            "src/cli.rs uses {layer}: the CLI may use only api, domain and layout"
+        );
+    }
+}

@@ -78,7 +78,7 @@ fn main() -> std::process::ExitCode {
 fn start(args: Args) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
         Some(d) => d,
-        None => daemon::default_data_dir()?,
+        None => orchestrator::layout::default_data_dir()?,
     };
     let config = Config {
         data_dir,
