@@ -10,7 +10,8 @@
 //! [`StreamRedactor`] before they are split into lines, so a secret cut across two reads or
 //! spanning lines is still redacted. The redactor follows the daemon's live secret set
 //! ([`Secrets`]): a value that becomes a secret while the agent runs is hidden from the first
-//! chunk read after that, and a value removed meanwhile stays hidden until the run ends. Lines longer than [`MAX_LINE`] bytes are split; a final line
+//! chunk read after that, and a value removed meanwhile stays hidden until the run ends. Lines
+//! longer than [`MAX_LINE`] bytes are split; a final line
 //! without a newline is still logged; a trailing `\r` is dropped and invalid UTF-8 becomes U+FFFD.
 //! After `stream_cap` redacted bytes a stream gets one marker line,
 //! `[stdout truncated after N bytes]`, and the rest is read and discarded so the child never

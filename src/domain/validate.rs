@@ -432,8 +432,7 @@ pub fn validate_documents(
     unparsed: &Unparsed,
 ) -> Vec<Diagnostic> {
     let mut out = check_documents(docs, snapshot, project_flag, unparsed);
-    let files: Vec<String> = docs.iter().map(|d| d.file.clone()).collect();
-    super::diagnostic::sort_in_source_order(&mut out, files.iter().map(String::as_str));
+    super::diagnostic::sort_in_source_order(&mut out, docs.iter().map(|d| d.file.as_str()));
     out
 }
 

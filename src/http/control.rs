@@ -182,21 +182,15 @@ pub fn routes(
                 reply_result(fire_trigger(&ctx, &name, req).await)
             },
         );
-    let trigger_suspend = warp::path!("v1" / "triggers" / String / String)
-        // `fire` is the route above; when its body is refused, that refusal is the answer.
-        .and_then(|name: String, action: String| async move {
-            if action == "fire" {
-                Err(warp::reject::not_found())
-            } else {
-                Ok((name, action))
-            }
-        })
-        .untuple_one()
+    // Only `suspend` and `resume` match here (any other segment is not this route), so a
+    // refused `fire` body stays the answer to a `fire`.
+    let trigger_suspend = warp::path!("v1" / "triggers" / String / SuspendAction)
         .and(warp::post())
         .and(warp::query::<ResourceQuery>())
         .then(
-            |name: String, action: String, q: ResourceQuery| async move {
-                reply_result(suspend_trigger(&name, &action, &q).await)
+            |name: String, action: SuspendAction, q: ResourceQuery| async move {
+                let suspend = action == SuspendAction::Suspend;
+                reply_result(suspend_trigger(&name, suspend, &q).await)
             },
         );
     let actor_kill = warp::path("v1")
@@ -356,6 +350,12 @@ fn decode_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
+/// 400 when the manifests of one request add up to more than an apply may hold.
+fn check_sources_size(what: &str, sources: &[Source]) -> Result<(), ApiError> {
+    let total = sources.iter().map(|s| s.text.len()).sum();
+    check_size(what, total, limits::MAX_APPLY_BYTES)
+}
+
 /// 400 when `len` bytes of `what` exceed `limit` (see `domain::limits`).
 fn check_size(what: &str, len: usize, limit: usize) -> Result<(), ApiError> {
     crate::domain::limits::check_size(what, len, limit).map_err(ApiError::bad_request)
@@ -485,8 +485,7 @@ async fn apply(ctx: &ControlContext, req: ApplyRequest) -> Result<ChangeResponse
             "nothing to apply: give at least one manifest",
         ));
     }
-    let total = req.sources.iter().map(|s| s.text.len()).sum();
-    check_size("apply", total, limits::MAX_APPLY_BYTES)?;
+    check_sources_size("apply", &req.sources)?;
     let (docs, mut problems, unparsed) = parse_sources(&req.sources, req.project.as_deref());
     if docs.is_empty() && problems.is_empty() {
         return Err(ApiError::bad_request(
@@ -543,10 +542,8 @@ async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ApiError> {
     for t in &req.targets {
         targets.push(ResourceKey::new(project_of(flag)?, t.kind, t.name.clone()));
     }
-    let total = req.sources.iter().map(|s| s.text.len()).sum();
-    check_size("apply", total, limits::MAX_APPLY_BYTES)?;
-    let total = req.sources.iter().map(|s| s.text.len()).sum();
-    check_size("delete -f", total, limits::MAX_APPLY_BYTES)?;
+    check_sources_size("apply", &req.sources)?;
+    check_sources_size("delete -f", &req.sources)?;
     let (docs, mut problems, _) = parse_sources(&req.sources, req.project.as_deref());
     for d in &docs {
         let declared = d.manifest.metadata.project.as_deref();
@@ -721,20 +718,29 @@ async fn fire_trigger(
     Ok(FireResponse { task, skipped })
 }
 
+/// The last path segment of `POST /v1/triggers/{name}/suspend|resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuspendAction {
+    Suspend,
+    Resume,
+}
+
+impl std::str::FromStr for SuspendAction {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "suspend" => Ok(SuspendAction::Suspend),
+            "resume" => Ok(SuspendAction::Resume),
+            _ => Err(()),
+        }
+    }
+}
+
 async fn suspend_trigger(
     name: &str,
-    action: &str,
+    suspend: bool,
     q: &ResourceQuery,
 ) -> Result<ChangeResponse, ApiError> {
-    let suspend = match action {
-        "suspend" => true,
-        "resume" => false,
-        other => {
-            return Err(ApiError::not_found(format!(
-                "unknown trigger action {other:?}: use fire, suspend or resume"
-            )));
-        }
-    };
     let key = ResourceKey::new(project_of(q.project.as_deref())?, Kind::Trigger, name);
     let actor = store_actor().await?;
     actor
