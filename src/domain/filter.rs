@@ -206,7 +206,13 @@ fn check_regex(pattern: &str) -> Result<(), String> {
             format!(
                 "matches({:?}): not a valid regular expression: {}",
                 abbreviate(pattern, 80),
-                abbreviate(&e.to_string().replace('\n', " "), MESSAGE_LIMIT)
+                abbreviate(
+                    &e.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    MESSAGE_LIMIT
+                )
             )
         })
 }
