@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::api::{ActorNode, StatsSummary, TraceEntry, TraceOutcome};
 use chrono::{DateTime, Utc};
 use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// How many recent messages each actor remembers.
@@ -32,25 +32,6 @@ pub const TRACE_RING: usize = 64;
 pub trait Message: Send + 'static {
     /// The variant name (`Apply`, `Fire`), never the payload.
     fn kind(&self) -> &'static str;
-}
-
-/// What a traced message ended in.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase", tag = "status", content = "error")]
-pub enum TraceOutcome {
-    Ok,
-    Error(String),
-}
-
-/// One message an actor handled.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TraceEntry {
-    pub actor: String,
-    pub at: DateTime<Utc>,
-    pub kind: String,
-    #[serde(rename = "durationMicros")]
-    pub duration_micros: u64,
-    pub outcome: TraceOutcome,
 }
 
 /// The clock of the message path: quanta reads the CPU's time-stamp counter (a few ns, against
@@ -243,26 +224,6 @@ impl Stats {
                 .then(|| clock().delta_as_nanos(last, now) / 1_000_000),
         }
     }
-}
-
-/// A snapshot of [`Stats`] for the control API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatsSummary {
-    #[serde(rename = "type")]
-    pub actor_type: String,
-    #[serde(rename = "startedAt")]
-    pub started_at: DateTime<Utc>,
-    #[serde(rename = "uptimeMillis")]
-    pub uptime_millis: u64,
-    pub restarts: u64,
-    pub received: u64,
-    pub handled: u64,
-    pub failed: u64,
-    /// Messages sent through [`Addr`] and not yet received (timers sent directly are not counted).
-    #[serde(rename = "queueDepth")]
-    pub queue_depth: u64,
-    #[serde(rename = "lastMessageAgeMillis")]
-    pub last_message_age_millis: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -684,18 +645,6 @@ pub async fn spawn_joinable<B: Behaviour>(
         stats: stats_for(&name, B::TYPE),
     };
     Ok((addr, join))
-}
-
-/// One node of the live actor tree.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ActorNode {
-    pub name: String,
-    pub id: String,
-    pub status: String,
-    #[serde(flatten)]
-    pub stats: Option<StatsSummary>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<ActorNode>,
 }
 
 /// Walks the supervision tree from `root`.

@@ -37,11 +37,12 @@ use super::introspect::{Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use super::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{ApiError, Armed, TaskInfo};
+use crate::api::{EventKind, TriggerEvent};
 use crate::domain::manifest::{ConcurrencyPolicy, Kind, Spec, TriggerSpec};
 use crate::domain::schedule::{Schedule, missed_fires};
 use crate::domain::snapshot::Snapshot;
 use crate::task_store::TaskStore;
-use crate::trigger_store::{EventKind, SaveRow, TriggerEvent, TriggerState, TriggerStore};
+use crate::trigger_store::{SaveRow, TriggerState, TriggerStore};
 
 /// Registry name of the trigger supervisor.
 pub const TRIGGERS: &str = "triggers";

@@ -13,12 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::actors::introspect::{ActorNode, TraceEntry, TraceOutcome};
 use crate::api::{
-    ActorInspect, ActorTrace, ApplyRequest, Armed, ChangeResponse, CreateTaskRequest, DaemonStatus,
-    DeleteRequest, Describe, ErrorBody, FireRequest, FireResponse, KillResponse, ResourceList,
-    ResourceView, RotateRequest, RotationRecord, RotationStage, SecretPatchRequest, Source, Target,
-    TaskDetail, TaskInfo, TaskList, TaskState, WebhookTestRequest, WebhookTestResponse,
+    ActorInspect, ActorNode, ActorTrace, ApplyRequest, Armed, ChangeResponse, CreateTaskRequest,
+    DaemonStatus, DeleteRequest, Describe, ErrorBody, FireRequest, FireResponse, KillResponse,
+    ResourceList, ResourceView, RotateRequest, RotationRecord, RotationStage, SecretPatchRequest,
+    Source, Target, TaskDetail, TaskInfo, TaskList, TaskState, TraceEntry, TraceOutcome,
+    WebhookTestRequest, WebhookTestResponse,
 };
 use crate::domain::manifest::Kind;
 use crate::domain::schedule::Schedule;

@@ -32,10 +32,11 @@ use tokio::sync::{oneshot, watch};
 use crate::actors::introspect::Addr;
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{ApiError, RotationRecord, RotationStage};
+use crate::domain::manifest::fingerprint;
 use crate::domain::manifest::{RotationProvider, RotationSpec, SecretValue};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::redact::Redactor;
-use crate::store::{self, fingerprint, parse_ts, ts};
+use crate::store::{self, parse_ts, ts};
 
 /// The suffix of the staging key that holds the new value during a rotation.
 pub const NEXT_SUFFIX: &str = ".next";

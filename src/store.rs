@@ -20,12 +20,11 @@ use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::domain::manifest::{Kind, Metadata, SecretValue, Spec};
+use crate::api::{HistoryEntry, KeyMeta};
+use crate::domain::manifest::{Kind, Metadata, SecretValue, Spec, fingerprint};
 use crate::domain::snapshot::{Change, Outcome, Resource, ResourceKey, Snapshot};
 
 pub use crate::layout::{DB_FILE, KEY_FILE};
@@ -145,13 +144,6 @@ pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
             what: "timestamp".into(),
             detail: format!("{s:?}: {e}"),
         })
-}
-
-/// `sha256:` and the first 8 hex digits of the SHA-256 of a value: enough to tell keys apart and
-/// to compare with a platform's copy, not enough to recover anything.
-pub fn fingerprint(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    format!("sha256:{}", hex::encode(&digest[..4]))
 }
 
 /// Opens (creating if needed) a connection to the database with the durability settings.
@@ -306,29 +298,6 @@ fn open(
         .into_iter()
         .map(|(k, v)| (k, SecretValue::new(v)))
         .collect())
-}
-
-/// One row of a resource's change history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HistoryEntry {
-    pub at: DateTime<Utc>,
-    pub revision: u64,
-    pub generation: u64,
-    pub action: Outcome,
-    /// For SecretStores: `{"keys": {name: fingerprint}, "added": [...], "removed": [...],
-    /// "changed": [...]}`; for other kinds the masked spec.
-    pub detail: serde_json::Value,
-}
-
-/// Metadata of one SecretStore key (never its value).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct KeyMeta {
-    pub key: String,
-    pub fingerprint: String,
-    pub length: usize,
-    pub updated_at: DateTime<Utc>,
-    pub last_verified_at: Option<DateTime<Utc>>,
-    pub last_verified_trigger: Option<String>,
 }
 
 /// The desired-state store, owned by the SecretStoreActor (the single writer).

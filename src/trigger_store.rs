@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::api::{EventKind, TriggerEvent};
 use crate::store::{self, Result, parse_ts, ts};
 
 /// How many history rows are kept per trigger.
@@ -35,35 +36,6 @@ pub struct TriggerState {
     pub missed: u64,
 }
 
-/// What happened at one scheduled instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Fired,
-    Skipped,
-    Missed,
-    Failed,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Fired => "fired",
-            EventKind::Skipped => "skipped",
-            EventKind::Missed => "missed",
-            EventKind::Failed => "failed",
-        }
-    }
-    fn parse(s: &str) -> EventKind {
-        match s {
-            "fired" => EventKind::Fired,
-            "skipped" => EventKind::Skipped,
-            "missed" => EventKind::Missed,
-            _ => EventKind::Failed,
-        }
-    }
-}
-
 /// One trigger's state, and a history row to go with it, for [`TriggerStore::save_many`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaveRow {
@@ -71,26 +43,6 @@ pub struct SaveRow {
     pub name: String,
     pub state: TriggerState,
     pub event: Option<TriggerEvent>,
-}
-
-/// One history row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerEvent {
-    pub at: DateTime<Utc>,
-    pub kind: EventKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<u64>,
-    /// Fire time minus scheduled instant.
-    #[serde(
-        rename = "latenessMs",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub lateness_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 /// A trigger's state and optional history row, inside the caller's transaction. Every 50th

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use orchestrator::domain::manifest::fingerprint;
 use orchestrator::domain::signature::{Scheme, sign};
-use orchestrator::store::fingerprint;
 
 use crate::common::{TestDaemon, eventually, manifests_dir, post};
 

@@ -532,6 +532,14 @@ pub struct HistoryLimit {
 // Secret values
 // ---------------------------------------------------------------------------------------------
 
+/// `sha256:` and the first 8 hex digits of the SHA-256 of a value: enough to tell keys apart and
+/// to compare with a platform's copy, not enough to recover anything.
+pub fn fingerprint(value: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    format!("sha256:{}", hex::encode(&digest[..4]))
+}
+
 /// A secret string. It is zeroized when dropped; `Debug` prints `***` and `Serialize` writes `***`,
 /// so a secret cannot leak through logs, API responses or stored spec JSON by accident. The real
 /// value is reachable only through [`SecretValue::expose`].

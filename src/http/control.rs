@@ -697,12 +697,12 @@ async fn fire_trigger(
         crate::actors::trigger::Fired::Created(t) => (Some(*t), None),
         crate::actors::trigger::Fired::Skipped(why) => (None, Some(why)),
     };
-    let event = crate::trigger_store::TriggerEvent {
+    let event = crate::api::TriggerEvent {
         at: Utc::now(),
         kind: if task.is_some() {
-            crate::trigger_store::EventKind::Fired
+            crate::api::EventKind::Fired
         } else {
-            crate::trigger_store::EventKind::Skipped
+            crate::api::EventKind::Skipped
         },
         scheduled: None,
         task: task.as_ref().map(|t| t.id),
@@ -905,7 +905,7 @@ async fn test_webhook(
     })
 }
 
-fn actor_tree() -> Result<crate::actors::introspect::ActorNode, ApiError> {
+fn actor_tree() -> Result<crate::api::ActorNode, ApiError> {
     let root = ractor::registry::where_is(crate::daemon::ROOT)
         .ok_or_else(|| ApiError::unavailable("the root supervisor is not running"))?;
     Ok(crate::actors::introspect::tree(&root))
@@ -956,7 +956,7 @@ fn trace_actor(name: &str, q: TraceQuery) -> warp::reply::Response {
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<warp::hyper::body::Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
-        let line = |e: &crate::actors::introspect::TraceEntry| {
+        let line = |e: &crate::api::TraceEntry| {
             let mut v = serde_json::to_vec(e).unwrap_or_default();
             v.push(b'\n');
             warp::hyper::body::Bytes::from(v)

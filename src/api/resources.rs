@@ -1,0 +1,247 @@
+//! Wire types of desired state: apply and delete requests and their per-resource results,
+//! resources as `get` and `describe` show them (secret values masked), and the daemon's status.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::manifest::{API_VERSION, Kind, SecretValue, Spec, fingerprint};
+use crate::domain::snapshot::{Outcome, Resource};
+
+use super::{RotationRecord, TriggerEvent};
+
+/// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
+/// (Workspace `root_path`) are resolved against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// The file as the user named it (`-` for stdin).
+    pub name: String,
+    /// Absolute directory of the file (the CLI's working directory for stdin).
+    pub base_dir: String,
+    pub text: String,
+}
+
+/// `POST /v1/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// The CLI's `-p/--project`, when given.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub sources: Vec<Source>,
+}
+
+/// What happened to one resource.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResultLine {
+    pub kind: Kind,
+    pub project: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub generation: u64,
+}
+
+/// Answer to an apply or a delete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChangeResponse {
+    pub dry_run: bool,
+    /// The store revision after the change.
+    pub revision: u64,
+    pub results: Vec<ResultLine>,
+}
+
+/// A resource named on the command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// `POST /v1/delete`: named targets and/or the documents of manifest sources.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub sources: Vec<Source>,
+}
+
+/// Metadata as shown by `get`/`describe`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetadataView {
+    pub name: String,
+    pub project: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    pub generation: u64,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A resource as `get` shows it: the manifest with metadata extended and secret values masked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceView {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: MetadataView,
+    pub spec: serde_json::Value,
+    /// Live state reported by the subsystem that owns the resource (trigger fire times, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// How a secret value is shown: never the value, only `***`, its length and a fingerprint.
+pub fn mask(value: &SecretValue) -> String {
+    format!(
+        "{} ({} bytes, {})",
+        SecretValue::MASK,
+        value.len(),
+        fingerprint(value.expose())
+    )
+}
+
+impl ResourceView {
+    pub fn from_resource(r: &Resource) -> ResourceView {
+        let mut spec = r.spec.to_json();
+        if let (Spec::SecretStore(s), Some(data)) = (&r.spec, spec.get_mut("data")) {
+            *data = serde_json::Value::Object(
+                s.data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(mask(v))))
+                    .collect(),
+            );
+        }
+        ResourceView {
+            api_version: API_VERSION.to_owned(),
+            kind: r.key.kind,
+            metadata: MetadataView {
+                name: r.key.name.clone(),
+                project: r.key.project.clone(),
+                labels: r.metadata.labels.clone(),
+                annotations: r.metadata.annotations.clone(),
+                generation: r.generation,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            },
+            spec,
+            status: None,
+        }
+    }
+}
+
+/// `GET /v1/resources/{kind}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResourceList {
+    pub items: Vec<ResourceView>,
+}
+
+/// `GET /v1/resources/{kind}/{name}/describe`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Describe {
+    pub resource: ResourceView,
+    /// Resources that reference this one (`trigger/weekly (spec.action.workflow)`).
+    #[serde(rename = "referencedBy")]
+    pub referenced_by: Vec<String>,
+    /// Per-key metadata of a SecretStore (never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyMeta>,
+    /// Recent changes, newest first.
+    pub history: Vec<HistoryEntry>,
+    /// A trigger's recent fires, skips and missed fires, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fires: Vec<TriggerEvent>,
+    /// A SecretStore's current and recent rotations, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<RotationRecord>,
+    /// Where a cron trigger is armed right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<Armed>,
+}
+
+/// Where a cron trigger is armed (`describe trigger`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum Armed {
+    /// Its TriggerActor holds the timer.
+    Actor { actor: String },
+    /// Passivated: the trigger supervisor's wake queue holds the next fire, and the TriggerActor
+    /// is started at `wakeAt`.
+    WakeQueue {
+        #[serde(rename = "wakeAt")]
+        wake_at: DateTime<Utc>,
+        #[serde(rename = "nextFire")]
+        next_fire: DateTime<Utc>,
+    },
+    /// Nothing will fire it: suspended, or its actor was given up after repeated failures.
+    NotArmed,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub pid: u32,
+    #[serde(rename = "startedAt")]
+    pub started_at: DateTime<Utc>,
+    #[serde(rename = "uptimeSeconds")]
+    pub uptime_seconds: u64,
+    #[serde(rename = "dataDir")]
+    pub data_dir: String,
+    pub socket: String,
+    /// The bound webhook address, or `None` when webhooks are disabled.
+    #[serde(rename = "webhookAddr")]
+    pub webhook_addr: Option<String>,
+    pub revision: u64,
+    pub resources: BTreeMap<Kind, usize>,
+}
+
+/// Query of `GET /v1/resources/{kind}` and of describe.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceQuery {
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Every project (`get -A`).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// One row of a resource's change history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    pub revision: u64,
+    pub generation: u64,
+    pub action: Outcome,
+    /// For SecretStores: `{"keys": {name: fingerprint}, "added": [...], "removed": [...],
+    /// "changed": [...]}`; for other kinds the masked spec.
+    pub detail: serde_json::Value,
+}
+
+/// Metadata of one SecretStore key (never its value).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyMeta {
+    pub key: String,
+    pub fingerprint: String,
+    pub length: usize,
+    pub updated_at: DateTime<Utc>,
+    pub last_verified_at: Option<DateTime<Utc>>,
+    pub last_verified_trigger: Option<String>,
+}

@@ -1,0 +1,144 @@
+//! Wire types of tasks: create, list and show, with each step run and the task's events.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use crate::domain::workflow::{RunState, TaskState};
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    #[serde(default)]
+    pub project: Option<String>,
+    pub workflow: String,
+    /// Default: the workspace named `default`, or the project's only workspace.
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub goal: Option<String>,
+    /// JSON text handed to the task as `{payload}`.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// False: create the task pending and leave it until `task start`.
+    #[serde(default = "yes")]
+    pub start: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A task as `task list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskInfo {
+    pub id: u64,
+    pub project: String,
+    pub workflow: String,
+    pub workspace: String,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `cli`, `trigger/<name>`, `webhook/<name>`.
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    #[serde(
+        rename = "scheduledAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Current (or last) cycle and step.
+    pub cycle: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One run of one step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRunInfo {
+    pub id: u64,
+    pub step: String,
+    pub cycle: u32,
+    pub attempt: u32,
+    /// The agent that ran a template step (none for a command step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub state: RunState,
+    #[serde(rename = "exitCode", default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(rename = "stdoutBytes")]
+    pub stdout_bytes: u64,
+    #[serde(rename = "stderrBytes")]
+    pub stderr_bytes: u64,
+    #[serde(rename = "logPath")]
+    pub log_path: String,
+    #[serde(rename = "startedAt")]
+    pub started_at: DateTime<Utc>,
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Something that happened to a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskEvent {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// `GET /v1/tasks/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskDetail {
+    pub task: TaskInfo,
+    /// The JSON payload the task was created with (a webhook delivery, `--payload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    pub steps: Vec<StepRunInfo>,
+    pub events: Vec<TaskEvent>,
+}
+
+/// `GET /v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskList {
+    pub tasks: Vec<TaskInfo>,
+}
+
+/// Query of `GET /v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+    #[serde(default)]
+    pub trigger: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}

@@ -1,0 +1,111 @@
+//! Wire types of triggers: fire requests and answers, fire times in a zone and in UTC, a
+//! trigger's live status and its history rows.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::TaskInfo;
+
+/// `POST /v1/triggers/{name}/fire`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FireRequest {
+    #[serde(default)]
+    pub project: Option<String>,
+    /// JSON text for `{payload}`.
+    #[serde(default)]
+    pub payload: Option<String>,
+}
+
+/// What a fire did: a task, or why none was created.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FireResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// A fire instant shown in a trigger's zone and in UTC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FireTime {
+    pub utc: String,
+    pub local: String,
+}
+
+impl FireTime {
+    pub fn new(t: DateTime<Utc>, tz: chrono_tz::Tz) -> FireTime {
+        FireTime {
+            utc: t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            local: t
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string(),
+        }
+    }
+}
+
+/// `status` of a Trigger in `get`/`describe`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TriggerStatus {
+    #[serde(rename = "lastFire", default, skip_serializing_if = "Option::is_none")]
+    pub last_fire: Option<FireTime>,
+    #[serde(rename = "nextFire", default, skip_serializing_if = "Option::is_none")]
+    pub next_fire: Option<FireTime>,
+    #[serde(rename = "lastTask", default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<u64>,
+    pub fires: u64,
+    pub skips: u64,
+    pub missed: u64,
+}
+
+/// What happened at one scheduled instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Fired,
+    Skipped,
+    Missed,
+    Failed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Fired => "fired",
+            EventKind::Skipped => "skipped",
+            EventKind::Missed => "missed",
+            EventKind::Failed => "failed",
+        }
+    }
+    /// Reads a stored name back; an unknown name (written by a newer version) reads as
+    /// `Failed`, the kind that asks for attention.
+    pub fn parse(s: &str) -> EventKind {
+        match s {
+            "fired" => EventKind::Fired,
+            "skipped" => EventKind::Skipped,
+            "missed" => EventKind::Missed,
+            _ => EventKind::Failed,
+        }
+    }
+}
+
+/// One history row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerEvent {
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+    /// Fire time minus scheduled instant.
+    #[serde(
+        rename = "latenessMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lateness_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
