@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use super::introspect::{Addr, Behaviour, Message};
 use crate::api::{ApiError, ChangeResponse, ResultLine};
 use crate::api::{HistoryEntry, KeyMeta};
-use crate::domain::manifest::{Document, Kind, SecretValue, Spec};
+use crate::domain::manifest::{Document, Kind, SecretValue};
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
 use crate::redact::SecretRegistry;
@@ -141,13 +141,15 @@ impl SecretStoreState {
                 .iter()
                 .any(|c| c.resource.key.kind == Kind::SecretStore);
             if secrets_change {
-                self.secrets.update(secret_values(&next));
+                self.secrets
+                    .update(next.secret_values().map(SecretValue::expose));
             }
             let committed =
                 tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now));
             if let Err(e) = committed {
                 if secrets_change {
-                    self.secrets.update(secret_values(&self.snapshot));
+                    self.secrets
+                        .update(self.snapshot.secret_values().map(SecretValue::expose));
                 }
                 return Err(Self::store_error(e));
             }
@@ -342,17 +344,6 @@ impl SecretStoreState {
     }
 }
 
-/// Every SecretStore value of every project: what agent output is redacted with.
-pub fn secret_values(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
-    snapshot
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::SecretStore(s) => Some(s.data.values().map(SecretValue::expose)),
-            _ => None,
-        })
-        .flatten()
-}
-
 fn targets_resource(target: &crate::domain::validate::Target, key: &ResourceKey) -> bool {
     use crate::domain::validate::Target;
     match target {
@@ -381,7 +372,8 @@ impl Behaviour for SecretStoreActor {
             Ok::<_, crate::store::StoreError>((store, snapshot))
         })?;
         let snapshot = Arc::new(snapshot);
-        args.secrets.update(secret_values(&snapshot));
+        args.secrets
+            .update(snapshot.secret_values().map(SecretValue::expose));
         if args.publish.borrow().revision != snapshot.revision {
             args.publish.send_replace(snapshot.clone());
         }

@@ -38,9 +38,9 @@ use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, R
 use super::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{ApiError, Armed, TaskInfo};
 use crate::api::{EventKind, TriggerEvent};
-use crate::domain::manifest::{ConcurrencyPolicy, Kind, Spec, TriggerSpec};
+use crate::domain::manifest::{ConcurrencyPolicy, Kind, TriggerSpec};
 use crate::domain::schedule::{Schedule, missed_fires};
-use crate::domain::snapshot::Snapshot;
+use crate::domain::snapshot::{CronTrigger, Snapshot};
 use crate::task_store::TaskStore;
 use crate::trigger_store::{SaveRow, TriggerState, TriggerStore};
 
@@ -367,6 +367,17 @@ pub struct TriggerConfig {
     pub generation: u64,
     pub spec: TriggerSpec,
     pub schedule: Arc<Schedule>,
+}
+
+/// A TriggerActor's configuration, from the snapshot's lowered cron trigger.
+fn config(key: &Key, cron: CronTrigger<'_>) -> Arc<TriggerConfig> {
+    Arc::new(TriggerConfig {
+        project: key.0.clone(),
+        name: key.1.clone(),
+        generation: cron.resource.generation,
+        spec: cron.spec.clone(),
+        schedule: cron.schedule.clone(),
+    })
 }
 
 pub struct TriggerArgs {
@@ -717,8 +728,6 @@ pub struct TriggerSupState {
     wakes: BTreeSet<(DateTime<Utc>, Key)>,
     /// The armed wake timer and its instant.
     wake_timer: Option<(DateTime<Utc>, tokio::task::JoinHandle<()>)>,
-    /// Parsed schedules shared by every trigger with the same expression and zone.
-    schedules: HashMap<(String, Option<String>), Arc<Schedule>>,
     watcher: tokio::task::JoinHandle<()>,
     revision: u64,
 }
@@ -799,12 +808,9 @@ impl TriggerSupState {
         for key in due {
             let Some(d) = self.wake(&key) else { continue };
             let name = trigger_name(&key.0, &key.1);
-            let spec = match snapshot.lookup(&key.0, Kind::Trigger, &key.1) {
-                Some(r) => match &r.spec {
-                    Spec::Trigger(t) if t.cron.is_some() && !t.suspend => (r.generation, t.clone()),
-                    _ => continue,
-                },
-                None => continue,
+            let config = match snapshot.cron_trigger(&key.0, &key.1) {
+                Some(c) if !c.spec.suspend => config(&key, c),
+                _ => continue,
             };
             if self.children.is_stopping(&name) {
                 // Its previous actor has not finished stopping: look again shortly.
@@ -812,9 +818,6 @@ impl TriggerSupState {
                 self.park(key, Dormant { wake_at, ..d });
                 continue;
             }
-            let Some(config) = self.config(&key, spec.0, spec.1) else {
-                continue;
-            };
             // The actor resumes from the persisted state.
             if let Err(e) = self.start_actor(me, key.clone(), config, None).await {
                 tracing::warn!(trigger = %key.1, error = %e, "cannot wake trigger; retrying");
@@ -822,23 +825,6 @@ impl TriggerSupState {
             }
         }
         self.arm_wake(me);
-    }
-
-    fn config(
-        &mut self,
-        key: &Key,
-        generation: u64,
-        spec: TriggerSpec,
-    ) -> Option<Arc<TriggerConfig>> {
-        let cron = spec.cron.as_ref()?;
-        let schedule = self.schedule(&cron.schedule, cron.timezone.as_deref())?;
-        Some(Arc::new(TriggerConfig {
-            project: key.0.clone(),
-            name: key.1.clone(),
-            generation,
-            spec,
-            schedule,
-        }))
     }
 
     /// Starts a trigger's actor under the supervisor.
@@ -879,40 +865,17 @@ impl TriggerSupState {
         Ok(())
     }
 
-    fn schedule(&mut self, expr: &str, tz: Option<&str>) -> Option<Arc<Schedule>> {
-        let key = (expr.to_owned(), tz.map(str::to_owned));
-        if let Some(s) = self.schedules.get(&key) {
-            return Some(s.clone());
-        }
-        match Schedule::parse(expr, tz) {
-            Ok(s) => {
-                let s = Arc::new(s);
-                self.schedules.insert(key, s.clone());
-                Some(s)
-            }
-            Err(e) => {
-                // Validated at apply; a parse failure here means the grammar changed.
-                tracing::error!(schedule = expr, error = %e, "stored cron schedule no longer parses");
-                None
-            }
-        }
-    }
-
     async fn reconcile(&mut self, me: &Addr<TriggerSupMsg>) {
         let snapshot = self.ctx.snapshots.borrow().clone();
         self.revision = snapshot.revision;
-        let mut desired: HashMap<Key, (u64, TriggerSpec)> = HashMap::new();
-        for r in snapshot.list(Kind::Trigger, None) {
-            if let Spec::Trigger(t) = &r.spec
-                && t.cron.is_some()
-                && !t.suspend
-            {
-                desired.insert(
-                    (r.key.project.clone(), r.key.name.clone()),
-                    (r.generation, t.clone()),
-                );
-            }
-        }
+        let desired: HashMap<Key, CronTrigger<'_>> = snapshot
+            .cron_triggers()
+            .filter(|c| !c.spec.suspend)
+            .map(|c| {
+                let key = &c.resource.key;
+                ((key.project.clone(), key.name.clone()), c)
+            })
+            .collect();
         // Stop what is no longer wanted; forget the state of deleted triggers.
         let armed: Vec<Key> = self
             .running
@@ -937,15 +900,14 @@ impl TriggerSupState {
         let mut saves = Vec::new();
         let mut retry = false;
         let now = now();
-        for (key, (generation, spec)) in desired {
+        for (key, cron) in desired {
+            let generation = cron.resource.generation;
             match (self.running.get(&key), self.dormant.get(&key)) {
                 (Some(g), _) if *g == generation => continue,
                 (None, Some(d)) if d.generation == generation => continue,
                 _ => {}
             }
-            let Some(config) = self.config(&key, generation, spec) else {
-                continue;
-            };
+            let config = config(&key, cron);
             let name = trigger_name(&key.0, &key.1);
             if let Some(g) = self.running.get_mut(&key) {
                 if let Some(a) = Addr::<TriggerMsg>::lookup(&name) {
@@ -1057,7 +1019,6 @@ impl Behaviour for TriggerSupervisor {
             dormant: HashMap::new(),
             wakes: BTreeSet::new(),
             wake_timer: None,
-            schedules: HashMap::new(),
             watcher,
             revision: 0,
         })
@@ -1114,7 +1075,6 @@ impl Behaviour for TriggerSupervisor {
             "dormant": state.dormant.len(),
             "residentWindowSeconds": state.ctx.resident_window.as_secs(),
             "nextWakes": upcoming,
-            "distinctSchedules": state.schedules.len(),
             "snapshotRevision": state.revision,
             "supervision": state.children.inspect(),
         })

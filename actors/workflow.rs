@@ -31,7 +31,8 @@ use super::agent::{AgentActor, AgentArgs, AgentMsg};
 use super::introspect::{self, Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use crate::api::{ApiError, TaskInfo};
-use crate::domain::manifest::{AgentSpec, Kind, PromptDelivery, Spec, WorkflowSpec};
+use crate::domain::lower::{self, EnvSource, LowerError, LoweredAgent, LoweredWorkflow, Step};
+use crate::domain::manifest::{Kind, PromptDelivery, Spec, WorkflowSpec};
 use crate::domain::render;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{Next, Plan, Position, RunState, StepResult, TaskState};
@@ -737,6 +738,8 @@ pub struct WorkflowState {
     ctx: TaskContext,
     task: TaskRecord,
     spec: WorkflowSpec,
+    /// What each step of `spec` runs, lowered once when the actor starts.
+    steps: Result<LoweredWorkflow, LowerError>,
     plan: Plan,
     outputs: HashMap<String, String>,
     prev_stdout: String,
@@ -809,9 +812,20 @@ impl WorkflowState {
         std::fs::create_dir_all(&task_dir)
             .map_err(|e| format!("cannot create {}: {e}", task_dir.display()))?;
 
+        let action = match &self.steps {
+            Ok(w) => w.steps.get(pos.step).cloned(),
+            Err(e) => {
+                let reason = format!("the task's workflow does not lower: {e}");
+                return self.fail_to_start(&step.id, pos, None, &log_path, reason);
+            }
+        };
         let mut env: Vec<(String, String)> = self.ctx.base_env.as_ref().clone();
         let mut stdin = None;
-        let (argv, agent_name, timeout) = if let Some(template) = &step.template {
+        let (argv, agent_name, timeout) = if let Some(Step::Template {
+            template,
+            capability,
+        }) = &action
+        {
             let prompt_template = match snapshot
                 .lookup(&project, Kind::StepTemplate, template)
                 .map(|r| &r.spec)
@@ -827,8 +841,7 @@ impl WorkflowState {
                     );
                 }
             };
-            let capability = step.required_capability.clone().unwrap_or_default();
-            let Some((agent_name, agent)) = pick_agent(&snapshot, &project, &capability) else {
+            let Some(agent) = snapshot.agent_with(&project, capability) else {
                 return self.fail_to_start(
                     &step.id,
                     pos,
@@ -837,9 +850,10 @@ impl WorkflowState {
                     format!("no enabled agent has capability {capability:?}"),
                 );
             };
+            let agent_name = agent.name.to_owned();
             let prompt = render::render(&prompt_template, |n| self.var(n, pos));
             let prompt_file = task_dir.join(format!("{stem}.prompt"));
-            match agent.prompt_delivery {
+            match agent.spec.prompt_delivery {
                 PromptDelivery::Arg => {}
                 PromptDelivery::Stdin => stdin = Some(prompt.clone().into_bytes()),
                 PromptDelivery::Env => env.push(("ORCH_PROMPT".into(), prompt.clone())),
@@ -856,7 +870,7 @@ impl WorkflowState {
                     env.push(("ORCH_PROMPT_FILE".into(), prompt_file.display().to_string()));
                 }
             }
-            match agent_env(&agent, &project, &snapshot) {
+            match agent_env(agent.lowered, &project, &snapshot) {
                 Ok(extra) => merge_env(&mut env, extra),
                 Err(e) => {
                     return self.fail_to_start(
@@ -868,18 +882,7 @@ impl WorkflowState {
                     );
                 }
             }
-            let words = match render::split_command(&agent.command) {
-                Ok(w) => w,
-                Err(e) => {
-                    return self.fail_to_start(
-                        &step.id,
-                        pos,
-                        Some(&agent_name),
-                        &log_path,
-                        format!("agent {agent_name:?}: {e}"),
-                    );
-                }
-            };
+            let words = &agent.lowered.words;
             let prompt_file_text = prompt_file.display().to_string();
             let argv = words
                 .iter()
@@ -893,14 +896,13 @@ impl WorkflowState {
                 .collect::<Vec<_>>();
             let timeout = step
                 .timeout_secs
-                .or(agent.timeout_secs)
+                .or(agent.spec.timeout_secs)
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
             (argv, Some(agent_name), timeout)
         } else {
-            let command = step.command.clone().unwrap_or_default();
-            let words = match render::split_command(&command) {
-                Ok(w) => w,
-                Err(e) => return self.fail_to_start(&step.id, pos, None, &log_path, e.to_string()),
+            let Some(Step::Command { words }) = &action else {
+                let reason = format!("step {} of the workflow no longer exists", pos.step);
+                return self.fail_to_start(&step.id, pos, None, &log_path, reason);
             };
             let argv = words
                 .iter()
@@ -1219,21 +1221,9 @@ impl WorkflowState {
     }
 }
 
-/// The first enabled agent (by name) with `capability`.
-fn pick_agent(snapshot: &Snapshot, project: &str, capability: &str) -> Option<(String, AgentSpec)> {
-    snapshot
-        .list(Kind::Agent, Some(project))
-        .find_map(|r| match &r.spec {
-            Spec::Agent(a) if a.enabled && a.capabilities.iter().any(|c| c == capability) => {
-                Some((r.key.name.clone(), a.clone()))
-            }
-            _ => None,
-        })
-}
-
 /// Resolves an agent's `env` from the current snapshot.
 fn agent_env(
-    agent: &AgentSpec,
+    agent: &LoweredAgent,
     project: &str,
     snapshot: &Snapshot,
 ) -> Result<Vec<(String, String)>, String> {
@@ -1257,9 +1247,9 @@ fn agent_env(
     };
     let mut out = Vec::new();
     for e in &agent.env {
-        match (&e.name, &e.value, &e.from_ref, &e.ref_value) {
-            (Some(n), Some(v), None, None) => out.push((n.clone(), v.clone())),
-            (None, None, Some(store), None) => {
+        match e {
+            EnvSource::Value { name, value } => out.push((name.clone(), value.clone())),
+            EnvSource::Store { store } => {
                 for (k, v) in store_data(store)? {
                     if crate::domain::validate::is_env_name(&k) {
                         out.push((k, v));
@@ -1268,17 +1258,14 @@ fn agent_env(
                     }
                 }
             }
-            (Some(n), None, None, Some(rv)) => {
-                let value = store_data(&rv.name)?
+            EnvSource::Key { name, store, key } => {
+                let value = store_data(store)?
                     .into_iter()
-                    .find(|(k, _)| *k == rv.key)
+                    .find(|(k, _)| k == key)
                     .map(|(_, v)| v)
-                    .ok_or_else(|| {
-                        format!("store {:?} has no key {:?} any more", rv.name, rv.key)
-                    })?;
-                out.push((n.clone(), value));
+                    .ok_or_else(|| format!("store {store:?} has no key {key:?} any more"))?;
+                out.push((name.clone(), value));
             }
-            _ => return Err("an env entry has an invalid shape".into()),
         }
     }
     Ok(out)
@@ -1327,6 +1314,7 @@ impl Behaviour for WorkflowActor {
             span: tracing::info_span!("task", id),
             ctx,
             plan,
+            steps: lower::lower_workflow(&spec),
             spec,
             outputs: HashMap::new(),
             prev_stdout: String::new(),

@@ -24,6 +24,7 @@ use crate::actors::supervisor::{
 use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
+use crate::domain::manifest::SecretValue;
 use crate::http::control::{self, ControlContext};
 use crate::layout;
 use crate::redact::SecretRegistry;
@@ -238,7 +239,7 @@ pub async fn run(
     // Agent output is redacted with the values the store holds from the first run on; the
     // secret-store actor keeps the set current from here (and again after each restart).
     let secrets = Arc::new(SecretRegistry::new());
-    secrets.update(secret_store::secret_values(&initial));
+    secrets.update(initial.secret_values().map(SecretValue::expose));
     let (publish, snapshots) = watch::channel(Arc::new(initial));
     let task_store = TaskStore::open(&data_dir).context("cannot open the task tables")?;
     let task_ctx = TaskContext {

@@ -32,14 +32,12 @@ use tokio::sync::{oneshot, watch};
 use crate::actors::introspect::Addr;
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{ApiError, RotationRecord, RotationStage};
+use crate::domain::lower::NEXT_SUFFIX;
 use crate::domain::manifest::fingerprint;
 use crate::domain::manifest::{RotationProvider, RotationSpec, SecretValue};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::redact::Redactor;
 use crate::store::{self, parse_ts, ts};
-
-/// The suffix of the staging key that holds the new value during a rotation.
-pub const NEXT_SUFFIX: &str = ".next";
 
 /// How long the test stage waits for a verified delivery unless `testTimeoutSeconds` says.
 const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -409,7 +407,10 @@ async fn run_program(
     }
     // The program may echo what it was given: redact every secret before quoting it.
     let snapshot = ctx.snapshots.borrow().clone();
-    let secrets = secret_store::secret_values(&snapshot).chain(value.map(SecretValue::expose));
+    let secrets = snapshot
+        .secret_values()
+        .map(SecretValue::expose)
+        .chain(value.map(SecretValue::expose));
     let stderr = Redactor::new(secrets).redact_str(&String::from_utf8_lossy(&out.stderr));
     let tail: String = stderr
         .trim()

@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod filter;
 pub mod limits;
 pub mod locate;
+pub mod lower;
 pub mod manifest;
 pub mod render;
 pub mod schedule;

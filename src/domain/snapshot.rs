@@ -2,6 +2,12 @@
 //! A `Snapshot` is immutable once published (`Arc<Snapshot>`); the SecretStoreActor builds the next
 //! one with [`Snapshot::plan`] + [`Snapshot::apply`] after each commit, and every reader (webhook
 //! requests, triggers, new tasks) works from the snapshot it took at the start of its work.
+//!
+//! Beside the resources a snapshot keeps their lowered forms ([`super::lower`]), built once per
+//! changed resource when the snapshot is built, and the webhook index with each trigger's keys
+//! resolved from its SecretStore. Readers use the typed lookups ([`Snapshot::webhook`],
+//! [`Snapshot::cron_triggers`], [`Snapshot::agent_with`], [`Snapshot::steps`],
+//! [`Snapshot::secret_values`]) and never parse a manifest string.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +15,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Kind, Manifest, Metadata, SecretStoreSpec, Spec};
+use super::lower::{self, LowerError, Lowered, LoweredAgent, WebhookPlan};
+use super::manifest::{
+    AgentSpec, Kind, Manifest, Metadata, SecretStoreSpec, SecretValue, Spec, TriggerSpec,
+};
+use super::schedule::Schedule;
 
 /// Identity of a resource: project, kind and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -92,17 +102,201 @@ pub struct Snapshot {
     /// Bumped by every commit that changes something.
     pub revision: u64,
     resources: BTreeMap<ResourceKey, Arc<Resource>>,
+    /// The lowered form of every resource whose kind has one and that lowers.
+    lowered: BTreeMap<ResourceKey, Arc<Lowered>>,
+    /// Stored resources that no longer lower (written by an older version), and why.
+    problems: BTreeMap<ResourceKey, LowerError>,
+    /// Every webhook trigger, with its keys resolved.
+    webhooks: BTreeMap<ResourceKey, Arc<Webhook>>,
+}
+
+/// A webhook trigger as a delivery needs it: the trigger, how it verifies, and the keys of its
+/// SecretStore that may verify it in this snapshot.
+#[derive(Debug)]
+pub struct Webhook {
+    pub key: ResourceKey,
+    pub spec: TriggerSpec,
+    pub plan: Arc<WebhookPlan>,
+    /// The non-empty keys the trigger allows, by store key name (in key order); or why there is
+    /// none to verify with.
+    pub keys: Result<Vec<(String, SecretValue)>, NoKeys>,
+}
+
+/// Why a webhook trigger has no key to verify with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoKeys {
+    #[error("SecretStore {0:?} does not exist")]
+    NoStore(String),
+    #[error("SecretStore {0:?} has no usable (non-empty, listed) key")]
+    NoUsableKey(String),
+}
+
+/// A cron trigger as its TriggerActor needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct CronTrigger<'a> {
+    pub resource: &'a Arc<Resource>,
+    pub spec: &'a TriggerSpec,
+    pub schedule: &'a Arc<Schedule>,
+}
+
+/// An agent picked for a step.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentRef<'a> {
+    pub name: &'a str,
+    pub spec: &'a AgentSpec,
+    pub lowered: &'a LoweredAgent,
 }
 
 impl Snapshot {
     pub fn new(revision: u64, resources: impl IntoIterator<Item = Resource>) -> Snapshot {
-        Snapshot {
+        let mut s = Snapshot {
             revision,
-            resources: resources
-                .into_iter()
-                .map(|r| (r.key.clone(), Arc::new(r)))
-                .collect(),
+            ..Snapshot::default()
+        };
+        for r in resources {
+            s.put(Arc::new(r));
         }
+        let keys: Vec<ResourceKey> = s.lowered.keys().cloned().collect();
+        for key in keys {
+            s.index_webhook(&key);
+        }
+        s
+    }
+
+    /// Adds or replaces one resource and its lowered form (not the webhook index).
+    fn put(&mut self, r: Arc<Resource>) {
+        let key = r.key.clone();
+        self.lowered.remove(&key);
+        self.problems.remove(&key);
+        match lower::lower(&r.spec) {
+            Ok(Some(l)) => {
+                self.lowered.insert(key.clone(), Arc::new(l));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.problems.insert(key.clone(), e);
+            }
+        }
+        self.resources.insert(key, r);
+    }
+
+    fn remove(&mut self, key: &ResourceKey) {
+        self.resources.remove(key);
+        self.lowered.remove(key);
+        self.problems.remove(key);
+        self.webhooks.remove(key);
+    }
+
+    /// (Re)builds the webhook index entry of `key`: present when it is a webhook trigger.
+    fn index_webhook(&mut self, key: &ResourceKey) {
+        self.webhooks.remove(key);
+        let (Some(Spec::Trigger(spec)), Some(Lowered::Trigger(lowered))) = (
+            self.resources.get(key).map(|r| &r.spec),
+            self.lowered.get(key).map(|l| &**l),
+        ) else {
+            return;
+        };
+        let Some(plan) = lowered.webhook.clone() else {
+            return;
+        };
+        let keys = match self.secret_store(&key.project, &plan.store) {
+            None => Err(NoKeys::NoStore(plan.store.clone())),
+            Some(store) => {
+                let keys: Vec<(String, SecretValue)> = store
+                    .data
+                    .iter()
+                    .filter(|(k, v)| !v.is_empty() && plan.allows(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if keys.is_empty() {
+                    Err(NoKeys::NoUsableKey(plan.store.clone()))
+                } else {
+                    Ok(keys)
+                }
+            }
+        };
+        let webhook = Webhook {
+            key: key.clone(),
+            spec: spec.clone(),
+            plan,
+            keys,
+        };
+        self.webhooks.insert(key.clone(), Arc::new(webhook));
+    }
+
+    /// The webhook trigger `name` of `project`, with its keys resolved.
+    pub fn webhook(&self, project: &str, name: &str) -> Option<&Arc<Webhook>> {
+        self.webhooks
+            .get(&ResourceKey::new(project, Kind::Trigger, name))
+    }
+
+    /// Every cron trigger (suspended ones included), ordered by project and name.
+    pub fn cron_triggers(&self) -> impl Iterator<Item = CronTrigger<'_>> {
+        self.lowered.iter().filter_map(|(key, l)| match &**l {
+            Lowered::Trigger(t) => self.cron_of(key, t.schedule.as_ref()?),
+            _ => None,
+        })
+    }
+
+    /// The cron trigger `name` of `project`.
+    pub fn cron_trigger(&self, project: &str, name: &str) -> Option<CronTrigger<'_>> {
+        let key = ResourceKey::new(project, Kind::Trigger, name);
+        match self.lowered.get(&key).map(|l| &**l) {
+            Some(Lowered::Trigger(t)) => self.cron_of(&key, t.schedule.as_ref()?),
+            _ => None,
+        }
+    }
+
+    fn cron_of<'a>(
+        &'a self,
+        key: &ResourceKey,
+        schedule: &'a Arc<Schedule>,
+    ) -> Option<CronTrigger<'a>> {
+        let resource = self.resources.get(key)?;
+        match &resource.spec {
+            Spec::Trigger(spec) => Some(CronTrigger {
+                resource,
+                spec,
+                schedule,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The first enabled agent of `project` (by name) with `capability`.
+    pub fn agent_with<'a>(&'a self, project: &'a str, capability: &str) -> Option<AgentRef<'a>> {
+        self.list(Kind::Agent, Some(project)).find_map(|r| {
+            let Spec::Agent(spec) = &r.spec else {
+                return None;
+            };
+            if !spec.enabled || !spec.capabilities.iter().any(|c| c == capability) {
+                return None;
+            }
+            match self.lowered.get(&r.key).map(|l| &**l) {
+                Some(Lowered::Agent(lowered)) => Some(AgentRef {
+                    name: &r.key.name,
+                    spec,
+                    lowered,
+                }),
+                _ => None,
+            }
+        })
+    }
+
+    /// Every secret value of every SecretStore (for the redaction registry).
+    pub fn secret_values(&self) -> impl Iterator<Item = &SecretValue> {
+        self.resources
+            .values()
+            .flat_map(|r| match &r.spec {
+                Spec::SecretStore(s) => Some(s.data.values()),
+                _ => None,
+            })
+            .flatten()
+    }
+
+    /// Stored resources that no longer lower, and why (logged when the daemon loads them).
+    pub fn problems(&self) -> impl Iterator<Item = (&ResourceKey, &LowerError)> {
+        self.problems.iter()
     }
 
     pub fn get(&self, key: &ResourceKey) -> Option<&Arc<Resource>> {
@@ -199,19 +393,38 @@ impl Snapshot {
     pub fn apply(&self, changes: &[Change]) -> Snapshot {
         let mut next = self.clone();
         let mut changed = false;
+        // Webhook entries to rebuild: changed triggers, and the triggers of changed stores.
+        let mut stores = Vec::new();
+        let mut triggers = Vec::new();
         for c in changes {
+            let key = &c.resource.key;
             match c.outcome {
-                Outcome::Unchanged => {}
+                Outcome::Unchanged => continue,
                 Outcome::Created | Outcome::Configured => {
-                    changed = true;
-                    next.resources
-                        .insert(c.resource.key.clone(), Arc::new(c.resource.clone()));
+                    next.put(Arc::new(c.resource.clone()));
                 }
-                Outcome::Deleted => {
-                    changed = true;
-                    next.resources.remove(&c.resource.key);
+                Outcome::Deleted => next.remove(key),
+            }
+            changed = true;
+            match key.kind {
+                Kind::Trigger => triggers.push(key.clone()),
+                Kind::SecretStore => stores.push(key),
+                _ => {}
+            }
+        }
+        if !stores.is_empty() {
+            for w in next.webhooks.values() {
+                let t = &w.key;
+                if stores
+                    .iter()
+                    .any(|s| s.project == t.project && s.name == w.plan.store)
+                {
+                    triggers.push(t.clone());
                 }
             }
+        }
+        for key in triggers {
+            next.index_webhook(&key);
         }
         if changed {
             next.revision += 1;

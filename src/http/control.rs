@@ -642,9 +642,10 @@ fn trigger_status(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let schedule = t.cron.as_ref().and_then(|c| {
-        crate::domain::schedule::Schedule::parse(&c.schedule, c.timezone.as_deref()).ok()
-    });
+    let schedule = ctx
+        .snapshot()
+        .cron_trigger(project, name)
+        .map(|c| c.schedule.clone());
     let tz = schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone());
     let next = match (&schedule, t.suspend) {
         (Some(s), false) => s.next_after(Utc::now()),
@@ -861,10 +862,15 @@ async fn test_webhook(
                 .to_string()
         }
     };
-    let scheme = match ev.webhook.scheme.as_deref() {
-        Some(s) => crate::domain::signature::Scheme::parse(s)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => crate::domain::signature::Scheme::infer(ev.webhook.signature_header.as_deref()),
+    let scheme = match snapshot.webhook(&project, trigger) {
+        Some(w) => w.plan.scheme,
+        None => {
+            let why = snapshot
+                .problems()
+                .find(|(k, _)| k.kind == Kind::Trigger && k.project == project && k.name == trigger)
+                .map_or_else(|| "it does not lower".to_owned(), |(_, e)| e.to_string());
+            return Err(ApiError::bad_request(format!("trigger/{trigger}: {why}")));
+        }
     };
     let id = format!(
         "orchestrator-test-{}",

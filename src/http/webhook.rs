@@ -38,8 +38,7 @@ use warp::hyper::body::Bytes;
 use warp::{Buf, Filter, Rejection, Reply};
 
 use crate::actors::trigger::{Fired, fire};
-use crate::domain::filter::Filter as Condition;
-use crate::domain::manifest::{DEFAULT_PROJECT, EventSpec, Kind, Spec, TriggerSpec};
+use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
 
@@ -79,7 +78,6 @@ pub struct WebhookContext {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     counters: Arc<Counters>,
     replay: Arc<Mutex<Replay>>,
-    filters: Arc<Mutex<HashMap<String, Arc<Condition>>>>,
     inflight: Arc<Semaphore>,
     connections: Arc<Connections>,
     limits: Limits,
@@ -144,7 +142,6 @@ impl WebhookContext {
             snapshots,
             counters: Arc::new(Counters::default()),
             replay: Arc::new(Mutex::new(Replay::default())),
-            filters: Arc::new(Mutex::new(HashMap::new())),
             inflight: Arc::new(Semaphore::new(limits.max_in_flight)),
             connections: Arc::new(Connections::new(limits.max_connections)),
             limits,
@@ -187,19 +184,6 @@ impl WebhookContext {
         if let Some(i) = STATUSES.iter().position(|s| *s == status.as_u16()) {
             self.counters.by_status[i].fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    fn condition(&self, source: &str) -> Result<Arc<Condition>, String> {
-        let mut cache = self.filters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache.get(source) {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(Condition::compile(source)?);
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(source.to_owned(), c.clone());
-        Ok(c)
     }
 }
 
@@ -751,41 +735,6 @@ fn form_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// The keys a webhook trigger verifies with, from the current snapshot.
-fn keys(
-    snapshot: &Snapshot,
-    project: &str,
-    ev: &EventSpec,
-) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let store_name = &ev.webhook.secret.from_ref;
-    let store = snapshot
-        .secret_store(project, store_name)
-        .ok_or_else(|| format!("SecretStore {store_name:?} does not exist"))?;
-    let wanted = ev.webhook.secret.keys.as_ref();
-    let keys: Vec<(String, Vec<u8>)> = store
-        .data
-        .iter()
-        .filter(|(k, v)| !v.is_empty() && wanted.is_none_or(|w| key_listed(w, k)))
-        .map(|(k, v)| (k.clone(), v.expose().as_bytes().to_vec()))
-        .collect();
-    if keys.is_empty() {
-        return Err(format!(
-            "SecretStore {store_name:?} has no usable (non-empty, listed) key"
-        ));
-    }
-    Ok(keys)
-}
-
-/// Whether store key `k` is one of the `listed` keys — or a rotation's staging value of one
-/// (`<key>.next`), which must verify wherever the key it replaces does.
-pub fn key_listed(listed: &[String], k: &str) -> bool {
-    listed.iter().any(|l| {
-        l == k
-            || k.strip_suffix(crate::rotation::NEXT_SUFFIX)
-                .is_some_and(|base| base == l)
-    })
-}
-
 async fn deliver<S, B>(
     ctx: &WebhookContext,
     tail: &str,
@@ -812,26 +761,14 @@ where
     };
     // One snapshot for the whole request: the keys in force when it arrived.
     let snapshot = ctx.snapshots.borrow().clone();
-    let trigger: TriggerSpec = match snapshot
-        .lookup(&project, Kind::Trigger, &name)
-        .map(|r| &r.spec)
-    {
-        Some(Spec::Trigger(t)) if t.event.is_some() => t.clone(),
-        _ => {
-            return reply(
-                ctx,
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"error": "no webhook trigger at this path"}),
-            );
-        }
-    };
-    let Some(ev) = trigger.event.as_ref() else {
+    let Some(webhook) = snapshot.webhook(&project, &name) else {
         return reply(
             ctx,
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": "no webhook trigger at this path"}),
         );
     };
+    let plan = &webhook.plan;
     let read = tokio::time::timeout(ctx.limits.body_timeout, read_body(&headers, body)).await;
     let body = match read {
         Ok(Ok(b)) => b,
@@ -856,29 +793,26 @@ where
         }
     };
     let unauthorized = || serde_json::json!({"error": "unauthorized"});
-    let keys = match keys(&snapshot, &project, ev) {
+    let keys = match &webhook.keys {
         Ok(k) => k,
         Err(why) => {
             tracing::debug!(project = %project, trigger = %name, reason = %why, "webhook refused: no key to verify with");
             return reply(ctx, StatusCode::UNAUTHORIZED, unauthorized());
         }
     };
-    let scheme = match ev.webhook.scheme.as_deref() {
-        Some(s) => Scheme::parse(s).unwrap_or(Scheme::HmacSha256),
-        None => Scheme::infer(ev.webhook.signature_header.as_deref()),
-    };
+    let scheme = plan.scheme;
     let params = VerifyParams {
         scheme,
-        signature_header: ev.webhook.signature_header.as_deref(),
-        tolerance_secs: ev
-            .webhook
-            .tolerance_seconds
-            .unwrap_or(signature::DEFAULT_TOLERANCE_SECS),
+        signature_header: plan.signature_header.as_deref(),
+        tolerance_secs: plan.tolerance_secs,
         now_unix: Utc::now().timestamp(),
     };
     let key_refs: Vec<Key<'_>> = keys
         .iter()
-        .map(|(n, s)| Key { name: n, secret: s })
+        .map(|(n, s)| Key {
+            name: n,
+            secret: s.expose().as_bytes(),
+        })
         .collect();
     let verified = match signature::verify(&params, &Hdrs(&headers), &body, &key_refs) {
         Ok(v) => v,
@@ -893,7 +827,7 @@ where
         .unwrap_or_default();
     let _ = ctx.verified.try_send(Verification {
         project: project.clone(),
-        store: ev.webhook.secret.from_ref.clone(),
+        store: plan.store.clone(),
         key: key_name.clone(),
         trigger: name.clone(),
         at: Utc::now(),
@@ -922,9 +856,9 @@ where
             serde_json::json!({"challenge": challenge}),
         );
     }
-    let matched = match ev.filter.as_ref().and_then(|f| f.condition.as_deref()) {
+    let matched = match &plan.filter {
         None => true,
-        Some(source) => match ctx.condition(source).and_then(|c| c.matches(&value)) {
+        Some(filter) => match filter.matches(&value) {
             Ok(m) => m,
             Err(why) => {
                 tracing::debug!(trigger = %name, reason = %why, "filter did not match");
@@ -974,7 +908,7 @@ where
             );
         }
     }
-    if trigger.suspend {
+    if webhook.spec.suspend {
         return reply(
             ctx,
             StatusCode::ACCEPTED,
@@ -984,7 +918,7 @@ where
     match fire(
         &project,
         &name,
-        &trigger,
+        &webhook.spec,
         format!("webhook/{name}"),
         None,
         Some(text),
