@@ -277,7 +277,8 @@ impl Reader {
 }
 
 /// Resolves when the reader must stop: true when `wait` gave up on a pipe held open from outside
-/// the group, false when the [`Running`](super::Running) was dropped (the run was abandoned and its group killed).
+/// the group, false when the [`Running`](super::Running) was dropped (the run was abandoned and
+/// its group killed).
 async fn stopped(stop: &mut watch::Receiver<bool>) -> bool {
     stop.wait_for(|stop| *stop).await.is_ok()
 }

@@ -41,7 +41,7 @@ pub enum ProgramError {
     TimedOut { program: String, timeout: Duration },
     #[error("{program}: {source}")]
     Wait { program: String, source: io::Error },
-    /// `stderr` is redacted and holds at most its last [`STDERR_TAIL`] characters.
+    /// `stderr` is redacted and holds at most its last 300 characters.
     #[error("{program} exited with {status}: {stderr}")]
     Failed {
         program: String,
@@ -139,4 +139,106 @@ pub async fn run_program(
         status,
         stderr: tail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::group::{group_alive, parse_stat};
+
+    fn env() -> Vec<(OsString, OsString)> {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        vec![("PATH".into(), path), ("ONLY".into(), "this".into())]
+    }
+
+    async fn sh(script: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<(), ProgramError> {
+        let args = ["-c".to_owned(), script.to_owned()];
+        let spec = ProgramSpec {
+            program: "sh",
+            args: &args,
+            env: env(),
+            stdin,
+            timeout,
+        };
+        run_program(spec, || Redactor::new(["s3cret"])).await
+    }
+
+    #[tokio::test]
+    async fn stdin_and_exactly_the_given_environment_arrive() {
+        let script = r#"read v; [ "$v" = value ] && [ "$ONLY" = this ] && [ -z "$HOME" ]"#;
+        let long = Duration::from_secs(30);
+        sh(script, Some(b"value\n"), long).await.expect("succeeds");
+        let err = sh(script, None, long).await.expect_err("no value on stdin");
+        assert!(matches!(err, ProgramError::Failed { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_quotes_the_end_of_stderr_redacted() {
+        let script = "printf 'x%.0s' $(seq 400) >&2; echo ' the s3cret was refused' >&2; exit 4";
+        let err = sh(script, None, Duration::from_secs(30))
+            .await
+            .expect_err("fails");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("sh exited with exit status: 4: x")
+                && text.ends_with("the [REDACTED] was refused"),
+            "{text}"
+        );
+        let ProgramError::Failed { stderr, .. } = err else {
+            panic!("not a failure: {text}");
+        };
+        assert_eq!(stderr.chars().count(), STDERR_TAIL);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 600 & echo $! > {}; sleep 600", pid_file.display());
+        let err = sh(&script, None, Duration::from_secs(2))
+            .await
+            .expect_err("times out");
+        assert_eq!(err.to_string(), "sh did not finish within 2 s");
+        let grandchild: i32 = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let pgid = live_pgid(grandchild);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pgid.is_some_and(group_alive) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group outlived the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The process group of `pid` if it still exists and is not a zombie.
+    fn live_pgid(pid: i32) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(&stat)
+            .filter(|(state, _)| *state != 'Z' && *state != 'X')
+            .map(|(_, pgrp)| pgrp)
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_cannot_start() {
+        let spec = ProgramSpec {
+            program: "no-such-program-anywhere",
+            args: &[],
+            env: env(),
+            stdin: None,
+            timeout: Duration::from_secs(30),
+        };
+        let err = run_program(spec, Redactor::none)
+            .await
+            .expect_err("missing");
+        assert!(
+            err.to_string()
+                .starts_with("cannot start no-such-program-anywhere: "),
+            "{err}"
+        );
+    }
 }
