@@ -1,6 +1,6 @@
 //! AgentActor (`agent/<task-id>/<step>/<n>`): wraps one agent subprocess. The WorkflowActor
 //! starts the process (own process group, cleared environment, argv without a shell, see
-//! `process.rs`) so that a start failure is an ordinary step error; this actor's `init` records
+//! `process/`) so that a start failure is an ordinary step error; this actor's `init` records
 //! the process group in the database and hands the wait — timeout, output streaming, reaping —
 //! to a spawned task that reports back with `Exited`. The mailbox therefore stays free for `Cancel` (SIGTERM to the group, grace, SIGKILL).
 //!

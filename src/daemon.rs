@@ -134,7 +134,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
     };
     lock.set_len(0)?;
     lock.rewind()?;
-    writeln!(lock, "{}", std::process::id())?;
+    writeln!(lock, "{}", crate::process::own_pid())?;
     lock.sync_all()?;
     Ok(lock)
 }

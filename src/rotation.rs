@@ -21,6 +21,7 @@
 //! into the store and to the provider; records and errors carry fingerprints only.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,11 +37,15 @@ use crate::domain::lower::NEXT_SUFFIX;
 use crate::domain::manifest::fingerprint;
 use crate::domain::manifest::{RotationProvider, RotationSpec, SecretValue};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
+use crate::process;
 use crate::redact::Redactor;
 use crate::store::{self, parse_ts, ts};
 
 /// How long the test stage waits for a verified delivery unless `testTimeoutSeconds` says.
 const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a provider's set or test program may run.
+const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
@@ -370,58 +375,40 @@ async fn run_program(
     key: &str,
     value: Option<&SecretValue>,
 ) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
     let Some((program, args)) = argv.split_first() else {
         return Err("the provider command is empty".into());
     };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .env("ROTATION_STORE", store)
-        .env("ROTATION_KEY", key)
-        .env("ORCHESTRATOR_SOCKET", &ctx.socket)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("ROTATION_STORE".into(), store.into()),
+        ("ROTATION_KEY".into(), key.into()),
+        ("ORCHESTRATOR_SOCKET".into(), ctx.socket.clone().into()),
+    ];
     // The same base environment agents get: PATH (with the daemon's own directory first, so
     // `orchestrator` is found), HOME, USER, LANG, TERM.
-    for (name, value) in crate::actors::workflow::TaskContext::base_env_from_process() {
-        cmd.env(name, value);
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        if let Some(v) = value {
-            let _ = stdin.write_all(v.expose().as_bytes()).await;
-        }
-        drop(stdin);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .map_err(|_| format!("{program} did not finish within 120 s"))?
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
+    env.extend(
+        crate::actors::workflow::TaskContext::base_env_from_process()
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into())),
+    );
+    let spec = process::ProgramSpec {
+        program,
+        args,
+        env,
+        stdin: value.map(|v| v.expose().as_bytes()),
+        timeout: PROGRAM_TIMEOUT,
+    };
     // The program may echo what it was given: redact every secret before quoting it.
-    let snapshot = ctx.snapshots.borrow().clone();
-    let secrets = snapshot
-        .secret_values()
-        .map(SecretValue::expose)
-        .chain(value.map(SecretValue::expose));
-    let stderr = Redactor::new(secrets).redact_str(&String::from_utf8_lossy(&out.stderr));
-    let tail: String = stderr
-        .trim()
-        .chars()
-        .rev()
-        .take(300)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    Err(format!("{program} exited with {}: {tail}", out.status))
+    let redactor = || {
+        let snapshot = ctx.snapshots.borrow().clone();
+        let secrets = snapshot
+            .secret_values()
+            .map(SecretValue::expose)
+            .chain(value.map(SecretValue::expose));
+        Redactor::new(secrets)
+    };
+    process::run_program(spec, redactor)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn random_value() -> Result<SecretValue, ApiError> {

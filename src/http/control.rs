@@ -393,7 +393,7 @@ fn status(ctx: &ControlContext) -> DaemonStatus {
     let snapshot = ctx.snapshot();
     DaemonStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        pid: std::process::id(),
+        pid: crate::process::own_pid(),
         started_at: ctx.started_at,
         uptime_seconds: (Utc::now() - ctx.started_at).num_seconds().max(0) as u64,
         data_dir: ctx.data_dir.clone(),

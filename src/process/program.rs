@@ -1,0 +1,244 @@
+//! A short program run to completion, as rotation providers run theirs: executed directly (no
+//! shell) with exactly the environment given, a value written to its stdin, stdout discarded and
+//! stderr kept for the error. It leads its own process group, which is killed (SIGKILL) when the
+//! timeout fires or when the caller stops waiting, so nothing it started is left behind. A failing
+//! program's stderr is redacted before it is quoted: it may echo what it was given.
+
+use std::ffi::OsString;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::group::GroupGuard;
+use crate::redact::Redactor;
+
+/// How much of a failing program's stderr (its end, in characters) the error quotes.
+const STDERR_TAIL: usize = 300;
+
+/// One program to run.
+pub struct ProgramSpec<'a> {
+    /// Looked up on the `PATH` in `env` unless it contains `/`.
+    pub program: &'a str,
+    pub args: &'a [String],
+    /// The complete environment, applied in order: nothing is inherited from the daemon.
+    pub env: Vec<(OsString, OsString)>,
+    /// Written to stdin, which is then closed; `None` closes it at once.
+    pub stdin: Option<&'a [u8]>,
+    /// Counted from the moment stdin was written.
+    pub timeout: Duration,
+}
+
+/// Why a program did not succeed.
+#[derive(Debug, Error)]
+pub enum ProgramError {
+    #[error("cannot start {program}: {source}")]
+    Start { program: String, source: io::Error },
+    #[error("{program} did not finish within {} s", timeout.as_secs())]
+    TimedOut { program: String, timeout: Duration },
+    #[error("{program}: {source}")]
+    Wait { program: String, source: io::Error },
+    /// `stderr` is redacted and holds at most its last 300 characters.
+    #[error("{program} exited with {status}: {stderr}")]
+    Failed {
+        program: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+/// Runs `spec` and waits for it to exit and close stderr. `redactor` is called only when the
+/// program failed, so it sees the secrets as they are then.
+pub async fn run_program(
+    spec: ProgramSpec<'_>,
+    redactor: impl FnOnce() -> Redactor,
+) -> Result<(), ProgramError> {
+    let ProgramSpec {
+        program,
+        args,
+        env,
+        stdin,
+        timeout,
+    } = spec;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|source| ProgramError::Start {
+        program: program.to_owned(),
+        source,
+    })?;
+    // Declared after `child`, so it is dropped first: on an early return or a drop of this future
+    // the group is killed while the leader is still unreaped (or was only just reaped).
+    let mut guard = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(GroupGuard::new);
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(bytes) = stdin {
+            let _ = pipe.write_all(bytes).await;
+        }
+        drop(pipe);
+    }
+    let mut stderr_pipe = child.stderr.take();
+    let finished = tokio::time::timeout(timeout, async {
+        let read_stderr = async {
+            let mut stderr = Vec::new();
+            if let Some(pipe) = &mut stderr_pipe {
+                pipe.read_to_end(&mut stderr).await?;
+            }
+            Ok(stderr)
+        };
+        tokio::try_join!(child.wait(), read_stderr)
+    })
+    .await;
+    let (status, stderr) = match finished {
+        Ok(Ok(done)) => done,
+        Ok(Err(source)) => {
+            return Err(ProgramError::Wait {
+                program: program.to_owned(),
+                source,
+            });
+        }
+        Err(_) => {
+            // Returning drops `guard` before `child`, which kills the group.
+            return Err(ProgramError::TimedOut {
+                program: program.to_owned(),
+                timeout,
+            });
+        }
+    };
+    // Reaped and done: what it left running is its own business, as it always was.
+    if let Some(guard) = &mut guard {
+        guard.disarm();
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let stderr = redactor().redact_str(&String::from_utf8_lossy(&stderr));
+    let tail: String = stderr
+        .trim()
+        .chars()
+        .rev()
+        .take(STDERR_TAIL)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(ProgramError::Failed {
+        program: program.to_owned(),
+        status,
+        stderr: tail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::group::{group_alive, parse_stat};
+
+    fn env() -> Vec<(OsString, OsString)> {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        vec![("PATH".into(), path), ("ONLY".into(), "this".into())]
+    }
+
+    async fn sh(script: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<(), ProgramError> {
+        let args = ["-c".to_owned(), script.to_owned()];
+        let spec = ProgramSpec {
+            program: "sh",
+            args: &args,
+            env: env(),
+            stdin,
+            timeout,
+        };
+        run_program(spec, || Redactor::new(["s3cret"])).await
+    }
+
+    #[tokio::test]
+    async fn stdin_and_exactly_the_given_environment_arrive() {
+        let script = r#"read v; [ "$v" = value ] && [ "$ONLY" = this ] && [ -z "$HOME" ]"#;
+        let long = Duration::from_secs(30);
+        sh(script, Some(b"value\n"), long).await.expect("succeeds");
+        let err = sh(script, None, long).await.expect_err("no value on stdin");
+        assert!(matches!(err, ProgramError::Failed { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_quotes_the_end_of_stderr_redacted() {
+        let script = "printf 'x%.0s' $(seq 400) >&2; echo ' the s3cret was refused' >&2; exit 4";
+        let err = sh(script, None, Duration::from_secs(30))
+            .await
+            .expect_err("fails");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("sh exited with exit status: 4: x")
+                && text.ends_with("the [REDACTED] was refused"),
+            "{text}"
+        );
+        let ProgramError::Failed { stderr, .. } = err else {
+            panic!("not a failure: {text}");
+        };
+        assert_eq!(stderr.chars().count(), STDERR_TAIL);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 600 & echo $! > {}; sleep 600", pid_file.display());
+        let err = sh(&script, None, Duration::from_secs(2))
+            .await
+            .expect_err("times out");
+        assert_eq!(err.to_string(), "sh did not finish within 2 s");
+        let grandchild: i32 = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let pgid = live_pgid(grandchild);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pgid.is_some_and(group_alive) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group outlived the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The process group of `pid` if it still exists and is not a zombie.
+    fn live_pgid(pid: i32) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(&stat)
+            .filter(|(state, _)| *state != 'Z' && *state != 'X')
+            .map(|(_, pgrp)| pgrp)
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_cannot_start() {
+        let spec = ProgramSpec {
+            program: "no-such-program-anywhere",
+            args: &[],
+            env: env(),
+            stdin: None,
+            timeout: Duration::from_secs(30),
+        };
+        let err = run_program(spec, Redactor::none)
+            .await
+            .expect_err("missing");
+        assert!(
+            err.to_string()
+                .starts_with("cannot start no-such-program-anywhere: "),
+            "{err}"
+        );
+    }
+}
