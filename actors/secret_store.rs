@@ -10,8 +10,8 @@
 //! `<key>.next` included, and a value an agent applies itself). If the commit fails, the
 //! registry is set back; values it saw are still redacted for the runs that were live.
 //!
-//! A restart reopens the store and reloads the snapshot from SQLite, so nothing is lost and the
-//! revision is unchanged.
+//! A restart reloads the snapshot from the store (the `ResourceStore` the daemon opened, handed
+//! in through the args), so nothing is lost and the revision is unchanged.
 
 use std::sync::Arc;
 

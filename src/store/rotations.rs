@@ -1,7 +1,7 @@
 //! The records of staged secret rotations, one per rotation: its stage, the fingerprints of the
 //! old and new value (never a value), whether the platform was set, and when each stage ended.
-//! `crate::rotation` writes a stage here before the next begins, and resumes from it after a
-//! restart.
+//! The rotation driver (`src/rotation.rs`) records a stage here before the next begins, and
+//! resumes from it after a restart.
 
 use chrono::{DateTime, Utc};
 

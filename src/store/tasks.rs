@@ -77,8 +77,8 @@ pub struct RunEnd {
     pub stderr_bytes: u64,
 }
 
-/// The task tables. Writes go through one connection (the actors'), reads through another (the
-/// control API's), so a busy `task list` never waits behind a commit.
+/// The task tables. The actors' writes must not hold up the control API's reads: a busy
+/// `task list` never waits behind a commit.
 pub trait TaskStore: Send + Sync {
     /// Inserts a task and its first event; returns it.
     fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo>;
@@ -115,7 +115,7 @@ pub trait TaskStore: Send + Sync {
     /// Appends an event to a task.
     fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()>;
 
-    /// A task with what is needed to run it (read on the writer's connection).
+    /// A task with what is needed to run it.
     fn record(&self, id: u64) -> Result<Option<TaskRecord>>;
 
     /// Finished step runs of a task, oldest first.

@@ -17,8 +17,8 @@ pub struct Verification {
     pub at: DateTime<Utc>,
 }
 
-/// The verification stamps. Writes and reads use their own connections, apart from the
-/// desired state's.
+/// The verification stamps: written in batches by the webhook path's recorder (on a blocking
+/// thread), read by a rotation's test stage.
 pub trait VerificationStore: Send + Sync {
     /// Records which keys verified webhook deliveries, and when, in one transaction; a stamp
     /// older than the one recorded is ignored.

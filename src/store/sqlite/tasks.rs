@@ -1,5 +1,5 @@
 //! The task tables on SQLite (migration 2): [`Tasks`] implements [`TaskStore`] on a
-//! connection [`Pair`]: the task actors write through the writer (`synchronous=NORMAL`), the
+//! connection `Pair`: the task actors write through the writer (`synchronous=NORMAL`), the
 //! control API reads through the reader.
 
 use std::path::Path;
@@ -74,7 +74,6 @@ impl Tasks {
 }
 
 impl TaskStore for Tasks {
-    /// Inserts a task and its first event; returns it.
     fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
         let spec = t.workflow_spec.to_string();
         let id = self.pair.write(|c| {
@@ -125,7 +124,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Sets a task's state (and reason), with an event; sets the start or finish time.
     fn set_state(
         &self,
         id: u64,
@@ -153,7 +151,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Records a step run starting; returns its id.
     fn start_run(
         &self,
         task: u64,
@@ -181,7 +178,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Records the process group of a running step (for crash recovery).
     fn set_run_pid(&self, run: u64, pid: i32, pid_start: Option<u64>) -> Result<()> {
         self.pair.write(|c| {
             c.prepare_cached("UPDATE step_runs SET pid = ?2, pid_start = ?3 WHERE id = ?1")?
@@ -190,7 +186,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Records the end of a step run.
     fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()> {
         self.pair.write(|c| {
             c.prepare_cached(
@@ -212,7 +207,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Appends an event to a task.
     fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()> {
         self.pair.write(|c| {
             c.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
@@ -221,7 +215,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// A task with what is needed to run it.
     fn record(&self, id: u64) -> Result<Option<TaskRecord>> {
         self.pair.write(|c| {
             let row = c
@@ -248,7 +241,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Finished step runs of a task, oldest first.
     fn outputs(&self, task: u64) -> Result<Vec<Output>> {
         self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
@@ -268,7 +260,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Marks the step runs of `task` still recorded as running as interrupted.
     fn interrupt_runs(&self, task: u64, reason: &str, now: DateTime<Utc>) -> Result<usize> {
         self.pair.write(|c| {
             Ok(c.prepare_cached(
@@ -279,7 +270,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Step runs recorded as running (after a crash: their process groups may still live).
     fn running_runs(&self) -> Result<Vec<Interrupted>> {
         self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
@@ -297,7 +287,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Tasks in `state`, oldest first.
     fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>> {
         self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
@@ -316,7 +305,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Releases a held task (`task start`).
     fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()> {
         self.pair.write(|c| {
             let tx = immediate(c)?;
@@ -331,9 +319,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Deletes a trigger's finished tasks beyond the newest `keep_succeeded` succeeded and
-    /// `keep_failed` failed or cancelled ones (`historyLimit`); returns the deleted ids so that
-    /// their run directories can go too.
     fn prune_trigger(
         &self,
         project: &str,
@@ -368,7 +353,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// One task.
     fn get(&self, id: u64) -> Result<Option<TaskInfo>> {
         self.pair.read(|c| {
             let row = c
@@ -379,7 +363,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Tasks matching `q`, newest first.
     fn list(&self, q: &TaskQuery, project: Option<&str>) -> Result<Vec<TaskInfo>> {
         let limit = q.limit.unwrap_or(100).min(10_000) as i64;
         self.pair.read(|c| {
@@ -397,7 +380,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// The payload a task was created with.
     fn payload(&self, id: u64) -> Result<Option<String>> {
         self.pair.read(|c| {
             Ok(c.prepare_cached("SELECT payload FROM tasks WHERE id = ?1")?
@@ -407,7 +389,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Step runs of a task, oldest first.
     fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>> {
         self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -460,7 +441,6 @@ impl TaskStore for Tasks {
         })
     }
 
-    /// Events of a task, oldest first.
     fn events(&self, task: u64) -> Result<Vec<TaskEvent>> {
         self.pair.read(|c| {
             let mut stmt = c.prepare_cached(

@@ -1,5 +1,5 @@
 //! The trigger tables on SQLite (migration 3): [`Triggers`] implements [`TriggerStore`] on a
-//! connection [`Pair`], like the task tables.
+//! connection `Pair`, like the task tables.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,7 +121,6 @@ fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 4]
 }
 
 impl TriggerStore for Triggers {
-    /// The state of every trigger, keyed by (project, name).
     fn all(&self) -> Result<HashMap<(String, String), TriggerState>> {
         self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -162,7 +161,6 @@ impl TriggerStore for Triggers {
         })
     }
 
-    /// The state of one trigger.
     fn get(&self, project: &str, name: &str) -> Result<Option<TriggerState>> {
         self.pair.read(|c| {
             let row = c
@@ -196,7 +194,6 @@ impl TriggerStore for Triggers {
         })
     }
 
-    /// Writes a trigger's state and, optionally, one history row, in one transaction.
     fn save(
         &self,
         project: &str,
@@ -208,8 +205,6 @@ impl TriggerStore for Triggers {
         self.write(|tx| save_in(tx, project, name, state, event, now))
     }
 
-    /// Writes the states (and history rows) of many triggers in one transaction: the supervisor
-    /// planning triggers it does not start an actor for.
     fn save_many(&self, rows: &[SaveRow], now: DateTime<Utc>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -222,8 +217,6 @@ impl TriggerStore for Triggers {
         })
     }
 
-    /// Appends a history row without touching the state (manual and webhook fires: the
-    /// TriggerActor owns the state row).
     fn event(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
         self.pair.write(|c| {
             insert_event(c, project, name, e)?;
@@ -231,7 +224,6 @@ impl TriggerStore for Triggers {
         })
     }
 
-    /// Forgets a deleted trigger.
     fn remove(&self, project: &str, name: &str) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached("DELETE FROM trigger_state WHERE project = ?1 AND name = ?2")?
@@ -242,7 +234,6 @@ impl TriggerStore for Triggers {
         })
     }
 
-    /// The newest `limit` history rows of a trigger, newest first.
     fn events(&self, project: &str, name: &str, limit: usize) -> Result<Vec<TriggerEvent>> {
         self.pair.read(|c| {
             let mut stmt = c.prepare_cached(

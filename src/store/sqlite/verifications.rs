@@ -1,5 +1,5 @@
 //! Verification stamps on SQLite: [`Verifications`] implements [`VerificationStore`] on the
-//! `last_verified_*` columns of `secret_keys` (migration 1), through a connection [`Pair`].
+//! `last_verified_*` columns of `secret_keys` (migration 1), through a connection `Pair`.
 
 use std::path::Path;
 
