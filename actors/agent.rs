@@ -7,6 +7,7 @@
 //! The state holds a [`GroupGuard`]: if this actor fails or is killed with its parent, dropping
 //! the state SIGKILLs the whole process group, so no agent outlives its actor.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorProcessingErr;
@@ -16,7 +17,7 @@ use tracing::Instrument;
 use super::introspect::{Addr, Behaviour, Message};
 use super::workflow::WorkflowMsg;
 use crate::process::{self, Canceller, Finished, GroupGuard, ProcessError, Running};
-use crate::task_store::TaskStore;
+use crate::store::TaskStore;
 
 pub enum AgentMsg {
     /// Stop the process: SIGTERM to its group, then SIGKILL after the grace period.
@@ -43,7 +44,7 @@ pub struct AgentArgs {
     pub program: String,
     pub timeout: Duration,
     pub running: Running,
-    pub store: TaskStore,
+    pub store: Arc<dyn TaskStore>,
     pub workflow: Addr<WorkflowMsg>,
 }
 

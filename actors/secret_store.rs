@@ -10,10 +10,9 @@
 //! `<key>.next` included, and a value an agent applies itself). If the commit fails, the
 //! registry is set back; values it saw are still redacted for the runs that were live.
 //!
-//! A restart reopens the store and reloads the snapshot from SQLite, so nothing is lost and the
-//! revision is unchanged.
+//! A restart reloads the snapshot from the store (the `ResourceStore` the daemon opened, handed
+//! in through the args), so nothing is lost and the revision is unchanged.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -28,7 +27,7 @@ use crate::domain::manifest::{Document, Kind, SecretValue};
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
 use crate::redact::SecretRegistry;
-use crate::store::Store;
+use crate::store::{ResourceStore, StoreError};
 
 /// The registry name.
 pub const NAME: &str = "secret-store";
@@ -89,7 +88,8 @@ pub struct Described {
 pub struct SecretStoreActor;
 
 pub struct SecretStoreArgs {
-    pub data_dir: PathBuf,
+    /// The desired-state store (its single writer is this actor).
+    pub store: Arc<dyn ResourceStore>,
     pub publish: watch::Sender<Arc<Snapshot>>,
     /// The webhook server listens beyond loopback: every webhook trigger must keep a usable key.
     pub public_webhooks: bool,
@@ -98,7 +98,7 @@ pub struct SecretStoreArgs {
 }
 
 pub struct SecretStoreState {
-    store: Store,
+    store: Arc<dyn ResourceStore>,
     snapshot: Arc<Snapshot>,
     publish: watch::Sender<Arc<Snapshot>>,
     secrets: Arc<SecretRegistry>,
@@ -108,7 +108,7 @@ pub struct SecretStoreState {
 }
 
 impl SecretStoreState {
-    fn store_error(e: crate::store::StoreError) -> ApiError {
+    fn store_error(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "store write failed");
         ApiError::internal(format!("the store could not be written: {e}"))
     }
@@ -366,11 +366,8 @@ impl Behaviour for SecretStoreActor {
         _me: Addr<SecretStoreMsg>,
         args: SecretStoreArgs,
     ) -> Result<SecretStoreState, ActorProcessingErr> {
-        let (store, snapshot) = tokio::task::block_in_place(|| {
-            let store = Store::open(&args.data_dir)?;
-            let snapshot = store.load_snapshot()?;
-            Ok::<_, crate::store::StoreError>((store, snapshot))
-        })?;
+        let store = args.store;
+        let snapshot = tokio::task::block_in_place(|| store.load_snapshot())?;
         let snapshot = Arc::new(snapshot);
         args.secrets
             .update(snapshot.secret_values().map(SecretValue::expose));

@@ -41,8 +41,7 @@ use crate::api::{EventKind, TriggerEvent};
 use crate::domain::manifest::{ConcurrencyPolicy, Kind, TriggerSpec};
 use crate::domain::schedule::{Schedule, missed_fires};
 use crate::domain::snapshot::{CronTrigger, Snapshot};
-use crate::task_store::TaskStore;
-use crate::trigger_store::{SaveRow, TriggerState, TriggerStore};
+use crate::store::{SaveRow, TaskStore, TriggerState, TriggerStore};
 
 /// Registry name of the trigger supervisor.
 pub const TRIGGERS: &str = "triggers";
@@ -74,8 +73,8 @@ fn now() -> DateTime<Utc> {
 /// What the trigger actors share.
 #[derive(Clone)]
 pub struct TriggerContext {
-    pub store: TriggerStore,
-    pub tasks: TaskStore,
+    pub store: Arc<dyn TriggerStore>,
+    pub tasks: Arc<dyn TaskStore>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub runs_dir: PathBuf,
     /// A trigger whose next fire is further away than this is passivated.

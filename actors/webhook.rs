@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 use super::introspect::{Addr, Behaviour, Message};
 use crate::domain::snapshot::Snapshot;
 use crate::http::webhook::{WebhookContext, record_verifications, serve};
+use crate::store::VerificationStore;
 
 /// The registry name.
 pub const NAME: &str = "webhook";
@@ -39,7 +40,7 @@ pub struct WebhookArgs {
     pub listener: Arc<std::net::TcpListener>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Where "last verified at" stamps are written.
-    pub data_dir: std::path::PathBuf,
+    pub verifications: Arc<dyn VerificationStore>,
     pub limits: crate::http::webhook::Limits,
 }
 
@@ -77,7 +78,7 @@ impl Behaviour for WebhookActor {
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
         let (verified, stamps) = tokio::sync::mpsc::channel(4096);
-        let recorder = tokio::spawn(record_verifications(args.data_dir.clone(), stamps));
+        let recorder = tokio::spawn(record_verifications(args.verifications.clone(), stamps));
         let context = WebhookContext::new(args.snapshots, verified, args.limits);
         let (tx, rx) = oneshot::channel::<()>();
         let server = {

@@ -38,7 +38,7 @@ use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{Next, Plan, Position, RunState, StepResult, TaskState};
 use crate::process::{self, Outcome, SpawnSpec};
 use crate::redact::SecretRegistry;
-use crate::task_store::{NewTask, RunEnd, TaskRecord, TaskStore};
+use crate::store::{NewTask, RunEnd, StoreError, TaskRecord, TaskStore};
 
 /// Registry name of the task supervisor.
 pub const TASKS: &str = "tasks";
@@ -61,7 +61,7 @@ fn now() -> DateTime<Utc> {
 /// What the task actors share.
 #[derive(Clone)]
 pub struct TaskContext {
-    pub store: TaskStore,
+    pub store: Arc<dyn TaskStore>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// `<data-dir>/runs`: one directory per task with logs, prompt files and the payload.
     pub runs_dir: PathBuf,
@@ -194,7 +194,7 @@ pub struct TaskSupState {
     created: u64,
 }
 
-fn store_err(e: crate::store::StoreError) -> ApiError {
+fn store_err(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "task store failed");
     ApiError::internal(format!("the task store failed: {e}"))
 }

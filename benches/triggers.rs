@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use orchestrator::store::SaveRow;
 use support::{Daemon, rss_kib, workspace_manifest};
 
 fn bundle(n: usize, schedule: impl Fn(usize) -> String, extra: &str) -> String {
@@ -31,6 +32,33 @@ fn bundle(n: usize, schedule: impl Fn(usize) -> String, extra: &str) -> String {
         ));
     }
     text
+}
+
+/// Moves every stored trigger's last scheduled instant and next fire two days back (the daemon
+/// is stopped), through the store's API.
+fn shift_back_two_days(data_dir: &std::path::Path) {
+    let stores = orchestrator::store::sqlite::open(data_dir).expect("open the store");
+    let two_days = chrono::Duration::days(2);
+    let rows: Vec<SaveRow> = stores
+        .triggers
+        .all()
+        .expect("trigger state")
+        .into_iter()
+        .map(|((project, name), mut state)| {
+            state.next_fire = state.next_fire.map(|t| t - two_days);
+            state.last_scheduled = state.last_scheduled.map(|t| t - two_days);
+            SaveRow {
+                project,
+                name,
+                state,
+                event: None,
+            }
+        })
+        .collect();
+    stores
+        .triggers
+        .save_many(&rows, chrono::Utc::now())
+        .expect("shift the trigger state back two days");
 }
 
 /// Number of armed TriggerActors, from the trigger supervisor's self-report.
@@ -131,13 +159,7 @@ fn ten_thousand(_c: &mut Criterion) {
 
     // A restart after two days down: every trigger missed two fires, which are recorded.
     stop(&mut d);
-    let db = rusqlite::Connection::open(d.dir.path().join("data").join("state.db")).expect("db");
-    db.execute_batch(
-        "UPDATE trigger_state SET next_fire = strftime('%Y-%m-%dT%H:%M:%fZ', next_fire, '-2 days'),
-           last_scheduled = strftime('%Y-%m-%dT%H:%M:%fZ', last_scheduled, '-2 days')",
-    )
-    .expect("shift the trigger state back two days");
-    drop(db);
+    shift_back_two_days(&d.dir.path().join("data"));
     let (ready, armed_after) = start_again(&mut d);
     eprintln!(
         "restart after 2 days down (20,000 missed fires recorded): ready line after {:.0} ms, all armed after {:.0} ms; RSS {:.1} MiB",

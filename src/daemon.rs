@@ -28,8 +28,7 @@ use crate::domain::manifest::SecretValue;
 use crate::http::control::{self, ControlContext};
 use crate::layout;
 use crate::redact::SecretRegistry;
-use crate::task_store::TaskStore;
-use crate::trigger_store::TriggerStore;
+use crate::store::{self, StoreError};
 
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
@@ -230,10 +229,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| layout::socket_in(&data_dir));
 
-    // Open the store once up front so that a broken key file or database is reported plainly
-    // before anything listens.
-    let initial = tokio::task::block_in_place(|| {
-        crate::store::Store::open(&data_dir).and_then(|s| s.load_snapshot())
+    // The storage backend is chosen here. The stores open up front so that a broken key file or
+    // database is reported plainly before anything listens.
+    let (stores, initial) = tokio::task::block_in_place(|| {
+        let stores = store::sqlite::open(&data_dir)?;
+        let initial = stores.resources.load_snapshot()?;
+        Ok::<_, StoreError>((stores, initial))
     })
     .context("cannot open the state store")?;
     // Agent output is redacted with the values the store holds from the first run on; the
@@ -241,9 +242,8 @@ pub async fn run(
     let secrets = Arc::new(SecretRegistry::new());
     secrets.update(initial.secret_values().map(SecretValue::expose));
     let (publish, snapshots) = watch::channel(Arc::new(initial));
-    let task_store = TaskStore::open(&data_dir).context("cannot open the task tables")?;
     let task_ctx = TaskContext {
-        store: task_store.clone(),
+        store: stores.tasks.clone(),
         snapshots: snapshots.clone(),
         runs_dir: data_dir.join(layout::RUNS_DIR),
         socket: socket_path.clone(),
@@ -253,10 +253,9 @@ pub async fn run(
         capture_cap: 1024 * 1024,
         secrets: secrets.clone(),
     };
-    let trigger_store = TriggerStore::open(&data_dir).context("cannot open the trigger tables")?;
     let trigger_ctx = TriggerContext {
-        store: trigger_store.clone(),
-        tasks: task_store.clone(),
+        store: stores.triggers.clone(),
+        tasks: stores.tasks.clone(),
         snapshots: snapshots.clone(),
         runs_dir: data_dir.join(layout::RUNS_DIR),
         resident_window: config.trigger_resident_window,
@@ -287,12 +286,12 @@ pub async fn run(
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
         start: {
-            let data_dir = data_dir.clone();
+            let resources = stores.resources.clone();
             start_fn(secret_store::NAME.to_owned(), move || {
                 (
                     SecretStoreActor,
                     SecretStoreArgs {
-                        data_dir: data_dir.clone(),
+                        store: resources.clone(),
                         publish: publish.clone(),
                         public_webhooks,
                         secrets: secrets.clone(),
@@ -318,7 +317,7 @@ pub async fn run(
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
         let snapshots = snapshots.clone();
-        let data_dir = data_dir.clone();
+        let verifications = stores.verifications.clone();
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
             restart: Restart::Permanent,
@@ -329,7 +328,7 @@ pub async fn run(
                     WebhookArgs {
                         listener: listener.clone(),
                         snapshots: snapshots.clone(),
-                        data_dir: data_dir.clone(),
+                        verifications: verifications.clone(),
                         limits: webhook_limits,
                     },
                 )
@@ -351,17 +350,21 @@ pub async fn run(
     .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
 
     let listener = bind_socket(&socket_path)?;
-    let rotations =
-        crate::rotation::RotationContext::new(&data_dir, snapshots.clone(), socket_path.clone())
-            .context("cannot prepare secret rotation")?;
+    let rotations = crate::rotation::RotationContext::new(
+        stores.rotations.clone(),
+        stores.verifications.clone(),
+        snapshots.clone(),
+        socket_path.clone(),
+    )
+    .context("cannot prepare secret rotation")?;
     let ctx = ControlContext {
         snapshots,
         started_at: Utc::now(),
         data_dir: data_dir.display().to_string(),
         socket: socket_path.display().to_string(),
         webhook_addr: webhook_addr.map(|a| a.to_string()),
-        tasks: task_store,
-        triggers: trigger_store,
+        tasks: stores.tasks.clone(),
+        triggers: stores.triggers.clone(),
         rotations: rotations.clone(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -4,7 +4,7 @@
 //!
 //! Reading order:
 //! 1. [`domain`]: the pure core (manifests, validation, schedules, signatures, templates).
-//! 2. [`store`]: SQLite persistence and secret encryption.
+//! 2. [`store`]: persistence behind one trait per concern (SQLite today) and secret encryption.
 //! 3. [`actors`]: the supervision tree and the actors that own each concern.
 //! 4. [`http`]: the control API (Unix socket) and the webhook server (TCP).
 //! 5. [`api`]: the wire types the control API and the CLI share.
@@ -22,8 +22,6 @@ pub mod process;
 pub mod redact;
 pub mod rotation;
 pub mod store;
-pub mod task_store;
-pub mod trigger_store;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;

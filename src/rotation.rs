@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
 use crate::actors::introspect::Addr;
@@ -39,7 +38,7 @@ use crate::domain::manifest::{RotationProvider, RotationSpec, SecretValue};
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::process;
 use crate::redact::Redactor;
-use crate::store::{self, parse_ts, ts};
+use crate::store::{NewRotation, RotationStore, RotationUpdate, StoreError, VerificationStore};
 
 /// How long the test stage waits for a verified delivery unless `testTimeoutSeconds` says.
 const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,7 +56,8 @@ type Waiters = Vec<oneshot::Sender<RotationRecord>>;
 /// What rotations share.
 #[derive(Clone)]
 pub struct RotationContext {
-    db: Arc<Mutex<Connection>>,
+    records: Arc<dyn RotationStore>,
+    verifications: Arc<dyn VerificationStore>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     http: reqwest::Client,
     socket: PathBuf,
@@ -65,42 +65,30 @@ pub struct RotationContext {
     running: Arc<Mutex<HashMap<(String, String), Waiters>>>,
 }
 
+fn record_err(e: StoreError) -> ApiError {
+    ApiError::internal(format!("rotation record: {e}"))
+}
+
 impl RotationContext {
+    /// Rotations recorded in `records`, whose test stage watches `verifications`.
     pub fn new(
-        data_dir: &std::path::Path,
+        records: Arc<dyn RotationStore>,
+        verifications: Arc<dyn VerificationStore>,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         socket: PathBuf,
-    ) -> Result<RotationContext, store::StoreError> {
-        let conn = store::connect(data_dir)?;
+    ) -> Result<RotationContext, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| store::StoreError::Corrupt {
-                what: "http client".into(),
-                detail: e.to_string(),
-            })?;
+            .build()?;
         Ok(RotationContext {
-            db: Arc::new(Mutex::new(conn)),
+            records,
+            verifications,
             snapshots,
             http,
             socket,
             running: Arc::new(Mutex::new(HashMap::new())),
         })
-    }
-
-    fn db<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, ApiError> {
-        let run = || {
-            let c = self.db.lock().unwrap_or_else(|p| p.into_inner());
-            f(&c)
-        };
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
-            }
-            _ => run(),
-        };
-        result.map_err(|e| ApiError::internal(format!("rotation record: {e}")))
     }
 
     /// The newest rotations of a store, newest first.
@@ -110,73 +98,20 @@ impl RotationContext {
         store: &str,
         limit: usize,
     ) -> Result<Vec<RotationRecord>, ApiError> {
-        self.db(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM rotations WHERE project = ?1 AND store = ?2 ORDER BY id DESC LIMIT ?3"
-            ))?;
-            let rows = stmt.query_map(params![project, store, limit as i64], row)?;
-            rows.collect()
-        })
+        self.records
+            .history(project, store, limit)
+            .map_err(record_err)
     }
 
     fn get(&self, id: u64) -> Result<RotationRecord, ApiError> {
-        self.db(|c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"))?
-                .query_row(params![id as i64], row)
-        })
+        self.records.get(id).map_err(record_err)
     }
 
-    fn update(
-        &self,
-        id: u64,
-        stage: RotationStage,
-        set: &[(&str, Option<String>)],
-    ) -> Result<(), ApiError> {
-        let mut sql = String::from("UPDATE rotations SET stage = ?1, updated_at = ?2");
-        for (i, (col, _)) in set.iter().enumerate() {
-            sql.push_str(&format!(", {col} = ?{}", i + 4));
-        }
-        sql.push_str(" WHERE id = ?3");
-        self.db(|c| {
-            let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
-                Box::new(stage.as_str()),
-                Box::new(ts(now())),
-                Box::new(id as i64),
-            ];
-            for (_, v) in set {
-                values.push(Box::new(v.clone()));
-            }
-            c.execute(
-                &sql,
-                rusqlite::params_from_iter(values.iter().map(|b| b.as_ref())),
-            )?;
-            Ok(())
-        })
+    fn update(&self, id: u64, stage: RotationStage, set: RotationUpdate) -> Result<(), ApiError> {
+        self.records
+            .update(id, stage, &set, now())
+            .map_err(record_err)
     }
-}
-
-const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRecord> {
-    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-        Ok(r.get::<_, Option<String>>(i)?
-            .and_then(|s| parse_ts(&s).ok()))
-    };
-    Ok(RotationRecord {
-        id: r.get::<_, i64>(0)? as u64,
-        project: r.get(1)?,
-        store: r.get(2)?,
-        key: r.get(3)?,
-        provider: r.get(4)?,
-        stage: RotationStage::parse(&r.get::<_, String>(5)?).unwrap_or(RotationStage::Failed),
-        reason: r.get(6)?,
-        old_fingerprint: r.get(7)?,
-        new_fingerprint: r.get(8)?,
-        started_at: time(9)?.unwrap_or(DateTime::UNIX_EPOCH),
-        set_at: time(10)?,
-        verified_at: time(11)?,
-        finished_at: time(12)?,
-    })
 }
 
 /// Where a provider pushes and tests a value.
@@ -481,14 +416,17 @@ pub async fn rotate(
         running.insert(k, vec![tx]);
     }
     let started = now();
-    let id = ctx.db(|c| {
-        c.execute(
-            "INSERT INTO rotations (project, store, key, provider, stage, old_fingerprint, started_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'create', ?5, ?6, ?6)",
-            params![project, store, key, provider.name(), fingerprint(old.expose()), ts(started)],
-        )?;
-        Ok(c.last_insert_rowid() as u64)
-    });
+    let id = ctx
+        .records
+        .create(&NewRotation {
+            project,
+            store,
+            key: &key,
+            provider: provider.name(),
+            old_fingerprint: fingerprint(old.expose()),
+            started_at: started,
+        })
+        .map_err(record_err);
     let id = match id {
         Ok(id) => id,
         Err(e) => {
@@ -508,13 +446,7 @@ pub async fn rotate(
 
 /// Resumes the rotations a stopped daemon left unfinished.
 pub async fn resume_all(ctx: &RotationContext) {
-    let open: Vec<RotationRecord> = match ctx.db(|c| {
-        let mut stmt = c.prepare(&format!(
-            "SELECT {COLUMNS} FROM rotations WHERE stage NOT IN ('done', 'failed') ORDER BY id"
-        ))?;
-        let rows = stmt.query_map([], row)?;
-        rows.collect()
-    }) {
+    let open: Vec<RotationRecord> = match ctx.records.unfinished().map_err(record_err) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot read unfinished rotations");
@@ -578,10 +510,11 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
         let _ = ctx.update(
             id,
             RotationStage::Failed,
-            &[
-                ("reason", Some(why.clone())),
-                ("finished_at", Some(ts(now()))),
-            ],
+            RotationUpdate {
+                reason: Some(why.clone()),
+                finished_at: Some(now()),
+                ..RotationUpdate::default()
+            },
         );
         return Err(why);
     };
@@ -632,7 +565,10 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                 ctx.update(
                     id,
                     RotationStage::Set,
-                    &[("new_fingerprint", Some(fingerprint(new.expose())))],
+                    RotationUpdate {
+                        new_fingerprint: Some(fingerprint(new.expose())),
+                        ..RotationUpdate::default()
+                    },
                 )
                 .map_err(|e| e.to_string())?;
                 stage = RotationStage::Set;
@@ -653,7 +589,10 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                 ctx.update(
                     id,
                     RotationStage::Set,
-                    &[("platform_set", Some("1".into()))],
+                    RotationUpdate {
+                        platform_set: Some(true),
+                        ..RotationUpdate::default()
+                    },
                 )
                 .map_err(|e| e.to_string())?;
                 if let Err((e, maybe_applied)) =
@@ -664,7 +603,10 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                         ctx.update(
                             id,
                             RotationStage::Set,
-                            &[("platform_set", Some("0".into()))],
+                            RotationUpdate {
+                                platform_set: Some(false),
+                                ..RotationUpdate::default()
+                            },
                         )
                         .map_err(|e| e.to_string())?;
                     }
@@ -680,8 +622,15 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                 }
                 let at = now();
                 set_at = Some(at);
-                ctx.update(id, RotationStage::Test, &[("set_at", Some(ts(at)))])
-                    .map_err(|e| e.to_string())?;
+                ctx.update(
+                    id,
+                    RotationStage::Test,
+                    RotationUpdate {
+                        set_at: Some(at),
+                        ..RotationUpdate::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?;
                 stage = RotationStage::Test;
             }
             RotationStage::Test => {
@@ -720,8 +669,15 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                 .await
                 {
                     Some(at) => {
-                        ctx.update(id, RotationStage::Finish, &[("verified_at", Some(ts(at)))])
-                            .map_err(|e| e.to_string())?;
+                        ctx.update(
+                            id,
+                            RotationStage::Finish,
+                            RotationUpdate {
+                                verified_at: Some(at),
+                                ..RotationUpdate::default()
+                            },
+                        )
+                        .map_err(|e| e.to_string())?;
                         stage = RotationStage::Finish;
                     }
                     None => {
@@ -746,8 +702,15 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                 let Some(new) = current_value(ctx, &record.project, &record.store, &next_name)
                 else {
                     // A resumed finish whose commit already happened.
-                    ctx.update(id, RotationStage::Done, &[("finished_at", Some(ts(now())))])
-                        .map_err(|e| e.to_string())?;
+                    ctx.update(
+                        id,
+                        RotationStage::Done,
+                        RotationUpdate {
+                            finished_at: Some(now()),
+                            ..RotationUpdate::default()
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
                     return Ok(());
                 };
                 if let Err(e) = patch(
@@ -763,15 +726,23 @@ async fn step_all(ctx: &RotationContext, id: u64) -> Result<(), String> {
                     let _ = ctx.update(
                         id,
                         RotationStage::Failed,
-                        &[
-                            ("reason", Some(why.clone())),
-                            ("finished_at", Some(ts(now()))),
-                        ],
+                        RotationUpdate {
+                            reason: Some(why.clone()),
+                            finished_at: Some(now()),
+                            ..RotationUpdate::default()
+                        },
                     );
                     return Err(why);
                 }
-                ctx.update(id, RotationStage::Done, &[("finished_at", Some(ts(now())))])
-                    .map_err(|e| e.to_string())?;
+                ctx.update(
+                    id,
+                    RotationStage::Done,
+                    RotationUpdate {
+                        finished_at: Some(now()),
+                        ..RotationUpdate::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?;
                 return Ok(());
             }
             RotationStage::Done => return Ok(()),
@@ -803,19 +774,7 @@ async fn wait_verified(
 ) -> Option<DateTime<Utc>> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let meta = ctx.db(|c| {
-            store::key_meta(c, project, store).map_err(|e| match e {
-                store::StoreError::Sqlite(e) => e,
-                other => rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(
-                    other.to_string(),
-                ))),
-            })
-        });
-        if let Ok(meta) = meta
-            && let Some(at) = meta
-                .iter()
-                .find(|m| m.key == key)
-                .and_then(|m| m.last_verified_at)
+        if let Ok(Some(at)) = ctx.verifications.last_verified(project, store, key)
             && at >= since
         {
             return Some(at);
@@ -837,19 +796,7 @@ async fn fail(
     platform: Option<(&Provider, Option<&SecretValue>)>,
     reason: String,
 ) -> Result<(), String> {
-    let was_set = ctx
-        .db(|c| {
-            c.query_row(
-                "SELECT platform_set FROM rotations WHERE id = ?1",
-                params![id as i64],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-        })
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        == 1;
+    let was_set = ctx.records.platform_set(id).ok().flatten().unwrap_or(false);
     let mut why = reason;
     let mut remove_next = true;
     if let (true, Some((provider, Some(old)))) = (was_set, platform) {
@@ -876,10 +823,11 @@ async fn fail(
     let _ = ctx.update(
         id,
         RotationStage::Failed,
-        &[
-            ("reason", Some(why.clone())),
-            ("finished_at", Some(ts(now()))),
-        ],
+        RotationUpdate {
+            reason: Some(why.clone()),
+            finished_at: Some(now()),
+            ..RotationUpdate::default()
+        },
     );
     Err(why)
 }

@@ -117,3 +117,42 @@ fn the_cli_never_sees_the_daemons_insides() {
         );
     }
 }
+
+/// Every SQL statement lives in `src/store/`: nothing else names rusqlite, so a second backend
+/// plugs in behind the store's traits without touching a caller. The store itself sits below
+/// the actors: it uses the wire types, the domain and the data dir's layout, never the layers
+/// that hold it.
+#[test]
+fn sql_lives_only_in_the_store() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store = root.join("src/store");
+    let mut files = Vec::new();
+    for dir in ["src", "actors", "tests", "benches"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        if f.starts_with(&store) {
+            for layer in [
+                "crate::actors",
+                "crate::http",
+                "crate::rotation",
+                "crate::process",
+                "crate::daemon",
+                "crate::cli",
+            ] {
+                assert!(
+                    !text.contains(layer),
+                    "{} uses {layer}: the store may use only api, domain and layout",
+                    f.display()
+                );
+            }
+        } else if !f.ends_with("tests/tidy.rs") {
+            assert!(
+                !text.contains("rusqlite"),
+                "{} names rusqlite: SQL belongs in src/store/ behind its traits",
+                f.display()
+            );
+        }
+    }
+}

@@ -51,8 +51,7 @@ use crate::domain::manifest::{
 };
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::validate::{Unparsed, check_name, resolve_root_path, validate_documents};
-use crate::task_store::TaskStore;
-use crate::trigger_store::TriggerStore;
+use crate::store::{StoreError, TaskStore, TriggerStore};
 
 /// Largest accepted request body (a big apply).
 pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -68,8 +67,8 @@ pub struct ControlContext {
     pub data_dir: String,
     pub socket: String,
     pub webhook_addr: Option<String>,
-    pub tasks: TaskStore,
-    pub triggers: TriggerStore,
+    pub tasks: Arc<dyn TaskStore>,
+    pub triggers: Arc<dyn TriggerStore>,
     pub rotations: crate::rotation::RotationContext,
 }
 
@@ -1152,7 +1151,7 @@ async fn create_task(req: CreateTaskRequest) -> Result<TaskInfo, ApiError> {
     task_call(|r| TaskSupMsg::Create(request, r)).await
 }
 
-fn task_store_error(e: crate::store::StoreError) -> ApiError {
+fn task_store_error(e: StoreError) -> ApiError {
     ApiError::internal(format!("reading tasks failed: {e}"))
 }
 

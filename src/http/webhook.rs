@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +40,7 @@ use crate::actors::trigger::{Fired, fire};
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
+use crate::store::{Verification, VerificationStore};
 
 /// Largest accepted delivery body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -82,16 +82,6 @@ pub struct WebhookContext {
     connections: Arc<Connections>,
     limits: Limits,
     verified: mpsc::Sender<Verification>,
-}
-
-/// One delivery that verified: which key of which store, for which trigger.
-#[derive(Debug, Clone)]
-pub struct Verification {
-    pub project: String,
-    pub store: String,
-    pub key: String,
-    pub trigger: String,
-    pub at: chrono::DateTime<Utc>,
 }
 
 const STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 408, 413, 429, 500, 503];
@@ -954,16 +944,10 @@ where
 
 /// Writes "last verified at" stamps to the store, batched: the newest stamp per key, every
 /// 200 ms. Runs until the sender side is dropped.
-pub async fn record_verifications(data_dir: PathBuf, mut rx: mpsc::Receiver<Verification>) {
-    let conn = match crate::store::connect(&data_dir) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record webhook verifications");
-            return;
-        }
-    };
-    let _ = conn.execute_batch("PRAGMA synchronous=NORMAL;");
-    let conn = Arc::new(Mutex::new(conn));
+pub async fn record_verifications(
+    store: Arc<dyn VerificationStore>,
+    mut rx: mpsc::Receiver<Verification>,
+) {
     loop {
         let Some(first) = rx.recv().await else { return };
         let mut batch: HashMap<(String, String, String), Verification> = HashMap::new();
@@ -979,21 +963,10 @@ pub async fn record_verifications(data_dir: PathBuf, mut rx: mpsc::Receiver<Veri
         while let Ok(Some(v)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             batch.insert((v.project.clone(), v.store.clone(), v.key.clone()), v);
         }
-        let conn = conn.clone();
+        let store = store.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            crate::store::record_verified(
-                &c,
-                batch.values().map(|v| {
-                    (
-                        v.project.as_str(),
-                        v.store.as_str(),
-                        v.key.as_str(),
-                        v.trigger.as_str(),
-                        v.at,
-                    )
-                }),
-            )
+            let stamps: Vec<Verification> = batch.into_values().collect();
+            store.record(&stamps)
         })
         .await;
         if let Ok(Err(e)) = written {

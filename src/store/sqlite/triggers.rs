@@ -1,49 +1,15 @@
-//! Durable state of cron triggers (migration 3): per trigger the last scheduled instant, last
-//! fire, last task, next fire and counters, plus a bounded history of fires, skips and missed
-//! fires with their reasons. TriggerActors write it; `get`/`describe trigger` read it.
-//!
-//! Like the task tables it commits with `synchronous=NORMAL` on its own connections.
+//! The trigger tables on SQLite (migration 3): [`Triggers`] implements [`TriggerStore`] on a
+//! connection `Pair`, like the task tables.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
+use super::{Pair, immediate, opt_ts, parse_ts, ts};
 use crate::api::{EventKind, TriggerEvent};
-use crate::store::{self, Result, parse_ts, ts};
-
-/// How many history rows are kept per trigger.
-pub const HISTORY_ROWS: i64 = 200;
-
-/// The persisted state of one trigger.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TriggerState {
-    /// The resource generation this state was computed for.
-    pub generation: u64,
-    #[serde(rename = "lastScheduled")]
-    pub last_scheduled: Option<DateTime<Utc>>,
-    #[serde(rename = "lastFire")]
-    pub last_fire: Option<DateTime<Utc>>,
-    #[serde(rename = "lastTask")]
-    pub last_task: Option<u64>,
-    #[serde(rename = "nextFire")]
-    pub next_fire: Option<DateTime<Utc>>,
-    pub fires: u64,
-    pub skips: u64,
-    pub missed: u64,
-}
-
-/// One trigger's state, and a history row to go with it, for [`TriggerStore::save_many`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SaveRow {
-    pub project: String,
-    pub name: String,
-    pub state: TriggerState,
-    pub event: Option<TriggerEvent>,
-}
+use crate::store::{HISTORY_ROWS, Result, SaveRow, TriggerState, TriggerStore};
 
 /// A trigger's state and optional history row, inside the caller's transaction. Every 50th
 /// history row also trims the trigger's history to the newest [`HISTORY_ROWS`].
@@ -126,49 +92,37 @@ fn insert_event(
     ])
 }
 
-#[derive(Clone)]
-pub struct TriggerStore {
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+/// The trigger tables of one SQLite database.
+pub struct Triggers {
+    pair: Pair,
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
+impl Triggers {
+    /// Opens the trigger tables of the database in `data_dir` (migrations already ran).
+    pub fn open(data_dir: &Path) -> Result<Triggers> {
+        Ok(Triggers {
+            pair: Pair::open(data_dir)?,
+        })
     }
-}
 
-fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
-    s.as_deref().map(parse_ts).transpose()
+    /// Runs `f` in one write transaction (BEGIN IMMEDIATE) and commits it.
+    fn write(&self, f: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
+        self.pair.write(|c| {
+            let tx = immediate(c)?;
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
 }
 
 fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 4]> {
     Ok([r.get(1)?, r.get(2)?, r.get(4)?, None])
 }
 
-impl TriggerStore {
-    pub fn open(data_dir: &Path) -> Result<TriggerStore> {
-        let writer = store::connect(data_dir)?;
-        writer.execute_batch("PRAGMA synchronous=NORMAL;")?;
-        let reader = store::connect(data_dir)?;
-        reader.execute_batch("PRAGMA query_only=ON;")?;
-        Ok(TriggerStore {
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
-        })
-    }
-
-    /// The state of every trigger, keyed by (project, name).
-    pub fn all(&self) -> Result<HashMap<(String, String), TriggerState>> {
-        blocking(|| {
-            let c = lock(&self.reader);
+impl TriggerStore for Triggers {
+    fn all(&self) -> Result<HashMap<(String, String), TriggerState>> {
+        self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT project, name, generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed
                  FROM trigger_state",
@@ -207,10 +161,8 @@ impl TriggerStore {
         })
     }
 
-    /// The state of one trigger.
-    pub fn get(&self, project: &str, name: &str) -> Result<Option<TriggerState>> {
-        blocking(|| {
-            let c = lock(&self.reader);
+    fn get(&self, project: &str, name: &str) -> Result<Option<TriggerState>> {
+        self.pair.read(|c| {
             let row = c
                 .prepare_cached(
                     "SELECT generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed
@@ -242,19 +194,7 @@ impl TriggerStore {
         })
     }
 
-    /// Runs `f` in one write transaction (BEGIN IMMEDIATE) and commits it.
-    fn write(&self, f: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
-        blocking(|| {
-            let mut c = lock(&self.writer);
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            f(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    /// Writes a trigger's state and, optionally, one history row, in one transaction.
-    pub fn save(
+    fn save(
         &self,
         project: &str,
         name: &str,
@@ -265,9 +205,7 @@ impl TriggerStore {
         self.write(|tx| save_in(tx, project, name, state, event, now))
     }
 
-    /// Writes the states (and history rows) of many triggers in one transaction: the supervisor
-    /// planning triggers it does not start an actor for.
-    pub fn save_many(&self, rows: &[SaveRow], now: DateTime<Utc>) -> Result<()> {
+    fn save_many(&self, rows: &[SaveRow], now: DateTime<Utc>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -279,18 +217,14 @@ impl TriggerStore {
         })
     }
 
-    /// Appends a history row without touching the state (manual and webhook fires: the
-    /// TriggerActor owns the state row).
-    pub fn event(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
-        blocking(|| {
-            let c = lock(&self.writer);
-            insert_event(&c, project, name, e)?;
+    fn event(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
+        self.pair.write(|c| {
+            insert_event(c, project, name, e)?;
             Ok(())
         })
     }
 
-    /// Forgets a deleted trigger.
-    pub fn remove(&self, project: &str, name: &str) -> Result<()> {
+    fn remove(&self, project: &str, name: &str) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached("DELETE FROM trigger_state WHERE project = ?1 AND name = ?2")?
                 .execute(params![project, name])?;
@@ -300,10 +234,8 @@ impl TriggerStore {
         })
     }
 
-    /// The newest `limit` history rows of a trigger, newest first.
-    pub fn events(&self, project: &str, name: &str, limit: usize) -> Result<Vec<TriggerEvent>> {
-        blocking(|| {
-            let c = lock(&self.reader);
+    fn events(&self, project: &str, name: &str, limit: usize) -> Result<Vec<TriggerEvent>> {
+        self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT at, kind, scheduled, task_id, lateness_ms, reason FROM trigger_events
                  WHERE project = ?1 AND name = ?2 ORDER BY id DESC LIMIT ?3",

@@ -1,111 +1,21 @@
-//! Durable task state: tasks, their step runs (agent, argv, process group, exit, times, log
-//! path) and events, in the same SQLite database as the desired state (migration 2).
-//!
-//! The task actors write through one connection and the control API reads through another, so a
-//! busy `task list` never waits behind a commit (WAL). This connection commits with
-//! `synchronous=NORMAL`: a commit survives a crash or `kill -9` of the daemon (the WAL is in the
-//! operating system's cache) but the last few may be lost on power failure, a trade that keeps
-//! task throughput high; desired state (apply) keeps `synchronous=FULL`.
+//! The task tables on SQLite (migration 2): [`Tasks`] implements [`TaskStore`] on a
+//! connection `Pair`: the task actors write through the writer (`synchronous=NORMAL`), the
+//! control API reads through the reader.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 
+use super::{Pair, immediate, parse_ts, ts};
 use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
-use crate::store::{self, Result, StoreError, parse_ts, ts};
+use crate::store::{
+    Interrupted, NewTask, Output, Queued, Result, RunEnd, StoreError, TaskRecord, TaskStore,
+};
 
-/// Everything a new task row needs.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub project: String,
-    pub workflow: String,
-    pub workspace: String,
-    pub workspace_root: String,
-    /// The workflow spec as JSON, fixed at creation.
-    pub workflow_spec: serde_json::Value,
-    pub goal: Option<String>,
-    pub payload: Option<String>,
-    pub origin: String,
-    pub trigger: Option<String>,
-    pub scheduled_at: Option<DateTime<Utc>>,
-    pub state: TaskState,
-    pub reason: Option<String>,
-    /// Created with `--no-start`: pending until `task start`.
-    pub held: bool,
-}
-
-/// What a WorkflowActor loads to run (or resume) a task.
-#[derive(Debug, Clone)]
-pub struct TaskRecord {
-    pub info: TaskInfo,
-    pub workspace_root: String,
-    pub workflow_spec: serde_json::Value,
-    pub payload: Option<String>,
-}
-
-/// A finished step run's output, for `{prev_stdout}` and `{<step>_output}` on resume.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub step: String,
-    pub cycle: u32,
-    pub attempt: u32,
-    pub state: RunState,
-    pub stdout: String,
-}
-
-/// A task waiting (or running) in the queue.
-#[derive(Debug, Clone)]
-pub struct Queued {
-    pub id: u64,
-    pub project: String,
-    pub workflow: String,
-    pub held: bool,
-    pub trigger: Option<String>,
-}
-
-/// A step run that was running when the daemon stopped.
-#[derive(Debug, Clone)]
-pub struct Interrupted {
-    pub run_id: u64,
-    pub task_id: u64,
-    pub pid: Option<i32>,
-    pub pid_start: Option<u64>,
-}
-
-/// The end of one step run.
-#[derive(Debug, Clone)]
-pub struct RunEnd {
-    pub state: RunState,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub reason: Option<String>,
-    pub stdout: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-}
-
-#[derive(Clone)]
-pub struct TaskStore {
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
-}
-
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic while holding the lock leaves SQLite consistent (transactions roll back), so a
-    // poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Runs blocking SQLite work without stalling the async runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
+/// The task tables of one SQLite database.
+pub struct Tasks {
+    pair: Pair,
 }
 
 const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at";
@@ -154,32 +64,20 @@ fn finish_task_row((mut info, times): (TaskInfo, [Option<String>; 5])) -> Result
     Ok(info)
 }
 
-impl TaskStore {
+impl Tasks {
     /// Opens the task tables of the database in `data_dir` (migrations already ran).
-    pub fn open(data_dir: &Path) -> Result<TaskStore> {
-        let writer = store::connect(data_dir)?;
-        writer.execute_batch("PRAGMA synchronous=NORMAL;")?;
-        let reader = store::connect(data_dir)?;
-        reader.execute_batch("PRAGMA query_only=ON;")?;
-        Ok(TaskStore {
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+    pub fn open(data_dir: &Path) -> Result<Tasks> {
+        Ok(Tasks {
+            pair: Pair::open(data_dir)?,
         })
     }
+}
 
-    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        blocking(|| f(&mut lock(&self.writer)))
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        blocking(|| f(&lock(&self.reader)))
-    }
-
-    /// Inserts a task and its first event; returns it.
-    pub fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
+impl TaskStore for Tasks {
+    fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
         let spec = t.workflow_spec.to_string();
-        let id = self.write(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let id = self.pair.write(|c| {
+            let tx = immediate(c)?;
             tx.prepare_cached(
                 "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
                    origin, trigger, scheduled_at, state, reason, created_at, finished_at, held)
@@ -226,16 +124,15 @@ impl TaskStore {
         })
     }
 
-    /// Sets a task's state (and reason), with an event; sets the start or finish time.
-    pub fn set_state(
+    fn set_state(
         &self,
         id: u64,
         state: TaskState,
         reason: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.write(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.pair.write(|c| {
+            let tx = immediate(c)?;
             tx.prepare_cached(
                 "UPDATE tasks SET state = ?2, reason = ?3,
                    started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?4 ELSE started_at END,
@@ -254,9 +151,7 @@ impl TaskStore {
         })
     }
 
-    /// Records a step run starting; returns its id.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start_run(
+    fn start_run(
         &self,
         task: u64,
         step: &str,
@@ -268,8 +163,8 @@ impl TaskStore {
         now: DateTime<Utc>,
     ) -> Result<u64> {
         let argv = serde_json::to_string(argv).unwrap_or_else(|_| "[]".into());
-        self.write(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.pair.write(|c| {
+            let tx = immediate(c)?;
             tx.prepare_cached(
                 "INSERT INTO step_runs (task_id, step, cycle, attempt, agent, argv, state, log_path, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)",
@@ -283,18 +178,16 @@ impl TaskStore {
         })
     }
 
-    /// Records the process group of a running step (for crash recovery).
-    pub fn set_run_pid(&self, run: u64, pid: i32, pid_start: Option<u64>) -> Result<()> {
-        self.write(|c| {
+    fn set_run_pid(&self, run: u64, pid: i32, pid_start: Option<u64>) -> Result<()> {
+        self.pair.write(|c| {
             c.prepare_cached("UPDATE step_runs SET pid = ?2, pid_start = ?3 WHERE id = ?1")?
                 .execute(params![run as i64, pid, pid_start.map(|s| s as i64)])?;
             Ok(())
         })
     }
 
-    /// Records the end of a step run.
-    pub fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()> {
-        self.write(|c| {
+    fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()> {
+        self.pair.write(|c| {
             c.prepare_cached(
                 "UPDATE step_runs SET state = ?2, exit_code = ?3, signal = ?4, reason = ?5, stdout = ?6,
                    stdout_bytes = ?7, stderr_bytes = ?8, finished_at = ?9 WHERE id = ?1",
@@ -314,18 +207,16 @@ impl TaskStore {
         })
     }
 
-    /// Appends an event to a task.
-    pub fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()> {
-        self.write(|c| {
+    fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()> {
+        self.pair.write(|c| {
             c.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
                 .execute(params![task as i64, ts(now), message])?;
             Ok(())
         })
     }
 
-    /// A task with what is needed to run it.
-    pub fn record(&self, id: u64) -> Result<Option<TaskRecord>> {
-        self.write(|c| {
+    fn record(&self, id: u64) -> Result<Option<TaskRecord>> {
+        self.pair.write(|c| {
             let row = c
                 .prepare_cached(&format!(
                     "SELECT {TASK_COLUMNS}, workspace_root, workflow_spec, payload FROM tasks WHERE id = ?1"
@@ -350,9 +241,8 @@ impl TaskStore {
         })
     }
 
-    /// Finished step runs of a task, oldest first.
-    pub fn outputs(&self, task: u64) -> Result<Vec<Output>> {
-        self.write(|c| {
+    fn outputs(&self, task: u64) -> Result<Vec<Output>> {
+        self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT step, cycle, attempt, state, COALESCE(stdout, '') FROM step_runs
                  WHERE task_id = ?1 AND state != 'running' ORDER BY id",
@@ -370,9 +260,8 @@ impl TaskStore {
         })
     }
 
-    /// Marks the step runs of `task` still recorded as running as interrupted.
-    pub fn interrupt_runs(&self, task: u64, reason: &str, now: DateTime<Utc>) -> Result<usize> {
-        self.write(|c| {
+    fn interrupt_runs(&self, task: u64, reason: &str, now: DateTime<Utc>) -> Result<usize> {
+        self.pair.write(|c| {
             Ok(c.prepare_cached(
                 "UPDATE step_runs SET state = 'interrupted', reason = ?2, finished_at = ?3
                  WHERE task_id = ?1 AND state = 'running'",
@@ -381,9 +270,8 @@ impl TaskStore {
         })
     }
 
-    /// Step runs recorded as running (after a crash: their process groups may still live).
-    pub fn running_runs(&self) -> Result<Vec<Interrupted>> {
-        self.write(|c| {
+    fn running_runs(&self) -> Result<Vec<Interrupted>> {
+        self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, task_id, pid, pid_start FROM step_runs WHERE state = 'running'",
             )?;
@@ -399,9 +287,8 @@ impl TaskStore {
         })
     }
 
-    /// Tasks in `state`, oldest first.
-    pub fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>> {
-        self.write(|c| {
+    fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>> {
+        self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, project, workflow, held, trigger FROM tasks WHERE state = ?1 ORDER BY id",
             )?;
@@ -418,10 +305,9 @@ impl TaskStore {
         })
     }
 
-    /// Releases a held task (`task start`).
-    pub fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()> {
-        self.write(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()> {
+        self.pair.write(|c| {
+            let tx = immediate(c)?;
             tx.prepare_cached("UPDATE tasks SET held = 0 WHERE id = ?1")?
                 .execute(params![id as i64])?;
             tx.prepare_cached(
@@ -433,18 +319,15 @@ impl TaskStore {
         })
     }
 
-    /// Deletes a trigger's finished tasks beyond the newest `keep_succeeded` succeeded and
-    /// `keep_failed` failed or cancelled ones (`historyLimit`); returns the deleted ids so that
-    /// their run directories can go too.
-    pub fn prune_trigger(
+    fn prune_trigger(
         &self,
         project: &str,
         trigger: &str,
         keep_succeeded: Option<u32>,
         keep_failed: Option<u32>,
     ) -> Result<Vec<u64>> {
-        self.write(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.pair.write(|c| {
+            let tx = immediate(c)?;
             let mut gone = Vec::new();
             for (states, keep) in [
                 ("'succeeded'", keep_succeeded),
@@ -470,9 +353,8 @@ impl TaskStore {
         })
     }
 
-    /// One task.
-    pub fn get(&self, id: u64) -> Result<Option<TaskInfo>> {
-        self.read(|c| {
+    fn get(&self, id: u64) -> Result<Option<TaskInfo>> {
+        self.pair.read(|c| {
             let row = c
                 .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
                 .query_row(params![id as i64], task_from_row)
@@ -481,10 +363,9 @@ impl TaskStore {
         })
     }
 
-    /// Tasks matching `q`, newest first.
-    pub fn list(&self, q: &TaskQuery, project: Option<&str>) -> Result<Vec<TaskInfo>> {
+    fn list(&self, q: &TaskQuery, project: Option<&str>) -> Result<Vec<TaskInfo>> {
         let limit = q.limit.unwrap_or(100).min(10_000) as i64;
-        self.read(|c| {
+        self.pair.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
                  WHERE (?1 IS NULL OR project = ?1) AND (?2 IS NULL OR state = ?2)
@@ -499,9 +380,8 @@ impl TaskStore {
         })
     }
 
-    /// The payload a task was created with.
-    pub fn payload(&self, id: u64) -> Result<Option<String>> {
-        self.read(|c| {
+    fn payload(&self, id: u64) -> Result<Option<String>> {
+        self.pair.read(|c| {
             Ok(c.prepare_cached("SELECT payload FROM tasks WHERE id = ?1")?
                 .query_row(params![id as i64], |r| r.get::<_, Option<String>>(0))
                 .optional()?
@@ -509,9 +389,8 @@ impl TaskStore {
         })
     }
 
-    /// Step runs of a task, oldest first.
-    pub fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>> {
-        self.read(|c| {
+    fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>> {
+        self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason,
                    stdout_bytes, stderr_bytes, log_path, started_at, finished_at
@@ -562,9 +441,8 @@ impl TaskStore {
         })
     }
 
-    /// Events of a task, oldest first.
-    pub fn events(&self, task: u64) -> Result<Vec<TaskEvent>> {
-        self.read(|c| {
+    fn events(&self, task: u64) -> Result<Vec<TaskEvent>> {
+        self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT at, message FROM task_events WHERE task_id = ?1 ORDER BY id",
             )?;

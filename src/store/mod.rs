@@ -1,0 +1,76 @@
+//! The durable store, behind one trait per concern: [`ResourceStore`] (desired state, per-key
+//! secret metadata, change history), [`TaskStore`] (tasks, step runs, task events),
+//! [`TriggerStore`] (cron trigger state and fire history), [`RotationStore`] (staged secret
+//! rotations) and [`VerificationStore`] (the "last verified at" stamps of webhook keys).
+//!
+//! This module is the seam between the daemon and a storage backend: the traits and the records
+//! they take and give are backend-neutral, the sealing of secret values ([`crypto`]) is shared,
+//! and every SQL statement of the crate lives in a backend module ([`sqlite`], today's only one).
+//! Everything above `store` holds `Arc<dyn …Store>`; the daemon picks the backend once
+//! ([`sqlite::open`] → [`Stores`]).
+//!
+//! The traits are blocking, like the SQLite calls behind them, and each keeps the threading its
+//! callers had: the task, trigger, rotation and verification stores run their work in
+//! `block_in_place` on a multi-thread runtime themselves; the resource store leaves that to its
+//! single writer, the SecretStoreActor, which wraps its commits.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::layout::KEY_FILE;
+
+pub mod crypto;
+pub mod resources;
+pub mod rotations;
+pub mod sqlite;
+pub mod tasks;
+pub mod triggers;
+pub mod verifications;
+
+pub use resources::ResourceStore;
+pub use rotations::{NewRotation, RotationStore, RotationUpdate};
+pub use tasks::{Interrupted, NewTask, Output, Queued, RunEnd, TaskRecord, TaskStore};
+pub use triggers::{HISTORY_ROWS, SaveRow, TriggerState, TriggerStore};
+pub use verifications::{Verification, VerificationStore};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "secret key file {path} is accessible by group or others (mode {mode:o}): run `chmod 600 {path}`"
+    )]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("secret key file {path} is {len} bytes, expected 32: restore it from backup")]
+    KeyFileLength { path: PathBuf, len: usize },
+    #[error(
+        "cannot decrypt the values of {resource}: the secret key file does not match this database (restore the original {KEY_FILE})"
+    )]
+    Decrypt { resource: String },
+    #[error("the operating system's random source failed")]
+    Random,
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error(
+        "database schema version {found} is newer than this binary supports ({supported}): upgrade orchestrator"
+    )]
+    TooNew { found: i64, supported: i64 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One backend's stores, opened together; the daemon hands each to the actors and handlers that
+/// use it.
+#[derive(Clone)]
+pub struct Stores {
+    pub resources: Arc<dyn ResourceStore>,
+    pub tasks: Arc<dyn TaskStore>,
+    pub triggers: Arc<dyn TriggerStore>,
+    pub rotations: Arc<dyn RotationStore>,
+    pub verifications: Arc<dyn VerificationStore>,
+}

@@ -1,0 +1,26 @@
+//! Desired state: the applied resources (secret values sealed, see [`super::crypto`]), the
+//! per-key metadata of every SecretStore and one history row per change. The SecretStoreActor is
+//! its single writer; every apply is one transaction ([`ResourceStore::commit`]): resources,
+//! key metadata and history, all or nothing.
+
+use chrono::{DateTime, Utc};
+
+use super::Result;
+use crate::api::{HistoryEntry, KeyMeta};
+use crate::domain::snapshot::{Change, ResourceKey, Snapshot};
+
+/// The desired-state store. Its calls block; the caller runs them where blocking is allowed.
+pub trait ResourceStore: Send + Sync {
+    /// Reads the whole desired state, decrypting secret values.
+    fn load_snapshot(&self) -> Result<Snapshot>;
+
+    /// Commits `changes` as `revision` in one transaction. Unchanged entries are skipped; when
+    /// nothing changed nothing is written.
+    fn commit(&self, changes: &[Change], revision: u64, now: DateTime<Utc>) -> Result<()>;
+
+    /// The newest `limit` history rows of one resource, newest first.
+    fn history(&self, key: &ResourceKey, limit: usize) -> Result<Vec<HistoryEntry>>;
+
+    /// Per-key metadata of one SecretStore, ordered by key.
+    fn key_meta(&self, project: &str, store: &str) -> Result<Vec<KeyMeta>>;
+}

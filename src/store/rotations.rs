@@ -1,0 +1,60 @@
+//! The records of staged secret rotations, one per rotation: its stage, the fingerprints of the
+//! old and new value (never a value), whether the platform was set, and when each stage ended.
+//! The rotation driver (`src/rotation.rs`) records a stage here before the next begins, and
+//! resumes from it after a restart.
+
+use chrono::{DateTime, Utc};
+
+use super::Result;
+use crate::api::{RotationRecord, RotationStage};
+
+/// A rotation being started (stage `create`).
+#[derive(Debug, Clone)]
+pub struct NewRotation<'a> {
+    pub project: &'a str,
+    pub store: &'a str,
+    pub key: &'a str,
+    pub provider: &'a str,
+    pub old_fingerprint: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a stage change records besides the stage; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RotationUpdate {
+    pub reason: Option<String>,
+    pub new_fingerprint: Option<String>,
+    /// Whether the platform may hold the new value (a rollback then sets it back).
+    pub platform_set: Option<bool>,
+    pub set_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The rotation records.
+pub trait RotationStore: Send + Sync {
+    /// Records a new rotation in stage `create`; returns its id.
+    fn create(&self, r: &NewRotation<'_>) -> Result<u64>;
+
+    /// One rotation (an error if there is none with `id`).
+    fn get(&self, id: u64) -> Result<RotationRecord>;
+
+    /// The newest `limit` rotations of a store, newest first.
+    fn history(&self, project: &str, store: &str, limit: usize) -> Result<Vec<RotationRecord>>;
+
+    /// The rotations not done or failed, oldest first.
+    fn unfinished(&self) -> Result<Vec<RotationRecord>>;
+
+    /// Moves rotation `id` to `stage` at `now`, with the columns `set` names.
+    fn update(
+        &self,
+        id: u64,
+        stage: RotationStage,
+        set: &RotationUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Whether the platform may hold rotation `id`'s new value; `None` if there is no such
+    /// rotation.
+    fn platform_set(&self, id: u64) -> Result<Option<bool>>;
+}

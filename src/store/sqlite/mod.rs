@@ -1,0 +1,231 @@
+//! The SQLite backend: one database file in the data dir (rusqlite, bundled SQLite, WAL), its
+//! versioned schema migrations, the one connection helper every table group opens its
+//! connections with, and the text form of the timestamps it stores. Each submodule implements
+//! one of the store's traits: [`Resources`], [`Tasks`], [`Triggers`], [`Rotations`],
+//! [`Verifications`].
+//!
+//! Several connections write (desired state, tasks, triggers, rotations, verification stamps);
+//! every write transaction is `BEGIN IMMEDIATE`, so that a writer waits (`busy_timeout`)
+//! instead of failing when it would otherwise upgrade a stale read snapshot. Desired state and
+//! rotations commit with `synchronous=FULL`; the busy tables (tasks, triggers, verification
+//! stamps) with `synchronous=NORMAL`: a commit survives a crash or `kill -9` of the daemon (the
+//! WAL is in the operating system's cache) but the last few may be lost on power failure, a
+//! trade that keeps task throughput high.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use super::{Result, StoreError, Stores};
+use crate::layout::DB_FILE;
+
+mod resources;
+mod rotations;
+mod tasks;
+mod triggers;
+mod verifications;
+
+pub use resources::Resources;
+pub use rotations::Rotations;
+pub use tasks::Tasks;
+pub use triggers::Triggers;
+pub use verifications::Verifications;
+
+/// Opens every store of the SQLite database in `data_dir` (which must exist): loads (or creates)
+/// the secret key file, runs the migrations, and opens each table group's connections.
+pub fn open(data_dir: &Path) -> Result<Stores> {
+    let resources = Resources::open(data_dir)?;
+    Ok(Stores {
+        resources: Arc::new(resources),
+        tasks: Arc::new(Tasks::open(data_dir)?),
+        triggers: Arc::new(Triggers::open(data_dir)?),
+        rotations: Arc::new(Rotations::open(data_dir)?),
+        verifications: Arc::new(Verifications::open(data_dir)?),
+    })
+}
+
+/// Schema migrations; `PRAGMA user_version` holds how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: desired state, secret key metadata, change history.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     INSERT INTO meta (key, value) VALUES ('revision', '0');
+     CREATE TABLE resources (
+        project TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        generation INTEGER NOT NULL, metadata TEXT NOT NULL, spec TEXT NOT NULL,
+        sealed BLOB, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (project, kind, name));
+     CREATE TABLE secret_keys (
+        project TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, length INTEGER NOT NULL, updated_at TEXT NOT NULL,
+        last_verified_at TEXT, last_verified_trigger TEXT,
+        PRIMARY KEY (project, store, key));
+     CREATE TABLE history (
+        id INTEGER PRIMARY KEY, at TEXT NOT NULL, revision INTEGER NOT NULL,
+        project TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        generation INTEGER NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL);
+     CREATE INDEX history_by_resource ON history (project, kind, name, id DESC);",
+    // 2: tasks, their step runs and events.
+    "CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY, project TEXT NOT NULL, workflow TEXT NOT NULL,
+        workspace TEXT NOT NULL, workspace_root TEXT NOT NULL, workflow_spec TEXT NOT NULL,
+        goal TEXT, payload TEXT, origin TEXT NOT NULL, trigger TEXT, scheduled_at TEXT,
+        state TEXT NOT NULL, reason TEXT, held INTEGER NOT NULL DEFAULT 0,
+        cycle INTEGER NOT NULL DEFAULT 0, step TEXT,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
+     CREATE INDEX tasks_by_state ON tasks (state, id);
+     CREATE INDEX tasks_by_workflow ON tasks (project, workflow, state);
+     CREATE INDEX tasks_by_trigger ON tasks (project, trigger, id DESC);
+     CREATE TABLE step_runs (
+        id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        step TEXT NOT NULL, cycle INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        agent TEXT, argv TEXT NOT NULL, pid INTEGER, pid_start INTEGER,
+        state TEXT NOT NULL, exit_code INTEGER, signal INTEGER, reason TEXT,
+        stdout TEXT, stdout_bytes INTEGER NOT NULL DEFAULT 0, stderr_bytes INTEGER NOT NULL DEFAULT 0,
+        log_path TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT);
+     CREATE INDEX step_runs_by_task ON step_runs (task_id, id);
+     CREATE INDEX step_runs_by_state ON step_runs (state);
+     CREATE TABLE task_events (
+        id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        at TEXT NOT NULL, message TEXT NOT NULL);
+     CREATE INDEX task_events_by_task ON task_events (task_id, id);",
+    // 3: cron trigger state and fire history.
+    "CREATE TABLE trigger_state (
+        project TEXT NOT NULL, name TEXT NOT NULL, generation INTEGER NOT NULL,
+        last_scheduled TEXT, last_fire TEXT, last_task INTEGER, next_fire TEXT,
+        fires INTEGER NOT NULL DEFAULT 0, skips INTEGER NOT NULL DEFAULT 0,
+        missed INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL,
+        PRIMARY KEY (project, name));
+     CREATE TABLE trigger_events (
+        id INTEGER PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, at TEXT NOT NULL,
+        kind TEXT NOT NULL, scheduled TEXT, task_id INTEGER, lateness_ms REAL, reason TEXT);
+     CREATE INDEX trigger_events_by_trigger ON trigger_events (project, name, id DESC);",
+    // 4: staged secret rotations.
+    "CREATE TABLE rotations (
+        id INTEGER PRIMARY KEY, project TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL,
+        provider TEXT NOT NULL, stage TEXT NOT NULL, outcome TEXT, reason TEXT,
+        old_fingerprint TEXT, new_fingerprint TEXT, platform_set INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT NOT NULL, set_at TEXT, verified_at TEXT, finished_at TEXT,
+        updated_at TEXT NOT NULL);
+     CREATE INDEX rotations_by_store ON rotations (project, store, id DESC);",
+];
+
+/// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            what: "timestamp".into(),
+            detail: format!("{s:?}: {e}"),
+        })
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+/// How a connection commits (see the module doc).
+#[derive(Clone, Copy)]
+enum Durability {
+    Full,
+    Normal,
+}
+
+/// Opens a connection to the database with the durability settings: the one way this backend
+/// connects.
+fn connect(data_dir: &Path, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open(data_dir.join(DB_FILE))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+    )?;
+    if let Durability::Normal = durability {
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+    }
+    Ok(conn)
+}
+
+/// Runs the migrations that have not run yet, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::TooNew {
+            found: version,
+            supported,
+        });
+    }
+    let tx = immediate(conn)?;
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {supported}"))?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Begins a write transaction (`BEGIN IMMEDIATE`).
+fn immediate(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves SQLite consistent (transactions roll back), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking SQLite work without stalling the async runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// One connection behind a lock, its work run in [`blocking`].
+struct Conn(Mutex<Connection>);
+
+impl Conn {
+    fn open(data_dir: &Path, durability: Durability) -> Result<Conn> {
+        Ok(Conn(Mutex::new(connect(data_dir, durability)?)))
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        blocking(|| f(&mut lock(&self.0)))
+    }
+}
+
+/// A writer (`synchronous=NORMAL`) and a read-only reader on the database, so that reads never
+/// wait behind a commit (WAL).
+struct Pair {
+    writer: Conn,
+    reader: Conn,
+}
+
+impl Pair {
+    /// Opens the pair (migrations already ran).
+    fn open(data_dir: &Path) -> Result<Pair> {
+        let writer = Conn::open(data_dir, Durability::Normal)?;
+        let reader = connect(data_dir, Durability::Full)?;
+        reader.execute_batch("PRAGMA query_only=ON;")?;
+        Ok(Pair {
+            writer,
+            reader: Conn(Mutex::new(reader)),
+        })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        self.writer.run(f)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.reader.run(|c| f(c))
+    }
+}

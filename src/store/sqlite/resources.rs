@@ -1,0 +1,430 @@
+//! Desired state on SQLite (migration 1): [`Resources`] implements [`ResourceStore`] on one
+//! connection (`synchronous=FULL`). The `sealed` column holds each SecretStore's values as one
+//! blob ([`crate::store::crypto`]); the spec column holds the masked form (`***` per key) so
+//! that the rows stay inspectable with the `sqlite3` CLI.
+//!
+//! Every apply is one transaction ([`ResourceStore::commit`]): resources, the per-key secret
+//! metadata and one history row per change, all or nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chacha20poly1305::XChaCha20Poly1305;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, params};
+
+use super::{Durability, connect, immediate, lock, migrate, parse_ts, ts};
+use crate::api::{HistoryEntry, KeyMeta};
+use crate::domain::manifest::{Kind, Metadata, SecretValue, Spec, fingerprint};
+use crate::domain::snapshot::{Change, Outcome, Resource, ResourceKey, Snapshot};
+use crate::store::crypto::{SecretKey, open, seal};
+use crate::store::{ResourceStore, Result, StoreError};
+
+/// The desired-state store of one SQLite database. Its single writer, the SecretStoreActor, runs
+/// its calls where blocking is allowed; the lock is only ever contended by the daemon's first
+/// snapshot read.
+pub struct Resources {
+    conn: Mutex<Connection>,
+    key: SecretKey,
+}
+
+impl Resources {
+    /// Opens the store in `data_dir` (which must exist), creating the key file and running
+    /// migrations.
+    pub fn open(data_dir: &Path) -> Result<Resources> {
+        let key = SecretKey::load_or_create(data_dir)?;
+        let mut conn = connect(data_dir, Durability::Full)?;
+        migrate(&mut conn)?;
+        Ok(Resources {
+            conn: Mutex::new(conn),
+            key,
+        })
+    }
+}
+
+impl ResourceStore for Resources {
+    fn load_snapshot(&self) -> Result<Snapshot> {
+        let conn = lock(&self.conn);
+        let revision: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                r.get(0)
+            })?;
+        let revision = revision.parse::<u64>().map_err(|e| StoreError::Corrupt {
+            what: "revision".into(),
+            detail: e.to_string(),
+        })?;
+        let mut stmt = conn.prepare(
+            "SELECT project, kind, name, generation, metadata, spec, sealed, created_at, updated_at FROM resources",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<Vec<u8>>>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+            ))
+        })?;
+        let cipher = self.key.cipher();
+        let mut resources = Vec::new();
+        for row in rows {
+            let (project, kind, name, generation, metadata, spec, sealed, created, updated) = row?;
+            let corrupt = |what: &str, detail: String| StoreError::Corrupt {
+                what: format!("{what} of {kind}/{name} in project {project}"),
+                detail,
+            };
+            let kind_v = Kind::from_manifest(&kind)
+                .ok_or_else(|| corrupt("kind", format!("unknown kind {kind:?}")))?;
+            let key = ResourceKey::new(project.clone(), kind_v, name.clone());
+            let metadata: Metadata =
+                serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
+            let spec_json: serde_json::Value =
+                serde_json::from_str(&spec).map_err(|e| corrupt("spec", e.to_string()))?;
+            let mut spec =
+                Spec::from_json(kind_v, spec_json).map_err(|e| corrupt("spec", e.to_string()))?;
+            if let Spec::SecretStore(s) = &mut spec {
+                s.data = match &sealed {
+                    Some(blob) => open(&cipher, &key, blob)?,
+                    None => BTreeMap::new(),
+                };
+            }
+            resources.push(Resource {
+                key,
+                metadata,
+                spec,
+                generation: generation as u64,
+                created_at: parse_ts(&created)?,
+                updated_at: parse_ts(&updated)?,
+            });
+        }
+        Ok(Snapshot::new(revision, resources))
+    }
+
+    fn commit(&self, changes: &[Change], revision: u64, now: DateTime<Utc>) -> Result<()> {
+        if changes.iter().all(|c| c.outcome == Outcome::Unchanged) {
+            return Ok(());
+        }
+        let cipher = self.key.cipher();
+        let mut conn = lock(&self.conn);
+        let tx = immediate(&mut conn)?;
+        for c in changes {
+            write_change(&tx, &cipher, c, revision, now)?;
+        }
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")?
+            .execute(params![revision.to_string()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn history(&self, key: &ResourceKey, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn.prepare(
+            "SELECT at, revision, generation, action, detail FROM history
+             WHERE project = ?1 AND kind = ?2 AND name = ?3 ORDER BY id DESC LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![key.project, key.kind.as_str(), key.name, limit as i64],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, revision, generation, action, detail) = row?;
+            let corrupt = |e: String| StoreError::Corrupt {
+                what: format!("history of {key}"),
+                detail: e,
+            };
+            out.push(HistoryEntry {
+                at: parse_ts(&at)?,
+                revision: revision as u64,
+                generation: generation as u64,
+                action: serde_json::from_value(serde_json::Value::String(action))
+                    .map_err(|e| corrupt(e.to_string()))?,
+                detail: serde_json::from_str(&detail).map_err(|e| corrupt(e.to_string()))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn key_meta(&self, project: &str, store: &str) -> Result<Vec<KeyMeta>> {
+        key_meta(&lock(&self.conn), project, store)
+    }
+}
+
+/// Per-key metadata of one SecretStore, ordered by key.
+fn key_meta(conn: &Connection, project: &str, store: &str) -> Result<Vec<KeyMeta>> {
+    let mut stmt = conn.prepare(
+        "SELECT key, fingerprint, length, updated_at, last_verified_at, last_verified_trigger
+         FROM secret_keys WHERE project = ?1 AND store = ?2 ORDER BY key",
+    )?;
+    let rows = stmt.query_map(params![project, store], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, fingerprint, length, updated, verified, trigger) = row?;
+        out.push(KeyMeta {
+            key,
+            fingerprint,
+            length: length as usize,
+            updated_at: parse_ts(&updated)?,
+            last_verified_at: verified.as_deref().map(parse_ts).transpose()?,
+            last_verified_trigger: trigger,
+        });
+    }
+    Ok(out)
+}
+
+fn write_change(
+    tx: &Transaction<'_>,
+    cipher: &XChaCha20Poly1305,
+    c: &Change,
+    revision: u64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let r = &c.resource;
+    let k = &r.key;
+    let kind = k.kind.as_str();
+    let detail = match c.outcome {
+        Outcome::Unchanged => return Ok(()),
+        Outcome::Deleted => {
+            tx.prepare_cached(
+                "DELETE FROM resources WHERE project = ?1 AND kind = ?2 AND name = ?3",
+            )?
+            .execute(params![k.project, kind, k.name])?;
+            if k.kind == Kind::SecretStore {
+                tx.prepare_cached("DELETE FROM secret_keys WHERE project = ?1 AND store = ?2")?
+                    .execute(params![k.project, k.name])?;
+            }
+            serde_json::json!({})
+        }
+        Outcome::Created | Outcome::Configured => {
+            let metadata = serde_json::to_string(&r.metadata).map_err(|e| StoreError::Corrupt {
+                what: "metadata".into(),
+                detail: e.to_string(),
+            })?;
+            let spec_json = r.spec.to_json();
+            let (sealed, detail) = match &r.spec {
+                Spec::SecretStore(s) => (
+                    Some(seal(cipher, k, &s.data)?),
+                    update_key_meta(tx, k, &s.data, now)?,
+                ),
+                _ => (None, spec_json.clone()),
+            };
+            tx.prepare_cached(
+                "INSERT INTO resources (project, kind, name, generation, metadata, spec, sealed, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (project, kind, name) DO UPDATE SET generation = excluded.generation,
+                   metadata = excluded.metadata, spec = excluded.spec, sealed = excluded.sealed,
+                   updated_at = excluded.updated_at",
+            )?
+            .execute(
+                params![
+                    k.project,
+                    kind,
+                    k.name,
+                    r.generation as i64,
+                    metadata,
+                    spec_json.to_string(),
+                    sealed,
+                    ts(r.created_at),
+                    ts(r.updated_at)
+                ],
+            )?;
+            detail
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO history (at, revision, project, kind, name, generation, action, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        ts(now),
+        revision as i64,
+        k.project,
+        kind,
+        k.name,
+        r.generation as i64,
+        c.outcome.as_str(),
+        detail.to_string()
+    ])?;
+    Ok(())
+}
+
+/// Brings `secret_keys` in line with `data` and returns the history detail: fingerprints of all
+/// keys and which were added, removed or changed. Unchanged keys keep their `updated_at` and
+/// verification record.
+fn update_key_meta(
+    tx: &Transaction<'_>,
+    k: &ResourceKey,
+    data: &BTreeMap<String, SecretValue>,
+    now: DateTime<Utc>,
+) -> Result<serde_json::Value> {
+    let mut old: BTreeMap<String, String> = BTreeMap::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT key, fingerprint FROM secret_keys WHERE project = ?1 AND store = ?2",
+        )?;
+        let rows = stmt.query_map(params![k.project, k.name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (key, fp) = row?;
+            old.insert(key, fp);
+        }
+    }
+    let mut fingerprints = BTreeMap::new();
+    let (mut added, mut changed) = (Vec::new(), Vec::new());
+    for (key, value) in data {
+        let fp = fingerprint(value.expose());
+        match old.get(key) {
+            Some(prev) if *prev == fp => {}
+            prev => {
+                if prev.is_some() {
+                    changed.push(key.clone());
+                } else {
+                    added.push(key.clone());
+                }
+                tx.prepare_cached(
+                    "INSERT INTO secret_keys (project, store, key, fingerprint, length, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (project, store, key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                       length = excluded.length, updated_at = excluded.updated_at,
+                       last_verified_at = NULL, last_verified_trigger = NULL",
+                )?
+                .execute(
+                    params![k.project, k.name, key, fp, value.len() as i64, ts(now)],
+                )?;
+            }
+        }
+        fingerprints.insert(key.clone(), fp);
+    }
+    let removed: Vec<&String> = old.keys().filter(|key| !data.contains_key(*key)).collect();
+    for key in &removed {
+        tx.prepare_cached(
+            "DELETE FROM secret_keys WHERE project = ?1 AND store = ?2 AND key = ?3",
+        )?
+        .execute(params![k.project, k.name, key])?;
+    }
+    Ok(serde_json::json!({
+        "keys": fingerprints,
+        "added": added,
+        "removed": removed,
+        "changed": changed,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::domain::manifest::parse_documents;
+    use crate::layout::{DB_FILE, KEY_FILE};
+
+    fn secret_doc(values: &[(&str, &str)]) -> Vec<crate::domain::manifest::Manifest> {
+        let data: String = values
+            .iter()
+            .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+            .collect();
+        let text = format!(
+            "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata:\n  name: hooks\n  project: default\nspec:\n  data:\n{data}"
+        );
+        let (docs, p) = parse_documents("f", &text);
+        assert!(p.is_empty(), "{p:?}");
+        docs.into_iter().map(|d| d.manifest).collect()
+    }
+
+    fn apply(
+        store: &mut Resources,
+        snap: &Snapshot,
+        m: &[crate::domain::manifest::Manifest],
+    ) -> Snapshot {
+        let changes = snap.plan(m, Utc::now());
+        let next = snap.apply(&changes);
+        store
+            .commit(&changes, next.revision, Utc::now())
+            .expect("commit");
+        next
+    }
+
+    #[test]
+    fn secrets_round_trip_encrypted_and_history_has_no_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Resources::open(dir.path()).expect("open");
+        let s1 = apply(
+            &mut store,
+            &Snapshot::default(),
+            &secret_doc(&[("old", "plain-old-value")]),
+        );
+        let s2 = apply(
+            &mut store,
+            &s1,
+            &secret_doc(&[("old", "plain-old-value"), ("new", "plain-new-value")]),
+        );
+        assert_eq!(s2.revision, 2);
+        drop(store);
+
+        let raw = fs::read(dir.path().join(DB_FILE)).expect("db");
+        let wal = fs::read(dir.path().join("state.db-wal")).unwrap_or_default();
+        for bytes in [&raw, &wal] {
+            let hay = String::from_utf8_lossy(bytes);
+            assert!(!hay.contains("plain-old-value") && !hay.contains("plain-new-value"));
+        }
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let store = Resources::open(dir.path()).expect("reopen");
+        let loaded = store.load_snapshot().expect("load");
+        assert_eq!(loaded.revision, 2);
+        let data = &loaded.secret_store("default", "hooks").expect("store").data;
+        assert_eq!(data["new"].expose(), "plain-new-value");
+        let hist = store
+            .history(&ResourceKey::new("default", Kind::SecretStore, "hooks"), 10)
+            .expect("history");
+        assert_eq!(hist.len(), 2);
+        assert_eq!(hist[0].detail["added"], serde_json::json!(["new"]));
+        assert_eq!(
+            hist[0].detail["keys"]["new"],
+            fingerprint("plain-new-value")
+        );
+        let meta = store.key_meta("default", "hooks").expect("meta");
+        assert_eq!(meta.len(), 2);
+        assert_eq!(meta[0].key, "new");
+        assert_eq!(meta[0].length, 15);
+    }
+
+    #[test]
+    fn a_readable_key_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Resources::open(dir.path()).expect("open"));
+        let path = dir.path().join(KEY_FILE);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = Resources::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+}

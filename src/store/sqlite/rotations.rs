@@ -1,0 +1,136 @@
+//! Rotation records on SQLite (migration 4): [`Rotations`] implements [`RotationStore`] on one
+//! connection (`synchronous=FULL`: a stage is durable before the next begins).
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Conn, Durability, parse_ts, ts};
+use crate::api::{RotationRecord, RotationStage};
+use crate::store::{NewRotation, Result, RotationStore, RotationUpdate};
+
+const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRecord> {
+    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        Ok(r.get::<_, Option<String>>(i)?
+            .and_then(|s| parse_ts(&s).ok()))
+    };
+    Ok(RotationRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        project: r.get(1)?,
+        store: r.get(2)?,
+        key: r.get(3)?,
+        provider: r.get(4)?,
+        stage: RotationStage::parse(&r.get::<_, String>(5)?).unwrap_or(RotationStage::Failed),
+        reason: r.get(6)?,
+        old_fingerprint: r.get(7)?,
+        new_fingerprint: r.get(8)?,
+        started_at: time(9)?.unwrap_or(DateTime::UNIX_EPOCH),
+        set_at: time(10)?,
+        verified_at: time(11)?,
+        finished_at: time(12)?,
+    })
+}
+
+/// The rotation records of one SQLite database.
+pub struct Rotations {
+    conn: Conn,
+}
+
+impl Rotations {
+    /// Opens the rotations' connection to the database in `data_dir` (migrations already ran).
+    pub fn open(data_dir: &Path) -> Result<Rotations> {
+        Ok(Rotations {
+            conn: Conn::open(data_dir, Durability::Full)?,
+        })
+    }
+}
+
+impl RotationStore for Rotations {
+    fn create(&self, r: &NewRotation<'_>) -> Result<u64> {
+        self.conn.run(|c| {
+            c.execute(
+                "INSERT INTO rotations (project, store, key, provider, stage, old_fingerprint, started_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'create', ?5, ?6, ?6)",
+                params![r.project, r.store, r.key, r.provider, r.old_fingerprint, ts(r.started_at)],
+            )?;
+            Ok(c.last_insert_rowid() as u64)
+        })
+    }
+
+    fn get(&self, id: u64) -> Result<RotationRecord> {
+        self.conn.run(|c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {COLUMNS} FROM rotations WHERE id = ?1"))?
+                    .query_row(params![id as i64], row)?,
+            )
+        })
+    }
+
+    fn history(&self, project: &str, store: &str, limit: usize) -> Result<Vec<RotationRecord>> {
+        self.conn.run(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM rotations WHERE project = ?1 AND store = ?2 ORDER BY id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![project, store, limit as i64], row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn unfinished(&self) -> Result<Vec<RotationRecord>> {
+        self.conn.run(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM rotations WHERE stage NOT IN ('done', 'failed') ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn update(
+        &self,
+        id: u64,
+        stage: RotationStage,
+        set: &RotationUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.run(|c| {
+            c.prepare_cached(
+                "UPDATE rotations SET stage = ?1, updated_at = ?2,
+                   reason = COALESCE(?4, reason),
+                   new_fingerprint = COALESCE(?5, new_fingerprint),
+                   platform_set = COALESCE(?6, platform_set),
+                   set_at = COALESCE(?7, set_at),
+                   verified_at = COALESCE(?8, verified_at),
+                   finished_at = COALESCE(?9, finished_at)
+                 WHERE id = ?3",
+            )?
+            .execute(params![
+                stage.as_str(),
+                ts(now),
+                id as i64,
+                set.reason,
+                set.new_fingerprint,
+                set.platform_set.map(i64::from),
+                set.set_at.map(ts),
+                set.verified_at.map(ts),
+                set.finished_at.map(ts),
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn platform_set(&self, id: u64) -> Result<Option<bool>> {
+        self.conn.run(|c| {
+            Ok(c.query_row(
+                "SELECT platform_set FROM rotations WHERE id = ?1",
+                params![id as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|v| v == 1))
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! Verification stamps on SQLite: [`Verifications`] implements [`VerificationStore`] on the
+//! `last_verified_*` columns of `secret_keys` (migration 1), through a connection `Pair`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Pair, opt_ts, ts};
+use crate::store::{Result, Verification, VerificationStore};
+
+/// The verification stamps of one SQLite database.
+pub struct Verifications {
+    pair: Pair,
+}
+
+impl Verifications {
+    /// Opens the stamps' connections to the database in `data_dir` (migrations already ran).
+    pub fn open(data_dir: &Path) -> Result<Verifications> {
+        Ok(Verifications {
+            pair: Pair::open(data_dir)?,
+        })
+    }
+}
+
+impl VerificationStore for Verifications {
+    fn record(&self, stamps: &[Verification]) -> Result<()> {
+        self.pair.write(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE secret_keys SET last_verified_at = ?5, last_verified_trigger = ?4
+                 WHERE project = ?1 AND store = ?2 AND key = ?3
+                   AND (last_verified_at IS NULL OR last_verified_at < ?5)",
+            )?;
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            for v in stamps {
+                if let Err(e) =
+                    stmt.execute(params![v.project, v.store, v.key, v.trigger, ts(v.at)])
+                {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e.into());
+                }
+            }
+            conn.execute_batch("COMMIT")?;
+            Ok(())
+        })
+    }
+
+    fn last_verified(
+        &self,
+        project: &str,
+        store: &str,
+        key: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        self.pair.read(|c| {
+            let at = c
+                .prepare_cached(
+                    "SELECT last_verified_at FROM secret_keys
+                     WHERE project = ?1 AND store = ?2 AND key = ?3",
+                )?
+                .query_row(params![project, store, key], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .optional()?
+                .flatten();
+            opt_ts(at)
+        })
+    }
+}

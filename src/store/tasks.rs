@@ -1,0 +1,161 @@
+//! Durable task state: tasks, their step runs (agent, argv, process group, exit, times, log
+//! path) and events. The task actors write it; the control API reads it (`task list`,
+//! `task describe`). The records below are what the actors hand in and get back.
+
+use chrono::{DateTime, Utc};
+
+use super::Result;
+use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
+
+/// Everything a new task row needs.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub project: String,
+    pub workflow: String,
+    pub workspace: String,
+    pub workspace_root: String,
+    /// The workflow spec as JSON, fixed at creation.
+    pub workflow_spec: serde_json::Value,
+    pub goal: Option<String>,
+    pub payload: Option<String>,
+    pub origin: String,
+    pub trigger: Option<String>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub state: TaskState,
+    pub reason: Option<String>,
+    /// Created with `--no-start`: pending until `task start`.
+    pub held: bool,
+}
+
+/// What a WorkflowActor loads to run (or resume) a task.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub info: TaskInfo,
+    pub workspace_root: String,
+    pub workflow_spec: serde_json::Value,
+    pub payload: Option<String>,
+}
+
+/// A finished step run's output, for `{prev_stdout}` and `{<step>_output}` on resume.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub step: String,
+    pub cycle: u32,
+    pub attempt: u32,
+    pub state: RunState,
+    pub stdout: String,
+}
+
+/// A task waiting (or running) in the queue.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: u64,
+    pub project: String,
+    pub workflow: String,
+    pub held: bool,
+    pub trigger: Option<String>,
+}
+
+/// A step run that was running when the daemon stopped.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    pub run_id: u64,
+    pub task_id: u64,
+    pub pid: Option<i32>,
+    pub pid_start: Option<u64>,
+}
+
+/// The end of one step run.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub state: RunState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    pub stdout: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+/// The task tables. The actors' writes must not hold up the control API's reads: a busy
+/// `task list` never waits behind a commit.
+pub trait TaskStore: Send + Sync {
+    /// Inserts a task and its first event; returns it.
+    fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo>;
+
+    /// Sets a task's state (and reason), with an event; sets the start or finish time.
+    fn set_state(
+        &self,
+        id: u64,
+        state: TaskState,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Records a step run starting; returns its id.
+    #[allow(clippy::too_many_arguments)]
+    fn start_run(
+        &self,
+        task: u64,
+        step: &str,
+        cycle: u32,
+        attempt: u32,
+        agent: Option<&str>,
+        argv: &[String],
+        log_path: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Records the process group of a running step (for crash recovery).
+    fn set_run_pid(&self, run: u64, pid: i32, pid_start: Option<u64>) -> Result<()>;
+
+    /// Records the end of a step run.
+    fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()>;
+
+    /// Appends an event to a task.
+    fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// A task with what is needed to run it.
+    fn record(&self, id: u64) -> Result<Option<TaskRecord>>;
+
+    /// Finished step runs of a task, oldest first.
+    fn outputs(&self, task: u64) -> Result<Vec<Output>>;
+
+    /// Marks the step runs of `task` still recorded as running as interrupted.
+    fn interrupt_runs(&self, task: u64, reason: &str, now: DateTime<Utc>) -> Result<usize>;
+
+    /// Step runs recorded as running (after a crash: their process groups may still live).
+    fn running_runs(&self) -> Result<Vec<Interrupted>>;
+
+    /// Tasks in `state`, oldest first.
+    fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>>;
+
+    /// Releases a held task (`task start`).
+    fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()>;
+
+    /// Deletes a trigger's finished tasks beyond the newest `keep_succeeded` succeeded and
+    /// `keep_failed` failed or cancelled ones (`historyLimit`); returns the deleted ids so that
+    /// their run directories can go too.
+    fn prune_trigger(
+        &self,
+        project: &str,
+        trigger: &str,
+        keep_succeeded: Option<u32>,
+        keep_failed: Option<u32>,
+    ) -> Result<Vec<u64>>;
+
+    /// One task.
+    fn get(&self, id: u64) -> Result<Option<TaskInfo>>;
+
+    /// Tasks matching `q`, newest first.
+    fn list(&self, q: &TaskQuery, project: Option<&str>) -> Result<Vec<TaskInfo>>;
+
+    /// The payload a task was created with.
+    fn payload(&self, id: u64) -> Result<Option<String>>;
+
+    /// Step runs of a task, oldest first.
+    fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>>;
+
+    /// Events of a task, oldest first.
+    fn events(&self, task: u64) -> Result<Vec<TaskEvent>>;
+}
