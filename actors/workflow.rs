@@ -32,11 +32,11 @@ use super::introspect::{self, Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use crate::api::{ApiError, TaskInfo};
 use crate::domain::manifest::{AgentSpec, Kind, PromptDelivery, Spec, WorkflowSpec};
+use crate::domain::redact::SecretRegistry;
 use crate::domain::render;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{Next, Plan, Position, RunState, StepResult, TaskState};
 use crate::process::{self, Outcome, SpawnSpec};
-use crate::redact::SecretRegistry;
 use crate::task_store::{NewTask, RunEnd, TaskRecord, TaskStore};
 
 /// Registry name of the task supervisor.

@@ -24,9 +24,9 @@ use crate::actors::supervisor::{
 use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
+use crate::domain::redact::SecretRegistry;
 use crate::http::control::{self, ControlContext};
 use crate::layout;
-use crate::redact::SecretRegistry;
 use crate::task_store::TaskStore;
 use crate::trigger_store::TriggerStore;
 

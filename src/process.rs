@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::redact::{Secrets, StreamRedactor};
+use crate::domain::redact::{Secrets, StreamRedactor};
 
 /// The longest run-log line; longer output lines are split (at a character boundary if one is
 /// near) instead of being buffered without limit.
@@ -1100,7 +1100,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::redact::{Redactor, SecretRegistry};
+    use crate::domain::redact::{Redactor, SecretRegistry};
 
     const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -34,8 +34,8 @@ use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{ApiError, RotationRecord, RotationStage};
 use crate::domain::manifest::fingerprint;
 use crate::domain::manifest::{RotationProvider, RotationSpec, SecretValue};
+use crate::domain::redact::Redactor;
 use crate::domain::snapshot::{ResourceKey, Snapshot};
-use crate::redact::Redactor;
 use crate::store::{self, parse_ts, ts};
 
 /// The suffix of the staging key that holds the new value during a rotation.

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod limits;
 pub mod locate;
 pub mod manifest;
+pub mod redact;
 pub mod render;
 pub mod schedule;
 pub mod signature;
