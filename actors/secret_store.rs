@@ -24,9 +24,9 @@ use super::introspect::{Addr, Behaviour, Message};
 use crate::api::{ApiError, ChangeResponse, ResultLine};
 use crate::api::{HistoryEntry, KeyMeta};
 use crate::domain::manifest::{Document, Kind, SecretValue};
+use crate::domain::redact::SecretRegistry;
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
-use crate::redact::SecretRegistry;
 use crate::store::{ResourceStore, StoreError};
 
 /// The registry name.

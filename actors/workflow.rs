@@ -33,11 +33,11 @@ use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, R
 use crate::api::{ApiError, TaskInfo};
 use crate::domain::lower::{self, EnvSource, LowerError, LoweredAgent, LoweredWorkflow, Step};
 use crate::domain::manifest::{Kind, PromptDelivery, Spec, WorkflowSpec};
+use crate::domain::redact::SecretRegistry;
 use crate::domain::render;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{Next, Plan, Position, RunState, StepResult, TaskState};
 use crate::process::{self, Outcome, SpawnSpec};
-use crate::redact::SecretRegistry;
 use crate::store::{NewTask, RunEnd, StoreError, TaskRecord, TaskStore};
 
 /// Registry name of the task supervisor.

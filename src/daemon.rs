@@ -25,9 +25,9 @@ use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
 use crate::domain::manifest::SecretValue;
+use crate::domain::redact::SecretRegistry;
 use crate::http::control::{self, ControlContext};
 use crate::layout;
-use crate::redact::SecretRegistry;
 use crate::store::{self, StoreError};
 
 /// Registry name of the root supervisor.

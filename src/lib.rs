@@ -19,7 +19,6 @@ pub mod domain;
 pub mod http;
 pub mod layout;
 pub mod process;
-pub mod redact;
 pub mod rotation;
 pub mod store;
 

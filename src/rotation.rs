@@ -35,9 +35,9 @@ use crate::api::{ApiError, RotationRecord, RotationStage};
 use crate::domain::lower::NEXT_SUFFIX;
 use crate::domain::manifest::fingerprint;
 use crate::domain::manifest::{RotationProvider, RotationSpec, SecretValue};
+use crate::domain::redact::Redactor;
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::process;
-use crate::redact::Redactor;
 use crate::store::{NewRotation, RotationStore, RotationUpdate, StoreError, VerificationStore};
 
 /// How long the test stage waits for a verified delivery unless `testTimeoutSeconds` says.

@@ -1,5 +1,6 @@
-//! The pure core of orchestrator: manifests, validation, schedules, signatures, prompt rendering
-//! and the workflow state machine. Nothing in here performs IO, reads the clock or touches tokio,
+//! The pure core of orchestrator: manifests, validation, lowering into typed values, the
+//! snapshot, schedules, signatures, filters, prompt rendering, redaction and the workflow state
+//! machine. Nothing in here performs IO, reads the clock or touches tokio,
 //! warp or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so every rule of the
 //! product can be unit-tested as plain functions.
 
@@ -9,6 +10,7 @@ pub mod limits;
 pub mod locate;
 pub mod lower;
 pub mod manifest;
+pub mod redact;
 pub mod render;
 pub mod schedule;
 pub mod signature;

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::ProcessError;
-use crate::redact::{Secrets, StreamRedactor};
+use crate::domain::redact::{Secrets, StreamRedactor};
 
 /// The longest run-log line; longer output lines are split (at a character boundary if one is
 /// near) instead of being buffered without limit.

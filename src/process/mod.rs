@@ -42,7 +42,7 @@ pub use group::{
 pub use log::MAX_LINE;
 pub use program::{ProgramError, ProgramSpec, run_program};
 
-use crate::redact::Secrets;
+use crate::domain::redact::Secrets;
 use log::{LogTasks, StreamReport, open_log};
 
 /// The shortest time the log readers are given to reach end-of-file after the process group was

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::group::GroupGuard;
-use crate::redact::Redactor;
+use crate::domain::redact::Redactor;
 
 /// How much of a failing program's stderr (its end, in characters) the error quotes.
 const STDERR_TAIL: usize = 300;

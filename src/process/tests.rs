@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 
 use super::group::parse_stat;
 use super::*;
-use crate::redact::{Redactor, SecretRegistry};
+use crate::domain::redact::{Redactor, SecretRegistry};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
