@@ -65,8 +65,11 @@ pub struct Config {
     /// (see `actors::trigger`).
     pub trigger_resident_window: std::time::Duration,
     /// Delivery limits of the webhook server.
-    pub webhook_limits: crate::http::webhook::Limits,
+    pub webhook_limits: WebhookLimits,
 }
+
+/// What the webhook server allows a connection and a delivery (set from the daemon's flags).
+pub use crate::http::webhook::Limits as WebhookLimits;
 
 impl Config {
     pub fn socket_path(&self) -> PathBuf {

@@ -1,7 +1,12 @@
-//! Repository-wide rules: the domain layer stays pure, and every example manifest parses and
-//! validates.
+//! Repository-wide rules: the layers of ARCHITECTURE.md's dependency rule import only what the
+//! rule allows, SQL and child processes each live in one place, no library file outgrows 800
+//! lines, the domain layer stays pure, and every example manifest parses and validates.
+//!
+//! The rules that read source text check this checkout, or the tree named by
+//! `ORCHESTRATOR_TIDY_ROOT` (how the README shows that they fail on an older tree).
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use orchestrator::domain::manifest::parse_documents;
 use orchestrator::domain::snapshot::Snapshot;
@@ -20,7 +25,7 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn domain_is_pure() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
+    let root = tree().join("src/domain");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     assert!(!files.is_empty());
@@ -95,64 +100,325 @@ fn every_example_manifest_validates() {
     }
 }
 
-/// The CLI talks to the daemon only through the control API's wire types: it never links the
-/// daemon's wiring, its store, its HTTP handlers or its process management (the names both
-/// sides need, such as the socket's file name, live in `layout`).
+/// The tree the source rules read.
+fn tree() -> PathBuf {
+    std::env::var_os("ORCHESTRATOR_TIDY_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Every library file (`src/` without the binaries, and `actors/`), relative to the tree.
+fn library_files() -> Vec<PathBuf> {
+    let root = tree();
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("actors"), &mut files);
+    let mut out: Vec<PathBuf> = files
+        .into_iter()
+        .filter_map(|f| f.strip_prefix(&root).ok().map(Path::to_path_buf))
+        .filter(|f| !f.starts_with("src/bin"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn read(rel: &Path) -> String {
+    std::fs::read_to_string(tree().join(rel)).expect("read source file")
+}
+
+/// The text with `//` comments (doc comments included) cut off, so that a comment naming a
+/// module is not a use of it.
+fn code(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The layer of the dependency rule a library file belongs to (`None`: the crate root and the
+/// build script, which only declare).
+fn layer_of(rel: &Path) -> Option<&'static str> {
+    let s = rel.to_str()?;
+    let top = s.strip_prefix("src/").map_or(s, |rest| rest);
+    let first = top.split('/').next()?.trim_end_matches(".rs");
+    if s.starts_with("actors/") {
+        return Some("actors");
+    }
+    Some(match first {
+        "lib" | "build" => return None,
+        "task_store" | "trigger_store" => "store",
+        "domain" => "domain",
+        "api" => "api",
+        "layout" => "layout",
+        "store" => "store",
+        "process" => "process",
+        "rotation" => "rotation",
+        "http" => "http",
+        "cli" => "cli",
+        "daemon" => "daemon",
+        // A module the rule does not place (e.g. `redact` at the top): it may import nothing.
+        _ => "unplaced",
+    })
+}
+
+/// The layer a `crate::<module>` path names.
+fn layer_named(module: &str) -> &str {
+    match module {
+        "task_store" | "trigger_store" => "store",
+        "domain" | "api" | "layout" | "store" | "process" | "actors" | "rotation" | "http"
+        | "cli" | "daemon" => module,
+        _ => "unplaced",
+    }
+}
+
+/// What each layer may import, from ARCHITECTURE.md: data flows one way, edges → actors →
+/// adapters → domain, with the wire types (`api`) beside the domain.
+const RULE: [(&str, &[&str]); 10] = [
+    ("domain", &["domain"]),
+    ("api", &["api", "domain"]),
+    ("layout", &["layout"]),
+    ("store", &["store", "api", "domain", "layout"]),
+    ("process", &["process", "domain"]),
+    (
+        "actors",
+        &["actors", "store", "process", "api", "domain", "layout"],
+    ),
+    (
+        "rotation",
+        &[
+            "rotation", "actors", "store", "process", "api", "domain", "layout",
+        ],
+    ),
+    (
+        "http",
+        &[
+            "http", "actors", "rotation", "store", "process", "api", "domain", "layout",
+        ],
+    ),
+    ("cli", &["cli", "api", "domain", "layout"]),
+    (
+        "daemon",
+        &[
+            "daemon", "http", "actors", "rotation", "store", "process", "api", "domain", "layout",
+        ],
+    ),
+];
+
+/// The crate modules a file's code names through `crate::`.
+fn crate_uses(text: &str) -> BTreeSet<String> {
+    let code = code(text);
+    let mut out = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        let before = rest[..i].chars().next_back();
+        rest = &rest[i + "crate::".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue; // `mycrate::`, not `crate::`
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// ARCHITECTURE.md's dependency rule, file by file: every `crate::` path a library file uses
+/// names a layer its own layer may import. All violations are reported at once.
 #[test]
-fn the_cli_never_sees_the_daemons_insides() {
-    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli.rs");
-    let text = std::fs::read_to_string(&cli).expect("read src/cli.rs");
-    for layer in [
-        "crate::daemon",
-        "crate::store",
-        "crate::task_store",
-        "crate::trigger_store",
-        "crate::http",
-        "crate::process",
-        "crate::rotation",
+fn every_layer_imports_only_what_the_rule_allows() {
+    let rule: BTreeMap<&str, &[&str]> = RULE.into_iter().collect();
+    let mut violations = Vec::new();
+    for rel in library_files() {
+        let Some(layer) = layer_of(&rel) else {
+            continue;
+        };
+        let allowed = rule.get(layer).copied().unwrap_or(&[]);
+        for module in crate_uses(&read(&rel)) {
+            let named = layer_named(&module);
+            if !allowed.contains(&named) {
+                violations.push(format!(
+                    "{} ({layer}) uses crate::{module} ({named}); {layer} may use only {}",
+                    rel.display(),
+                    allowed.join(", ")
+                ));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the dependency rule of ARCHITECTURE.md is broken:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// The binaries are thin: flags → `cli::run` or `daemon::run` → exit code.
+#[test]
+fn the_binaries_reach_only_the_cli_or_the_daemon() {
+    let root = tree();
+    for (bin, allowed) in [
+        ("src/bin/orchestrator.rs", &["cli"][..]),
+        ("src/bin/orchestratord.rs", &["daemon", "layout"][..]),
     ] {
-        assert!(
-            !text.contains(layer),
-            "src/cli.rs uses {layer}: the CLI may use only api, domain and layout"
-        );
+        let text = code(&std::fs::read_to_string(root.join(bin)).expect("read binary"));
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("orchestrator::") {
+            rest = &rest[i + "orchestrator::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                allowed.contains(&name.as_str()),
+                "{bin} uses orchestrator::{name}; it may use only {allowed:?}"
+            );
+        }
+    }
+}
+
+/// Within `actors/`, files import each other without a cycle: a child reports to its parent
+/// through a derived address, never by naming the parent's module.
+#[test]
+fn actor_files_import_each_other_without_cycles() {
+    let root = tree().join("actors");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let names: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.file_stem()?.to_str().map(str::to_owned))
+        .filter(|n| n != "mod")
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let Some(me) = f.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let text = code(&std::fs::read_to_string(f).expect("read actor file"));
+        for n in &names {
+            if n != me
+                && (text.contains(&format!("super::{n}::"))
+                    || text.contains(&format!("super::{n}::{{"))
+                    || text.contains(&format!("use super::{n};"))
+                    || text.contains(&format!("crate::actors::{n}")))
+            {
+                edges.entry(me.to_owned()).or_default().insert(n.clone());
+            }
+        }
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        n: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_owned());
+        for m in edges.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for n in &names {
+        if let Some(cycle) = visit(n, &edges, &mut Vec::new(), &mut done) {
+            panic!(
+                "actor files import each other in a cycle: {}",
+                cycle.join(" -> ")
+            );
+        }
     }
 }
 
 /// Every SQL statement lives in `src/store/`: nothing else names rusqlite, so a second backend
-/// plugs in behind the store's traits without touching a caller. The store itself sits below
-/// the actors: it uses the wire types, the domain and the data dir's layout, never the layers
-/// that hold it.
+/// plugs in behind the store's traits without touching a caller.
 #[test]
 fn sql_lives_only_in_the_store() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let store = root.join("src/store");
+    let root = tree();
     let mut files = Vec::new();
     for dir in ["src", "actors", "tests", "benches"] {
         rust_files(&root.join(dir), &mut files);
     }
+    let mut violations = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).expect("read");
-        if f.starts_with(&store) {
-            for layer in [
-                "crate::actors",
-                "crate::http",
-                "crate::rotation",
-                "crate::process",
-                "crate::daemon",
-                "crate::cli",
-            ] {
-                assert!(
-                    !text.contains(layer),
-                    "{} uses {layer}: the store may use only api, domain and layout",
-                    f.display()
-                );
-            }
-        } else if !f.ends_with("tests/tidy.rs") {
-            assert!(
-                !text.contains("rusqlite"),
-                "{} names rusqlite: SQL belongs in src/store/ behind its traits",
-                f.display()
-            );
+        let rel = f.strip_prefix(&root).unwrap_or(&f);
+        if rel.starts_with("src/store") || rel.ends_with("tests/tidy.rs") {
+            continue;
+        }
+        if code(&std::fs::read_to_string(&f).expect("read")).contains("rusqlite") {
+            violations.push(rel.display().to_string());
         }
     }
+    assert!(
+        violations.is_empty(),
+        "rusqlite outside src/store/ (SQL belongs behind the store's traits): {violations:?}"
+    );
+}
+
+/// Every child process is started, waited for and signalled in `src/process/`: spawning,
+/// process groups, signals and `/proc` scans have one home, where their cleanup lives in `Drop`.
+#[test]
+fn child_processes_live_only_in_process() {
+    let words = [
+        "std::process",
+        "tokio::process",
+        "Stdio",
+        "nix::sys::signal",
+        "killpg",
+        "setpgid",
+        "process_group(",
+        "\"/proc",
+    ];
+    let mut violations = Vec::new();
+    for rel in library_files() {
+        if rel.starts_with("src/process") || rel == Path::new("src/process.rs") {
+            continue;
+        }
+        let text = code(&read(&rel));
+        for w in words {
+            if text.contains(w) {
+                violations.push(format!("{} uses {w}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "child processes and signals belong in src/process/:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// A file holds one concept: none of the library's files is longer than 800 lines (tests
+/// included; a large test module goes to a sibling `tests.rs`).
+#[test]
+fn no_library_file_exceeds_800_lines() {
+    let long: Vec<String> = library_files()
+        .into_iter()
+        .filter_map(|rel| {
+            let n = read(&rel).lines().count();
+            (n > 800).then(|| format!("{} has {n} lines", rel.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "split these along their concepts (ARCHITECTURE.md's tree shows where):\n{}",
+        long.join("\n")
+    );
 }

@@ -85,7 +85,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         socket: args.socket,
         webhook_bind: args.webhook_bind,
         trigger_resident_window: std::time::Duration::from_secs(args.trigger_resident_window),
-        webhook_limits: orchestrator::http::webhook::Limits {
+        webhook_limits: daemon::WebhookLimits {
             max_in_flight: args.webhook_max_in_flight as usize,
             body_timeout: std::time::Duration::from_secs(args.webhook_body_timeout),
             header_timeout: std::time::Duration::from_secs(args.webhook_header_timeout),
