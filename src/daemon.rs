@@ -141,8 +141,6 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<File>> {
     Ok(lock)
 }
 
-/// Binds the control socket (removing a stale one: we hold the lock, so nobody serves it) with
-/// mode 0600.
 /// The webhook listener, with an accept queue of [`WEBHOOK_BACKLOG`] (the standard library's
 /// 128 made a burst of connections wait a second each for the kernel's retry).
 fn bind_webhook(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -158,6 +156,7 @@ fn bind_webhook(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpList
 /// kernel caps it at `net.core.somaxconn`).
 const WEBHOOK_BACKLOG: i32 = 4096;
 
+/// Binds the control socket with mode 0600, removing a stale one first.
 fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
@@ -213,24 +212,96 @@ fn webhook_limits(
     limits
 }
 
-/// Runs the daemon until `shutdown` resolves (or the root supervisor gives up). Prints the ready
-/// line on stdout once the socket and the webhook listener accept connections.
-pub async fn run(
+/// The data dir, created (mode 0700), resolved and locked for this process until dropped.
+pub struct DataDir {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl DataDir {
+    /// Creates `dir` if needed and takes its lock; refuses when another daemon holds it.
+    pub fn open(dir: &Path) -> anyhow::Result<DataDir> {
+        prepare_data_dir(dir)?;
+        let path = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve data dir {}", dir.display()))?;
+        let lock = lock_data_dir(&path)?;
+        Ok(DataDir { path, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What the daemon serves on. [`run`] takes them ready-made, so that a test can bind its own
+/// (mini-redis's `run(listener, shutdown)`); [`Listeners::bind`] binds what a [`Config`] names.
+pub struct Listeners {
+    /// The control API.
+    pub control: tokio::net::UnixListener,
+    /// Where `control` is bound: handed to agents as `ORCHESTRATOR_SOCKET`, removed at shutdown.
+    pub socket: PathBuf,
+    /// The webhook server's listener, unless webhooks are disabled.
+    pub webhook: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the control socket (removing a stale one, which is safe only while `dir`'s lock is
+    /// held: nobody else serves it) and the webhook listener.
+    pub fn bind(config: &Config, dir: &DataDir) -> anyhow::Result<Listeners> {
+        let socket = config
+            .socket
+            .clone()
+            .unwrap_or_else(|| layout::socket_in(dir.path()));
+        let webhook = match config.webhook_bind {
+            WebhookBind::Disabled => None,
+            WebhookBind::Addr(addr) => Some(
+                bind_webhook(addr)
+                    .with_context(|| format!("cannot bind the webhook server to {addr}"))?,
+            ),
+        };
+        let control = bind_socket(&socket)?;
+        Ok(Listeners {
+            control,
+            socket,
+            webhook,
+        })
+    }
+}
+
+/// Removes the control socket when the daemon stops, however it stops.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Locks the data dir, binds the listeners `config` names and runs the daemon until `shutdown`
+/// resolves: what `orchestratord` does.
+pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let dir = DataDir::open(&config.data_dir)?;
+    let listeners = Listeners::bind(&config, &dir)?;
+    run(config, dir, listeners, shutdown).await
+}
+
+/// Runs the daemon on `dir` and `listeners` until `shutdown` resolves (or the root supervisor
+/// gives up). Prints the ready line on stdout once the actors run and both listeners are served.
+pub async fn run(
+    config: Config,
+    dir: DataDir,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let webhook_limits = webhook_limits(config.webhook_limits, raise_fd_limit());
-    let data_dir = &config.data_dir;
-    prepare_data_dir(data_dir)?;
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
-    let _lock = lock_data_dir(&data_dir)?;
-    let socket_path = config
-        .socket
-        .clone()
-        .unwrap_or_else(|| layout::socket_in(&data_dir));
+    let data_dir = dir.path().to_path_buf();
+    let socket_path = listeners.socket.clone();
+    let _remove_socket = RemoveOnDrop(socket_path.clone());
 
     // The storage backend is chosen here. The stores open up front so that a broken key file or
     // database is reported plainly before anything listens.
@@ -264,14 +335,7 @@ pub async fn run(
         resident_window: config.trigger_resident_window,
     };
 
-    let webhook_listener = match config.webhook_bind {
-        WebhookBind::Disabled => None,
-        WebhookBind::Addr(addr) => {
-            Some(Arc::new(bind_webhook(addr).with_context(|| {
-                format!("cannot bind the webhook server to {addr}")
-            })?))
-        }
-    };
+    let webhook_listener = listeners.webhook.map(Arc::new);
     let webhook_addr = match &webhook_listener {
         Some(l) => Some(l.local_addr()?),
         None => None,
@@ -352,7 +416,7 @@ pub async fn run(
     .await
     .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
 
-    let listener = bind_socket(&socket_path)?;
+    let listener = listeners.control;
     let rotations = crate::rotation::RotationContext::new(
         stores.rotations.clone(),
         stores.verifications.clone(),
@@ -428,6 +492,5 @@ pub async fn run(
             .await
             .ok();
     }
-    let _ = fs::remove_file(&socket_path);
     outcome
 }

@@ -1,4 +1,4 @@
-//! `orchestratord`: the daemon. Flags → logging → `daemon::run` until SIGINT/SIGTERM → exit code.
+//! `orchestratord`: the daemon. Flags → logging → `daemon::start` until SIGINT/SIGTERM → exit code.
 
 use std::path::PathBuf;
 
@@ -95,7 +95,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(daemon::run(config, shutdown_signal()))
+    runtime.block_on(daemon::start(config, shutdown_signal()))
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
