@@ -228,15 +228,19 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
     out
 }
 
-/// `path` with the bytes a URI may not hold percent-encoded (spaces, quotes, non-ASCII, `#`),
-/// as a URL parser would: an actor name typed by a user goes into the path as it is.
+/// `path` as a URL parser (reqwest's, before) would send it: what follows a `#` is a fragment
+/// and dropped, a backslash is a `/`, and spaces, quotes, `<>{}` and non-ASCII bytes are
+/// percent-encoded. Only an actor's name goes into a path as the user typed it; every other
+/// segment is [`enc`]oded.
 fn uri_path(path: &str) -> String {
+    let path = path.split('#').next().unwrap_or_default();
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%?".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+        match b {
+            b'\\' => out.push('/'),
+            b'"' | b'<' | b'>' | b'`' | b'{' | b'}' => out.push_str(&format!("%{b:02X}")),
+            0x21..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
