@@ -422,3 +422,26 @@ fn no_library_file_exceeds_800_lines() {
         long.join("\n")
     );
 }
+
+/// The CLI binary links no part of the daemon's stack: no HTTP server, TLS, SQL or actor runtime
+/// (its `crate::` imports are checked by the layer table above).
+#[test]
+fn the_cli_links_no_daemon_stack() {
+    let mut violations = Vec::new();
+    for rel in library_files() {
+        if layer_of(&rel) != Some("cli") {
+            continue;
+        }
+        let text = code(&read(&rel));
+        for word in ["reqwest::", "warp::", "rustls", "rusqlite::", "ractor::"] {
+            if text.contains(word) {
+                violations.push(format!("{} uses {word}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the CLI binary must not link the daemon's stack:\n{}",
+        violations.join("\n")
+    );
+}

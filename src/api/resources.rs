@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::manifest::{API_VERSION, Kind, SecretValue, Spec, fingerprint};
 use crate::domain::snapshot::{Outcome, Resource};
 
-use super::{RotationRecord, TriggerEvent};
+use super::{RotationRecord, TriggerEvent, TriggerStatus};
 
 /// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
 /// (Workspace `root_path`) are resolved against.
@@ -142,6 +142,19 @@ impl ResourceView {
             status: None,
         }
     }
+
+    /// The spec read back as its kind's type (a SecretStore's values are their masks).
+    pub fn typed_spec(&self) -> Result<Spec, serde_json::Error> {
+        Spec::from_json(self.kind, self.spec.clone())
+    }
+
+    /// A Trigger's live status, when the daemon reported one.
+    pub fn trigger_status(&self) -> Result<Option<TriggerStatus>, serde_json::Error> {
+        self.status
+            .as_ref()
+            .map(TriggerStatus::deserialize)
+            .transpose()
+    }
 }
 
 /// `GET /v1/resources/{kind}`.
@@ -233,6 +246,27 @@ pub struct HistoryEntry {
     /// For SecretStores: `{"keys": {name: fingerprint}, "added": [...], "removed": [...],
     /// "changed": [...]}`; for other kinds the masked spec.
     pub detail: serde_json::Value,
+}
+
+impl HistoryEntry {
+    /// What a SecretStore's row records about its keys; `None` for the rows of other kinds
+    /// (whose detail is the spec) and for deletions.
+    pub fn key_changes(&self) -> Option<KeyChanges> {
+        KeyChanges::deserialize(&self.detail).ok()
+    }
+}
+
+/// The `detail` of a SecretStore's history row: every key's fingerprint after the change, and
+/// the keys the change added, removed and changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct KeyChanges {
+    pub keys: BTreeMap<String, String>,
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    #[serde(default)]
+    pub changed: Vec<String>,
 }
 
 /// Metadata of one SecretStore key (never its value).

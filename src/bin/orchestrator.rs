@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Whether the error is a write to a stdout that the reader closed. Only the outermost error
-/// counts: a broken connection to the daemon arrives wrapped in a `reqwest::Error` and is reported.
+/// counts: a broken connection to the daemon arrives as the client's own error and is reported.
 fn stdout_closed(e: &anyhow::Error) -> bool {
     let pipe = Some(std::io::ErrorKind::BrokenPipe);
     e.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == pipe

@@ -1,0 +1,347 @@
+//! `task create|list|show|logs|cancel|start`: tasks that run a workflow, their steps, events
+//! and run logs (`logs --follow` streams them), and `create --wait`, which polls until the task
+//! has finished and exits 0 only if it succeeded.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::bail;
+use chrono::Utc;
+use clap::Subcommand;
+
+use super::client::Client;
+use super::table::{age, print_structured, truncate, write_rows};
+use super::{Output, check_payload};
+use crate::api::{CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskState};
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task that runs a workflow; prints its id.
+    Create {
+        #[arg(long)]
+        workflow: String,
+        /// [default: the workspace named "default", or the project's only one]
+        #[arg(long)]
+        workspace: Option<String>,
+        /// The goal, rendered into prompts as {goal}.
+        #[arg(long)]
+        goal: Option<String>,
+        /// A JSON document, rendered into prompts as {payload}.
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
+        /// Create the task pending; start it later with `task start`.
+        #[arg(long)]
+        no_start: bool,
+        /// Wait for the task to finish; exit 0 only if it succeeded.
+        #[arg(long, conflicts_with = "no_start")]
+        wait: bool,
+    },
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this state (pending, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only tasks started by this trigger.
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Across all projects.
+        #[arg(short = 'A', long)]
+        all_projects: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a task: state, steps (agent, argv, exit code, times, log paths) and events.
+    Show { id: u64 },
+    /// Print a task's run logs; --follow streams them until the task finishes.
+    Logs {
+        id: u64,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a pending or running task (its agents are stopped).
+    Cancel { id: u64 },
+    /// Start a task created with --no-start.
+    Start { id: u64 },
+}
+
+pub(super) async fn run(
+    client: &Client,
+    out: Output,
+    project: Option<String>,
+    command: TaskCommand,
+) -> anyhow::Result<()> {
+    match command {
+        TaskCommand::Create {
+            workflow,
+            workspace,
+            goal,
+            payload,
+            no_start,
+            wait,
+        } => {
+            check_payload(payload.as_deref())?;
+            let req = CreateTaskRequest {
+                project,
+                workflow,
+                workspace,
+                goal,
+                payload,
+                start: !no_start,
+            };
+            let info: TaskInfo = client.post("/v1/tasks", &req).await?;
+            if wait {
+                let done = wait_for_task(client, info.id).await?;
+                match out {
+                    Output::Table => println!("{} {}", done.id, task_outcome(&done)),
+                    _ => print_structured(out, &done)?,
+                }
+                if done.state != TaskState::Succeeded {
+                    bail!("task {} {}", done.id, task_outcome(&done));
+                }
+                return Ok(());
+            }
+            match out {
+                Output::Table => {
+                    println!("{}", info.id);
+                    Ok(())
+                }
+                _ => print_structured(out, &info),
+            }
+        }
+        TaskCommand::List {
+            state,
+            workflow,
+            trigger,
+            all_projects,
+            limit,
+        } => {
+            let mut query = vec![
+                ("limit", limit.to_string()),
+                ("all", all_projects.to_string()),
+            ];
+            for (k, v) in [
+                ("project", project),
+                ("state", state),
+                ("workflow", workflow),
+                ("trigger", trigger),
+            ] {
+                if let Some(v) = v {
+                    query.push((k, v));
+                }
+            }
+            let list: TaskList = client.get("/v1/tasks", &query).await?;
+            if out != Output::Table {
+                return print_structured(out, &list);
+            }
+            let mut o = std::io::stdout().lock();
+            if list.tasks.is_empty() {
+                writeln!(o, "no tasks found")?;
+                return Ok(());
+            }
+            let now = Utc::now();
+            let mut rows = vec![vec![
+                "ID".to_owned(),
+                "STATE".into(),
+                "WORKFLOW".into(),
+                "ORIGIN".into(),
+                "STEP".into(),
+                "AGE".into(),
+                "REASON".into(),
+            ]];
+            if all_projects {
+                rows[0].insert(1, "PROJECT".into());
+            }
+            for t in &list.tasks {
+                let mut row = vec![
+                    t.id.to_string(),
+                    t.state.as_str().to_owned(),
+                    t.workflow.clone(),
+                    t.origin.clone(),
+                    t.step
+                        .clone()
+                        .map_or("-".into(), |s| format!("{s} (cycle {})", t.cycle)),
+                    age(t.created_at, now),
+                    truncate(t.reason.as_deref().unwrap_or(""), 60),
+                ];
+                if all_projects {
+                    row.insert(1, t.project.clone());
+                }
+                rows.push(row);
+            }
+            write_rows(&mut o, &rows)?;
+            Ok(())
+        }
+        TaskCommand::Show { id } => {
+            let d: TaskDetail = client.get(&format!("/v1/tasks/{id}"), &[]).await?;
+            match out {
+                Output::Table => print_task(&d),
+                _ => print_structured(out, &d),
+            }
+        }
+        TaskCommand::Logs { id, follow } => {
+            let mut stdout = std::io::stdout();
+            client
+                .stream(
+                    &format!("/v1/tasks/{id}/logs"),
+                    &[("follow", follow.to_string())],
+                    &mut stdout,
+                )
+                .await
+        }
+        TaskCommand::Cancel { id } => {
+            let info: TaskInfo = client
+                .post(&format!("/v1/tasks/{id}/cancel"), &serde_json::json!({}))
+                .await?;
+            match out {
+                Output::Table => {
+                    println!("task {} {}", info.id, task_outcome(&info));
+                    Ok(())
+                }
+                _ => print_structured(out, &info),
+            }
+        }
+        TaskCommand::Start { id } => {
+            let info: TaskInfo = client
+                .post(&format!("/v1/tasks/{id}/start"), &serde_json::json!({}))
+                .await?;
+            match out {
+                Output::Table => {
+                    println!("task {} started", info.id);
+                    Ok(())
+                }
+                _ => print_structured(out, &info),
+            }
+        }
+    }
+}
+
+fn task_outcome(t: &TaskInfo) -> String {
+    match &t.reason {
+        Some(r) => format!("{}: {r}", t.state.as_str()),
+        None => t.state.as_str().to_owned(),
+    }
+}
+
+/// Polls a task until it has finished.
+async fn wait_for_task(client: &Client, id: u64) -> anyhow::Result<TaskInfo> {
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let d: TaskDetail = client.get(&format!("/v1/tasks/{id}"), &[]).await?;
+        if d.task.state.is_finished() {
+            return Ok(d.task);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+fn print_task(d: &TaskDetail) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    let t = &d.task;
+    let now = Utc::now();
+    writeln!(o, "Task:       {}", t.id)?;
+    writeln!(o, "Project:    {}", t.project)?;
+    writeln!(o, "Workflow:   {}", t.workflow)?;
+    writeln!(o, "Workspace:  {}", t.workspace)?;
+    writeln!(o, "State:      {}", task_outcome(t))?;
+    writeln!(o, "Origin:     {}", t.origin)?;
+    if let Some(g) = &t.goal {
+        writeln!(o, "Goal:       {g}")?;
+    }
+    if let Some(s) = &t.scheduled_at {
+        writeln!(o, "Scheduled:  {}", s.to_rfc3339())?;
+    }
+    writeln!(
+        o,
+        "Created:    {} ({} ago)",
+        t.created_at.to_rfc3339(),
+        age(t.created_at, now)
+    )?;
+    if let Some(s) = &t.started_at {
+        writeln!(o, "Started:    {}", s.to_rfc3339())?;
+    }
+    if let Some(f) = &t.finished_at {
+        writeln!(o, "Finished:   {}", f.to_rfc3339())?;
+    }
+    writeln!(o, "Steps:")?;
+    if d.steps.is_empty() {
+        writeln!(o, "  (none yet)")?;
+    }
+    for s in &d.steps {
+        let exit = match (s.exit_code, s.signal) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            (None, None) => "-".into(),
+        };
+        let took = s
+            .finished_at
+            .map(|f| {
+                format!(
+                    " in {:.2}s",
+                    (f - s.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_default();
+        writeln!(
+            o,
+            "  {} cycle {} attempt {}: {} ({exit}){took}",
+            s.step,
+            s.cycle,
+            s.attempt,
+            s.state.as_str()
+        )?;
+        if let Some(a) = &s.agent {
+            writeln!(o, "    agent:   {a}")?;
+        }
+        if !s.argv.is_empty() {
+            let shown: Vec<String> = s
+                .argv
+                .iter()
+                .map(|a| truncate(&shell_quote(a), 80))
+                .collect();
+            writeln!(o, "    argv:    {}", shown.join(" "))?;
+        }
+        if let Some(p) = s.pid {
+            writeln!(o, "    pid:     {p}")?;
+        }
+        if let Some(r) = &s.reason {
+            writeln!(o, "    reason:  {r}")?;
+        }
+        writeln!(o, "    started: {}", s.started_at.to_rfc3339())?;
+        writeln!(
+            o,
+            "    output:  {} bytes stdout, {} bytes stderr",
+            s.stdout_bytes, s.stderr_bytes
+        )?;
+        writeln!(o, "    log:     {}", s.log_path)?;
+    }
+    writeln!(o, "Events:")?;
+    for e in &d.events {
+        writeln!(o, "  {}  {}", e.at.to_rfc3339(), e.message)?;
+    }
+    Ok(())
+}
+
+/// Quotes an argument for display the way a shell would need it.
+fn shell_quote(a: &str) -> String {
+    if a.contains(['\n', '\r', '\t']) {
+        return format!(
+            "$'{}'",
+            a.replace('\\', "\\\\")
+                .replace('\'', "\\'")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+                .replace('\t', "\\t")
+        );
+    }
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        a.to_owned()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
