@@ -316,8 +316,11 @@ pub async fn run(
     });
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
-        let snapshots = snapshots.clone();
-        let verifications = stores.verifications.clone();
+        let serve = crate::http::webhook::serve_fn(
+            snapshots.clone(),
+            stores.verifications.clone(),
+            webhook_limits,
+        );
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
             restart: Restart::Permanent,
@@ -327,9 +330,7 @@ pub async fn run(
                     WebhookActor,
                     WebhookArgs {
                         listener: listener.clone(),
-                        snapshots: snapshots.clone(),
-                        verifications: verifications.clone(),
-                        limits: webhook_limits,
+                        serve: serve.clone(),
                     },
                 )
             }),
@@ -363,6 +364,7 @@ pub async fn run(
         data_dir: data_dir.display().to_string(),
         socket: socket_path.display().to_string(),
         webhook_addr: webhook_addr.map(|a| a.to_string()),
+        root: ROOT,
         tasks: stores.tasks.clone(),
         triggers: stores.triggers.clone(),
         rotations: rotations.clone(),

@@ -156,3 +156,28 @@ fn sql_lives_only_in_the_store() {
         }
     }
 }
+
+/// The actors sit below the HTTP edge: nothing under `actors/` names `crate::http` (the
+/// WebhookActor is handed its serve fn by the daemon). The edge sits below the daemon's wiring:
+/// nothing under `src/http/` names `crate::daemon` (what a handler needs of it, such as the root
+/// supervisor's name, arrives in its context).
+#[test]
+fn layers_import_only_downwards() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (dir, layer, why) in [
+        ("actors", "crate::http", "actors never import the HTTP edge"),
+        (
+            "src/http",
+            "crate::daemon",
+            "the HTTP edge never imports the daemon's wiring",
+        ),
+    ] {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &mut files);
+        assert!(!files.is_empty(), "{dir} holds no Rust file");
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read");
+            assert!(!text.contains(layer), "{} uses {layer}: {why}", f.display());
+        }
+    }
+}

@@ -1,5 +1,8 @@
 //! The webhook server's routes: `POST /webhook/{trigger}`, `POST /webhook/{project}/{trigger}` and
-//! `GET /healthz`.
+//! `GET /healthz`, the context requests share, and [`serve_fn`], what the WebhookActor is given
+//! to serve them. The accept loop with its header deadline and connection cap is in `serve.rs`,
+//! body reading and payload decoding in `payload.rs`, the "last verified at" recorder in
+//! `verified.rs`.
 //!
 //! A delivery is handled in this order, and each step answers on its own:
 //! 1. capacity: more than [`Limits::max_in_flight`] deliveries at once (1,024 by default) → 429;
@@ -23,6 +26,10 @@
 //! Which key verified a delivery, and when, is recorded per key (batched, every 200 ms) and shown
 //! by `describe secretstore` as "last verified at".
 
+mod payload;
+mod serve;
+mod verified;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,17 +37,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 use warp::http::{HeaderMap, StatusCode};
-use warp::hyper::body::Bytes;
 use warp::{Buf, Filter, Rejection, Reply};
 
 use crate::actors::trigger::{Fired, fire};
+use crate::actors::webhook::{ServeFn, ServerView, Serving};
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
 use crate::store::{Verification, VerificationStore};
+
+pub use serve::{ConnectionCounts, Connections, serve};
+pub use verified::record_verifications;
 
 /// Largest accepted delivery body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -177,6 +186,47 @@ impl WebhookContext {
     }
 }
 
+impl ServerView for WebhookContext {
+    fn figures(&self) -> serde_json::Map<String, serde_json::Value> {
+        let connections = self.connections();
+        let figures = serde_json::json!({
+            "snapshotRevision": self.revision(),
+            "requests": self.counters(),
+            "inFlight": self.in_flight(),
+            "maxInFlight": self.limits.max_in_flight,
+            "bodyTimeoutSeconds": self.limits.body_timeout.as_secs_f64(),
+            "headerTimeoutSeconds": self.limits.header_timeout.as_secs_f64(),
+            "maxConnections": self.limits.max_connections,
+            "openConnections": connections.open,
+            "evictedConnections": connections.evicted,
+            "refusedConnections": connections.refused,
+        });
+        match figures {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
+/// What the WebhookActor serves with: each call starts a fresh incarnation on the listener (new
+/// counters, replay window and delivery slots, as a restart should give), reading `snapshots`
+/// per request and writing "last verified at" stamps to `verifications`.
+pub fn serve_fn(
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    verifications: Arc<dyn VerificationStore>,
+    limits: Limits,
+) -> ServeFn {
+    Arc::new(move |listener, shutdown| {
+        let (verified, stamps) = mpsc::channel(4096);
+        let context = WebhookContext::new(snapshots.clone(), verified, limits);
+        Serving {
+            recorder: Box::pin(record_verifications(verifications.clone(), stamps)),
+            server: Box::pin(serve(listener, context.clone(), shutdown)),
+            view: Box::new(context),
+        }
+    })
+}
+
 /// Request headers for the signature verifiers.
 struct Hdrs<'a>(&'a HeaderMap);
 
@@ -253,478 +303,6 @@ fn route(tail: &str) -> Option<(String, String)> {
     }
 }
 
-/// Reads the body, refusing more than [`BODY_LIMIT`] bytes (declared or streamed).
-async fn read_body<S, B>(headers: &HeaderMap, mut body: S) -> Result<Bytes, StatusCode>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
-    let declared = headers
-        .get(warp::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(StatusCode::PAYLOAD_TOO_LARGE);
-    }
-    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(BODY_LIMIT as u64) as usize);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
-        if out.len() + chunk.remaining() > BODY_LIMIT {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            out.extend_from_slice(piece);
-            let n = piece.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(Bytes::from(out))
-}
-
-/// Serves [`routes`] on `listener` until `shutdown` resolves, then lets open connections finish.
-///
-/// This is `warp::serve` with hyper's own connection limits switched on: warp builds its hyper
-/// connections without a timer, and without one hyper's header read timeout never fires, so a
-/// client that connects and sends nothing (or never finishes its headers) would hold its socket
-/// forever. Here every connection is HTTP/1.1 with the timer and [`Limits::header_timeout`],
-/// and at most [`Limits::max_connections`] are open at once. A connection accepted at the cap
-/// takes the place of another one, chosen by [`Connections::admit`]: the longest-idle, so that
-/// idle sockets, however many, cannot keep a delivery out.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    ctx: WebhookContext,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-
-    let limits = ctx.limits;
-    let connections = ctx.connections.clone();
-    let service = warp::service(routes(ctx));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut last_warning: Option<Instant> = None;
-    let mut last_full: Option<Instant> = None;
-    if limits.max_in_flight >= limits.max_connections {
-        // Requests being answered are never evicted; only the delivery slots bound them.
-        tracing::warn!(
-            max_in_flight = limits.max_in_flight,
-            max_connections = limits.max_connections,
-            "slow deliveries can fill every webhook connection until their body deadline: keep --webhook-max-in-flight below --webhook-max-connections"
-        );
-    }
-    loop {
-        let io = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((io, _)) => io,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to close, and say so
-                    // once every 10 s rather than ten times a second.
-                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, "webhook server cannot accept connections");
-                        last_warning = Some(Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let conn = match connections.admit() {
-            Admission::Free(conn) => conn,
-            Admission::Evicted(conn, victim) => {
-                tracing::debug!(
-                    phase = victim.phase.name(),
-                    for_ms = victim.age.as_millis() as u64,
-                    "webhook connection closed to make room for a new one"
-                );
-                if last_full.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    tracing::warn!(
-                        max = limits.max_connections,
-                        "webhook connections at the cap: closing the longest-idle ones to make room (raise --webhook-max-connections if these are real clients)"
-                    );
-                    last_full = Some(Instant::now());
-                }
-                conn
-            }
-            Admission::Refused => {
-                tracing::debug!(
-                    "webhook connection refused: every open connection is in a request being answered"
-                );
-                continue; // Dropping it closes it.
-            }
-        };
-        let service = Tracking {
-            inner: TowerToHyperService::new(service.clone()),
-            conn: conn.clone(),
-        };
-        let io = Watched { io, conn };
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let evicted = io.conn.evicted.clone();
-            // HTTP/1.1 only: detecting HTTP/2 would first wait, without any deadline, for the
-            // client's first bytes. Platforms deliver webhooks over HTTP/1.1.
-            let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
-            tokio::select! {
-                ended = conn => if let Err(e) = ended {
-                    tracing::debug!(error = %e, "webhook connection ended with an error");
-                },
-                // Dropping the connection closes its socket; it was idle or still sending its
-                // request's head, so no answer is lost.
-                () = evicted.notified() => {}
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
-/// Where a connection is in its request cycle. The order is the eviction order: idle ones go
-/// first, then those still sending a request's head; one being answered is never evicted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
-    /// Nothing of a request received: just accepted, or a keep-alive connection between
-    /// requests. Since: the accept, or the end of the last answer.
-    Idle,
-    /// Some bytes of a request's head received, not all of it. Since: the first byte.
-    Head,
-    /// The whole head received; the request is being answered (its body read, its task
-    /// created). Bounded by [`Limits::max_in_flight`] and [`Limits::body_timeout`].
-    Answering,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Idle => "idle",
-            Phase::Head => "sending its request head",
-            Phase::Answering => "answering",
-        }
-    }
-}
-
-/// Open webhook connections, and the one to close when a new connection needs its place.
-///
-/// At the cap, the new connection evicts the connection that has been idle longest; if none is
-/// idle, the one that has been sending a request's head longest (a slow-headers attack); never
-/// one whose request is being answered. A delivery's connection is thus only lost if more than
-/// the cap of newer connections arrive while it sends its head — and it is never refused while
-/// a single idle or slow-head connection is open. This is what nginx does with its "reusable"
-/// connections, extended to slow heads.
-pub struct Connections {
-    max: usize,
-    table: Mutex<Table>,
-    evicted: AtomicU64,
-    refused: AtomicU64,
-}
-
-#[derive(Default)]
-struct Table {
-    next_id: u64,
-    /// Bumped by every change of phase: orders the entries (the clock may not tell two apart).
-    clock: u64,
-    open: HashMap<u64, Entry>,
-    /// The open connections that may be evicted as (phase, clock, id): first = the next to go.
-    evictable: std::collections::BTreeSet<(Phase, u64, u64)>,
-}
-
-struct Entry {
-    phase: Phase,
-    /// The table's clock when the phase began.
-    tick: u64,
-    since: Instant,
-    evicted: Arc<tokio::sync::Notify>,
-}
-
-/// What [`Connections::admit`] decided for a new connection.
-enum Admission {
-    Free(Arc<Conn>),
-    Evicted(Arc<Conn>, Victim),
-    Refused,
-}
-
-/// The connection evicted to admit another.
-struct Victim {
-    phase: Phase,
-    age: Duration,
-}
-
-/// Counts of [`Connections`], for `actors inspect webhook`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionCounts {
-    pub open: usize,
-    pub evicted: u64,
-    pub refused: u64,
-}
-
-impl Connections {
-    fn new(max: usize) -> Connections {
-        Connections {
-            max: max.max(1),
-            table: Mutex::new(Table::default()),
-            evicted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-        }
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a place for a new connection, evicting another at the cap (see the type's doc).
-    fn admit(self: &Arc<Self>) -> Admission {
-        let mut table = self.table();
-        let mut victim = None;
-        if table.open.len() >= self.max {
-            let Some((_, _, id)) = table.evictable.pop_first() else {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Admission::Refused;
-            };
-            if let Some(entry) = table.open.remove(&id) {
-                entry.evicted.notify_one();
-                victim = Some(Victim {
-                    phase: entry.phase,
-                    age: entry.since.elapsed(),
-                });
-            }
-            self.evicted.fetch_add(1, Ordering::Relaxed);
-        }
-        let id = table.next_id;
-        table.next_id += 1;
-        table.clock += 1;
-        let tick = table.clock;
-        let evicted = Arc::new(tokio::sync::Notify::new());
-        table.open.insert(
-            id,
-            Entry {
-                phase: Phase::Idle,
-                tick,
-                since: Instant::now(),
-                evicted: evicted.clone(),
-            },
-        );
-        table.evictable.insert((Phase::Idle, tick, id));
-        drop(table);
-        let conn = Arc::new(Conn {
-            id,
-            connections: self.clone(),
-            idle: std::sync::atomic::AtomicBool::new(true),
-            evicted,
-        });
-        match victim {
-            Some(v) => Admission::Evicted(conn, v),
-            None => Admission::Free(conn),
-        }
-    }
-
-    /// Moves connection `id` to `phase`, from now; nothing if it was evicted meanwhile.
-    fn set(&self, id: u64, phase: Phase) {
-        let mut table = self.table();
-        table.clock += 1;
-        let tick = table.clock;
-        let Table {
-            open, evictable, ..
-        } = &mut *table;
-        if let Some(entry) = open.get_mut(&id) {
-            evictable.remove(&(entry.phase, entry.tick, id));
-            entry.phase = phase;
-            entry.tick = tick;
-            entry.since = Instant::now();
-            if phase != Phase::Answering {
-                evictable.insert((phase, tick, id));
-            }
-        }
-    }
-
-    fn close(&self, id: u64) {
-        let mut table = self.table();
-        if let Some(entry) = table.open.remove(&id) {
-            table.evictable.remove(&(entry.phase, entry.tick, id));
-        }
-    }
-
-    pub fn counts(&self) -> ConnectionCounts {
-        ConnectionCounts {
-            open: self.table().open.len(),
-            evicted: self.evicted.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// One admitted connection's handle on its place in [`Connections`]; gives it back on drop.
-struct Conn {
-    id: u64,
-    connections: Arc<Connections>,
-    /// Mirrors "phase is idle", so that reads need the table only when a request starts.
-    idle: std::sync::atomic::AtomicBool,
-    /// Notified when the connection is evicted.
-    evicted: Arc<tokio::sync::Notify>,
-}
-
-impl Conn {
-    fn set(&self, phase: Phase) {
-        self.idle.store(phase == Phase::Idle, Ordering::Relaxed);
-        self.connections.set(self.id, phase);
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.connections.close(self.id);
-    }
-}
-
-/// The connection's socket, noting the first bytes of each request (idle → head).
-struct Watched {
-    io: tokio::net::TcpStream,
-    conn: Arc<Conn>,
-}
-
-impl tokio::io::AsyncRead for Watched {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before && self.conn.idle.load(Ordering::Relaxed) {
-            self.conn.set(Phase::Head);
-        }
-        polled
-    }
-}
-
-impl tokio::io::AsyncWrite for Watched {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// The hyper service of one connection, noting when a request is being answered (head → answering
-/// → idle once the answer is ready).
-struct Tracking<S> {
-    inner: S,
-    conn: Arc<Conn>,
-}
-
-impl<S, R> warp::hyper::service::Service<R> for Tracking<S>
-where
-    S: warp::hyper::service::Service<R>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn call(&self, req: R) -> Self::Future {
-        self.conn.set(Phase::Answering);
-        let answer = self.inner.call(req);
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            let answered = answer.await;
-            conn.set(Phase::Idle);
-            answered
-        })
-    }
-}
-
-/// The delivery's payload as JSON: a JSON body, or a form turned into an object.
-fn payload(headers: &HeaderMap, body: &[u8]) -> Result<(serde_json::Value, String), String> {
-    if body.is_empty() {
-        return Err("the body is empty: a delivery carries a JSON or form payload".into());
-    }
-    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8 text".to_owned())?;
-    let form = headers
-        .get(warp::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if form {
-        let mut map = serde_json::Map::new();
-        for (k, v) in form_pairs(text)? {
-            map.insert(k, serde_json::Value::String(v));
-        }
-        let value = serde_json::Value::Object(map);
-        let text = value.to_string();
-        return Ok((value, text));
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    Ok((value, text.to_owned()))
-}
-
-/// Decodes `application/x-www-form-urlencoded` text.
-fn form_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
-    fn decode(s: &str) -> Result<String, String> {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    let hex = bytes
-                        .get(i + 1..i + 3)
-                        .and_then(|h| std::str::from_utf8(h).ok())
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| "the form body has a bad %-escape".to_owned())?;
-                    out.push(hex);
-                    i += 2;
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).map_err(|_| "the form body is not UTF-8 text".to_owned())
-    }
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(k)?, decode(v)?))
-        })
-        .collect()
-}
-
 async fn deliver<S, B>(
     ctx: &WebhookContext,
     tail: &str,
@@ -759,27 +337,10 @@ where
         );
     };
     let plan = &webhook.plan;
-    let read = tokio::time::timeout(ctx.limits.body_timeout, read_body(&headers, body)).await;
-    let body = match read {
-        Ok(Ok(b)) => b,
-        Ok(Err(status)) => {
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the body is larger than {} bytes", BODY_LIMIT)
-            } else {
-                "the body could not be read".to_owned()
-            };
-            return reply(ctx, status, serde_json::json!({"error": message}));
-        }
-        Err(_) => {
-            let message = format!(
-                "the body did not arrive within {} s",
-                ctx.limits.body_timeout.as_secs_f64()
-            );
-            return reply(
-                ctx,
-                StatusCode::REQUEST_TIMEOUT,
-                serde_json::json!({"error": message}),
-            );
+    let body = match payload::read_within(ctx.limits.body_timeout, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => {
+            return reply(ctx, e.status(), serde_json::json!({"error": e.to_string()}));
         }
     };
     let unauthorized = || serde_json::json!({"error": "unauthorized"});
@@ -823,13 +384,13 @@ where
         at: Utc::now(),
     });
 
-    let (value, text) = match payload(&headers, &body) {
+    let (value, text) = match payload::payload(&headers, &body) {
         Ok(p) => p,
         Err(why) => {
             return reply(
                 ctx,
                 StatusCode::BAD_REQUEST,
-                serde_json::json!({"error": why}),
+                serde_json::json!({"error": why.to_string()}),
             );
         }
     };
@@ -942,128 +503,16 @@ where
     }
 }
 
-/// Writes "last verified at" stamps to the store, batched: the newest stamp per key, every
-/// 200 ms. Runs until the sender side is dropped.
-pub async fn record_verifications(
-    store: Arc<dyn VerificationStore>,
-    mut rx: mpsc::Receiver<Verification>,
-) {
-    loop {
-        let Some(first) = rx.recv().await else { return };
-        let mut batch: HashMap<(String, String, String), Verification> = HashMap::new();
-        batch.insert(
-            (
-                first.project.clone(),
-                first.store.clone(),
-                first.key.clone(),
-            ),
-            first,
-        );
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            batch.insert((v.project.clone(), v.store.clone(), v.key.clone()), v);
-        }
-        let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let stamps: Vec<Verification> = batch.into_values().collect();
-            store.record(&stamps)
-        })
-        .await;
-        if let Ok(Err(e)) = written {
-            tracing::warn!(error = %e, "cannot record webhook verifications");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn routes_and_forms() {
+    fn routes() {
         assert_eq!(route("hook"), Some(("default".into(), "hook".into())));
         assert_eq!(route("team/hook"), Some(("team".into(), "hook".into())));
         assert_eq!(route("a/b/c"), None);
         assert_eq!(route(""), None);
-        let pairs = form_pairs("command=%2Fdeploy&text=prod+now&empty=").unwrap_or_default();
-        assert_eq!(
-            pairs,
-            vec![
-                ("command".to_string(), "/deploy".to_string()),
-                ("text".into(), "prod now".into()),
-                ("empty".into(), String::new())
-            ]
-        );
-        assert!(form_pairs("a=%zz").is_err());
-    }
-
-    /// Opens `cap` connections (0 first), applies `moves` in order, then admits one more:
-    /// the index of the connection that made room, or `None` if the new one was refused.
-    fn evicted_for(cap: usize, moves: &[(usize, Phase)]) -> Option<usize> {
-        let pool = Arc::new(Connections::new(cap));
-        let conns: Vec<Arc<Conn>> = (0..cap)
-            .map(|_| match pool.admit() {
-                Admission::Free(c) => c,
-                _ => panic!("a connection below the cap was not admitted freely"),
-            })
-            .collect();
-        for (i, phase) in moves {
-            conns[*i].set(*phase);
-        }
-        let newcomer = match pool.admit() {
-            Admission::Refused => {
-                assert_eq!(pool.counts().refused, 1);
-                return None;
-            }
-            Admission::Free(_) => panic!("admitted beyond the cap"),
-            Admission::Evicted(c, _) => c,
-        };
-        let open = pool.table().open.keys().copied().collect::<Vec<_>>();
-        assert_eq!(open.len(), cap, "one out, one in");
-        assert!(open.contains(&newcomer.id));
-        let gone: Vec<usize> = (0..cap).filter(|i| !open.contains(&conns[*i].id)).collect();
-        assert_eq!(gone.len(), 1, "{gone:?}");
-        assert_eq!(pool.counts().evicted, 1);
-        // The victim's own close later changes nothing.
-        drop(conns);
-        assert_eq!(pool.counts().open, 1);
-        Some(gone[0])
-    }
-
-    #[test]
-    fn eviction_order() {
-        use Phase::{Answering, Head, Idle};
-        let check = |cap, moves: &[(usize, Phase)], want| {
-            assert_eq!(evicted_for(cap, moves), want, "cap {cap}, moves {moves:?}");
-        };
-        // The longest idle goes first.
-        check(2, &[], Some(0));
-        check(3, &[], Some(0));
-        // A connection sending its request head is not preferred over an idle one, though
-        // older; among heads the one that began first goes.
-        check(2, &[(0, Head)], Some(1));
-        check(2, &[(0, Head), (1, Head)], Some(0));
-        check(2, &[(1, Head), (0, Head)], Some(1));
-        // A request being answered is never evicted; if all are, the newcomer is refused.
-        check(2, &[(0, Answering)], Some(1));
-        check(3, &[(0, Answering), (1, Head)], Some(2));
-        check(2, &[(1, Answering), (0, Head)], Some(0));
-        check(2, &[(0, Answering), (1, Answering)], None);
-        // A keep-alive connection between requests is idle, since its last answer.
-        check(2, &[(0, Head), (0, Answering), (0, Idle)], Some(1));
-        check(2, &[(1, Head), (1, Answering), (1, Idle)], Some(0));
-    }
-
-    #[test]
-    fn a_closed_connection_frees_its_place() {
-        let pool = Arc::new(Connections::new(1));
-        let Admission::Free(first) = pool.admit() else {
-            panic!("the first connection was not admitted");
-        };
-        drop(first);
-        assert_eq!(pool.counts().open, 0);
-        assert!(matches!(pool.admit(), Admission::Free(_)));
-        assert_eq!(pool.counts().evicted, 0);
     }
 
     #[test]
