@@ -1,8 +1,8 @@
 //! The control API on the Unix socket: JSON over HTTP under `/v1`, served by warp. This file holds
 //! the route table, the context the handlers share, JSON body decoding and [`ControlError`], the
 //! one place where a failure gets its HTTP status. The handlers live one file per command group:
-//! [`resources`] (status, apply, delete, get, describe), [`tasks`], [`triggers`], [`secrets`]
-//! (keys, rotation, webhook test) and [`actors`] (tree, inspect, trace, kill). Handlers parse
+//! `resources.rs` (status, apply, delete, get, describe), `tasks.rs`, `triggers.rs`, `secrets.rs`
+//! (keys, rotation, webhook test) and `actors.rs` (tree, inspect, trace, kill). Handlers parse
 //! manifests (cheap, outside any actor), then ask the `secret-store` actor to validate and
 //! commit, or read the published snapshot for `get`.
 //!

@@ -188,23 +188,29 @@ impl WebhookContext {
 
 impl ServerView for WebhookContext {
     fn figures(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
         let connections = self.connections();
-        let figures = serde_json::json!({
-            "snapshotRevision": self.revision(),
-            "requests": self.counters(),
-            "inFlight": self.in_flight(),
-            "maxInFlight": self.limits.max_in_flight,
-            "bodyTimeoutSeconds": self.limits.body_timeout.as_secs_f64(),
-            "headerTimeoutSeconds": self.limits.header_timeout.as_secs_f64(),
-            "maxConnections": self.limits.max_connections,
-            "openConnections": connections.open,
-            "evictedConnections": connections.evicted,
-            "refusedConnections": connections.refused,
-        });
-        match figures {
-            serde_json::Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        }
+        [
+            ("snapshotRevision", json!(self.revision())),
+            ("requests", json!(self.counters())),
+            ("inFlight", json!(self.in_flight())),
+            ("maxInFlight", json!(self.limits.max_in_flight)),
+            (
+                "bodyTimeoutSeconds",
+                json!(self.limits.body_timeout.as_secs_f64()),
+            ),
+            (
+                "headerTimeoutSeconds",
+                json!(self.limits.header_timeout.as_secs_f64()),
+            ),
+            ("maxConnections", json!(self.limits.max_connections)),
+            ("openConnections", json!(connections.open)),
+            ("evictedConnections", json!(connections.evicted)),
+            ("refusedConnections", json!(connections.refused)),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
     }
 }
 

@@ -15,9 +15,11 @@ use super::{WebhookContext, routes};
 /// This is `warp::serve` with hyper's own connection limits switched on: warp builds its hyper
 /// connections without a timer, and without one hyper's header read timeout never fires, so a
 /// client that connects and sends nothing (or never finishes its headers) would hold its socket
-/// forever. Here every connection is HTTP/1.1 with the timer and [`Limits::header_timeout`],
-/// and at most [`Limits::max_connections`] are open at once. A connection accepted at the cap
-/// takes the place of another one, chosen by [`Connections::admit`]: the longest-idle, so that
+/// forever. Here every connection is HTTP/1.1 with the timer and
+/// [`Limits::header_timeout`](super::Limits::header_timeout), and at most
+/// [`Limits::max_connections`](super::Limits::max_connections) are open at once. A connection
+/// accepted at the cap takes the place of another one, chosen by `Connections::admit`: the
+/// longest-idle, so that
 /// idle sockets, however many, cannot keep a delivery out.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -124,7 +126,7 @@ enum Phase {
     /// Some bytes of a request's head received, not all of it. Since: the first byte.
     Head,
     /// The whole head received; the request is being answered (its body read, its task
-    /// created). Bounded by [`Limits::max_in_flight`] and [`Limits::body_timeout`].
+    /// created). Bounded by `Limits::max_in_flight` and `Limits::body_timeout`.
     Answering,
 }
 
