@@ -1,7 +1,8 @@
-//! WebhookActor (`webhook`): owns the warp server on `--webhook-bind`. The TCP listener is bound
-//! once by the daemon (so a restart keeps the same port, even when port 0 was asked) and each
-//! incarnation of this actor serves a clone of it. Requests read the latest published snapshot at
-//! their start through a `watch` receiver; they never wait on an actor's mailbox.
+//! WebhookActor (`webhook`): owns the webhook server on `--webhook-bind`. The TCP listener is
+//! bound once by the daemon (so a restart keeps the same port, even when port 0 was asked) and
+//! each incarnation of this actor serves a clone of it. What serves it arrives in the args as a
+//! [`ServeFn`] (the daemon hands over `http::webhook::serve_fn`), so this actor knows nothing of
+//! HTTP: it starts an incarnation, shows its figures, and stops it.
 //!
 //! When the actor stops or fails, its state's `Drop` stops the server task, and the supervisor's
 //! restart serves the same listener again.
@@ -9,17 +10,38 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use ractor::ActorProcessingErr;
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::introspect::{Addr, Behaviour, Message};
-use crate::domain::snapshot::Snapshot;
-use crate::http::webhook::{WebhookContext, record_verifications, serve};
-use crate::store::VerificationStore;
 
 /// The registry name.
 pub const NAME: &str = "webhook";
+
+/// Starts one incarnation of the server on a listener; it serves until the shutdown future (the
+/// second argument) resolves. Every call starts afresh: a restart of the actor gets a new server.
+pub type ServeFn =
+    Arc<dyn Fn(tokio::net::TcpListener, BoxFuture<'static, ()>) -> Serving + Send + Sync>;
+
+/// One incarnation of the server, as a [`ServeFn`] starts it.
+pub struct Serving {
+    /// Answers requests until the shutdown future resolves.
+    pub server: BoxFuture<'static, ()>,
+    /// Runs beside the server for as long as the incarnation lives (it writes the "last
+    /// verified at" stamps of the deliveries); stopped with the server.
+    pub recorder: BoxFuture<'static, ()>,
+    /// The server's live figures.
+    pub view: Box<dyn ServerView>,
+}
+
+/// What a running server shows of itself in `actors inspect webhook`.
+pub trait ServerView: Send + 'static {
+    /// Named figures (requests by status, deliveries in flight, connections, limits); the actor
+    /// adds `listening`.
+    fn figures(&self) -> serde_json::Map<String, serde_json::Value>;
+}
 
 pub enum WebhookMsg {
     /// The server task ended on its own (it should not); fail so the supervisor restarts us.
@@ -38,15 +60,13 @@ pub struct WebhookActor;
 
 pub struct WebhookArgs {
     pub listener: Arc<std::net::TcpListener>,
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// Where "last verified at" stamps are written.
-    pub verifications: Arc<dyn VerificationStore>,
-    pub limits: crate::http::webhook::Limits,
+    /// Starts the server on the listener.
+    pub serve: ServeFn,
 }
 
 pub struct WebhookState {
     addr: SocketAddr,
-    context: WebhookContext,
+    view: Box<dyn ServerView>,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     recorder: tokio::task::JoinHandle<()>,
@@ -77,24 +97,25 @@ impl Behaviour for WebhookActor {
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
-        let (verified, stamps) = tokio::sync::mpsc::channel(4096);
-        let recorder = tokio::spawn(record_verifications(args.verifications.clone(), stamps));
-        let context = WebhookContext::new(args.snapshots, verified, args.limits);
         let (tx, rx) = oneshot::channel::<()>();
+        let serving = (args.serve)(
+            listener,
+            Box::pin(async {
+                let _ = rx.await;
+            }),
+        );
+        let recorder = tokio::spawn(serving.recorder);
         let server = {
-            let context = context.clone();
+            let served = serving.server;
             tokio::spawn(async move {
-                serve(listener, context, async {
-                    let _ = rx.await;
-                })
-                .await;
+                served.await;
                 let _ = me.cast(WebhookMsg::ServerExited);
             })
         };
         tracing::debug!(%addr, "webhook server serving");
         Ok(WebhookState {
             addr,
-            context,
+            view: serving.view,
             shutdown: Some(tx),
             server,
             recorder,
@@ -116,19 +137,9 @@ impl Behaviour for WebhookActor {
     }
 
     fn inspect(&self, state: &WebhookState) -> serde_json::Value {
-        json!({
-            "listening": state.addr.to_string(),
-            "snapshotRevision": state.context.revision(),
-            "requests": state.context.counters(),
-            "inFlight": state.context.in_flight(),
-            "maxInFlight": state.context.limits().max_in_flight,
-            "bodyTimeoutSeconds": state.context.limits().body_timeout.as_secs_f64(),
-            "headerTimeoutSeconds": state.context.limits().header_timeout.as_secs_f64(),
-            "maxConnections": state.context.limits().max_connections,
-            "openConnections": state.context.connections().open,
-            "evictedConnections": state.context.connections().evicted,
-            "refusedConnections": state.context.connections().refused,
-        })
+        let mut figures = state.view.figures();
+        figures.insert("listening".to_owned(), json!(state.addr.to_string()));
+        serde_json::Value::Object(figures)
     }
 
     async fn stop(

@@ -383,8 +383,11 @@ pub async fn run(
     });
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
-        let snapshots = snapshots.clone();
-        let verifications = stores.verifications.clone();
+        let serve = crate::http::webhook::serve_fn(
+            snapshots.clone(),
+            stores.verifications.clone(),
+            webhook_limits,
+        );
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
             restart: Restart::Permanent,
@@ -394,9 +397,7 @@ pub async fn run(
                     WebhookActor,
                     WebhookArgs {
                         listener: listener.clone(),
-                        snapshots: snapshots.clone(),
-                        verifications: verifications.clone(),
-                        limits: webhook_limits,
+                        serve: serve.clone(),
                     },
                 )
             }),
@@ -430,6 +431,7 @@ pub async fn run(
         data_dir: data_dir.display().to_string(),
         socket: socket_path.display().to_string(),
         webhook_addr: webhook_addr.map(|a| a.to_string()),
+        root: ROOT,
         tasks: stores.tasks.clone(),
         triggers: stores.triggers.clone(),
         rotations: rotations.clone(),

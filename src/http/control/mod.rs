@@ -1,0 +1,678 @@
+//! The control API on the Unix socket: JSON over HTTP under `/v1`, served by warp. This file holds
+//! the route table, the context the handlers share, JSON body decoding and [`ControlError`], the
+//! one place where a failure gets its HTTP status. The handlers live one file per command group:
+//! `resources.rs` (status, apply, delete, get, describe), `tasks.rs`, `triggers.rs`, `secrets.rs`
+//! (keys, rotation, webhook test) and `actors.rs` (tree, inspect, trace, kill). Handlers parse
+//! manifests (cheap, outside any actor), then ask the `secret-store` actor to validate and
+//! commit, or read the published snapshot for `get`.
+//!
+//! Routes:
+//! - `GET  /v1/status`
+//! - `POST /v1/apply`   [`ApplyRequest`] → [`ChangeResponse`]
+//! - `POST /v1/delete`  [`DeleteRequest`] → [`ChangeResponse`]
+//! - `GET  /v1/resources/{kind}?project=&all=` → [`ResourceList`]
+//! - `GET  /v1/resources/{kind}/{name}?project=` → [`ResourceView`]
+//! - `GET  /v1/resources/{kind}/{name}/describe?project=` → [`Describe`]
+//! - `POST /v1/tasks` [`CreateTaskRequest`] → [`TaskInfo`]
+//! - `GET  /v1/tasks?project=&state=&workflow=&trigger=&limit=&all=` → [`TaskList`]
+//! - `GET  /v1/tasks/{id}` → [`TaskDetail`]
+//! - `POST /v1/tasks/{id}/cancel`, `POST /v1/tasks/{id}/start` → [`TaskInfo`]
+//! - `GET  /v1/tasks/{id}/logs?follow=` → the run logs as text, streamed while `follow` and the
+//!   task is not finished
+//! - `POST /v1/triggers/{name}/fire` [`FireRequest`] → [`FireResponse`]
+//! - `POST /v1/triggers/{name}/suspend|resume?project=` → [`ChangeResponse`]
+//! - `POST /v1/actors/{name}/kill` → [`KillResponse`] (the name may contain `/`)
+//! - `PUT|DELETE /v1/secrets/{store}/keys/{key}` → [`ChangeResponse`] (`secret set|unset`)
+//! - `POST /v1/secrets/{store}/rotate` [`RotateRequest`] → [`RotationRecord`]
+//! - `POST /v1/webhooks/{trigger}/test` [`WebhookTestRequest`] → [`WebhookTestResponse`]
+//!
+//! Every failure is an [`ErrorBody`] with the status [`ControlError::status`] gives it.
+//!
+//! [`ChangeResponse`]: crate::api::ChangeResponse
+//! [`ResourceList`]: crate::api::ResourceList
+//! [`ResourceView`]: crate::api::ResourceView
+//! [`Describe`]: crate::api::Describe
+//! [`TaskInfo`]: crate::api::TaskInfo
+//! [`TaskList`]: crate::api::TaskList
+//! [`TaskDetail`]: crate::api::TaskDetail
+//! [`FireResponse`]: crate::api::FireResponse
+//! [`KillResponse`]: crate::api::KillResponse
+//! [`RotationRecord`]: crate::api::RotationRecord
+//! [`WebhookTestResponse`]: crate::api::WebhookTestResponse
+//! [`ErrorBody`]: crate::api::ErrorBody
+
+mod actors;
+mod resources;
+mod secrets;
+mod tasks;
+mod triggers;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::actors::introspect::{Addr, CallError};
+use crate::actors::secret_store::{self, SecretStoreMsg};
+use crate::actors::workflow::{CancelReason, TaskSupMsg};
+use crate::api::{
+    ApiError, ApplyRequest, CreateTaskRequest, DeleteRequest, FireRequest, ResourceQuery,
+    RotateRequest, SecretPatchRequest, TaskQuery, WebhookTestRequest,
+};
+use crate::domain::diagnostic::Diagnostic;
+use crate::domain::manifest::{DEFAULT_PROJECT, Kind};
+use crate::domain::snapshot::Snapshot;
+use crate::domain::validate::check_name;
+use crate::store::{StoreError, TaskStore, TriggerStore};
+
+use actors::TraceQuery;
+use tasks::LogQuery;
+use triggers::SuspendAction;
+
+/// Largest accepted request body (a big apply).
+pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How long a request waits for an actor (a restart takes milliseconds; a commit fsyncs).
+const ACTOR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ControlContext {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub started_at: DateTime<Utc>,
+    pub data_dir: String,
+    pub socket: String,
+    pub webhook_addr: Option<String>,
+    /// The registry name of the root supervisor: where `actors` draws the tree from, and the
+    /// one actor `actors kill` refuses.
+    pub root: &'static str,
+    pub tasks: Arc<dyn TaskStore>,
+    pub triggers: Arc<dyn TriggerStore>,
+    pub rotations: crate::rotation::RotationContext,
+}
+
+impl ControlContext {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+// ---------------------------------------------------------------------------------------------
+
+/// All control routes, with every rejection turned into an [`ErrorBody`](crate::api::ErrorBody).
+pub fn routes(
+    ctx: ControlContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with_ctx = {
+        let ctx = ctx.clone();
+        warp::any().map(move || ctx.clone())
+    };
+
+    let status = warp::path!("v1" / "status")
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .map(|ctx: ControlContext| reply_result(Ok::<_, ControlError>(resources::status(&ctx))));
+    let apply = warp::path!("v1" / "apply")
+        .and(warp::post())
+        .and(json_body::<ApplyRequest>())
+        .and(with_ctx.clone())
+        .then(|req: ApplyRequest, ctx: ControlContext| async move {
+            reply_result(resources::apply(&ctx, req).await)
+        });
+    let delete = warp::path!("v1" / "delete")
+        .and(warp::post())
+        .and(json_body::<DeleteRequest>())
+        .then(|req: DeleteRequest| async move { reply_result(resources::delete(req).await) });
+    let list = warp::path!("v1" / "resources" / String)
+        .and(warp::get())
+        .and(warp::query::<ResourceQuery>())
+        .and(with_ctx.clone())
+        .map(|kind: String, q: ResourceQuery, ctx: ControlContext| {
+            reply_result(resources::list(&ctx, &kind, &q))
+        });
+    let get_one = warp::path!("v1" / "resources" / String / String)
+        .and(warp::get())
+        .and(warp::query::<ResourceQuery>())
+        .and(with_ctx.clone())
+        .map(
+            |kind: String, name: String, q: ResourceQuery, ctx: ControlContext| {
+                reply_result(resources::get_one(&ctx, &kind, &name, &q))
+            },
+        );
+    let describe = warp::path!("v1" / "resources" / String / String / "describe")
+        .and(warp::get())
+        .and(warp::query::<ResourceQuery>())
+        .and(with_ctx.clone())
+        .then(
+            |kind: String, name: String, q: ResourceQuery, ctx: ControlContext| async move {
+                reply_result(resources::describe(&ctx, &kind, &name, &q).await)
+            },
+        );
+
+    let task_create = warp::path!("v1" / "tasks")
+        .and(warp::post())
+        .and(json_body::<CreateTaskRequest>())
+        .then(|req: CreateTaskRequest| async move { reply_result(tasks::create(req).await) });
+    let task_list = warp::path!("v1" / "tasks")
+        .and(warp::get())
+        .and(warp::query::<TaskQuery>())
+        .and(with_ctx.clone())
+        .map(|q: TaskQuery, ctx: ControlContext| reply_result(tasks::list(&ctx, &q)));
+    let task_show = warp::path!("v1" / "tasks" / u64)
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .map(|id: u64, ctx: ControlContext| reply_result(tasks::show(&ctx, id)));
+    let task_cancel = warp::path!("v1" / "tasks" / u64 / "cancel")
+        .and(warp::post())
+        .then(|id: u64| async move {
+            reply_result(tasks::call(|r| TaskSupMsg::Cancel(id, CancelReason::User, r)).await)
+        });
+    let task_start = warp::path!("v1" / "tasks" / u64 / "start")
+        .and(warp::post())
+        .then(
+            |id: u64| async move { reply_result(tasks::call(|r| TaskSupMsg::Start(id, r)).await) },
+        );
+    let task_logs = warp::path!("v1" / "tasks" / u64 / "logs")
+        .and(warp::get())
+        .and(warp::query::<LogQuery>())
+        .and(with_ctx.clone())
+        .map(|id: u64, q: LogQuery, ctx: ControlContext| tasks::logs(ctx, id, q.follow));
+
+    let trigger_fire = warp::path!("v1" / "triggers" / String / "fire")
+        .and(warp::post())
+        .and(json_body::<FireRequest>())
+        .and(with_ctx.clone())
+        .then(
+            |name: String, req: FireRequest, ctx: ControlContext| async move {
+                reply_result(triggers::fire(&ctx, &name, req).await)
+            },
+        );
+    // Only `suspend` and `resume` match here (any other segment is not this route), so a
+    // refused `fire` body stays the answer to a `fire`.
+    let trigger_suspend = warp::path!("v1" / "triggers" / String / SuspendAction)
+        .and(warp::post())
+        .and(warp::query::<ResourceQuery>())
+        .then(
+            |name: String, action: SuspendAction, q: ResourceQuery| async move {
+                let suspend = action == SuspendAction::Suspend;
+                reply_result(triggers::suspend(&name, suspend, &q).await)
+            },
+        );
+    let actor_kill = warp::path("v1")
+        .and(warp::path("actors"))
+        .and(warp::path::tail())
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .map(|tail: warp::path::Tail, ctx: ControlContext| {
+            match tail.as_str().strip_suffix("/kill") {
+                Some(name) => reply_result(actors::kill(&ctx, name)),
+                None => reply_error(&ControlError::UnknownActorPost),
+            }
+        });
+    let actor_tree = warp::path!("v1" / "actors")
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .map(|ctx: ControlContext| reply_result(actors::tree(&ctx)));
+    let actor_get = warp::path("v1")
+        .and(warp::path("actors"))
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(warp::query::<TraceQuery>())
+        .then(|tail: warp::path::Tail, q: TraceQuery| async move {
+            let path = tail.as_str();
+            if let Some(name) = path.strip_suffix("/inspect") {
+                reply_result(actors::inspect(name).await)
+            } else if let Some(name) = path.strip_suffix("/trace") {
+                actors::trace(name, q)
+            } else {
+                reply_error(&ControlError::UnknownActorGet)
+            }
+        });
+
+    // Each group is boxed: a long chain of `or` over warp's nested filter types makes the
+    // compiler's work grow very fast; boxing keeps every type small.
+    type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+    fn any_of(first: Route, rest: Vec<Route>) -> Route {
+        rest.into_iter()
+            .fold(first, |acc, r| acc.or(r).unify().boxed())
+    }
+    let secret_set = warp::path!("v1" / "secrets" / String / "keys" / String)
+        .and(warp::put())
+        .and(json_body::<SecretPatchRequest>())
+        .then(
+            |store: String, key: String, req: SecretPatchRequest| async move {
+                let project = req.project.as_deref();
+                reply_result(secrets::patch(&store, &key, project, Some(req.value)).await)
+            },
+        );
+    let secret_unset = warp::path!("v1" / "secrets" / String / "keys" / String)
+        .and(warp::delete())
+        .and(warp::query::<ResourceQuery>())
+        .then(|store: String, key: String, q: ResourceQuery| async move {
+            reply_result(secrets::patch(&store, &key, q.project.as_deref(), None).await)
+        });
+    let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")
+        .and(warp::post())
+        .and(json_body::<RotateRequest>())
+        .and(with_ctx.clone())
+        .then(
+            |store: String, req: RotateRequest, ctx: ControlContext| async move {
+                reply_result(secrets::rotate(&ctx, &store, req).await)
+            },
+        );
+    let webhook_test = warp::path!("v1" / "webhooks" / String / "test")
+        .and(warp::post())
+        .and(json_body::<WebhookTestRequest>())
+        .and(with_ctx.clone())
+        .then(
+            |trigger: String, req: WebhookTestRequest, ctx: ControlContext| async move {
+                reply_result(secrets::test_webhook(&ctx, &trigger, req).await)
+            },
+        );
+    let secrets = any_of(
+        secret_set.boxed(),
+        vec![
+            secret_unset.boxed(),
+            secret_rotate.boxed(),
+            webhook_test.boxed(),
+        ],
+    );
+
+    let tasks = any_of(
+        task_create.boxed(),
+        vec![
+            task_list.boxed(),
+            task_show.boxed(),
+            task_cancel.boxed(),
+            task_start.boxed(),
+            task_logs.boxed(),
+        ],
+    );
+    let triggers_and_actors = any_of(
+        trigger_fire.boxed(),
+        vec![
+            trigger_suspend.boxed(),
+            actor_kill.boxed(),
+            actor_tree.boxed(),
+            actor_get.boxed(),
+        ],
+    );
+    let resources = any_of(
+        apply.boxed(),
+        vec![
+            delete.boxed(),
+            list.boxed(),
+            get_one.boxed(),
+            describe.boxed(),
+        ],
+    );
+    // Every request runs in its own span, which ractor carries into each actor it reaches, so
+    // one request can be followed across the daemon's log.
+    any_of(
+        status.boxed(),
+        vec![tasks, triggers_and_actors, resources, secrets],
+    )
+    .recover(recover)
+    .unify()
+    .with(warp::trace(|info| {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info_span!("request", id, method = %info.method(), path = %info.path())
+    }))
+    .map(Reply::into_response)
+}
+
+/// Serves the control API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    ctx: ControlContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(ctx))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies
+// ---------------------------------------------------------------------------------------------
+
+/// A rejection that carries a control error (a body [`decode_body`] refused).
+#[derive(Debug)]
+struct Failed(ControlError);
+impl warp::reject::Reject for Failed {}
+
+/// A JSON body of type `T`: an object (never `[]`, which serde would read field by field), with
+/// only the fields `T` knows (`deny_unknown_fields` on every request type). The 400 names the
+/// offending field, so `{"paylod": …}` is an error instead of a fire without a payload.
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(BODY_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|bytes: warp::hyper::body::Bytes| async move {
+            decode_body::<T>(&bytes).map_err(|e| warp::reject::custom(Failed(e.into())))
+        })
+}
+
+/// Why a request body is not a `T`.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// The body is JSON but not an object; the shape is named ("an array", "null", …).
+    #[error("request body is {0}; send a JSON object with this call's fields")]
+    NotAnObject(&'static str),
+    /// An object whose fields do not fit the call (an unknown, missing or mistyped field).
+    #[error("request body: {0}")]
+    Fields(serde_json::Error),
+}
+
+fn decode_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(BodyError::NotJson)?;
+    let shape = match &value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::Null => Some("null"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::String(_) => Some("a string"),
+    };
+    if let Some(shape) = shape {
+        return Err(BodyError::NotAnObject(shape));
+    }
+    serde_json::from_value(value).map_err(BodyError::Fields)
+}
+
+/// Every rejection of warp's own filters, as a control error.
+async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    if let Some(Failed(e)) = r.find::<Failed>() {
+        return Ok(reply_error(e));
+    }
+    let e = if r.is_not_found() {
+        ControlError::UnknownPath
+    } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
+        ControlError::BodyNotJson(e.to_string())
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ControlError::BodyTooLarge
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ControlError::MethodNotAllowed
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        ControlError::InvalidQuery(e.to_string())
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        ControlError::LengthRequired
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ControlError::UnsupportedMediaType
+    } else {
+        ControlError::Unhandled(format!("{r:?}"))
+    };
+    Ok(reply_error(&e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and their statuses
+// ---------------------------------------------------------------------------------------------
+
+/// Every way a control request fails. [`ControlError::status`] gives each its HTTP status;
+/// errors that lower layers (actors, rotation) answer with already carry theirs
+/// ([`ControlError::Answered`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    // 400: the request itself is wrong.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// warp's JSON body filter refused the body.
+    #[error("request body is not valid JSON for this call: {0}")]
+    BodyNotJson(String),
+    #[error("invalid query string: {0}")]
+    InvalidQuery(String),
+    /// A request field over its size limit (`domain::limits` words the reason).
+    #[error("{0}")]
+    Limit(String),
+    /// A project, workflow or workspace name that is not a valid name.
+    #[error("{field}: {reason}")]
+    Name { field: &'static str, reason: String },
+    #[error("unknown kind {0:?}: use one of {kinds}", kinds = Kind::ALL.map(Kind::lower).join(", "))]
+    UnknownKind(String),
+    #[error("nothing to apply: give at least one manifest")]
+    NothingToApply,
+    #[error("no documents found in the given manifests (they are empty or only comments)")]
+    NoDocuments,
+    #[error("nothing to delete: name KIND NAME or give -f with manifests")]
+    NothingToDelete,
+    #[error("unknown state {0:?}: use pending, running, succeeded, failed or cancelled")]
+    UnknownState(String),
+    #[error("payload is not valid JSON: {0}")]
+    PayloadNotJson(serde_json::Error),
+    #[error("invalid key {0:?}: use letters, digits, '-', '_' and '.'")]
+    InvalidKey(String),
+    #[error("secretstore/{store} key {key:?}: {reason}")]
+    SecretValue {
+        store: String,
+        key: String,
+        reason: String,
+    },
+    #[error("trigger/{0} is a cron trigger; only webhook triggers can be tested")]
+    NotAWebhook(String),
+    #[error("secretstore/{store} has no key {key:?}")]
+    NoSuchKey { store: String, key: String },
+    #[error("the webhook server is disabled (--webhook-bind none)")]
+    WebhookDisabled,
+    /// A webhook trigger that is stored but does not lower (so it cannot be signed for).
+    #[error("trigger/{trigger}: {why}")]
+    Unlowered { trigger: String, why: String },
+    #[error("the root supervisor cannot be killed: stop the daemon instead (SIGTERM)")]
+    RootUnkillable,
+
+    // 404: nothing at that name or path.
+    #[error("unknown control API path: the CLI and the daemon may be different versions")]
+    UnknownPath,
+    #[error("{}/{name} not found in project {project:?}{}", .kind.lower(), did_you_mean(.suggestion.as_deref()))]
+    NotFound {
+        kind: Kind,
+        name: String,
+        project: String,
+        suggestion: Option<String>,
+    },
+    #[error("task {0} not found (orchestrator task list shows the tasks)")]
+    NoTask(u64),
+    /// The same, from `task logs` (worded without the hint).
+    #[error("task {0} not found")]
+    NoTaskToLog(u64),
+    #[error("no running actor is named {0:?} (orchestrator actors lists them){hint}", hint = passivated(.0))]
+    NoRunningActor(String),
+    #[error("no actor named {0:?} has run (orchestrator actors lists them)")]
+    NeverRan(String),
+    #[error("unknown actor request: use POST /v1/actors/{{name}}/kill")]
+    UnknownActorPost,
+    #[error(
+        "unknown actor request: use GET /v1/actors, /v1/actors/{{name}}/inspect or /v1/actors/{{name}}/trace"
+    )]
+    UnknownActorGet,
+
+    // 405, 411, 413, 415: the request's form.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("a Content-Length header is required")]
+    LengthRequired,
+    #[error("request body is larger than {} MiB", BODY_LIMIT >> 20)]
+    BodyTooLarge,
+    #[error("send the request body as application/json")]
+    UnsupportedMediaType,
+
+    // 422: understood, but the manifests are invalid.
+    #[error("{}", ApiError::invalid(.what, .problems.clone()))]
+    Invalid {
+        what: &'static str,
+        problems: Vec<Diagnostic>,
+    },
+
+    // 500: the daemon failed.
+    #[error("reading tasks failed: {0}")]
+    ReadTasks(StoreError),
+    #[error("reading trigger history failed: {0}")]
+    ReadTriggerHistory(StoreError),
+    /// The HTTP client of `webhook test` could not be built.
+    #[error("{0}")]
+    Client(reqwest::Error),
+    #[error("unhandled request: {0}")]
+    Unhandled(String),
+
+    // 503: an actor or a server is not there right now.
+    #[error("{0}; retry in a moment")]
+    ActorDown(CallError),
+    #[error("{0}; the change may not have been applied, check with `get`")]
+    ActorCall(CallError),
+    #[error("{0}")]
+    Inspect(CallError),
+    #[error("the root supervisor is not running")]
+    RootDown,
+    #[error("the webhook server did not answer: {0}")]
+    WebhookSilent(reqwest::Error),
+
+    /// An answer of a lower layer (an actor's reply, a rotation), with the status it chose.
+    #[error("{0}")]
+    Answered(ApiError),
+}
+
+impl From<ApiError> for ControlError {
+    fn from(e: ApiError) -> ControlError {
+        ControlError::Answered(e)
+    }
+}
+
+impl ControlError {
+    /// The HTTP status of this failure.
+    pub fn status(&self) -> u16 {
+        use ControlError::*;
+        match self {
+            Body(_)
+            | BodyNotJson(_)
+            | InvalidQuery(_)
+            | Limit(_)
+            | Name { .. }
+            | UnknownKind(_)
+            | NothingToApply
+            | NoDocuments
+            | NothingToDelete
+            | UnknownState(_)
+            | PayloadNotJson(_)
+            | InvalidKey(_)
+            | SecretValue { .. }
+            | NotAWebhook(_)
+            | NoSuchKey { .. }
+            | WebhookDisabled
+            | Unlowered { .. }
+            | RootUnkillable => 400,
+            UnknownPath
+            | NotFound { .. }
+            | NoTask(_)
+            | NoTaskToLog(_)
+            | NoRunningActor(_)
+            | NeverRan(_)
+            | UnknownActorPost
+            | UnknownActorGet => 404,
+            MethodNotAllowed => 405,
+            LengthRequired => 411,
+            BodyTooLarge => 413,
+            UnsupportedMediaType => 415,
+            Invalid { .. } => 422,
+            ReadTasks(_) | ReadTriggerHistory(_) | Client(_) | Unhandled(_) => 500,
+            ActorDown(_) | ActorCall(_) | Inspect(_) | RootDown | WebhookSilent(_) => 503,
+            Answered(e) => e.status,
+        }
+    }
+
+    /// The error as the wire carries it: the status and an [`ErrorBody`](crate::api::ErrorBody)
+    /// (with one detail per problem for [`ControlError::Invalid`]).
+    pub fn to_api(&self) -> ApiError {
+        match self {
+            ControlError::Invalid { what, problems } => ApiError::invalid(what, problems.clone()),
+            ControlError::Answered(e) => e.clone(),
+            other => ApiError::new(other.status(), other.to_string()),
+        }
+    }
+
+    /// `{kind}/{name} not found in project …`, suggesting a close name of the same kind.
+    fn not_found(snapshot: &Snapshot, project: &str, kind: Kind, name: &str) -> ControlError {
+        let names: Vec<&str> = snapshot
+            .list(kind, Some(project))
+            .map(|r| r.key.name.as_str())
+            .collect();
+        ControlError::NotFound {
+            kind,
+            name: name.to_owned(),
+            project: project.to_owned(),
+            suggestion: crate::domain::diagnostic::did_you_mean(name, names.iter().copied())
+                .map(str::to_owned),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        e.to_api()
+    }
+}
+
+fn did_you_mean(suggestion: Option<&str>) -> String {
+    suggestion.map_or_else(String::new, |s| format!(" (did you mean {s:?}?)"))
+}
+
+/// Why a trigger may have no actor: cron triggers far from their next fire are passivated.
+fn passivated(name: &str) -> &'static str {
+    if name.starts_with("trigger/") {
+        "; a cron trigger whose next fire is beyond the resident window has no actor until \
+         shortly before that fire (orchestrator actors inspect triggers shows the next wakes)"
+    } else {
+        ""
+    }
+}
+
+fn reply_error(e: &ControlError) -> warp::reply::Response {
+    let e = e.to_api();
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    warp::reply::with_status(warp::reply::json(&e.body), status).into_response()
+}
+
+fn reply_result<T: serde::Serialize>(r: Result<T, ControlError>) -> warp::reply::Response {
+    match r {
+        Ok(v) => warp::reply::json(&v).into_response(),
+        Err(e) => reply_error(&e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the command groups
+// ---------------------------------------------------------------------------------------------
+
+/// 400 when `len` bytes of `what` exceed `limit` (see `domain::limits`).
+fn check_size(what: &str, len: usize, limit: usize) -> Result<(), ControlError> {
+    crate::domain::limits::check_size(what, len, limit).map_err(ControlError::Limit)
+}
+
+/// The project a request names (`default` when it names none), checked.
+fn project_of(q: Option<&str>) -> Result<String, ControlError> {
+    let p = q.unwrap_or(DEFAULT_PROJECT);
+    check_name(p).map_err(|reason| ControlError::Name {
+        field: "project",
+        reason,
+    })?;
+    Ok(p.to_owned())
+}
+
+async fn store_actor() -> Result<Addr<SecretStoreMsg>, ControlError> {
+    Addr::resolve(secret_store::NAME, Duration::from_secs(5))
+        .await
+        .map_err(ControlError::ActorDown)
+}
+
+#[cfg(test)]
+mod tests;

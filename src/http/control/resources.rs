@@ -1,0 +1,357 @@
+//! The resource commands: `status`, `apply`, `delete`, `get` (one or a list) and `describe`.
+//! Apply and delete parse their manifests here, outside any actor, and hand the documents to
+//! the `secret-store` actor, which validates and commits; `get` reads the published snapshot,
+//! with the live status of triggers from the trigger store.
+
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::{
+    ACTOR_TIMEOUT, ControlContext, ControlError, SecretStoreMsg, check_size, project_of,
+    store_actor,
+};
+use crate::actors::introspect::Addr;
+use crate::api::{
+    ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, FireTime, ResourceList,
+    ResourceQuery, ResourceView, Source, TriggerStatus,
+};
+use crate::domain::diagnostic::{Diagnostic, sort_in_source_order};
+use crate::domain::limits;
+use crate::domain::manifest::{
+    DEFAULT_PROJECT, Document, Kind, Spec, declared_identity, parse_documents, split_documents,
+};
+use crate::domain::snapshot::ResourceKey;
+use crate::domain::validate::{Unparsed, resolve_root_path, validate_documents};
+
+pub(super) fn status(ctx: &ControlContext) -> DaemonStatus {
+    let snapshot = ctx.snapshot();
+    DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: crate::process::own_pid(),
+        started_at: ctx.started_at,
+        uptime_seconds: (Utc::now() - ctx.started_at).num_seconds().max(0) as u64,
+        data_dir: ctx.data_dir.clone(),
+        socket: ctx.socket.clone(),
+        webhook_addr: ctx.webhook_addr.clone(),
+        revision: snapshot.revision,
+        resources: snapshot.counts(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apply and delete
+// ---------------------------------------------------------------------------------------------
+
+/// 400 when the manifests of one request add up to more than an apply may hold.
+fn check_sources_size(what: &str, sources: &[Source]) -> Result<(), ControlError> {
+    let total: usize = sources.iter().map(|s| s.text.len()).sum();
+    check_size(what, total, limits::MAX_APPLY_BYTES)
+}
+
+/// Parses every source; returns documents with Workspace paths resolved, every problem, and
+/// what the documents that failed to parse declare (see [`Unparsed`]).
+fn parse_sources(
+    sources: &[Source],
+    project_flag: Option<&str>,
+) -> (Vec<Document>, Vec<Diagnostic>, Unparsed) {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    let mut unparsed = Unparsed::default();
+    for src in sources {
+        let (parsed, mut p) = parse_documents(&src.name, &src.text);
+        if !p.is_empty() {
+            let texts = split_documents(&src.text);
+            for d in &p {
+                let identity = d
+                    .document
+                    .checked_sub(1)
+                    .and_then(|i| texts.get(i))
+                    .and_then(|(_, text)| declared_identity(text));
+                match identity {
+                    Some((kind, project, name)) => {
+                        let project = project
+                            .as_deref()
+                            .or(project_flag)
+                            .unwrap_or(DEFAULT_PROJECT);
+                        unparsed
+                            .declared
+                            .push(ResourceKey::new(project, kind, name));
+                    }
+                    None => unparsed.unreadable = true,
+                }
+            }
+        }
+        problems.append(&mut p);
+        for mut d in parsed {
+            let relative = match &d.manifest.spec {
+                Spec::Workspace(w)
+                    if !Path::new(&w.root_path).is_absolute() && !w.root_path.trim().is_empty() =>
+                {
+                    Some(w.root_path.clone())
+                }
+                _ => None,
+            };
+            if let Some(root) = relative {
+                if Path::new(&src.base_dir).is_absolute() {
+                    if let Spec::Workspace(w) = &mut d.manifest.spec {
+                        w.root_path = resolve_root_path(&root, Path::new(&src.base_dir));
+                    }
+                } else {
+                    problems.push(d.diagnostic(
+                        "spec.root_path",
+                        format!(
+                            "relative root_path {root:?} cannot be resolved: the request gave no absolute base directory"
+                        ),
+                    ));
+                }
+            }
+            docs.push(d);
+        }
+    }
+    (docs, problems, unparsed)
+}
+
+pub(super) async fn apply(
+    ctx: &ControlContext,
+    req: ApplyRequest,
+) -> Result<ChangeResponse, ControlError> {
+    if req.sources.is_empty() {
+        return Err(ControlError::NothingToApply);
+    }
+    check_sources_size("apply", &req.sources)?;
+    let (docs, mut problems, unparsed) = parse_sources(&req.sources, req.project.as_deref());
+    if docs.is_empty() && problems.is_empty() {
+        return Err(ControlError::NoDocuments);
+    }
+    if !problems.is_empty() {
+        // Report every problem of the documents that did parse as well, checked against the
+        // live resources; only references to what the failed documents declare are left out.
+        let mut docs = docs;
+        let snapshot = ctx.snapshot();
+        problems.extend(validate_documents(
+            &mut docs,
+            &snapshot,
+            req.project.as_deref(),
+            &unparsed,
+        ));
+        sort_in_source_order(&mut problems, req.sources.iter().map(|s| s.name.as_str()));
+        return Err(ControlError::Invalid {
+            what: "apply",
+            problems,
+        });
+    }
+    let actor = store_actor().await?;
+    Ok(actor
+        .call(
+            |reply| SecretStoreMsg::Apply {
+                project: req.project,
+                dry_run: req.dry_run,
+                docs,
+                reply,
+            },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(ControlError::ActorCall)??)
+}
+
+pub(super) async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ControlError> {
+    let flag = req.project.as_deref();
+    let mut targets = Vec::new();
+    for t in &req.targets {
+        targets.push(ResourceKey::new(project_of(flag)?, t.kind, t.name.clone()));
+    }
+    check_sources_size("apply", &req.sources)?;
+    check_sources_size("delete -f", &req.sources)?;
+    let (docs, mut problems, _) = parse_sources(&req.sources, req.project.as_deref());
+    for d in &docs {
+        let declared = d.manifest.metadata.project.as_deref();
+        let project = match (declared, flag) {
+            (Some(m), Some(f)) if m != f => {
+                problems.push(
+                    d.diagnostic(
+                        "metadata.project",
+                        format!("project {m:?} does not match --project {f:?}"),
+                    )
+                    .hint("drop one of the two or make them agree"),
+                );
+                continue;
+            }
+            (Some(m), _) => m,
+            (None, Some(f)) => f,
+            (None, None) => DEFAULT_PROJECT,
+        };
+        targets.push(ResourceKey::new(
+            project,
+            d.manifest.kind(),
+            d.manifest.name(),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ControlError::Invalid {
+            what: "delete",
+            problems,
+        });
+    }
+    if targets.is_empty() {
+        return Err(ControlError::NothingToDelete);
+    }
+    let actor = store_actor().await?;
+    Ok(actor
+        .call(
+            |reply| SecretStoreMsg::Delete {
+                targets,
+                dry_run: req.dry_run,
+                reply,
+            },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(ControlError::ActorCall)??)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Get and describe
+// ---------------------------------------------------------------------------------------------
+
+fn parse_kind(kind: &str) -> Result<Kind, ControlError> {
+    Kind::from_cli(kind).ok_or_else(|| ControlError::UnknownKind(kind.to_owned()))
+}
+
+pub(super) fn list(
+    ctx: &ControlContext,
+    kind: &str,
+    q: &ResourceQuery,
+) -> Result<ResourceList, ControlError> {
+    let kind = parse_kind(kind)?;
+    let snapshot = ctx.snapshot();
+    let project = if q.all {
+        None
+    } else {
+        Some(project_of(q.project.as_deref())?)
+    };
+    let items = snapshot
+        .list(kind, project.as_deref())
+        .filter(|r| q.name.as_deref().is_none_or(|n| r.key.name == n))
+        .map(|r| view(ctx, r))
+        .collect();
+    Ok(ResourceList { items })
+}
+
+pub(super) fn get_one(
+    ctx: &ControlContext,
+    kind: &str,
+    name: &str,
+    q: &ResourceQuery,
+) -> Result<ResourceView, ControlError> {
+    let kind = parse_kind(kind)?;
+    let project = project_of(q.project.as_deref())?;
+    let snapshot = ctx.snapshot();
+    snapshot
+        .lookup(&project, kind, name)
+        .map(|r| view(ctx, r))
+        .ok_or_else(|| ControlError::not_found(&snapshot, &project, kind, name))
+}
+
+/// A resource as `get` shows it, with live status where there is one.
+fn view(ctx: &ControlContext, r: &crate::domain::snapshot::Resource) -> ResourceView {
+    let mut v = ResourceView::from_resource(r);
+    if let Spec::Trigger(t) = &r.spec {
+        v.status = serde_json::to_value(trigger_status(ctx, &r.key.project, &r.key.name, t)).ok();
+    }
+    v
+}
+
+fn trigger_status(
+    ctx: &ControlContext,
+    project: &str,
+    name: &str,
+    t: &crate::domain::manifest::TriggerSpec,
+) -> TriggerStatus {
+    let state = ctx
+        .triggers
+        .get(project, name)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let schedule = ctx
+        .snapshot()
+        .cron_trigger(project, name)
+        .map(|c| c.schedule.clone());
+    let tz = schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone());
+    let next = match (&schedule, t.suspend) {
+        (Some(s), false) => s.next_after(Utc::now()),
+        _ => None,
+    };
+    TriggerStatus {
+        last_fire: state.last_fire.map(|f| FireTime::new(f, tz)),
+        next_fire: next.map(|n| FireTime::new(n, tz)),
+        last_task: state.last_task,
+        fires: state.fires,
+        skips: state.skips,
+        missed: state.missed,
+    }
+}
+
+fn is_cron(r: &ResourceView) -> bool {
+    r.spec.get("cron").is_some_and(|c| !c.is_null())
+}
+
+/// Asks the trigger supervisor where a cron trigger is armed; `None` when it does not answer.
+async fn trigger_armed(project: &str, name: &str) -> Option<crate::api::Armed> {
+    let sup =
+        Addr::<crate::actors::trigger::TriggerSupMsg>::lookup(crate::actors::trigger::TRIGGERS)?;
+    sup.call(
+        |reply| crate::actors::trigger::TriggerSupMsg::Where {
+            key: (project.to_owned(), name.to_owned()),
+            reply,
+        },
+        ACTOR_TIMEOUT,
+    )
+    .await
+    .ok()
+}
+
+pub(super) async fn describe(
+    ctx: &ControlContext,
+    kind: &str,
+    name: &str,
+    q: &ResourceQuery,
+) -> Result<Describe, ControlError> {
+    let resource = get_one(ctx, kind, name, q)?;
+    let key = ResourceKey::new(resource.metadata.project.clone(), resource.kind, name);
+    let (key_kind, key_project) = (key.kind, key.project.clone());
+    let actor = store_actor().await?;
+    let described = actor
+        .call(
+            |reply| SecretStoreMsg::Describe { key, reply },
+            ACTOR_TIMEOUT,
+        )
+        .await
+        .map_err(ControlError::ActorCall)??;
+    let armed = if key_kind == Kind::Trigger && is_cron(&resource) {
+        trigger_armed(&key_project, name).await
+    } else {
+        None
+    };
+    Ok(Describe {
+        resource,
+        fires: if key_kind == Kind::Trigger {
+            ctx.triggers
+                .events(&key_project, name, 30)
+                .map_err(ControlError::ReadTriggerHistory)?
+        } else {
+            Vec::new()
+        },
+        rotations: if key_kind == Kind::SecretStore {
+            ctx.rotations.history(&key_project, name, 10)?
+        } else {
+            Vec::new()
+        },
+        armed,
+        referenced_by: described.referenced_by,
+        keys: described.keys,
+        history: described.history,
+    })
+}

@@ -1,0 +1,537 @@
+//! The webhook server's routes: `POST /webhook/{trigger}`, `POST /webhook/{project}/{trigger}` and
+//! `GET /healthz`, the context requests share, and [`serve_fn`], what the WebhookActor is given
+//! to serve them. The accept loop with its header deadline and connection cap is in `serve.rs`,
+//! body reading and payload decoding in `payload.rs`, the "last verified at" recorder in
+//! `verified.rs`.
+//!
+//! A delivery is handled in this order, and each step answers on its own:
+//! 1. capacity: more than [`Limits::max_in_flight`] deliveries at once (1,024 by default) → 429;
+//! 2. route: the trigger must exist and be an `event.source: webhook` trigger → else 404;
+//! 3. body: at most 1 MiB, chunked or not → else 413; all of it within
+//!    [`Limits::body_timeout`] (10 s by default) → else 408, so that slow senders cannot hold
+//!    the delivery slots;
+//! 4. signature: verified with the trigger's scheme against every non-empty key of its
+//!    SecretStore (or the listed keys), read from the snapshot that is current when the request
+//!    starts → else 401 with a generic body (the reason goes to the daemon log at debug level);
+//! 5. payload: JSON, or a form (`application/x-www-form-urlencoded`, as Slack slash commands send)
+//!    turned into a JSON object → else 400;
+//! 6. Slack `url_verification` → 200 with its challenge, nothing fires;
+//! 7. `X-Orchestrator-Dry-Run: 1` → 200 with the key name that matched and whether the filter
+//!    matched, nothing fires;
+//! 8. filter (`filter.condition`, CEL) → `202 {"status":"filtered"}`;
+//! 9. replay: a delivery id seen within the window → `202 {"status":"duplicate"}`;
+//! 10. suspended → `202 {"status":"skipped"}`; then the trigger fires (its concurrency policy
+//!     applies) → `202 {"status":"accepted","task":ID}` once the task row is committed.
+//!
+//! Which key verified a delivery, and when, is recorded per key (batched, every 200 ms) and shown
+//! by `describe secretstore` as "last verified at".
+
+mod payload;
+mod serve;
+mod verified;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{Semaphore, mpsc, watch};
+use warp::http::{HeaderMap, StatusCode};
+use warp::{Buf, Filter, Rejection, Reply};
+
+use crate::actors::trigger::{Fired, fire};
+use crate::actors::webhook::{ServeFn, ServerView, Serving};
+use crate::domain::manifest::DEFAULT_PROJECT;
+use crate::domain::signature::{self, Key, Scheme, VerifyParams};
+use crate::domain::snapshot::Snapshot;
+use crate::store::{Verification, VerificationStore};
+
+pub use serve::{ConnectionCounts, Connections, serve};
+pub use verified::record_verifications;
+
+/// Largest accepted delivery body.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// What the server allows a connection and a delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deliveries handled at once before the server answers 429.
+    pub max_in_flight: usize,
+    /// How long a delivery's body may take to arrive before the server answers 408.
+    pub body_timeout: Duration,
+    /// How long a connection may take to send a request's headers (also: how long an idle
+    /// keep-alive connection is kept) before it is closed.
+    pub header_timeout: Duration,
+    /// Open connections; at the cap a new one takes the place of the longest-idle one (see
+    /// [`Connections`]), or is closed if every open one is being answered.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_in_flight: 1024,
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+/// Delivery ids remembered for replay detection.
+const REPLAY_CAPACITY: usize = 100_000;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct WebhookContext {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<Counters>,
+    replay: Arc<Mutex<Replay>>,
+    inflight: Arc<Semaphore>,
+    connections: Arc<Connections>,
+    limits: Limits,
+    verified: mpsc::Sender<Verification>,
+}
+
+const STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 408, 413, 429, 500, 503];
+
+#[derive(Default)]
+struct Counters {
+    by_status: [AtomicU64; STATUSES.len()],
+}
+
+/// Delivery ids seen recently, with their expiry.
+#[derive(Default)]
+struct Replay {
+    seen: HashMap<(String, String, String), Instant>,
+    order: VecDeque<((String, String, String), Instant)>,
+}
+
+impl Replay {
+    /// Records `key`; false if it was already seen and has not expired.
+    fn first_time(&mut self, key: (String, String, String), window: Duration) -> bool {
+        let now = Instant::now();
+        while let Some((k, until)) = self.order.front() {
+            if *until > now && self.order.len() < REPLAY_CAPACITY {
+                break;
+            }
+            if self.seen.get(k) == Some(until) {
+                self.seen.remove(k);
+            }
+            self.order.pop_front();
+        }
+        if self.seen.get(&key).is_some_and(|until| *until > now) {
+            return false;
+        }
+        let until = now + window;
+        self.seen.insert(key.clone(), until);
+        self.order.push_back((key, until));
+        true
+    }
+}
+
+impl WebhookContext {
+    /// A context whose verification records go to `verified`.
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        verified: mpsc::Sender<Verification>,
+        limits: Limits,
+    ) -> WebhookContext {
+        WebhookContext {
+            snapshots,
+            counters: Arc::new(Counters::default()),
+            replay: Arc::new(Mutex::new(Replay::default())),
+            inflight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            connections: Arc::new(Connections::new(limits.max_connections)),
+            limits,
+            verified,
+        }
+    }
+
+    /// The snapshot revision requests currently see.
+    pub fn revision(&self) -> u64 {
+        self.snapshots.borrow().revision
+    }
+
+    /// Deliveries being handled now (each holds one of `max_in_flight` slots).
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .max_in_flight
+            .saturating_sub(self.inflight.available_permits())
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Connections open now, and how many were evicted or refused at the cap so far.
+    pub fn connections(&self) -> ConnectionCounts {
+        self.connections.counts()
+    }
+
+    /// Requests answered so far, by status.
+    pub fn counters(&self) -> BTreeMap<u16, u64> {
+        STATUSES
+            .iter()
+            .zip(&self.counters.by_status)
+            .map(|(s, c)| (*s, c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn count(&self, status: StatusCode) {
+        if let Some(i) = STATUSES.iter().position(|s| *s == status.as_u16()) {
+            self.counters.by_status[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ServerView for WebhookContext {
+    fn figures(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let connections = self.connections();
+        [
+            ("snapshotRevision", json!(self.revision())),
+            ("requests", json!(self.counters())),
+            ("inFlight", json!(self.in_flight())),
+            ("maxInFlight", json!(self.limits.max_in_flight)),
+            (
+                "bodyTimeoutSeconds",
+                json!(self.limits.body_timeout.as_secs_f64()),
+            ),
+            (
+                "headerTimeoutSeconds",
+                json!(self.limits.header_timeout.as_secs_f64()),
+            ),
+            ("maxConnections", json!(self.limits.max_connections)),
+            ("openConnections", json!(connections.open)),
+            ("evictedConnections", json!(connections.evicted)),
+            ("refusedConnections", json!(connections.refused)),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+}
+
+/// What the WebhookActor serves with: each call starts a fresh incarnation on the listener (new
+/// counters, replay window and delivery slots, as a restart should give), reading `snapshots`
+/// per request and writing "last verified at" stamps to `verifications`.
+pub fn serve_fn(
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    verifications: Arc<dyn VerificationStore>,
+    limits: Limits,
+) -> ServeFn {
+    Arc::new(move |listener, shutdown| {
+        let (verified, stamps) = mpsc::channel(4096);
+        let context = WebhookContext::new(snapshots.clone(), verified, limits);
+        Serving {
+            recorder: Box::pin(record_verifications(verifications.clone(), stamps)),
+            server: Box::pin(serve(listener, context.clone(), shutdown)),
+            view: Box::new(context),
+        }
+    })
+}
+
+/// Request headers for the signature verifiers.
+struct Hdrs<'a>(&'a HeaderMap);
+
+impl signature::Headers for Hdrs<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_bytes())
+    }
+}
+
+fn reply(
+    ctx: &WebhookContext,
+    status: StatusCode,
+    body: serde_json::Value,
+) -> warp::reply::Response {
+    ctx.count(status);
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// All webhook routes.
+pub fn routes(
+    ctx: WebhookContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let health = {
+        let ctx = ctx.clone();
+        warp::path!("healthz").and(warp::get()).map(move || {
+            ctx.count(StatusCode::OK);
+            warp::reply::with_status("ok\n".to_string(), StatusCode::OK).into_response()
+        })
+    };
+    let deliver = {
+        let ctx = ctx.clone();
+        warp::post()
+            .and(warp::path("webhook"))
+            .and(warp::path::tail())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::stream())
+            .then(move |tail: warp::path::Tail, headers: HeaderMap, body| {
+                use tracing::Instrument;
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                let ctx = ctx.clone();
+                // The delivery's span reaches every actor the delivery touches.
+                let span = tracing::info_span!("delivery", id = NEXT.fetch_add(1, Ordering::Relaxed), path = %tail.as_str());
+                async move { deliver(&ctx, tail.as_str(), headers, body).await }.instrument(span)
+            })
+    };
+    let fallback = ctx.clone();
+    health
+        .or(deliver)
+        .unify()
+        .recover(move |r: Rejection| {
+            let ctx = fallback.clone();
+            async move {
+                let (status, message) = if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+                    (
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "use POST /webhook/{trigger}",
+                    )
+                } else {
+                    (StatusCode::NOT_FOUND, "not found")
+                };
+                Ok::<_, Infallible>(reply(&ctx, status, serde_json::json!({"error": message})))
+            }
+        })
+        .unify()
+}
+
+/// `trigger` or `project/trigger`.
+fn route(tail: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = tail.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [t] if !t.is_empty() => Some((DEFAULT_PROJECT.to_owned(), (*t).to_owned())),
+        [p, t] if !p.is_empty() && !t.is_empty() => Some(((*p).to_owned(), (*t).to_owned())),
+        _ => None,
+    }
+}
+
+async fn deliver<S, B>(
+    ctx: &WebhookContext,
+    tail: &str,
+    headers: HeaderMap,
+    body: S,
+) -> warp::reply::Response
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
+        return reply(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"error": "too many deliveries at once; retry later"}),
+        );
+    };
+    let Some((project, name)) = route(tail) else {
+        return reply(
+            ctx,
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not found"}),
+        );
+    };
+    // One snapshot for the whole request: the keys in force when it arrived.
+    let snapshot = ctx.snapshots.borrow().clone();
+    let Some(webhook) = snapshot.webhook(&project, &name) else {
+        return reply(
+            ctx,
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no webhook trigger at this path"}),
+        );
+    };
+    let plan = &webhook.plan;
+    let body = match payload::read_within(ctx.limits.body_timeout, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => {
+            return reply(ctx, e.status(), serde_json::json!({"error": e.to_string()}));
+        }
+    };
+    let unauthorized = || serde_json::json!({"error": "unauthorized"});
+    let keys = match &webhook.keys {
+        Ok(k) => k,
+        Err(why) => {
+            tracing::debug!(project = %project, trigger = %name, reason = %why, "webhook refused: no key to verify with");
+            return reply(ctx, StatusCode::UNAUTHORIZED, unauthorized());
+        }
+    };
+    let scheme = plan.scheme;
+    let params = VerifyParams {
+        scheme,
+        signature_header: plan.signature_header.as_deref(),
+        tolerance_secs: plan.tolerance_secs,
+        now_unix: Utc::now().timestamp(),
+    };
+    let key_refs: Vec<Key<'_>> = keys
+        .iter()
+        .map(|(n, s)| Key {
+            name: n,
+            secret: s.expose().as_bytes(),
+        })
+        .collect();
+    let verified = match signature::verify(&params, &Hdrs(&headers), &body, &key_refs) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(project = %project, trigger = %name, reason = %e, "webhook refused: signature");
+            return reply(ctx, StatusCode::UNAUTHORIZED, unauthorized());
+        }
+    };
+    let key_name = keys
+        .get(verified.key_index)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default();
+    let _ = ctx.verified.try_send(Verification {
+        project: project.clone(),
+        store: plan.store.clone(),
+        key: key_name.clone(),
+        trigger: name.clone(),
+        at: Utc::now(),
+    });
+
+    let (value, text) = match payload::payload(&headers, &body) {
+        Ok(p) => p,
+        Err(why) => {
+            return reply(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": why.to_string()}),
+            );
+        }
+    };
+    if scheme == Scheme::Slack
+        && value.get("type").and_then(|t| t.as_str()) == Some("url_verification")
+    {
+        let challenge = value
+            .get("challenge")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        return reply(
+            ctx,
+            StatusCode::OK,
+            serde_json::json!({"challenge": challenge}),
+        );
+    }
+    let matched = match &plan.filter {
+        None => true,
+        Some(filter) => match filter.matches(&value) {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::debug!(trigger = %name, reason = %why, "filter did not match");
+                false
+            }
+        },
+    };
+    let dry_run = headers
+        .get("x-orchestrator-dry-run")
+        .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes().eq_ignore_ascii_case(b"true"));
+    if dry_run {
+        return reply(
+            ctx,
+            StatusCode::OK,
+            serde_json::json!({"status": "verified", "key": key_name, "filterMatched": matched}),
+        );
+    }
+    if !matched {
+        return reply(
+            ctx,
+            StatusCode::ACCEPTED,
+            serde_json::json!({"status": "filtered"}),
+        );
+    }
+    let delivery = verified.delivery_id.clone().or_else(|| {
+        (scheme == Scheme::Slack)
+            .then(|| {
+                value
+                    .get("event_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
+            .flatten()
+    });
+    if let Some(id) = delivery {
+        let window = Duration::from_secs(params.tolerance_secs.max(1));
+        let fresh = ctx
+            .replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_time((project.clone(), name.clone(), id), window);
+        if !fresh {
+            return reply(
+                ctx,
+                StatusCode::ACCEPTED,
+                serde_json::json!({"status": "duplicate"}),
+            );
+        }
+    }
+    if webhook.spec.suspend {
+        return reply(
+            ctx,
+            StatusCode::ACCEPTED,
+            serde_json::json!({"status": "skipped", "reason": "the trigger is suspended"}),
+        );
+    }
+    match fire(
+        &project,
+        &name,
+        &webhook.spec,
+        format!("webhook/{name}"),
+        None,
+        Some(text),
+    )
+    .await
+    {
+        Ok(Fired::Created(task)) => reply(
+            ctx,
+            StatusCode::ACCEPTED,
+            serde_json::json!({"status": "accepted", "task": task.id}),
+        ),
+        Ok(Fired::Skipped(reason)) => reply(
+            ctx,
+            StatusCode::ACCEPTED,
+            serde_json::json!({"status": "skipped", "reason": reason}),
+        ),
+        Err(e) => {
+            tracing::warn!(trigger = %name, error = %e, "webhook could not create its task");
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let status = if status.is_server_error() {
+                status
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(
+                ctx,
+                status,
+                serde_json::json!({"error": "the delivery was verified but no task could be created; retry"}),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("hook"), Some(("default".into(), "hook".into())));
+        assert_eq!(route("team/hook"), Some(("team".into(), "hook".into())));
+        assert_eq!(route("a/b/c"), None);
+        assert_eq!(route(""), None);
+    }
+
+    #[test]
+    fn replay_window() {
+        let mut r = Replay::default();
+        let k = || ("p".to_string(), "t".to_string(), "id-1".to_string());
+        assert!(r.first_time(k(), Duration::from_secs(60)));
+        assert!(!r.first_time(k(), Duration::from_secs(60)));
+        let other = ("p".to_string(), "t".to_string(), "id-2".to_string());
+        assert!(r.first_time(other, Duration::from_secs(60)));
+        // An expired id is new again.
+        let mut r = Replay::default();
+        assert!(r.first_time(k(), Duration::ZERO));
+        assert!(r.first_time(k(), Duration::ZERO));
+    }
+}
