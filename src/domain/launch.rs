@@ -229,12 +229,13 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 }
             }
             let mut skipped = Vec::new();
-            let extra = agent_env(agent.lowered, project, r.snapshot, &mut skipped).map_err(
-                |source| LaunchError::Env {
-                    agent: agent_name.clone(),
-                    source,
-                },
-            )?;
+            let extra =
+                agent_env(agent.lowered, project, r.snapshot, &mut skipped).map_err(|source| {
+                    LaunchError::Env {
+                        agent: agent_name.clone(),
+                        source,
+                    }
+                })?;
             merge_env(&mut env, extra);
             let argv = agent
                 .lowered
@@ -280,10 +281,7 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
     merge_env(
         &mut env,
         vec![
-            (
-                "ORCHESTRATOR_SOCKET".into(),
-                r.socket.display().to_string(),
-            ),
+            ("ORCHESTRATOR_SOCKET".into(), r.socket.display().to_string()),
             ("ORCHESTRATOR_TASK_ID".into(), r.task.id.to_string()),
             ("ORCHESTRATOR_STEP_ID".into(), r.step.id.clone()),
             ("ORCHESTRATOR_PROJECT".into(), r.task.project.to_owned()),

@@ -525,7 +525,13 @@ mod tests {
         );
     }
 
-    fn run<'a>(step: &'a str, cycle: u32, attempt: u32, state: RunState, stdout: &'a str) -> PastRun<'a> {
+    fn run<'a>(
+        step: &'a str,
+        cycle: u32,
+        attempt: u32,
+        state: RunState,
+        stdout: &'a str,
+    ) -> PastRun<'a> {
         PastRun {
             step,
             cycle,

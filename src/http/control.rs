@@ -36,7 +36,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::actors::introspect::Addr;
 use crate::actors::secret_store::{self, SecretStoreMsg};
-use crate::actors::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
+use crate::actors::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{
     ActorInspect, ActorTrace, ApiError, ApplyRequest, ChangeResponse, CreateTaskRequest,
     DaemonStatus, DeleteRequest, Describe, FireRequest, FireResponse, FireTime, KillResponse,
@@ -51,6 +51,7 @@ use crate::domain::manifest::{
 };
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::validate::{Unparsed, check_name, resolve_root_path, validate_documents};
+use crate::domain::workflow::CancelReason;
 use crate::store::{StoreError, TaskStore, TriggerStore};
 
 /// Largest accepted request body (a big apply).

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 const PROMPT: &str = "do {goal} in {workspace_root} c{cycle} {step_id}: {prev_stdout}/{a_output}/{payload}/{payload_file} #{task_id} {workflow}@{project}";
 /// `PROMPT` rendered for the task of [`vars`] at step `s`, cycle 2.
-const RENDERED: &str = "do the goal in /ws c2 s: prev/out-a/{\"n\":1}/runs/7/payload.json #7 w@default";
+const RENDERED: &str =
+    "do the goal in /ws c2 s: prev/out-a/{\"n\":1}/runs/7/payload.json #7 w@default";
 const PROMPT_PATH: &str = "runs/7/s-c2-a1.prompt";
 
 /// Resources every case has: the template `t`, a SecretStore, an EnvStore, and a SecretStore and
@@ -159,7 +160,11 @@ fn check(agents: &str, step: &str, want: Result<Want, &str>) {
     assert_eq!(got.agent.as_deref(), want.agent, "{agents}");
     assert_eq!(got.argv, want.argv, "{agents}");
     assert_eq!(env, want_env, "{agents}");
-    assert_eq!(got.stdin.as_deref(), want.stdin.map(str::as_bytes), "{agents}");
+    assert_eq!(
+        got.stdin.as_deref(),
+        want.stdin.map(str::as_bytes),
+        "{agents}"
+    );
     assert_eq!(
         got.prompt_file,
         want.prompt_file
@@ -201,7 +206,11 @@ fn prompt_delivery() {
         (
             "command: agent, promptDelivery: env",
             Want {
-                env: &[("PATH", "/bin"), ("HOME", "/home/u"), ("ORCH_PROMPT", RENDERED)],
+                env: &[
+                    ("PATH", "/bin"),
+                    ("HOME", "/home/u"),
+                    ("ORCH_PROMPT", RENDERED),
+                ],
                 ..PLAIN
             },
         ),
@@ -209,7 +218,11 @@ fn prompt_delivery() {
             "command: 'agent {prompt_file}', promptDelivery: file",
             Want {
                 argv: &["agent", PROMPT_PATH],
-                env: &[("PATH", "/bin"), ("HOME", "/home/u"), ("ORCH_PROMPT_FILE", PROMPT_PATH)],
+                env: &[
+                    ("PATH", "/bin"),
+                    ("HOME", "/home/u"),
+                    ("ORCH_PROMPT_FILE", PROMPT_PATH),
+                ],
                 prompt_file: Some(RENDERED),
                 ..PLAIN
             },
@@ -242,7 +255,12 @@ fn environment_precedence_and_store_references() {
         (
             "command: agent, env: [{name: TOKEN, refValue: {name: sec, key: token}}, {name: V, refValue: {name: both, key: V}}]",
             Ok(Want {
-                env: &[("PATH", "/bin"), ("HOME", "/home/u"), ("TOKEN", "s3cret"), ("V", "secret-side")],
+                env: &[
+                    ("PATH", "/bin"),
+                    ("HOME", "/home/u"),
+                    ("TOKEN", "s3cret"),
+                    ("V", "secret-side"),
+                ],
                 ..PLAIN
             }),
         ),
@@ -299,7 +317,10 @@ fn command_steps_render_their_own_words() {
         ..PLAIN
     };
     let cases = [
-        ("{id: s, command: \"echo {goal} '{task_id}-{cycle}' {a_output}\"}", 1800),
+        (
+            "{id: s, command: \"echo {goal} '{task_id}-{cycle}' {a_output}\"}",
+            1800,
+        ),
         // An agent's timeout does not apply to a command step.
         (
             "{id: s, command: \"echo {goal} '{task_id}-{cycle}' {a_output}\", timeout_secs: 9}",
