@@ -4,6 +4,10 @@
 //! the process group in the database and hands the wait — timeout, output streaming, reaping —
 //! to a spawned task that reports back with `Exited`. The mailbox therefore stays free for `Cancel` (SIGTERM to the group, grace, SIGKILL).
 //!
+//! The actor reports the exit through a [`Recipient`] of [`AgentExited`] that its starter hands it
+//! (the WorkflowActor derives one from its own address), so it never names its parent's message
+//! type.
+//!
 //! The state holds a [`GroupGuard`]: if this actor fails or is killed with its parent, dropping
 //! the state SIGKILLs the whole process group, so no agent outlives its actor.
 
@@ -14,8 +18,7 @@ use ractor::ActorProcessingErr;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::introspect::{Addr, Behaviour, Message};
-use super::workflow::WorkflowMsg;
+use super::introspect::{Addr, Behaviour, Message, Recipient};
 use crate::process::{self, Canceller, Finished, GroupGuard, ProcessError, Running};
 use crate::store::TaskStore;
 
@@ -35,6 +38,12 @@ impl Message for AgentMsg {
     }
 }
 
+/// What an AgentActor reports to whoever started it: the process of its run ended.
+pub struct AgentExited {
+    pub run_id: u64,
+    pub result: Result<Finished, String>,
+}
+
 pub struct AgentActor;
 
 pub struct AgentArgs {
@@ -45,7 +54,8 @@ pub struct AgentArgs {
     pub timeout: Duration,
     pub running: Running,
     pub store: Arc<dyn TaskStore>,
-    pub workflow: Addr<WorkflowMsg>,
+    /// Where the exit goes.
+    pub report: Recipient<AgentExited>,
 }
 
 pub struct AgentState {
@@ -59,7 +69,7 @@ pub struct AgentState {
     canceller: Canceller,
     cancelled: bool,
     guard: GroupGuard,
-    workflow: Addr<WorkflowMsg>,
+    report: Recipient<AgentExited>,
 }
 
 impl Behaviour for AgentActor {
@@ -81,7 +91,7 @@ impl Behaviour for AgentActor {
             timeout,
             running,
             store,
-            workflow,
+            report,
         } = args;
         let pid = running.pid();
         let guard = GroupGuard::new(pid as i32);
@@ -111,7 +121,7 @@ impl Behaviour for AgentActor {
             canceller,
             cancelled: false,
             guard,
-            workflow,
+            report,
         })
     }
 
@@ -129,7 +139,7 @@ impl Behaviour for AgentActor {
             AgentMsg::Exited(result) => {
                 // The leader is reaped and the rest of its group killed by `wait`.
                 state.guard.disarm();
-                let _ = state.workflow.cast(WorkflowMsg::StepExited {
+                let _ = state.report.cast(AgentExited {
                     run_id: state.run_id,
                     result: result.map_err(|e| e.to_string()),
                 });

@@ -443,6 +443,39 @@ impl<M: Message> Addr<M> {
     }
 }
 
+/// A send-only handle that accepts `T` for an actor of another message type (ractor's
+/// `DerivedActorRef`): a child reports to its parent through one without importing the parent's
+/// message type. [`Addr::derive`] makes one; it sends through the parent's [`Addr`], so what it
+/// sends counts in the parent's queue depth like any other message.
+pub struct Recipient<T> {
+    send: Arc<dyn Fn(T) -> Result<(), CallError> + Send + Sync>,
+}
+
+impl<T> Clone for Recipient<T> {
+    fn clone(&self) -> Self {
+        Recipient {
+            send: self.send.clone(),
+        }
+    }
+}
+
+impl<T> Recipient<T> {
+    /// Sends without waiting for an answer.
+    pub fn cast(&self, msg: T) -> Result<(), CallError> {
+        (self.send)(msg)
+    }
+}
+
+impl<M: Message> Addr<M> {
+    /// A [`Recipient`] of `T` that sends `wrap(t)` to this actor.
+    pub fn derive<T>(&self, wrap: impl Fn(T) -> M + Send + Sync + 'static) -> Recipient<T> {
+        let addr = self.clone();
+        Recipient {
+            send: Arc::new(move |t| addr.cast(wrap(t))),
+        }
+    }
+}
+
 /// Asks any instrumented actor for its state summary, knowing only its cell.
 pub async fn inspect_cell(
     cell: &ActorCell,

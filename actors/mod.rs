@@ -5,10 +5,10 @@
 //! root                          Supervisor (daemon.rs starts it)
 //! ├── secret-store              SecretStoreActor: single writer of desired state; serializes
 //! │                             every apply/delete, commits to SQLite, publishes a Snapshot
-//! ├── tasks                     TaskSupervisor: creates and queues tasks, max_parallel per
-//! │   │                         workflow, crash recovery at start
-//! │   └── workflow/<task-id>    WorkflowActor: drives one task through its steps
-//! │       └── agent/<task-id>/<step>/<n>   AgentActor: wraps one agent subprocess
+//! ├── tasks                     TaskSupervisor (task_supervisor.rs): creates and queues tasks,
+//! │   │                         max_parallel per workflow, crash recovery at start
+//! │   └── workflow/<task-id>    WorkflowActor (workflow.rs): drives one task through its steps
+//! │       └── agent/<task-id>/<step>/<n>   AgentActor (agent.rs): wraps one agent subprocess
 //! ├── triggers                  TriggerSupervisor: reconciles cron triggers on each Snapshot
 //! │   └── trigger/<project>/<name>   TriggerActor: one armed timer per cron trigger
 //! └── webhook                   WebhookActor: owns the warp server; each request reads the
@@ -17,7 +17,9 @@
 //!
 //! Message flow: the control API (Unix socket) sends `Apply`/`Delete`/`Describe` to
 //! `secret-store`; it commits and publishes `Arc<Snapshot>` on a `watch` channel before it
-//! replies. The webhook server holds a receiver of that channel; `get` reads it directly.
+//! replies. The webhook server holds a receiver of that channel; `get` reads it directly. A
+//! child never names its parent's message type: an AgentActor reports its exit through an
+//! [`introspect::Recipient`] that its WorkflowActor derives from its own address.
 //!
 //! Restart policy. Every parent embeds the same restart machinery (`supervisor::ChildSet`),
 //! counted per child: at most 5 restarts within 10 s.
@@ -41,6 +43,7 @@ pub mod agent;
 pub mod introspect;
 pub mod secret_store;
 pub mod supervisor;
+pub mod task_supervisor;
 pub mod trigger;
 pub mod webhook;
 pub mod workflow;

@@ -35,12 +35,13 @@ use tokio::sync::watch;
 
 use super::introspect::{Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
-use super::workflow::{CancelReason, TASKS, TaskRequest, TaskSupMsg};
+use super::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{ApiError, Armed, TaskInfo};
 use crate::api::{EventKind, TriggerEvent};
 use crate::domain::manifest::{ConcurrencyPolicy, Kind, TriggerSpec};
 use crate::domain::schedule::{Schedule, missed_fires};
 use crate::domain::snapshot::{CronTrigger, Snapshot};
+use crate::domain::workflow::CancelReason;
 use crate::store::{SaveRow, TaskStore, TriggerState, TriggerStore};
 
 /// Registry name of the trigger supervisor.

@@ -1,22 +1,18 @@
-//! Tasks: the TaskSupervisor (`tasks`) and one WorkflowActor (`workflow/<task-id>`) per running
-//! task.
+//! WorkflowActor (`workflow/<task-id>`): drives one task through its steps, one per running task,
+//! started and supervised by the TaskSupervisor (`task_supervisor.rs`). It also holds what the
+//! task actors share ([`TaskContext`]).
 //!
-//! The TaskSupervisor creates tasks (a durable row first), queues them per workflow and starts at
-//! most `max_parallel` of each workflow at once, in creation order. It supervises the
-//! WorkflowActors with the shared [`ChildSet`]: a WorkflowActor that fails is restarted and
-//! resumes from the task's durable state; one that keeps failing is given up on and its task
-//! fails. At start it kills the process groups that a crashed daemon left behind and resumes the
-//! tasks that were running.
-//!
-//! A WorkflowActor drives the pure state machine of `domain::workflow`: for each step it renders
-//! the prompt, resolves the agent and its environment from the current snapshot, starts the
-//! process and hands it to an AgentActor child; when the AgentActor reports the exit it records
-//! the run and asks the plan what is next. A resumed task treats the step that was running as an
-//! interrupted attempt: retried if the step has retries left, else the task fails with reason
+//! The actor drives the pure state machine of `domain::workflow`: for each step it asks
+//! `domain::launch` what to start (argv, environment, stdin, prompt file and timeout, from the
+//! step's lowered action and the current snapshot), then does the IO: creates the task
+//! directory, writes the prompt file, records the run, spawns the process and hands it to an
+//! AgentActor child, which reports the exit through a recipient derived from this actor's
+//! address. It then records the run and asks the plan what is next. At start it asks
+//! `domain::workflow` how to open the task: a resumed task treats the step that was running as an
+//! interrupted attempt, retried if the step has retries left, else the task fails with reason
 //! `interrupted`.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,36 +23,33 @@ use ractor::{ActorProcessingErr, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::agent::{AgentActor, AgentArgs, AgentMsg};
+use super::agent::{AgentActor, AgentArgs, AgentExited, AgentMsg};
 use super::introspect::{self, Addr, Behaviour, Message};
-use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use crate::api::{ApiError, TaskInfo};
-use crate::domain::lower::{self, EnvSource, LowerError, LoweredAgent, LoweredWorkflow, Step};
-use crate::domain::manifest::{Kind, PromptDelivery, Spec, WorkflowSpec};
+use crate::domain::launch::{self, Launch, LaunchError, RunFiles, StepRun, TaskVars};
+use crate::domain::lower::{self, LowerError, LoweredWorkflow};
+use crate::domain::manifest::WorkflowSpec;
 use crate::domain::redact::SecretRegistry;
-use crate::domain::render;
 use crate::domain::snapshot::Snapshot;
-use crate::domain::workflow::{Next, Plan, Position, RunState, StepResult, TaskState};
+use crate::domain::workflow::{
+    CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
+    TaskState, output_value,
+};
 use crate::process::{self, Outcome, SpawnSpec};
-use crate::store::{NewTask, RunEnd, StoreError, TaskRecord, TaskStore};
-
-/// Registry name of the task supervisor.
-pub const TASKS: &str = "tasks";
-
-/// Default step timeout when neither the step nor the agent sets one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// The environment variable that marks every process of a step run with the run's id.
-pub const RUN_ID_VAR: &str = "ORCHESTRATOR_RUN_ID";
+use crate::store::{RunEnd, TaskRecord, TaskStore};
 
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
     format!("workflow/{id}")
 }
 
-fn now() -> DateTime<Utc> {
+/// The task actors' clock: now, to the millisecond the task tables keep.
+pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
+
+/// How a task request or cancel is answered: the task as it is then.
+pub type TaskReply = RpcReplyPort<Result<TaskInfo, ApiError>>;
 
 /// What the task actors share.
 #[derive(Clone)]
@@ -114,580 +107,6 @@ impl TaskContext {
         self.runs_dir.join(id.to_string())
     }
 }
-
-/// A request to create a task, from the CLI, a trigger or a webhook.
-#[derive(Debug, Clone)]
-pub struct TaskRequest {
-    pub project: String,
-    pub workflow: String,
-    pub workspace: Option<String>,
-    pub goal: Option<String>,
-    pub payload: Option<String>,
-    /// `cli`, `trigger/<name>`, `webhook/<name>`.
-    pub origin: String,
-    pub trigger: Option<String>,
-    pub scheduled_at: Option<DateTime<Utc>>,
-    pub start: bool,
-}
-
-/// Why a running task is being stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelReason {
-    /// `task cancel`.
-    User,
-    /// The daemon is shutting down.
-    Shutdown,
-    /// `concurrencyPolicy: Replace`: a newer task of the same trigger takes its place.
-    Replaced(String),
-}
-
-type TaskReply = RpcReplyPort<Result<TaskInfo, ApiError>>;
-
-// ---------------------------------------------------------------------------------------------
-// TaskSupervisor
-// ---------------------------------------------------------------------------------------------
-
-pub enum TaskSupMsg {
-    Create(TaskRequest, TaskReply),
-    /// Start a task created with `start: false`.
-    Start(u64, TaskReply),
-    /// Cancel a pending or running task; answers once it is cancelled.
-    Cancel(u64, CancelReason, TaskReply),
-    /// Tasks of a trigger that are pending or running (for concurrency policies).
-    Active {
-        project: String,
-        trigger: String,
-        reply: RpcReplyPort<Vec<u64>>,
-    },
-    /// Stop every running task (agents get SIGTERM, then SIGKILL after the grace period);
-    /// answers when all have ended.
-    Shutdown(RpcReplyPort<()>),
-    Retry(String),
-}
-
-impl Message for TaskSupMsg {
-    fn kind(&self) -> &'static str {
-        match self {
-            TaskSupMsg::Create(..) => "Create",
-            TaskSupMsg::Start(..) => "Start",
-            TaskSupMsg::Cancel(..) => "Cancel",
-            TaskSupMsg::Active { .. } => "Active",
-            TaskSupMsg::Shutdown(..) => "Shutdown",
-            TaskSupMsg::Retry(..) => "Retry",
-        }
-    }
-}
-
-pub struct TaskSupervisor;
-
-pub struct TaskSupState {
-    ctx: TaskContext,
-    children: ChildSet,
-    /// Waiting tasks per (project, workflow), oldest first.
-    queues: BTreeMap<(String, String), VecDeque<u64>>,
-    /// Running tasks and their (project, workflow).
-    running: HashMap<u64, (String, String)>,
-    /// Pending or running tasks per (project, trigger).
-    by_trigger: HashMap<(String, String), Vec<u64>>,
-    trigger_of: HashMap<u64, (String, String)>,
-    shutting_down: Option<Vec<RpcReplyPort<()>>>,
-    created: u64,
-}
-
-fn store_err(e: StoreError) -> ApiError {
-    tracing::error!(error = %e, "task store failed");
-    ApiError::internal(format!("the task store failed: {e}"))
-}
-
-impl TaskSupState {
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.ctx.snapshots.borrow().clone()
-    }
-
-    fn running_of(&self, key: &(String, String)) -> usize {
-        self.running.values().filter(|k| *k == key).count()
-    }
-
-    fn track_trigger(&mut self, id: u64, project: &str, trigger: Option<&str>) {
-        if let Some(t) = trigger {
-            let key = (project.to_owned(), t.to_owned());
-            self.by_trigger.entry(key.clone()).or_default().push(id);
-            self.trigger_of.insert(id, key);
-        }
-    }
-
-    fn untrack(&mut self, id: u64) {
-        if let Some(key) = self.trigger_of.remove(&id)
-            && let Some(ids) = self.by_trigger.get_mut(&key)
-        {
-            ids.retain(|t| *t != id);
-            if ids.is_empty() {
-                self.by_trigger.remove(&key);
-            }
-        }
-    }
-
-    fn create(&mut self, req: TaskRequest) -> Result<(TaskInfo, bool), ApiError> {
-        let snapshot = self.snapshot();
-        let project = &req.project;
-        let workflow = match snapshot
-            .lookup(project, Kind::Workflow, &req.workflow)
-            .map(|r| &r.spec)
-        {
-            Some(Spec::Workflow(w)) => w.clone(),
-            _ => {
-                return Err(ApiError::not_found(format!(
-                    "workflow {:?} not found in project {project:?}: apply it first or check the name (orchestrator get workflows)",
-                    req.workflow
-                )));
-            }
-        };
-        let workspace = match &req.workspace {
-            Some(w) => w.clone(),
-            None => {
-                let all: Vec<_> = snapshot.list(Kind::Workspace, Some(project)).collect();
-                if all.iter().any(|r| r.key.name == "default") {
-                    "default".to_owned()
-                } else if let [only] = all.as_slice() {
-                    only.key.name.clone()
-                } else if all.is_empty() {
-                    return Err(ApiError::bad_request(format!(
-                        "project {project:?} has no Workspace: apply one first"
-                    )));
-                } else {
-                    return Err(ApiError::bad_request(format!(
-                        "project {project:?} has several workspaces and none is named \"default\": pass --workspace"
-                    )));
-                }
-            }
-        };
-        let root = match snapshot
-            .lookup(project, Kind::Workspace, &workspace)
-            .map(|r| &r.spec)
-        {
-            Some(Spec::Workspace(w)) => w.root_path.clone(),
-            _ => {
-                return Err(ApiError::not_found(format!(
-                    "workspace {workspace:?} not found in project {project:?}"
-                )));
-            }
-        };
-        if !Path::new(&root).is_dir() {
-            return Err(ApiError::new(
-                422,
-                format!(
-                    "workspace {workspace:?}: root_path {root} does not exist or is not a directory; create it or fix the Workspace"
-                ),
-            ));
-        }
-        if let Some(p) = &req.payload
-            && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
-        {
-            return Err(ApiError::bad_request(format!(
-                "payload is not valid JSON: {e}"
-            )));
-        }
-        let new = NewTask {
-            project: project.clone(),
-            workflow: req.workflow.clone(),
-            workspace,
-            workspace_root: root,
-            workflow_spec: serde_json::to_value(&workflow).unwrap_or_default(),
-            goal: req.goal,
-            payload: req.payload,
-            origin: req.origin,
-            trigger: req.trigger.clone(),
-            scheduled_at: req.scheduled_at,
-            state: TaskState::Pending,
-            reason: None,
-            held: !req.start,
-        };
-        let info = self.ctx.store.create(&new, now()).map_err(store_err)?;
-        tracing::debug!(task = info.id, workflow = %info.workflow, origin = %info.origin, "task created");
-        self.created += 1;
-        self.track_trigger(info.id, project, req.trigger.as_deref());
-        if req.start {
-            self.queues
-                .entry((project.clone(), req.workflow))
-                .or_default()
-                .push_back(info.id);
-        }
-        Ok((info, req.start))
-    }
-
-    /// Starts queued tasks while their workflow is under its `max_parallel`.
-    async fn fill(&mut self, me: &Addr<TaskSupMsg>) {
-        if self.shutting_down.is_some() {
-            return;
-        }
-        let snapshot = self.snapshot();
-        let keys: Vec<(String, String)> = self.queues.keys().cloned().collect();
-        for key in keys {
-            let max = match snapshot
-                .lookup(&key.0, Kind::Workflow, &key.1)
-                .map(|r| &r.spec)
-            {
-                Some(Spec::Workflow(w)) => w.max_parallel.max(1) as usize,
-                _ => 1,
-            };
-            while self.running_of(&key) < max {
-                let Some(id) = self.queues.get_mut(&key).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                self.launch(me, id, key.clone()).await;
-            }
-            if self.queues.get(&key).is_some_and(VecDeque::is_empty) {
-                self.queues.remove(&key);
-            }
-        }
-    }
-
-    async fn launch(&mut self, me: &Addr<TaskSupMsg>, id: u64, key: (String, String)) {
-        let ctx = self.ctx.clone();
-        let name = workflow_name(id);
-        let spec = ChildSpec {
-            name: name.clone(),
-            restart: Restart::Transient,
-            exhausted: Exhausted::GiveUp,
-            start: start_fn(name, move || {
-                (
-                    WorkflowActor,
-                    WorkflowArgs {
-                        task_id: id,
-                        ctx: ctx.clone(),
-                    },
-                )
-            }),
-        };
-        self.running.insert(id, key);
-        if let Err(e) = self.children.start(&me.cell(), spec).await {
-            self.running.remove(&id);
-            self.untrack(id);
-            tracing::error!(task = id, error = %e, "cannot start the task");
-            let _ = self.ctx.store.set_state(
-                id,
-                TaskState::Failed,
-                Some(&format!("could not start: {e}")),
-                now(),
-            );
-        }
-    }
-
-    /// A WorkflowActor is gone for good.
-    fn exited(&mut self, name: &str, failed: bool, reason: &str) {
-        let Some(id) = name
-            .strip_prefix("workflow/")
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
-            return;
-        };
-        self.running.remove(&id);
-        self.untrack(id);
-        if failed {
-            // The actor could not finish the task itself: record why.
-            match self.ctx.store.get(id) {
-                Ok(Some(t)) if !t.state.is_finished() => {
-                    let why = format!("the workflow actor kept failing: {reason}");
-                    let _ = self.ctx.store.interrupt_runs(id, &why, now());
-                    let _ = self
-                        .ctx
-                        .store
-                        .set_state(id, TaskState::Failed, Some(&why), now());
-                }
-                _ => {}
-            }
-        }
-        if self.running.is_empty()
-            && let Some(waiters) = self.shutting_down.as_mut()
-        {
-            for w in waiters.drain(..) {
-                let _ = w.send(());
-            }
-        }
-    }
-
-    fn cancel_pending(&mut self, id: u64) -> Option<Result<TaskInfo, ApiError>> {
-        let queued = self.queues.values_mut().any(|q| {
-            let before = q.len();
-            q.retain(|t| *t != id);
-            q.len() != before
-        });
-        let info = match self.ctx.store.get(id) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Some(Err(ApiError::not_found(format!("task {id} not found")))),
-            Err(e) => return Some(Err(store_err(e))),
-        };
-        if info.state.is_finished() {
-            return Some(Err(ApiError::conflict(format!(
-                "task {id} already {}; there is nothing to cancel",
-                info.state.as_str()
-            ))));
-        }
-        if queued || (info.state == TaskState::Pending && !self.running.contains_key(&id)) {
-            self.untrack(id);
-            return Some(
-                self.ctx
-                    .store
-                    .set_state(
-                        id,
-                        TaskState::Cancelled,
-                        Some("cancelled before it started"),
-                        now(),
-                    )
-                    .map_err(store_err)
-                    .and_then(|()| {
-                        self.ctx
-                            .store
-                            .get(id)
-                            .map_err(store_err)?
-                            .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
-                    }),
-            );
-        }
-        None
-    }
-}
-
-impl Behaviour for TaskSupervisor {
-    type Msg = TaskSupMsg;
-    type State = TaskSupState;
-    type Args = TaskContext;
-    const TYPE: &'static str = "TaskSupervisor";
-
-    async fn init(
-        &self,
-        me: Addr<TaskSupMsg>,
-        ctx: TaskContext,
-    ) -> Result<TaskSupState, ActorProcessingErr> {
-        // Crash recovery: kill what a previous daemon left running: by recorded process group,
-        // and by the run marker in the environment (which also finds an agent whose group was
-        // not recorded yet when the daemon died, and processes that left the group).
-        let runs = ctx.store.running_runs()?;
-        let marked: std::collections::HashSet<String> =
-            runs.iter().map(|r| r.run_id.to_string()).collect();
-        let scope = format!("ORCHESTRATOR_SOCKET={}", ctx.socket.display());
-        let killed = process::kill_marked(&scope, RUN_ID_VAR, &marked);
-        if killed > 0 {
-            tracing::warn!(
-                killed,
-                "killed orphaned agent processes found by their run marker"
-            );
-        }
-        for run in runs {
-            if let Some(pid) = run.pid {
-                let killed = process::kill_orphaned_group(pid, run.pid_start);
-                if killed > 0 {
-                    tracing::warn!(
-                        task = run.task_id,
-                        run = run.run_id,
-                        pgid = pid,
-                        killed,
-                        "killed an orphaned agent process group"
-                    );
-                }
-            }
-        }
-        let mut state = TaskSupState {
-            ctx,
-            children: ChildSet::new(Intensity::default()),
-            queues: BTreeMap::new(),
-            running: HashMap::new(),
-            by_trigger: HashMap::new(),
-            trigger_of: HashMap::new(),
-            shutting_down: None,
-            created: 0,
-        };
-        let running = state.ctx.store.ids_in_state(TaskState::Running)?;
-        let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;
-        for t in &running {
-            state.track_trigger(t.id, &t.project, t.trigger.as_deref());
-            state
-                .launch(&me, t.id, (t.project.clone(), t.workflow.clone()))
-                .await;
-        }
-        for t in pending {
-            state.track_trigger(t.id, &t.project, t.trigger.as_deref());
-            if !t.held {
-                state
-                    .queues
-                    .entry((t.project, t.workflow))
-                    .or_default()
-                    .push_back(t.id);
-            }
-        }
-        if !running.is_empty() {
-            tracing::info!(tasks = running.len(), "resuming tasks that were running");
-        }
-        state.fill(&me).await;
-        Ok(state)
-    }
-
-    async fn handle(
-        &self,
-        me: &Addr<TaskSupMsg>,
-        msg: TaskSupMsg,
-        state: &mut TaskSupState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            TaskSupMsg::Create(req, reply) => {
-                if state.shutting_down.is_some() {
-                    let _ = reply.send(Err(ApiError::unavailable("the daemon is shutting down")));
-                    return Ok(());
-                }
-                match state.create(req) {
-                    Ok((info, start)) => {
-                        let _ = reply.send(Ok(info));
-                        if start {
-                            state.fill(me).await;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            TaskSupMsg::Start(id, reply) => {
-                let result = match state.ctx.store.get(id) {
-                    Ok(Some(t))
-                        if t.state == TaskState::Pending && !state.running.contains_key(&id) =>
-                    {
-                        let queued = state.queues.values().any(|q| q.contains(&id));
-                        if queued {
-                            Err(ApiError::conflict(format!(
-                                "task {id} is already queued to start"
-                            )))
-                        } else {
-                            state
-                                .ctx
-                                .store
-                                .release(id, now())
-                                .map_err(store_err)
-                                .map(|()| {
-                                    state
-                                        .queues
-                                        .entry((t.project.clone(), t.workflow.clone()))
-                                        .or_default()
-                                        .push_back(id);
-                                    t
-                                })
-                        }
-                    }
-                    Ok(Some(t)) => Err(ApiError::conflict(format!(
-                        "task {id} is {}; only a pending task created with --no-start can be started",
-                        t.state.as_str()
-                    ))),
-                    Ok(None) => Err(ApiError::not_found(format!("task {id} not found"))),
-                    Err(e) => Err(store_err(e)),
-                };
-                let _ = reply.send(result);
-                state.fill(me).await;
-            }
-            TaskSupMsg::Cancel(id, reason, reply) => {
-                if let Some(result) = state.cancel_pending(id) {
-                    let _ = reply.send(result);
-                    return Ok(());
-                }
-                // Running: the WorkflowActor answers once its agent is gone.
-                let name = workflow_name(id);
-                tokio::spawn(async move {
-                    match Addr::<WorkflowMsg>::resolve(&name, Duration::from_secs(5)).await {
-                        Ok(w) => {
-                            if let Err(e) = w.cast(WorkflowMsg::Cancel {
-                                reason,
-                                reply: Some(reply),
-                            }) {
-                                tracing::warn!(task = id, error = %e, "cancel not delivered");
-                            }
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(ApiError::unavailable(format!(
-                                "task {id} is running but its actor does not answer ({e}); retry"
-                            ))));
-                        }
-                    }
-                });
-            }
-            TaskSupMsg::Active {
-                project,
-                trigger,
-                reply,
-            } => {
-                let ids = state
-                    .by_trigger
-                    .get(&(project, trigger))
-                    .cloned()
-                    .unwrap_or_default();
-                let _ = reply.send(ids);
-            }
-            TaskSupMsg::Shutdown(reply) => {
-                state.queues.clear();
-                let waiters = state.shutting_down.get_or_insert_with(Vec::new);
-                waiters.push(reply);
-                if state.running.is_empty() {
-                    for w in waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                }
-                for id in state.running.keys() {
-                    if let Some(w) = Addr::<WorkflowMsg>::lookup(&workflow_name(*id)) {
-                        let _ = w.cast(WorkflowMsg::Cancel {
-                            reason: CancelReason::Shutdown,
-                            reply: None,
-                        });
-                    }
-                }
-            }
-            TaskSupMsg::Retry(name) => {
-                if let ChildEvent::Exited {
-                    name,
-                    failed,
-                    reason,
-                } = state.children.retry(me, &name, TaskSupMsg::Retry).await?
-                {
-                    state.exited(&name, failed, &reason);
-                    state.fill(me).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn inspect(&self, state: &TaskSupState) -> serde_json::Value {
-        let queued: usize = state.queues.values().map(VecDeque::len).sum();
-        json!({
-            "running": state.running.len(),
-            "queued": queued,
-            "createdSinceStart": state.created,
-            "shuttingDown": state.shutting_down.is_some(),
-            "supervision": state.children.inspect(),
-        })
-    }
-
-    async fn supervise(
-        &self,
-        me: &Addr<TaskSupMsg>,
-        event: SupervisionEvent,
-        state: &mut TaskSupState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let ChildEvent::Exited {
-            name,
-            failed,
-            reason,
-        } = state
-            .children
-            .on_event(me, event, TaskSupMsg::Retry)
-            .await?
-        {
-            state.exited(&name, failed, &reason);
-            state.fill(me).await;
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// WorkflowActor
-// ---------------------------------------------------------------------------------------------
 
 pub enum WorkflowMsg {
     /// Act on what the plan says.
@@ -750,47 +169,25 @@ pub struct WorkflowState {
     finished: bool,
 }
 
-/// The reason recorded for a step that was running when the daemon or this actor stopped.
-const INTERRUPTED: &str =
-    "interrupted: the daemon or the task's workflow actor stopped while the step ran";
-
 impl WorkflowState {
     fn id(&self) -> u64 {
         self.task.info.id
     }
 
-    fn step_index(&self, id: &str) -> Option<usize> {
-        self.spec.steps.iter().position(|s| s.id == id)
-    }
-
-    /// The value of a prompt placeholder.
-    fn var(&self, name: &str, pos: Position) -> Option<Cow<'_, str>> {
+    /// The task as its placeholders see it.
+    fn vars<'a>(&'a self, payload_file: &'a Path) -> TaskVars<'a> {
         let t = &self.task.info;
-        Some(match name {
-            "goal" => Cow::Borrowed(t.goal.as_deref().unwrap_or("")),
-            "task_id" => Cow::Owned(t.id.to_string()),
-            "workflow" => Cow::Borrowed(&t.workflow),
-            "workspace_root" => Cow::Borrowed(&self.task.workspace_root),
-            "cycle" => Cow::Owned(pos.cycle.to_string()),
-            "payload" => Cow::Borrowed(self.task.payload.as_deref().unwrap_or("")),
-            "payload_file" => match &self.task.payload {
-                Some(_) => Cow::Owned(
-                    self.ctx
-                        .task_dir(t.id)
-                        .join("payload.json")
-                        .display()
-                        .to_string(),
-                ),
-                None => Cow::Borrowed(""),
-            },
-            "prev_stdout" => Cow::Borrowed(&self.prev_stdout),
-            "step_id" => Cow::Borrowed(self.spec.steps.get(pos.step).map_or("", |s| s.id.as_str())),
-            "project" => Cow::Borrowed(&t.project),
-            other => {
-                let step = render::output_step(other)?;
-                Cow::Borrowed(self.outputs.get(step).map_or("", String::as_str))
-            }
-        })
+        TaskVars {
+            id: t.id,
+            project: &t.project,
+            workflow: &t.workflow,
+            goal: t.goal.as_deref(),
+            workspace_root: &self.task.workspace_root,
+            payload: self.task.payload.as_deref(),
+            payload_file,
+            prev_stdout: &self.prev_stdout,
+            outputs: &self.outputs,
+        }
     }
 
     /// Starts the step at `pos`; an error is the reason the attempt failed.
@@ -799,7 +196,6 @@ impl WorkflowState {
         // even one the store removes before the agent ends.
         let secrets = self.ctx.secrets.lease();
         let snapshot = self.ctx.snapshots.borrow().clone();
-        let project = self.task.info.project.clone();
         let step = self
             .spec
             .steps
@@ -807,124 +203,34 @@ impl WorkflowState {
             .cloned()
             .ok_or_else(|| format!("step {} does not exist", pos.step))?;
         let task_dir = self.ctx.task_dir(self.id());
-        let stem = format!("{}-c{}-a{}", step.id, pos.cycle, pos.attempt);
-        let log_path = task_dir.join(format!("{stem}.log"));
+        let files = RunFiles::new(&task_dir, &step.id, pos);
         std::fs::create_dir_all(&task_dir)
             .map_err(|e| format!("cannot create {}: {e}", task_dir.display()))?;
-
-        let action = match &self.steps {
-            Ok(w) => w.steps.get(pos.step).cloned(),
-            Err(e) => {
-                let reason = format!("the task's workflow does not lower: {e}");
-                return self.fail_to_start(&step.id, pos, None, &log_path, reason);
-            }
+        let payload_file = task_dir.join("payload.json");
+        let planned = launch::launch(&StepRun {
+            task: self.vars(&payload_file),
+            step: &step,
+            pos,
+            steps: self.steps.as_ref(),
+            snapshot: &snapshot,
+            base_env: &self.ctx.base_env,
+            socket: &self.ctx.socket,
+            files: &files,
+        });
+        let mut launch = match planned {
+            Ok(l) => l,
+            Err(e) => return self.fail_launch(&step.id, pos, &files.log, &e),
         };
-        let mut env: Vec<(String, String)> = self.ctx.base_env.as_ref().clone();
-        let mut stdin = None;
-        let (argv, agent_name, timeout) = if let Some(Step::Template {
-            template,
-            capability,
-        }) = &action
+        for k in &launch.skipped {
+            tracing::warn!(store = %k.store, key = %k.key, "key is not a valid environment variable name; not passed to the agent");
+        }
+        if let Some((path, prompt)) = &launch.prompt_file
+            && let Err(e) = write_private(path, prompt.as_bytes())
         {
-            let prompt_template = match snapshot
-                .lookup(&project, Kind::StepTemplate, template)
-                .map(|r| &r.spec)
-            {
-                Some(Spec::StepTemplate(t)) => t.prompt.clone(),
-                _ => {
-                    return self.fail_to_start(
-                        &step.id,
-                        pos,
-                        None,
-                        &log_path,
-                        format!("step template {template:?} no longer exists"),
-                    );
-                }
-            };
-            let Some(agent) = snapshot.agent_with(&project, capability) else {
-                return self.fail_to_start(
-                    &step.id,
-                    pos,
-                    None,
-                    &log_path,
-                    format!("no enabled agent has capability {capability:?}"),
-                );
-            };
-            let agent_name = agent.name.to_owned();
-            let prompt = render::render(&prompt_template, |n| self.var(n, pos));
-            let prompt_file = task_dir.join(format!("{stem}.prompt"));
-            match agent.spec.prompt_delivery {
-                PromptDelivery::Arg => {}
-                PromptDelivery::Stdin => stdin = Some(prompt.clone().into_bytes()),
-                PromptDelivery::Env => env.push(("ORCH_PROMPT".into(), prompt.clone())),
-                PromptDelivery::File => {
-                    if let Err(e) = write_private(&prompt_file, prompt.as_bytes()) {
-                        return self.fail_to_start(
-                            &step.id,
-                            pos,
-                            Some(&agent_name),
-                            &log_path,
-                            format!("cannot write the prompt file: {e}"),
-                        );
-                    }
-                    env.push(("ORCH_PROMPT_FILE".into(), prompt_file.display().to_string()));
-                }
-            }
-            match agent_env(agent.lowered, &project, &snapshot) {
-                Ok(extra) => merge_env(&mut env, extra),
-                Err(e) => {
-                    return self.fail_to_start(
-                        &step.id,
-                        pos,
-                        Some(&agent_name),
-                        &log_path,
-                        format!("agent {agent_name:?}: {e}"),
-                    );
-                }
-            }
-            let words = &agent.lowered.words;
-            let prompt_file_text = prompt_file.display().to_string();
-            let argv = words
-                .iter()
-                .map(|w| {
-                    render::render(w, |n| match n {
-                        "prompt" => Some(Cow::Borrowed(prompt.as_str())),
-                        "prompt_file" => Some(Cow::Borrowed(prompt_file_text.as_str())),
-                        other => self.var(other, pos),
-                    })
-                })
-                .collect::<Vec<_>>();
-            let timeout = step
-                .timeout_secs
-                .or(agent.spec.timeout_secs)
-                .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-            (argv, Some(agent_name), timeout)
-        } else {
-            let Some(Step::Command { words }) = &action else {
-                let reason = format!("step {} of the workflow no longer exists", pos.step);
-                return self.fail_to_start(&step.id, pos, None, &log_path, reason);
-            };
-            let argv = words
-                .iter()
-                .map(|w| render::render(w, |n| self.var(n, pos)))
-                .collect::<Vec<_>>();
-            let timeout = step
-                .timeout_secs
-                .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-            (argv, None, timeout)
-        };
-        merge_env(
-            &mut env,
-            vec![
-                (
-                    "ORCHESTRATOR_SOCKET".into(),
-                    self.ctx.socket.display().to_string(),
-                ),
-                ("ORCHESTRATOR_TASK_ID".into(), self.id().to_string()),
-                ("ORCHESTRATOR_STEP_ID".into(), step.id.clone()),
-                ("ORCHESTRATOR_PROJECT".into(), project.clone()),
-            ],
-        );
+            let reason = format!("cannot write the prompt file: {e}");
+            let agent = launch.agent.clone();
+            return self.fail_to_start(&step.id, pos, agent.as_deref(), &files.log, reason);
+        }
 
         let run_id = self
             .ctx
@@ -934,22 +240,28 @@ impl WorkflowState {
                 &step.id,
                 pos.cycle,
                 pos.attempt,
-                agent_name.as_deref(),
-                &argv,
-                &log_path.display().to_string(),
+                launch.agent.as_deref(),
+                &launch.argv,
+                &files.log.display().to_string(),
                 now(),
             )
             .map_err(|e| format!("cannot record the step run: {e}"))?;
-        // Marks every process of this run: crash recovery finds them even when the daemon died
-        // before the process group was recorded.
-        merge_env(&mut env, vec![(RUN_ID_VAR.into(), run_id.to_string())]);
+        launch.mark_run(run_id);
+        let Launch {
+            agent: agent_name,
+            argv,
+            env,
+            stdin,
+            timeout,
+            ..
+        } = launch;
         let program = argv.first().cloned().unwrap_or_default();
         let spec = SpawnSpec {
             argv,
             cwd: PathBuf::from(&self.task.workspace_root),
             env,
             stdin,
-            log_path: log_path.clone(),
+            log_path: files.log.clone(),
             timeout,
             grace: self.ctx.grace,
             stream_cap: self.ctx.stream_cap,
@@ -988,7 +300,10 @@ impl WorkflowState {
             timeout,
             running,
             store: self.ctx.store.clone(),
-            workflow: me.clone(),
+            report: me.derive(|e: AgentExited| WorkflowMsg::StepExited {
+                run_id: e.run_id,
+                result: e.result,
+            }),
         };
         self.current = Some(Current {
             run_id,
@@ -1022,6 +337,17 @@ impl WorkflowState {
                 Err(reason)
             }
         }
+    }
+
+    /// Records a run that `domain::launch` refused to start.
+    fn fail_launch(
+        &mut self,
+        step: &str,
+        pos: Position,
+        log_path: &Path,
+        e: &LaunchError,
+    ) -> Result<(), String> {
+        self.fail_to_start(step, pos, e.agent(), log_path, e.to_string())
     }
 
     /// Records a run that could not even start, and returns its reason as the attempt's failure.
@@ -1148,8 +474,7 @@ impl WorkflowState {
             err_bytes,
         );
         if step_result == StepResult::Succeeded {
-            // Like `$(…)` in a shell, the value drops trailing newlines.
-            let value = stdout.trim_end_matches(['\n', '\r']).to_owned();
+            let value = output_value(&stdout).to_owned();
             self.outputs.insert(current.step.clone(), value.clone());
             self.prev_stdout = value;
         }
@@ -1189,16 +514,11 @@ impl WorkflowState {
     }
 
     fn finish_cancelled(&mut self, me: &Addr<WorkflowMsg>) {
-        let (state, reason) = match self.cancelling.clone() {
-            Some(CancelReason::Shutdown) => (
-                TaskState::Failed,
-                "interrupted: the daemon was shut down".to_owned(),
-            ),
-            Some(CancelReason::Replaced(by)) => (TaskState::Cancelled, format!("replaced: {by}")),
-            Some(CancelReason::User) | None => {
-                (TaskState::Cancelled, "cancelled by request".to_owned())
-            }
-        };
+        let (state, reason) = self
+            .cancelling
+            .as_ref()
+            .unwrap_or(&CancelReason::User)
+            .ending();
         self.finish(me, state, Some(reason));
     }
 
@@ -1218,64 +538,6 @@ impl WorkflowState {
                 },
             }
         }
-    }
-}
-
-/// Resolves an agent's `env` from the current snapshot.
-fn agent_env(
-    agent: &LoweredAgent,
-    project: &str,
-    snapshot: &Snapshot,
-) -> Result<Vec<(String, String)>, String> {
-    let store_data = |name: &str| -> Result<Vec<(String, String)>, String> {
-        if let Some(s) = snapshot.secret_store(project, name) {
-            return Ok(s
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                .collect());
-        }
-        match snapshot
-            .lookup(project, Kind::EnvStore, name)
-            .map(|r| &r.spec)
-        {
-            Some(Spec::EnvStore(e)) => {
-                Ok(e.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            }
-            _ => Err(format!("store {name:?} no longer exists")),
-        }
-    };
-    let mut out = Vec::new();
-    for e in &agent.env {
-        match e {
-            EnvSource::Value { name, value } => out.push((name.clone(), value.clone())),
-            EnvSource::Store { store } => {
-                for (k, v) in store_data(store)? {
-                    if crate::domain::validate::is_env_name(&k) {
-                        out.push((k, v));
-                    } else {
-                        tracing::warn!(store = %store, key = %k, "key is not a valid environment variable name; not passed to the agent");
-                    }
-                }
-            }
-            EnvSource::Key { name, store, key } => {
-                let value = store_data(store)?
-                    .into_iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| format!("store {store:?} has no key {key:?} any more"))?;
-                out.push((name.clone(), value));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Adds `extra` to `env`, replacing variables of the same name.
-fn merge_env(env: &mut Vec<(String, String)>, extra: Vec<(String, String)>) {
-    for (k, v) in extra {
-        env.retain(|(name, _)| *name != k);
-        env.push((k, v));
     }
 }
 
@@ -1325,13 +587,13 @@ impl Behaviour for WorkflowActor {
             finished: false,
             task,
         };
-        match state.task.info.state {
-            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled => {
+        match Opening::of(state.task.info.state) {
+            Opening::Halt => {
                 state.finished = true;
                 me.cast(WorkflowMsg::Halt)?;
                 return Ok(state);
             }
-            TaskState::Pending => {
+            Opening::Begin => {
                 state
                     .ctx
                     .store
@@ -1342,7 +604,7 @@ impl Behaviour for WorkflowActor {
                     write_private(&dir.join("payload.json"), p.as_bytes())?;
                 }
             }
-            TaskState::Running => {
+            Opening::Resume => {
                 let n = state.ctx.store.interrupt_runs(id, INTERRUPTED, now())?;
                 if n > 0 {
                     state
@@ -1354,43 +616,18 @@ impl Behaviour for WorkflowActor {
         }
         // Rebuild what earlier runs produced, and find where to go on.
         let outputs = state.ctx.store.outputs(id)?;
-        state.runs = outputs.len() as u32;
-        for o in &outputs {
-            if o.state == RunState::Succeeded {
-                let value = o.stdout.trim_end_matches(['\n', '\r']).to_owned();
-                state.outputs.insert(o.step.clone(), value.clone());
-                state.prev_stdout = value;
-            }
-        }
-        let next = match outputs.last() {
-            None => state.plan.start(),
-            Some(last) => {
-                let pos = Position {
-                    cycle: last.cycle,
-                    step: state.step_index(&last.step).unwrap_or(0),
-                    attempt: last.attempt,
-                };
-                match last.state {
-                    RunState::Succeeded => state.plan.after(pos, &StepResult::Succeeded),
-                    RunState::Cancelled => {
-                        state.cancelling = Some(CancelReason::User);
-                        Next::Done
-                    }
-                    RunState::Interrupted => state
-                        .plan
-                        .after(pos, &StepResult::Failed(INTERRUPTED.into())),
-                    RunState::Running | RunState::Failed | RunState::TimedOut | RunState::Error => {
-                        state.plan.after(
-                            pos,
-                            &StepResult::Failed(format!(
-                                "{} in an earlier run",
-                                last.state.as_str()
-                            )),
-                        )
-                    }
-                }
-            }
-        };
+        let resume = state.plan.resume(outputs.iter().map(|o| PastRun {
+            step: &o.step,
+            cycle: o.cycle,
+            attempt: o.attempt,
+            state: o.state,
+            stdout: &o.stdout,
+        }));
+        state.runs = resume.runs;
+        state.outputs = resume.outputs;
+        state.prev_stdout = resume.prev_stdout;
+        state.cancelling = resume.cancelling;
+        let next = resume.next;
         me.cast(WorkflowMsg::Advance(next))?;
         Ok(state)
     }

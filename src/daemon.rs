@@ -21,9 +21,10 @@ use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
 };
+use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
 use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
-use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
+use crate::actors::workflow::TaskContext;
 use crate::domain::manifest::SecretValue;
 use crate::domain::redact::SecretRegistry;
 use crate::http::control::{self, ControlContext};

@@ -1,11 +1,12 @@
 //! The pure core of orchestrator: manifests, validation, lowering into typed values, the
-//! snapshot, schedules, signatures, filters, prompt rendering, redaction and the workflow state
-//! machine. Nothing in here performs IO, reads the clock or touches tokio,
-//! warp or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so every rule of the
-//! product can be unit-tested as plain functions.
+//! snapshot, schedules, signatures, filters, prompt rendering, what a step run launches,
+//! redaction and the workflow state machine with its resume. Nothing in here performs IO, reads
+//! the clock or touches tokio, warp or ractor (the `domain_is_pure` test in `tests/tidy.rs`
+//! enforces it), so every rule of the product can be unit-tested as plain functions.
 
 pub mod diagnostic;
 pub mod filter;
+pub mod launch;
 pub mod limits;
 pub mod locate;
 pub mod lower;

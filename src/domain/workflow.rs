@@ -7,6 +7,14 @@
 //! with `max_cycles` as an optional cap (`infinite`); a failed step is retried while attempts
 //! remain (`retries` extra attempts), otherwise the task fails. A cycle in which nothing can run
 //! ends the task, so a loop never spins without work.
+//!
+//! Resume (SPEC §6): a WorkflowActor that starts for a task already running (after a daemon
+//! crash or its own restart) treats the runs still recorded as running as interrupted attempts
+//! and goes on after the last finished run: the next step after a success, a retry or the task's
+//! failure after a failed or interrupted one, and the end of the task after a cancelled one.
+//! [`Opening`] and [`Plan::resume`] decide it from the recorded runs.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +230,154 @@ impl Plan {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cancel and resume
+// ---------------------------------------------------------------------------------------------
+
+/// The reason recorded for a step that was running when the daemon or the task's workflow actor
+/// stopped.
+pub const INTERRUPTED: &str =
+    "interrupted: the daemon or the task's workflow actor stopped while the step ran";
+
+/// Why a running task is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `task cancel`.
+    User,
+    /// The daemon is shutting down.
+    Shutdown,
+    /// `concurrencyPolicy: Replace`: a newer task of the same trigger takes its place.
+    Replaced(String),
+}
+
+impl CancelReason {
+    /// How a task stopped for this reason ends: its state and reason.
+    pub fn ending(&self) -> (TaskState, String) {
+        match self {
+            CancelReason::Shutdown => (
+                TaskState::Failed,
+                "interrupted: the daemon was shut down".to_owned(),
+            ),
+            CancelReason::Replaced(by) => (TaskState::Cancelled, format!("replaced: {by}")),
+            CancelReason::User => (TaskState::Cancelled, "cancelled by request".to_owned()),
+        }
+    }
+}
+
+/// What a step's stdout is worth as `{prev_stdout}` / `{<step>_output}`: like `$(…)` in a
+/// shell, the value drops trailing newlines.
+pub fn output_value(stdout: &str) -> &str {
+    stdout.trim_end_matches(['\n', '\r'])
+}
+
+/// What a WorkflowActor does first with the task it was started for, by the task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// The task is finished already: stop.
+    Halt,
+    /// The task never ran: mark it running, write its payload, then go on from its runs (none).
+    Begin,
+    /// The task was running when the daemon or its actor stopped: mark the runs still recorded
+    /// as running interrupted, then go on from its runs.
+    Resume,
+}
+
+impl Opening {
+    pub fn of(state: TaskState) -> Opening {
+        match state {
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled => Opening::Halt,
+            TaskState::Pending => Opening::Begin,
+            TaskState::Running => Opening::Resume,
+        }
+    }
+}
+
+/// A finished step run of the task, oldest first, as resume reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PastRun<'a> {
+    pub step: &'a str,
+    pub cycle: u32,
+    pub attempt: u32,
+    pub state: RunState,
+    pub stdout: &'a str,
+}
+
+/// Where a task goes on from its recorded runs, and what those runs left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub next: Next,
+    /// Set when the last run was cancelled: the task ends as cancelled by request.
+    pub cancelling: Option<CancelReason>,
+    /// The last successful output of each step (`{<step>_output}`).
+    pub outputs: HashMap<String, String>,
+    /// The last successful output of any step (`{prev_stdout}`).
+    pub prev_stdout: String,
+    /// How many runs the task had.
+    pub runs: u32,
+}
+
+impl Plan {
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// Where a task with the finished `runs` (oldest first) goes on: the start when it has none,
+    /// else what follows its last run. A run that was still running when it was read counts as
+    /// failed in an earlier run; one that was interrupted, as an interrupted attempt.
+    pub fn resume<'a>(&self, runs: impl IntoIterator<Item = PastRun<'a>>) -> Resume {
+        let mut outputs = HashMap::new();
+        let mut prev_stdout = String::new();
+        let mut count = 0u32;
+        let mut last = None;
+        for run in runs {
+            count += 1;
+            if run.state == RunState::Succeeded {
+                let value = output_value(run.stdout).to_owned();
+                outputs.insert(run.step.to_owned(), value.clone());
+                prev_stdout = value;
+            }
+            last = Some(run);
+        }
+        let mut cancelling = None;
+        let next = match last {
+            None => self.start(),
+            Some(last) => {
+                let pos = Position {
+                    cycle: last.cycle,
+                    step: self.index_of(last.step).unwrap_or(0),
+                    attempt: last.attempt,
+                };
+                match last.state {
+                    RunState::Succeeded => self.after(pos, &StepResult::Succeeded),
+                    RunState::Cancelled => {
+                        cancelling = Some(CancelReason::User);
+                        Next::Done
+                    }
+                    RunState::Interrupted => {
+                        self.after(pos, &StepResult::Failed(INTERRUPTED.into()))
+                    }
+                    RunState::Running | RunState::Failed | RunState::TimedOut | RunState::Error => {
+                        self.after(
+                            pos,
+                            &StepResult::Failed(format!(
+                                "{} in an earlier run",
+                                last.state.as_str()
+                            )),
+                        )
+                    }
+                }
+            }
+        };
+        Resume {
+            next,
+            cancelling,
+            outputs,
+            prev_stdout,
+            runs: count,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,5 +523,140 @@ mod tests {
             &["1:a:1", "1:a:2", "2:a:1", "2:a:2"],
             Next::Done,
         );
+    }
+
+    fn run<'a>(
+        step: &'a str,
+        cycle: u32,
+        attempt: u32,
+        state: RunState,
+        stdout: &'a str,
+    ) -> PastRun<'a> {
+        PastRun {
+            step,
+            cycle,
+            attempt,
+            state,
+            stdout,
+        }
+    }
+
+    /// Resumes `p` from `runs` and checks where it goes on and whether it ends cancelled.
+    #[track_caller]
+    fn check_resume(p: &Plan, runs: &[PastRun<'_>], next: Next, cancelled: bool) {
+        let got = p.resume(runs.iter().copied());
+        assert_eq!(got.next, next, "{runs:?}");
+        assert_eq!(got.cancelling.is_some(), cancelled, "{runs:?}");
+        assert_eq!(got.runs as usize, runs.len());
+    }
+
+    #[test]
+    fn resume_goes_on_after_the_last_run() {
+        use RunState::*;
+        let at = |cycle, step, attempt| {
+            Next::Run(Position {
+                cycle,
+                step,
+                attempt,
+            })
+        };
+        let p = plan(
+            vec![step("a", true, true, 1), step("b", true, true, 0)],
+            LoopMode::Fixed,
+            Some(2),
+        );
+        let interrupted = format!("step \"b\" failed: {INTERRUPTED}");
+        let cases: Vec<(Vec<PastRun<'_>>, Next, bool)> = vec![
+            // Never ran: the start.
+            (vec![], at(1, 0, 1), false),
+            // After a success, the next step; at the end of a cycle, the next cycle.
+            (vec![run("a", 1, 1, Succeeded, "")], at(1, 1, 1), false),
+            (
+                vec![run("a", 1, 1, Succeeded, ""), run("b", 1, 1, Succeeded, "")],
+                at(2, 0, 1),
+                false,
+            ),
+            (vec![run("b", 2, 1, Succeeded, "")], Next::Done, false),
+            // An interrupted attempt is retried while retries last…
+            (vec![run("a", 1, 1, Interrupted, "")], at(1, 0, 2), false),
+            // …and fails the task with reason `interrupted` when none are left.
+            (
+                vec![run("b", 1, 1, Interrupted, "")],
+                Next::Failed(interrupted),
+                false,
+            ),
+            // A failure recorded by an earlier incarnation counts as a failed attempt.
+            (vec![run("a", 1, 1, TimedOut, "")], at(1, 0, 2), false),
+            (
+                vec![run("a", 1, 2, Error, "")],
+                Next::Failed("step \"a\" failed after 2 attempts: error in an earlier run".into()),
+                false,
+            ),
+            (
+                vec![run("b", 1, 1, Running, "")],
+                Next::Failed("step \"b\" failed: running in an earlier run".into()),
+                false,
+            ),
+            // A cancelled run ends the task as cancelled.
+            (vec![run("a", 1, 1, Cancelled, "")], Next::Done, true),
+            // A step that no longer exists resumes as the first one.
+            (vec![run("gone", 1, 1, Succeeded, "")], at(1, 1, 1), false),
+        ];
+        for (runs, next, cancelled) in cases {
+            check_resume(&p, &runs, next, cancelled);
+        }
+    }
+
+    #[test]
+    fn resume_rebuilds_the_outputs_of_successful_runs() {
+        let p = plan(
+            vec![step("a", true, true, 1), step("b", true, true, 0)],
+            LoopMode::Once,
+            None,
+        );
+        let runs = [
+            run("a", 1, 1, RunState::Failed, "partial\n"),
+            run("a", 1, 2, RunState::Succeeded, "one\r\n\n"),
+            run("b", 1, 1, RunState::Interrupted, "half"),
+        ];
+        let got = p.resume(runs);
+        assert_eq!(got.outputs.len(), 1);
+        assert_eq!(got.outputs["a"], "one");
+        assert_eq!(got.prev_stdout, "one");
+        assert_eq!(got.runs, 3);
+    }
+
+    #[test]
+    fn openings_and_cancel_endings() {
+        let openings = [
+            (TaskState::Pending, Opening::Begin),
+            (TaskState::Running, Opening::Resume),
+            (TaskState::Succeeded, Opening::Halt),
+            (TaskState::Failed, Opening::Halt),
+            (TaskState::Cancelled, Opening::Halt),
+        ];
+        for (state, want) in openings {
+            assert_eq!(Opening::of(state), want, "{state:?}");
+        }
+        let endings = [
+            (
+                CancelReason::User,
+                TaskState::Cancelled,
+                "cancelled by request",
+            ),
+            (
+                CancelReason::Shutdown,
+                TaskState::Failed,
+                "interrupted: the daemon was shut down",
+            ),
+            (
+                CancelReason::Replaced("task 9 of trigger t".into()),
+                TaskState::Cancelled,
+                "replaced: task 9 of trigger t",
+            ),
+        ];
+        for (reason, state, text) in endings {
+            assert_eq!(reason.ending(), (state, text.to_owned()), "{reason:?}");
+        }
     }
 }

@@ -58,7 +58,8 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::actors::introspect::{Addr, CallError};
 use crate::actors::secret_store::{self, SecretStoreMsg};
-use crate::actors::workflow::{CancelReason, TaskSupMsg};
+use crate::actors::task_supervisor::TaskSupMsg;
+use crate::domain::workflow::CancelReason;
 use crate::api::{
     ApiError, ApplyRequest, CreateTaskRequest, DeleteRequest, FireRequest, ResourceQuery,
     RotateRequest, SecretPatchRequest, TaskQuery, WebhookTestRequest,

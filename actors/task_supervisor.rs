@@ -1,0 +1,587 @@
+//! TaskSupervisor (`tasks`): creates tasks (a durable row first), queues them per workflow and
+//! starts at most `max_parallel` of each workflow at once, in creation order, each as a
+//! WorkflowActor (`workflow/<task-id>`, see `workflow.rs`). It supervises the WorkflowActors with
+//! the shared [`ChildSet`]: a WorkflowActor that fails is restarted and resumes from the task's
+//! durable state; one that keeps failing is given up on and its task fails. At start it kills
+//! the process groups that a crashed daemon left behind and resumes the tasks that were running.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::{ActorProcessingErr, RpcReplyPort, SupervisionEvent};
+use serde_json::json;
+
+use super::introspect::{Addr, Behaviour, Message};
+use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
+use super::workflow::{
+    TaskContext, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
+};
+use crate::api::{ApiError, TaskInfo};
+use crate::domain::launch::RUN_ID_VAR;
+use crate::domain::manifest::{Kind, Spec};
+use crate::domain::snapshot::Snapshot;
+use crate::domain::workflow::{CancelReason, TaskState};
+use crate::process;
+use crate::store::{NewTask, StoreError};
+
+/// Registry name of the task supervisor.
+pub const TASKS: &str = "tasks";
+
+/// A request to create a task, from the CLI, a trigger or a webhook.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    pub project: String,
+    pub workflow: String,
+    pub workspace: Option<String>,
+    pub goal: Option<String>,
+    pub payload: Option<String>,
+    /// `cli`, `trigger/<name>`, `webhook/<name>`.
+    pub origin: String,
+    pub trigger: Option<String>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub start: bool,
+}
+
+pub enum TaskSupMsg {
+    Create(TaskRequest, TaskReply),
+    /// Start a task created with `start: false`.
+    Start(u64, TaskReply),
+    /// Cancel a pending or running task; answers once it is cancelled.
+    Cancel(u64, CancelReason, TaskReply),
+    /// Tasks of a trigger that are pending or running (for concurrency policies).
+    Active {
+        project: String,
+        trigger: String,
+        reply: RpcReplyPort<Vec<u64>>,
+    },
+    /// Stop every running task (agents get SIGTERM, then SIGKILL after the grace period);
+    /// answers when all have ended.
+    Shutdown(RpcReplyPort<()>),
+    Retry(String),
+}
+
+impl Message for TaskSupMsg {
+    fn kind(&self) -> &'static str {
+        match self {
+            TaskSupMsg::Create(..) => "Create",
+            TaskSupMsg::Start(..) => "Start",
+            TaskSupMsg::Cancel(..) => "Cancel",
+            TaskSupMsg::Active { .. } => "Active",
+            TaskSupMsg::Shutdown(..) => "Shutdown",
+            TaskSupMsg::Retry(..) => "Retry",
+        }
+    }
+}
+
+pub struct TaskSupervisor;
+
+pub struct TaskSupState {
+    ctx: TaskContext,
+    children: ChildSet,
+    /// Waiting tasks per (project, workflow), oldest first.
+    queues: BTreeMap<(String, String), VecDeque<u64>>,
+    /// Running tasks and their (project, workflow).
+    running: HashMap<u64, (String, String)>,
+    /// Pending or running tasks per (project, trigger).
+    by_trigger: HashMap<(String, String), Vec<u64>>,
+    trigger_of: HashMap<u64, (String, String)>,
+    shutting_down: Option<Vec<RpcReplyPort<()>>>,
+    created: u64,
+}
+
+fn store_err(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "task store failed");
+    ApiError::internal(format!("the task store failed: {e}"))
+}
+
+impl TaskSupState {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.ctx.snapshots.borrow().clone()
+    }
+
+    fn running_of(&self, key: &(String, String)) -> usize {
+        self.running.values().filter(|k| *k == key).count()
+    }
+
+    fn track_trigger(&mut self, id: u64, project: &str, trigger: Option<&str>) {
+        if let Some(t) = trigger {
+            let key = (project.to_owned(), t.to_owned());
+            self.by_trigger.entry(key.clone()).or_default().push(id);
+            self.trigger_of.insert(id, key);
+        }
+    }
+
+    fn untrack(&mut self, id: u64) {
+        if let Some(key) = self.trigger_of.remove(&id)
+            && let Some(ids) = self.by_trigger.get_mut(&key)
+        {
+            ids.retain(|t| *t != id);
+            if ids.is_empty() {
+                self.by_trigger.remove(&key);
+            }
+        }
+    }
+
+    fn create(&mut self, req: TaskRequest) -> Result<(TaskInfo, bool), ApiError> {
+        let snapshot = self.snapshot();
+        let project = &req.project;
+        let workflow = match snapshot
+            .lookup(project, Kind::Workflow, &req.workflow)
+            .map(|r| &r.spec)
+        {
+            Some(Spec::Workflow(w)) => w.clone(),
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "workflow {:?} not found in project {project:?}: apply it first or check the name (orchestrator get workflows)",
+                    req.workflow
+                )));
+            }
+        };
+        let workspace = match &req.workspace {
+            Some(w) => w.clone(),
+            None => {
+                let all: Vec<_> = snapshot.list(Kind::Workspace, Some(project)).collect();
+                if all.iter().any(|r| r.key.name == "default") {
+                    "default".to_owned()
+                } else if let [only] = all.as_slice() {
+                    only.key.name.clone()
+                } else if all.is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "project {project:?} has no Workspace: apply one first"
+                    )));
+                } else {
+                    return Err(ApiError::bad_request(format!(
+                        "project {project:?} has several workspaces and none is named \"default\": pass --workspace"
+                    )));
+                }
+            }
+        };
+        let root = match snapshot
+            .lookup(project, Kind::Workspace, &workspace)
+            .map(|r| &r.spec)
+        {
+            Some(Spec::Workspace(w)) => w.root_path.clone(),
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "workspace {workspace:?} not found in project {project:?}"
+                )));
+            }
+        };
+        if !Path::new(&root).is_dir() {
+            return Err(ApiError::new(
+                422,
+                format!(
+                    "workspace {workspace:?}: root_path {root} does not exist or is not a directory; create it or fix the Workspace"
+                ),
+            ));
+        }
+        if let Some(p) = &req.payload
+            && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
+        {
+            return Err(ApiError::bad_request(format!(
+                "payload is not valid JSON: {e}"
+            )));
+        }
+        let new = NewTask {
+            project: project.clone(),
+            workflow: req.workflow.clone(),
+            workspace,
+            workspace_root: root,
+            workflow_spec: serde_json::to_value(&workflow).unwrap_or_default(),
+            goal: req.goal,
+            payload: req.payload,
+            origin: req.origin,
+            trigger: req.trigger.clone(),
+            scheduled_at: req.scheduled_at,
+            state: TaskState::Pending,
+            reason: None,
+            held: !req.start,
+        };
+        let info = self.ctx.store.create(&new, now()).map_err(store_err)?;
+        tracing::debug!(task = info.id, workflow = %info.workflow, origin = %info.origin, "task created");
+        self.created += 1;
+        self.track_trigger(info.id, project, req.trigger.as_deref());
+        if req.start {
+            self.queues
+                .entry((project.clone(), req.workflow))
+                .or_default()
+                .push_back(info.id);
+        }
+        Ok((info, req.start))
+    }
+
+    /// Starts queued tasks while their workflow is under its `max_parallel`.
+    async fn fill(&mut self, me: &Addr<TaskSupMsg>) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let keys: Vec<(String, String)> = self.queues.keys().cloned().collect();
+        for key in keys {
+            let max = match snapshot
+                .lookup(&key.0, Kind::Workflow, &key.1)
+                .map(|r| &r.spec)
+            {
+                Some(Spec::Workflow(w)) => w.max_parallel.max(1) as usize,
+                _ => 1,
+            };
+            while self.running_of(&key) < max {
+                let Some(id) = self.queues.get_mut(&key).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                self.launch(me, id, key.clone()).await;
+            }
+            if self.queues.get(&key).is_some_and(VecDeque::is_empty) {
+                self.queues.remove(&key);
+            }
+        }
+    }
+
+    async fn launch(&mut self, me: &Addr<TaskSupMsg>, id: u64, key: (String, String)) {
+        let ctx = self.ctx.clone();
+        let name = workflow_name(id);
+        let spec = ChildSpec {
+            name: name.clone(),
+            restart: Restart::Transient,
+            exhausted: Exhausted::GiveUp,
+            start: start_fn(name, move || {
+                (
+                    WorkflowActor,
+                    WorkflowArgs {
+                        task_id: id,
+                        ctx: ctx.clone(),
+                    },
+                )
+            }),
+        };
+        self.running.insert(id, key);
+        if let Err(e) = self.children.start(&me.cell(), spec).await {
+            self.running.remove(&id);
+            self.untrack(id);
+            tracing::error!(task = id, error = %e, "cannot start the task");
+            let _ = self.ctx.store.set_state(
+                id,
+                TaskState::Failed,
+                Some(&format!("could not start: {e}")),
+                now(),
+            );
+        }
+    }
+
+    /// A WorkflowActor is gone for good.
+    fn exited(&mut self, name: &str, failed: bool, reason: &str) {
+        let Some(id) = name
+            .strip_prefix("workflow/")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return;
+        };
+        self.running.remove(&id);
+        self.untrack(id);
+        if failed {
+            // The actor could not finish the task itself: record why.
+            match self.ctx.store.get(id) {
+                Ok(Some(t)) if !t.state.is_finished() => {
+                    let why = format!("the workflow actor kept failing: {reason}");
+                    let _ = self.ctx.store.interrupt_runs(id, &why, now());
+                    let _ = self
+                        .ctx
+                        .store
+                        .set_state(id, TaskState::Failed, Some(&why), now());
+                }
+                _ => {}
+            }
+        }
+        if self.running.is_empty()
+            && let Some(waiters) = self.shutting_down.as_mut()
+        {
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn cancel_pending(&mut self, id: u64) -> Option<Result<TaskInfo, ApiError>> {
+        let queued = self.queues.values_mut().any(|q| {
+            let before = q.len();
+            q.retain(|t| *t != id);
+            q.len() != before
+        });
+        let info = match self.ctx.store.get(id) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Some(Err(ApiError::not_found(format!("task {id} not found")))),
+            Err(e) => return Some(Err(store_err(e))),
+        };
+        if info.state.is_finished() {
+            return Some(Err(ApiError::conflict(format!(
+                "task {id} already {}; there is nothing to cancel",
+                info.state.as_str()
+            ))));
+        }
+        if queued || (info.state == TaskState::Pending && !self.running.contains_key(&id)) {
+            self.untrack(id);
+            return Some(
+                self.ctx
+                    .store
+                    .set_state(
+                        id,
+                        TaskState::Cancelled,
+                        Some("cancelled before it started"),
+                        now(),
+                    )
+                    .map_err(store_err)
+                    .and_then(|()| {
+                        self.ctx
+                            .store
+                            .get(id)
+                            .map_err(store_err)?
+                            .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
+                    }),
+            );
+        }
+        None
+    }
+}
+
+impl Behaviour for TaskSupervisor {
+    type Msg = TaskSupMsg;
+    type State = TaskSupState;
+    type Args = TaskContext;
+    const TYPE: &'static str = "TaskSupervisor";
+
+    async fn init(
+        &self,
+        me: Addr<TaskSupMsg>,
+        ctx: TaskContext,
+    ) -> Result<TaskSupState, ActorProcessingErr> {
+        // Crash recovery: kill what a previous daemon left running: by recorded process group,
+        // and by the run marker in the environment (which also finds an agent whose group was
+        // not recorded yet when the daemon died, and processes that left the group).
+        let runs = ctx.store.running_runs()?;
+        let marked: std::collections::HashSet<String> =
+            runs.iter().map(|r| r.run_id.to_string()).collect();
+        let scope = format!("ORCHESTRATOR_SOCKET={}", ctx.socket.display());
+        let killed = process::kill_marked(&scope, RUN_ID_VAR, &marked);
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed orphaned agent processes found by their run marker"
+            );
+        }
+        for run in runs {
+            if let Some(pid) = run.pid {
+                let killed = process::kill_orphaned_group(pid, run.pid_start);
+                if killed > 0 {
+                    tracing::warn!(
+                        task = run.task_id,
+                        run = run.run_id,
+                        pgid = pid,
+                        killed,
+                        "killed an orphaned agent process group"
+                    );
+                }
+            }
+        }
+        let mut state = TaskSupState {
+            ctx,
+            children: ChildSet::new(Intensity::default()),
+            queues: BTreeMap::new(),
+            running: HashMap::new(),
+            by_trigger: HashMap::new(),
+            trigger_of: HashMap::new(),
+            shutting_down: None,
+            created: 0,
+        };
+        let running = state.ctx.store.ids_in_state(TaskState::Running)?;
+        let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;
+        for t in &running {
+            state.track_trigger(t.id, &t.project, t.trigger.as_deref());
+            state
+                .launch(&me, t.id, (t.project.clone(), t.workflow.clone()))
+                .await;
+        }
+        for t in pending {
+            state.track_trigger(t.id, &t.project, t.trigger.as_deref());
+            if !t.held {
+                state
+                    .queues
+                    .entry((t.project, t.workflow))
+                    .or_default()
+                    .push_back(t.id);
+            }
+        }
+        if !running.is_empty() {
+            tracing::info!(tasks = running.len(), "resuming tasks that were running");
+        }
+        state.fill(&me).await;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        me: &Addr<TaskSupMsg>,
+        msg: TaskSupMsg,
+        state: &mut TaskSupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TaskSupMsg::Create(req, reply) => {
+                if state.shutting_down.is_some() {
+                    let _ = reply.send(Err(ApiError::unavailable("the daemon is shutting down")));
+                    return Ok(());
+                }
+                match state.create(req) {
+                    Ok((info, start)) => {
+                        let _ = reply.send(Ok(info));
+                        if start {
+                            state.fill(me).await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            TaskSupMsg::Start(id, reply) => {
+                let result = match state.ctx.store.get(id) {
+                    Ok(Some(t))
+                        if t.state == TaskState::Pending && !state.running.contains_key(&id) =>
+                    {
+                        let queued = state.queues.values().any(|q| q.contains(&id));
+                        if queued {
+                            Err(ApiError::conflict(format!(
+                                "task {id} is already queued to start"
+                            )))
+                        } else {
+                            state
+                                .ctx
+                                .store
+                                .release(id, now())
+                                .map_err(store_err)
+                                .map(|()| {
+                                    state
+                                        .queues
+                                        .entry((t.project.clone(), t.workflow.clone()))
+                                        .or_default()
+                                        .push_back(id);
+                                    t
+                                })
+                        }
+                    }
+                    Ok(Some(t)) => Err(ApiError::conflict(format!(
+                        "task {id} is {}; only a pending task created with --no-start can be started",
+                        t.state.as_str()
+                    ))),
+                    Ok(None) => Err(ApiError::not_found(format!("task {id} not found"))),
+                    Err(e) => Err(store_err(e)),
+                };
+                let _ = reply.send(result);
+                state.fill(me).await;
+            }
+            TaskSupMsg::Cancel(id, reason, reply) => {
+                if let Some(result) = state.cancel_pending(id) {
+                    let _ = reply.send(result);
+                    return Ok(());
+                }
+                // Running: the WorkflowActor answers once its agent is gone.
+                let name = workflow_name(id);
+                tokio::spawn(async move {
+                    match Addr::<WorkflowMsg>::resolve(&name, Duration::from_secs(5)).await {
+                        Ok(w) => {
+                            if let Err(e) = w.cast(WorkflowMsg::Cancel {
+                                reason,
+                                reply: Some(reply),
+                            }) {
+                                tracing::warn!(task = id, error = %e, "cancel not delivered");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(ApiError::unavailable(format!(
+                                "task {id} is running but its actor does not answer ({e}); retry"
+                            ))));
+                        }
+                    }
+                });
+            }
+            TaskSupMsg::Active {
+                project,
+                trigger,
+                reply,
+            } => {
+                let ids = state
+                    .by_trigger
+                    .get(&(project, trigger))
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = reply.send(ids);
+            }
+            TaskSupMsg::Shutdown(reply) => {
+                state.queues.clear();
+                let waiters = state.shutting_down.get_or_insert_with(Vec::new);
+                waiters.push(reply);
+                if state.running.is_empty() {
+                    for w in waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
+                for id in state.running.keys() {
+                    if let Some(w) = Addr::<WorkflowMsg>::lookup(&workflow_name(*id)) {
+                        let _ = w.cast(WorkflowMsg::Cancel {
+                            reason: CancelReason::Shutdown,
+                            reply: None,
+                        });
+                    }
+                }
+            }
+            TaskSupMsg::Retry(name) => {
+                if let ChildEvent::Exited {
+                    name,
+                    failed,
+                    reason,
+                } = state.children.retry(me, &name, TaskSupMsg::Retry).await?
+                {
+                    state.exited(&name, failed, &reason);
+                    state.fill(me).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn inspect(&self, state: &TaskSupState) -> serde_json::Value {
+        let queued: usize = state.queues.values().map(VecDeque::len).sum();
+        json!({
+            "running": state.running.len(),
+            "queued": queued,
+            "createdSinceStart": state.created,
+            "shuttingDown": state.shutting_down.is_some(),
+            "supervision": state.children.inspect(),
+        })
+    }
+
+    async fn supervise(
+        &self,
+        me: &Addr<TaskSupMsg>,
+        event: SupervisionEvent,
+        state: &mut TaskSupState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let ChildEvent::Exited {
+            name,
+            failed,
+            reason,
+        } = state
+            .children
+            .on_event(me, event, TaskSupMsg::Retry)
+            .await?
+        {
+            state.exited(&name, failed, &reason);
+            state.fill(me).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
