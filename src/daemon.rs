@@ -16,12 +16,14 @@ use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
+use crate::actors::clock::Clock;
 use crate::actors::introspect;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
 };
-use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
+use crate::actors::trigger::TriggerContext;
+use crate::actors::trigger_supervisor::{TRIGGERS, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::{TASKS, TaskContext, TaskSupMsg, TaskSupervisor};
 use crate::domain::manifest::SecretValue;
@@ -62,7 +64,7 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     pub webhook_bind: WebhookBind,
     /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
-    /// (see `actors::trigger`).
+    /// (see `actors::trigger_supervisor`).
     pub trigger_resident_window: std::time::Duration,
     /// Delivery limits of the webhook server.
     pub webhook_limits: crate::http::webhook::Limits,
@@ -259,6 +261,7 @@ pub async fn run(
         snapshots: snapshots.clone(),
         runs_dir: data_dir.join(layout::RUNS_DIR),
         resident_window: config.trigger_resident_window,
+        clock: Clock::System,
     };
 
     let webhook_listener = match config.webhook_bind {

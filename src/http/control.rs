@@ -697,12 +697,12 @@ async fn fire_trigger(
         crate::actors::trigger::Fired::Created(t) => (Some(*t), None),
         crate::actors::trigger::Fired::Skipped(why) => (None, Some(why)),
     };
-    let event = crate::api::TriggerEvent {
+    let event = crate::domain::trigger_plan::TriggerEvent {
         at: Utc::now(),
         kind: if task.is_some() {
-            crate::api::EventKind::Fired
+            crate::domain::trigger_plan::EventKind::Fired
         } else {
-            crate::api::EventKind::Skipped
+            crate::domain::trigger_plan::EventKind::Skipped
         },
         scheduled: None,
         task: task.as_ref().map(|t| t.id),
@@ -1049,10 +1049,11 @@ fn is_cron(r: &ResourceView) -> bool {
 
 /// Asks the trigger supervisor where a cron trigger is armed; `None` when it does not answer.
 async fn trigger_armed(project: &str, name: &str) -> Option<crate::api::Armed> {
-    let sup =
-        Addr::<crate::actors::trigger::TriggerSupMsg>::lookup(crate::actors::trigger::TRIGGERS)?;
+    let sup = Addr::<crate::actors::trigger_supervisor::TriggerSupMsg>::lookup(
+        crate::actors::trigger_supervisor::TRIGGERS,
+    )?;
     sup.call(
-        |reply| crate::actors::trigger::TriggerSupMsg::Where {
+        |reply| crate::actors::trigger_supervisor::TriggerSupMsg::Where {
             key: (project.to_owned(), name.to_owned()),
             reply,
         },
