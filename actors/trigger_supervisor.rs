@@ -471,3 +471,6 @@ impl Behaviour for TriggerSupervisor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
