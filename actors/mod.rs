@@ -40,10 +40,12 @@
 //!   when dropped, which also happens when its parent dies.
 
 pub mod agent;
+pub mod clock;
 pub mod introspect;
 pub mod secret_store;
 pub mod supervisor;
 pub mod task_supervisor;
 pub mod trigger;
+pub mod trigger_supervisor;
 pub mod webhook;
 pub mod workflow;

@@ -16,13 +16,15 @@ use chrono::Utc;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
+use crate::actors::clock::Clock;
 use crate::actors::introspect;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
 };
 use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
-use crate::actors::trigger::{TRIGGERS, TriggerContext, TriggerSupervisor};
+use crate::actors::trigger::TriggerContext;
+use crate::actors::trigger_supervisor::{TRIGGERS, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
 use crate::actors::workflow::TaskContext;
 use crate::domain::manifest::SecretValue;
@@ -63,7 +65,7 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     pub webhook_bind: WebhookBind,
     /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
-    /// (see `actors::trigger`).
+    /// (see `actors::trigger_supervisor`).
     pub trigger_resident_window: std::time::Duration,
     /// Delivery limits of the webhook server.
     pub webhook_limits: WebhookLimits,
@@ -334,6 +336,7 @@ pub async fn run(
         snapshots: snapshots.clone(),
         runs_dir: data_dir.join(layout::RUNS_DIR),
         resident_window: config.trigger_resident_window,
+        clock: Clock::System,
     };
 
     let webhook_listener = listeners.webhook.map(Arc::new);

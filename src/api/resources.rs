@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::manifest::{API_VERSION, Kind, SecretValue, Spec, fingerprint};
 use crate::domain::snapshot::{Outcome, Resource};
+use crate::domain::trigger_plan::TriggerEvent;
 
-use super::{RotationRecord, TriggerEvent, TriggerStatus};
+use super::{RotationRecord, TriggerStatus};
 
 /// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
 /// (Workspace `root_path`) are resolved against.

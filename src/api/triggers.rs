@@ -1,5 +1,6 @@
-//! Wire types of triggers: fire requests and answers, fire times in a zone and in UTC, a
-//! trigger's live status and its history rows.
+//! Wire types of triggers: fire requests and answers, fire times in a zone and in UTC, and a
+//! trigger's live status. Its history rows are the domain's
+//! [`TriggerEvent`](crate::domain::trigger_plan::TriggerEvent), sent as they are.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -57,55 +58,4 @@ pub struct TriggerStatus {
     pub fires: u64,
     pub skips: u64,
     pub missed: u64,
-}
-
-/// What happened at one scheduled instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Fired,
-    Skipped,
-    Missed,
-    Failed,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Fired => "fired",
-            EventKind::Skipped => "skipped",
-            EventKind::Missed => "missed",
-            EventKind::Failed => "failed",
-        }
-    }
-    /// Reads a stored name back; an unknown name (written by a newer version) reads as
-    /// `Failed`, the kind that asks for attention.
-    pub fn parse(s: &str) -> EventKind {
-        match s {
-            "fired" => EventKind::Fired,
-            "skipped" => EventKind::Skipped,
-            "missed" => EventKind::Missed,
-            _ => EventKind::Failed,
-        }
-    }
-}
-
-/// One history row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerEvent {
-    pub at: DateTime<Utc>,
-    pub kind: EventKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<u64>,
-    /// Fire time minus scheduled instant.
-    #[serde(
-        rename = "latenessMs",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub lateness_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }

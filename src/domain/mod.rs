@@ -1,8 +1,9 @@
 //! The pure core of orchestrator: manifests, validation, lowering into typed values, the
-//! snapshot, schedules, signatures, filters, prompt rendering, what a step run launches,
-//! redaction and the workflow state machine with its resume. Nothing in here performs IO, reads
-//! the clock or touches tokio, warp or ractor (the `domain_is_pure` test in `tests/tidy.rs`
-//! enforces it), so every rule of the product can be unit-tested as plain functions.
+//! snapshot, schedules, the cron trigger plan (cursor, missed fires, resident or dormant),
+//! signatures, filters, prompt rendering, what a step run launches, redaction and the workflow
+//! state machine with its resume. Nothing in here performs IO, reads the clock or touches tokio,
+//! warp or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so every rule of
+//! the product can be unit-tested as plain functions.
 
 pub mod diagnostic;
 pub mod filter;
@@ -16,5 +17,6 @@ pub mod render;
 pub mod schedule;
 pub mod signature;
 pub mod snapshot;
+pub mod trigger_plan;
 pub mod validate;
 pub mod workflow;

@@ -33,7 +33,7 @@ pub mod verifications;
 pub use resources::ResourceStore;
 pub use rotations::{NewRotation, RotationStore, RotationUpdate};
 pub use tasks::{Interrupted, NewTask, Output, Queued, RunEnd, TaskRecord, TaskStore};
-pub use triggers::{HISTORY_ROWS, SaveRow, TriggerState, TriggerStore};
+pub use triggers::{HISTORY_ROWS, SaveRow, TriggerStore};
 pub use verifications::{Verification, VerificationStore};
 
 #[derive(Debug, Error)]

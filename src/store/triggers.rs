@@ -1,35 +1,17 @@
 //! Durable state of cron triggers: per trigger the last scheduled instant, last fire, last task,
 //! next fire and counters, plus a bounded history of fires, skips and missed fires with their
-//! reasons. TriggerActors write it; `get`/`describe trigger` read it.
+//! reasons. TriggerActors write it; `get`/`describe trigger` read it. The records themselves
+//! ([`TriggerState`], [`TriggerEvent`]) are the domain's (`domain::trigger_plan`).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::Result;
-use crate::api::TriggerEvent;
+use crate::domain::trigger_plan::{TriggerEvent, TriggerState};
 
 /// How many history rows are kept per trigger.
 pub const HISTORY_ROWS: i64 = 200;
-
-/// The persisted state of one trigger.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TriggerState {
-    /// The resource generation this state was computed for.
-    pub generation: u64,
-    #[serde(rename = "lastScheduled")]
-    pub last_scheduled: Option<DateTime<Utc>>,
-    #[serde(rename = "lastFire")]
-    pub last_fire: Option<DateTime<Utc>>,
-    #[serde(rename = "lastTask")]
-    pub last_task: Option<u64>,
-    #[serde(rename = "nextFire")]
-    pub next_fire: Option<DateTime<Utc>>,
-    pub fires: u64,
-    pub skips: u64,
-    pub missed: u64,
-}
 
 /// One trigger's state, and a history row to go with it, for [`TriggerStore::save_many`].
 #[derive(Debug, Clone, PartialEq)]

@@ -55,12 +55,12 @@ pub(super) async fn fire(
         crate::actors::trigger::Fired::Created(t) => (Some(*t), None),
         crate::actors::trigger::Fired::Skipped(why) => (None, Some(why)),
     };
-    let event = crate::api::TriggerEvent {
+    let event = crate::domain::trigger_plan::TriggerEvent {
         at: Utc::now(),
         kind: if task.is_some() {
-            crate::api::EventKind::Fired
+            crate::domain::trigger_plan::EventKind::Fired
         } else {
-            crate::api::EventKind::Skipped
+            crate::domain::trigger_plan::EventKind::Skipped
         },
         scheduled: None,
         task: task.as_ref().map(|t| t.id),

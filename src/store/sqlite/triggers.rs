@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Pair, immediate, opt_ts, parse_ts, ts};
-use crate::api::{EventKind, TriggerEvent};
-use crate::store::{HISTORY_ROWS, Result, SaveRow, TriggerState, TriggerStore};
+use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
+use crate::store::{HISTORY_ROWS, Result, SaveRow, TriggerStore};
 
 /// A trigger's state and optional history row, inside the caller's transaction. Every 50th
 /// history row also trims the trigger's history to the newest [`HISTORY_ROWS`].
