@@ -799,7 +799,25 @@ async fn rotate_secret(
     req: RotateRequest,
 ) -> Result<RotationRecord, ApiError> {
     let project = project_of(req.project.as_deref())?;
-    crate::rotation::rotate(&ctx.rotations, &project, store, req.key).await
+    Ok(crate::rotation::rotate(&ctx.rotations, &project, store, req.key).await?)
+}
+
+/// A rotation's errors on the wire: the caller's mistakes are 400 (404 for a store that does not
+/// exist, 409 for one already being rotated), the daemon's own failures 500; the text as is.
+impl From<crate::rotation::RotationError> for ApiError {
+    fn from(e: crate::rotation::RotationError) -> ApiError {
+        use crate::rotation::RotationError as E;
+        let status = match &e {
+            E::StoreNotFound { .. } => 404,
+            E::NoRotationBlock { .. }
+            | E::StagingKey { .. }
+            | E::NoKey { .. }
+            | E::Provider { .. } => 400,
+            E::AlreadyRunning { .. } => 409,
+            E::Record(_) | E::Random | E::NoOutcome => 500,
+        };
+        ApiError::new(status, e.to_string())
+    }
 }
 
 /// Signs a test delivery with one key of the trigger's store and sends it, marked as a dry run,
