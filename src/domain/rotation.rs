@@ -127,57 +127,77 @@ impl Rotation {
     /// The rotation once `record` is written.
     pub fn apply(&mut self, record: &Record) {
         self.stage = record.stage;
-        if let Some(at) = record.set_at {
+        if let Some(at) = record.set.set_at {
             self.set_at = Some(at);
         }
-        if let Some(set) = record.platform_set {
+        if let Some(set) = record.set.platform_set {
             self.platform_set = set;
         }
-        if let Some(reason) = &record.reason {
+        if let Some(reason) = &record.set.reason {
             self.reason = Some(reason.clone());
         }
     }
 }
 
-/// A write to a rotation's record: its new stage and the fields it sets (`None` keeps a field).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub stage: RotationStage,
+/// What a stage change records besides the stage; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RotationUpdate {
     pub reason: Option<String>,
     pub new_fingerprint: Option<String>,
+    /// Whether the platform may hold the new value (a rollback then sets it back).
     pub platform_set: Option<bool>,
     pub set_at: Option<DateTime<Utc>>,
     pub verified_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A write to a rotation's record: its new stage and the columns it sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub stage: RotationStage,
+    pub set: RotationUpdate,
+}
+
 impl Record {
     /// A move to `stage` that sets nothing else.
     pub fn to(stage: RotationStage) -> Record {
-        Record {
-            stage,
-            reason: None,
-            new_fingerprint: None,
-            platform_set: None,
-            set_at: None,
-            verified_at: None,
-            finished_at: None,
-        }
+        Record::new(stage, RotationUpdate::default())
+    }
+
+    pub fn new(stage: RotationStage, set: RotationUpdate) -> Record {
+        Record { stage, set }
+    }
+
+    /// The end of create: the new value's fingerprint, and on to set.
+    fn staged(value: &SecretValue) -> Record {
+        Record::new(
+            RotationStage::Set,
+            RotationUpdate {
+                new_fingerprint: Some(fingerprint(value.expose())),
+                ..RotationUpdate::default()
+            },
+        )
     }
 
     fn failed(reason: String, now: DateTime<Utc>) -> Record {
-        Record {
-            reason: Some(reason),
-            finished_at: Some(now),
-            ..Record::to(RotationStage::Failed)
-        }
+        Record::new(
+            RotationStage::Failed,
+            RotationUpdate {
+                reason: Some(reason),
+                finished_at: Some(now),
+                ..RotationUpdate::default()
+            },
+        )
     }
 
     fn done(now: DateTime<Utc>) -> Record {
-        Record {
-            finished_at: Some(now),
-            ..Record::to(RotationStage::Done)
-        }
+        Record::new(
+            RotationStage::Done,
+            RotationUpdate {
+                finished_at: Some(now),
+                ..RotationUpdate::default()
+            },
+        )
     }
 }
 
@@ -285,15 +305,15 @@ pub fn give_up(r: &Rotation, gone: Gone, now: DateTime<Utc>) -> Abandon {
 pub fn advance(r: &Rotation, event: Event, now: DateTime<Utc>) -> Action {
     match event {
         Event::Enter { staged } => enter(r, staged),
-        Event::Created { value } => Action::Record(Record {
-            new_fingerprint: Some(fingerprint(value.expose())),
-            ..Record::to(RotationStage::Set)
-        }),
+        Event::Created { value } => Action::Record(Record::staged(&value)),
         Event::CreateFailed(e) => rollback(r, format!("create: {e}"), false),
-        Event::SetDone => Action::Record(Record {
-            set_at: Some(now),
-            ..Record::to(RotationStage::Test)
-        }),
+        Event::SetDone => Action::Record(Record::new(
+            RotationStage::Test,
+            RotationUpdate {
+                set_at: Some(now),
+                ..RotationUpdate::default()
+            },
+        )),
         Event::SetFailed {
             error,
             maybe_applied,
@@ -306,10 +326,13 @@ pub fn advance(r: &Rotation, event: Event, now: DateTime<Utc>) -> Action {
             Action::Rollback(rb)
         }
         Event::TestFailed(e) => rollback(r, format!("test: {e}"), true),
-        Event::Verified { at } => Action::Record(Record {
-            verified_at: Some(at),
-            ..Record::to(RotationStage::Finish)
-        }),
+        Event::Verified { at } => Action::Record(Record::new(
+            RotationStage::Finish,
+            RotationUpdate {
+                verified_at: Some(at),
+                ..RotationUpdate::default()
+            },
+        )),
         Event::TimedOut => rollback(
             r,
             format!(
@@ -337,10 +360,7 @@ fn enter(r: &Rotation, staged: Option<SecretValue>) -> Action {
     use RotationStage as S;
     match (r.stage, staged) {
         // A resumed rotation keeps the value it created.
-        (S::Create, Some(value)) => Action::Record(Record {
-            new_fingerprint: Some(fingerprint(value.expose())),
-            ..Record::to(S::Set)
-        }),
+        (S::Create, Some(value)) => Action::Record(Record::staged(&value)),
         (S::Create, None) => Action::Create,
         // The new value is gone (removed by hand, or by a concurrent change). A set that has not
         // asked the provider yet in this run leaves the platform alone.
@@ -353,10 +373,13 @@ fn enter(r: &Rotation, staged: Option<SecretValue>) -> Action {
             r.stage == S::Test,
         ),
         (S::Set, Some(value)) => Action::Set {
-            mark: Record {
-                platform_set: Some(true),
-                ..Record::to(S::Set)
-            },
+            mark: Record::new(
+                S::Set,
+                RotationUpdate {
+                    platform_set: Some(true),
+                    ..RotationUpdate::default()
+                },
+            ),
             value,
         },
         (S::Test, Some(value)) => Action::Test {
@@ -422,11 +445,6 @@ impl Rollback {
         }
     }
 
-    /// What failed, with what the undo steps so far did.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-
     /// Records how setting the platform back went. If it failed, the staging key stays: the
     /// platform may use the new value, so both values must keep verifying.
     pub fn platform_reset(&mut self, outcome: Reset) {
@@ -463,9 +481,8 @@ impl Rollback {
 
     /// The failed record the rollback ends with, at `now`.
     pub fn record(self, now: DateTime<Utc>) -> Record {
-        Record {
-            platform_set: self.platform_set,
-            ..Record::failed(self.reason, now)
-        }
+        let mut record = Record::failed(self.reason, now);
+        record.set.platform_set = self.platform_set;
+        record
     }
 }

@@ -38,7 +38,7 @@ use crate::domain::rotation::{
     Rotation, RotationStage, Timing,
 };
 use crate::domain::snapshot::{ResourceKey, Snapshot};
-use crate::store::{NewRotation, RotationStore, RotationUpdate, StoreError, VerificationStore};
+use crate::store::{NewRotation, RotationStore, StoreError, VerificationStore};
 
 /// Why a rotation could not be started, or why driving one stopped short of an outcome. (How a
 /// rotation ended, failed included, is its record.)
@@ -479,7 +479,7 @@ impl Run<'_> {
             Abandon::Rollback(rb) => self.roll_back(None, rb).await,
         };
         self.write(state, &record)?;
-        Ok(End::Failed(record.reason.unwrap_or_default()))
+        Ok(End::Failed(record.set.reason.unwrap_or_default()))
     }
 
     /// Undoes a failed rotation's steps: sets the platform back (when the rollback says so; the
@@ -516,15 +516,10 @@ impl Run<'_> {
     /// Writes `record` and applies it to `state`. The write of a failed record may fail without
     /// an error: the rotation's outcome (its reason) matters more than the store's.
     fn write(&self, state: &mut Rotation, record: &Record) -> Result<(), RotationError> {
-        let set = RotationUpdate {
-            reason: record.reason.clone(),
-            new_fingerprint: record.new_fingerprint.clone(),
-            platform_set: record.platform_set,
-            set_at: record.set_at,
-            verified_at: record.verified_at,
-            finished_at: record.finished_at,
-        };
-        let written = self.ctx.records.update(self.id, record.stage, &set, now());
+        let written = self
+            .ctx
+            .records
+            .update(self.id, record.stage, &record.set, now());
         state.apply(record);
         match written {
             Err(e) if record.stage != RotationStage::Failed => Err(e.into()),

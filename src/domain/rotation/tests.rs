@@ -49,9 +49,9 @@ fn check(r: &Rotation, event: Event, want: Action) {
     assert_eq!(got, want, "{:?} + {event:?}", r.stage);
 }
 
-fn record(stage: RotationStage, f: impl FnOnce(&mut Record)) -> Action {
+fn record(stage: RotationStage, f: impl FnOnce(&mut RotationUpdate)) -> Action {
     let mut r = Record::to(stage);
-    f(&mut r);
+    f(&mut r.set);
     Action::Record(r)
 }
 
@@ -79,10 +79,13 @@ fn every_stage_transition() {
                 staged: Some(new.clone()),
             },
             Action::Set {
-                mark: Record {
-                    platform_set: Some(true),
-                    ..Record::to(S::Set)
-                },
+                mark: Record::new(
+                    S::Set,
+                    RotationUpdate {
+                        platform_set: Some(true),
+                        ..RotationUpdate::default()
+                    },
+                ),
                 value: new.clone(),
             },
         ),
@@ -305,10 +308,8 @@ fn a_failure_at_each_stage_rolls_back() {
     for (r, event, want_set_back, want_removed, reason, platform_set) in table {
         let what = format!("{:?} + {event:?}", r.stage);
         let got = undo(advance(&r, event, at(NOW)), Reset::Done, Removal::Removed);
-        let want = Record {
-            platform_set,
-            ..Record::failed(reason, at(NOW))
-        };
+        let mut want = Record::failed(reason, at(NOW));
+        want.set.platform_set = platform_set;
         assert_eq!(got, (want_set_back, want_removed, want), "{what}");
     }
 }
