@@ -73,36 +73,6 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
-    /// The base environment agents get: the daemon's `PATH HOME USER LANG TERM`, with the
-    /// directory of the running executable put first on `PATH`.
-    pub fn base_env_from_process() -> Vec<(String, String)> {
-        let mut env = Vec::new();
-        for name in ["PATH", "HOME", "USER", "LANG", "TERM"] {
-            let Some(mut value) = std::env::var(name).ok() else {
-                continue;
-            };
-            if name == "PATH"
-                && let Some(dir) = std::env::current_exe()
-                    .ok()
-                    .and_then(|p| p.parent().map(Path::to_owned))
-            {
-                value = format!("{}:{value}", dir.display());
-            }
-            env.push((name.to_owned(), value));
-        }
-        if !env.iter().any(|(k, _)| k == "PATH")
-            && let Some(dir) = std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_owned))
-        {
-            env.push((
-                "PATH".into(),
-                format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display()),
-            ));
-        }
-        env
-    }
-
     fn task_dir(&self, id: u64) -> PathBuf {
         self.runs_dir.join(id.to_string())
     }

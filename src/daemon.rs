@@ -324,7 +324,7 @@ pub async fn run(
         snapshots: snapshots.clone(),
         runs_dir: data_dir.join(layout::RUNS_DIR),
         socket: socket_path.clone(),
-        base_env: Arc::new(TaskContext::base_env_from_process()),
+        base_env: Arc::new(crate::process::base_env()),
         grace: AGENT_GRACE,
         stream_cap: 16 * 1024 * 1024,
         capture_cap: 1024 * 1024,

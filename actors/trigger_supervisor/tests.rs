@@ -140,7 +140,7 @@ impl Rig {
             snapshots: self.publish.subscribe(),
             runs_dir: self.dir.path().join("runs"),
             socket: self.dir.path().join("orchestrator.sock"),
-            base_env: Arc::new(TaskContext::base_env_from_process()),
+            base_env: Arc::new(crate::process::base_env()),
             grace: Duration::from_secs(5),
             stream_cap: 1024 * 1024,
             capture_cap: 1024 * 1024,

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::rotation::RotationStage;
+
 /// `PUT /v1/secrets/{store}/keys/{key}`: the value travels in the body, never in a URL or argv.
 #[derive(Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -33,50 +35,6 @@ pub struct RotateRequest {
     /// Default: the store's `rotation.key`.
     #[serde(default)]
     pub key: Option<String>,
-}
-
-/// Where a rotation is (or ended).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RotationStage {
-    /// The new value is being added beside the old one.
-    Create,
-    /// The new value is being set at the platform.
-    Set,
-    /// Waiting for a delivery signed with the new value.
-    Test,
-    /// Waiting out the grace period, then removing the old value.
-    Finish,
-    Done,
-    Failed,
-}
-
-impl RotationStage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RotationStage::Create => "create",
-            RotationStage::Set => "set",
-            RotationStage::Test => "test",
-            RotationStage::Finish => "finish",
-            RotationStage::Done => "done",
-            RotationStage::Failed => "failed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<RotationStage> {
-        [
-            RotationStage::Create,
-            RotationStage::Set,
-            RotationStage::Test,
-            RotationStage::Finish,
-            RotationStage::Done,
-            RotationStage::Failed,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
-    }
-    pub fn is_finished(self) -> bool {
-        matches!(self, RotationStage::Done | RotationStage::Failed)
-    }
 }
 
 /// One rotation: stages, times, fingerprints (never values), outcome.

@@ -21,12 +21,9 @@ use thiserror::Error;
 use super::filter::Filter;
 use super::manifest::{AgentSpec, EnvEntry, Spec, TriggerSpec, WorkflowSpec};
 use super::render::{self, RenderError};
+use super::rotation::NEXT_SUFFIX;
 use super::schedule::{Schedule, ScheduleError};
 use super::signature::{self, Scheme, SignatureError};
-
-/// The name suffix of a rotation's staging value: `github.next` is the new value of `github`
-/// while a rotation runs, and verifies wherever `github` does.
-pub const NEXT_SUFFIX: &str = ".next";
 
 /// Why a stored resource does not lower.
 #[derive(Debug, Clone, PartialEq, Error)]

@@ -3,9 +3,10 @@
 //! own `PATH` and executing it directly (never through a shell), a cleared environment, the
 //! working directory, the prompt on stdin, the child's own process group, the timeout and cancel
 //! escalation (SIGTERM to the group, grace, SIGKILL to the group, reap), and the [`GroupGuard`]
-//! that kills the group if the owner goes away without waiting. Beside it: `group.rs` (process
-//! groups, `/proc` scans, orphan kill after a crash), `log.rs` (the run log, streamed and
-//! redacted) and `program.rs` (the short programs rotation providers run).
+//! that kills the group if the owner goes away without waiting. Beside it: `env.rs` (the base
+//! environment every child starts from), `group.rs` (process groups, `/proc` scans, orphan kill
+//! after a crash), `log.rs` (the run log, streamed and redacted) and `program.rs` (the short
+//! programs rotation providers run).
 //!
 //! An agent's background children do not outlive it: once the leader has exited and been reaped,
 //! the rest of its process group gets SIGKILL. Otherwise a grandchild holding stdout open would
@@ -13,6 +14,7 @@
 //! cannot be reached that way; if it still holds a pipe when the drain window
 //! (`grace`, at least [`MIN_DRAIN`]) has passed, that stream stops being read and the log says so.
 
+mod env;
 mod group;
 mod log;
 mod program;
@@ -36,6 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use env::base_env;
 pub use group::{
     GroupGuard, group_alive, kill_group, kill_marked, kill_orphaned_group, own_pid, start_time,
 };

@@ -31,7 +31,7 @@ pub mod triggers;
 pub mod verifications;
 
 pub use resources::ResourceStore;
-pub use rotations::{NewRotation, RotationStore, RotationUpdate};
+pub use rotations::{NewRotation, RotationStore};
 pub use tasks::{Interrupted, NewTask, Output, Queued, RunEnd, TaskRecord, TaskStore};
 pub use triggers::{HISTORY_ROWS, SaveRow, TriggerStore};
 pub use verifications::{Verification, VerificationStore};

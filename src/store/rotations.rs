@@ -1,12 +1,13 @@
 //! The records of staged secret rotations, one per rotation: its stage, the fingerprints of the
 //! old and new value (never a value), whether the platform was set, and when each stage ended.
-//! The rotation driver (`src/rotation.rs`) records a stage here before the next begins, and
+//! The rotation driver (`src/rotation/`) records a stage here before the next begins, and
 //! resumes from it after a restart.
 
 use chrono::{DateTime, Utc};
 
 use super::Result;
 use crate::api::{RotationRecord, RotationStage};
+use crate::domain::rotation::RotationUpdate;
 
 /// A rotation being started (stage `create`).
 #[derive(Debug, Clone)]
@@ -17,18 +18,6 @@ pub struct NewRotation<'a> {
     pub provider: &'a str,
     pub old_fingerprint: String,
     pub started_at: DateTime<Utc>,
-}
-
-/// What a stage change records besides the stage; `None` leaves a column as it is.
-#[derive(Debug, Clone, Default)]
-pub struct RotationUpdate {
-    pub reason: Option<String>,
-    pub new_fingerprint: Option<String>,
-    /// Whether the platform may hold the new value (a rollback then sets it back).
-    pub platform_set: Option<bool>,
-    pub set_at: Option<DateTime<Utc>>,
-    pub verified_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// The rotation records.

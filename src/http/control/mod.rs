@@ -538,7 +538,13 @@ pub enum ControlError {
     #[error("the webhook server did not answer: {0}")]
     WebhookSilent(reqwest::Error),
 
-    /// An answer of a lower layer (an actor's reply, a rotation), with the status it chose.
+    /// A rotation that did not run or did not finish: the caller's mistakes are 400 (404 for a
+    /// store that does not exist, 409 for one already being rotated), the daemon's own failures
+    /// 500.
+    #[error(transparent)]
+    Rotation(#[from] crate::rotation::RotationError),
+
+    /// An answer of a lower layer (an actor's reply), with the status it chose.
     #[error("{0}")]
     Answered(ApiError),
 }
@@ -587,6 +593,18 @@ impl ControlError {
             Invalid { .. } => 422,
             ReadTasks(_) | ReadTriggerHistory(_) | Client(_) | Unhandled(_) => 500,
             ActorDown(_) | ActorCall(_) | Inspect(_) | RootDown | WebhookSilent(_) => 503,
+            Rotation(e) => {
+                use crate::rotation::RotationError as R;
+                match e {
+                    R::StoreNotFound { .. } => 404,
+                    R::NoRotationBlock { .. }
+                    | R::StagingKey { .. }
+                    | R::NoKey { .. }
+                    | R::Provider { .. } => 400,
+                    R::AlreadyRunning { .. } => 409,
+                    R::Record(_) | R::Random | R::NoOutcome => 500,
+                }
+            }
             Answered(e) => e.status,
         }
     }

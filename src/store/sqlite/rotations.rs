@@ -8,7 +8,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Conn, Durability, parse_ts, ts};
 use crate::api::{RotationRecord, RotationStage};
-use crate::store::{NewRotation, Result, RotationStore, RotationUpdate};
+use crate::domain::rotation::RotationUpdate;
+use crate::store::{NewRotation, Result, RotationStore};
 
 const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
 

@@ -1,0 +1,591 @@
+//! Staged secret rotation (SPEC §7): `orchestrator secret rotate STORE [--key KEY]`, driven by the
+//! store's `rotation` block. The stages — create `<key>.next`, set it at the platform, test it
+//! with a verified delivery, finish after the grace — and every rollback and resume decision are
+//! the pure machine in [`crate::domain::rotation`]; this module drives it. It performs each
+//! action the machine names: record writes in the [`RotationStore`] (each stage recorded before
+//! the next begins), patches of the store through the SecretStoreActor, the provider's calls
+//! (`github.rs`: the repository webhook over HTTPS; `command.rs`: the user's programs through
+//! `process`), and the test stage's wait for a "last verified at" stamp in the
+//! [`VerificationStore`]. It also holds the `rotate` entry point (one rotation per store at a
+//! time, the caller waiting for its end) and [`resume_all`], which takes up the rotations a
+//! stopped daemon left unfinished.
+//!
+//! At no moment does neither key verify: the new value is valid (as `<key>.next`, then as
+//! `<key>`) from before the platform uses it. Values never leave this module except into the
+//! store and to the provider; records and errors carry fingerprints only.
+
+mod command;
+mod github;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use thiserror::Error;
+use tokio::sync::{oneshot, watch};
+
+pub use command::CommandError;
+pub use github::GithubError;
+
+use crate::actors::introspect::{Addr, CallError};
+use crate::actors::secret_store::{self, SecretStoreMsg};
+use crate::api::{ApiError, RotationRecord};
+use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
+use crate::domain::rotation::{
+    self, Abandon, Action, End, Event, Gone, NEXT_SUFFIX, Record, Removal, Reset, Rollback,
+    Rotation, RotationStage, Timing,
+};
+use crate::domain::snapshot::{ResourceKey, Snapshot};
+use crate::store::{NewRotation, RotationStore, StoreError, VerificationStore};
+
+/// Why a rotation could not be started, or why driving one stopped short of an outcome. (How a
+/// rotation ended, failed included, is its record.)
+#[derive(Debug, Error)]
+pub enum RotationError {
+    #[error("secretstore/{store} not found in project {project:?}")]
+    StoreNotFound { project: String, store: String },
+    #[error(
+        "secretstore/{store} has no rotation block: add `rotation: {{key, provider, settings, credentials, graceSeconds}}` to its spec"
+    )]
+    NoRotationBlock { store: String },
+    #[error("{key:?} is a rotation's staging key; name the key it rotates")]
+    StagingKey { key: String },
+    #[error("secretstore/{store} has no key {key:?} to rotate")]
+    NoKey { store: String, key: String },
+    #[error("secretstore/{store}: {source}")]
+    Provider {
+        store: String,
+        source: ProviderError,
+    },
+    #[error(
+        "secretstore/{store} is already being rotated; wait for it (orchestrator describe secretstore {store})"
+    )]
+    AlreadyRunning { store: String },
+    #[error("rotation record: {0}")]
+    Record(#[from] StoreError),
+    #[error("the operating system's random source failed")]
+    Random,
+    #[error("the rotation stopped without an outcome (see the daemon log)")]
+    NoOutcome,
+}
+
+/// Why a provider cannot be used, or why one of its calls failed.
+#[derive(Debug, Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Github(#[from] GithubError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl ProviderError {
+    /// Whether the platform may have taken the value anyway: an answer that refused the request
+    /// means it did not; a lost connection or a failing program leaves it unknown.
+    fn maybe_applied(&self) -> bool {
+        match self {
+            ProviderError::Github(e) => e.maybe_applied(),
+            ProviderError::Command(_) => true,
+        }
+    }
+}
+
+/// Why a patch of the SecretStore did not go through.
+#[derive(Debug, Error)]
+enum PatchError {
+    #[error(transparent)]
+    Actor(#[from] CallError),
+    #[error("{0}")]
+    Refused(ApiError),
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What rotations share
+// ---------------------------------------------------------------------------------------------
+
+/// Callers waiting for one rotation's end.
+type Waiters = Vec<oneshot::Sender<RotationRecord>>;
+
+/// What rotations share.
+#[derive(Clone)]
+pub struct RotationContext {
+    records: Arc<dyn RotationStore>,
+    verifications: Arc<dyn VerificationStore>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    http: reqwest::Client,
+    socket: PathBuf,
+    /// Running rotations by (project, store), each with the callers waiting for its end.
+    running: Arc<Mutex<HashMap<(String, String), Waiters>>>,
+}
+
+impl RotationContext {
+    /// Rotations recorded in `records`, whose test stage watches `verifications`.
+    pub fn new(
+        records: Arc<dyn RotationStore>,
+        verifications: Arc<dyn VerificationStore>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        socket: PathBuf,
+    ) -> Result<RotationContext, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(RotationContext {
+            records,
+            verifications,
+            snapshots,
+            http,
+            socket,
+            running: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The newest rotations of a store, newest first.
+    pub fn history(
+        &self,
+        project: &str,
+        store: &str,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, RotationError> {
+        Ok(self.records.history(project, store, limit)?)
+    }
+
+    fn host(&self) -> command::Host<'_> {
+        command::Host {
+            socket: &self.socket,
+            snapshots: &self.snapshots,
+        }
+    }
+
+    /// Forgets the running rotation of (`project`, `store`); returns who waits for its end.
+    fn stop_running(&self, project: &str, store: &str) -> Waiters {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(project.to_owned(), store.to_owned()))
+            .unwrap_or_default()
+    }
+}
+
+/// Where a provider pushes and tests a value.
+enum Provider {
+    Github(github::Github),
+    Command(command::Command),
+}
+
+impl Provider {
+    fn from_spec(
+        spec: &RotationSpec,
+        project: &str,
+        snapshot: &Snapshot,
+    ) -> Result<Provider, ProviderError> {
+        Ok(match spec.provider {
+            RotationProvider::Github => {
+                Provider::Github(github::Github::from_spec(spec, project, snapshot)?)
+            }
+            RotationProvider::Command => Provider::Command(command::Command::from_spec(spec)?),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Provider::Github(_) => "github",
+            Provider::Command(_) => "command",
+        }
+    }
+
+    /// Puts `value` at the platform.
+    async fn set(
+        &self,
+        ctx: &RotationContext,
+        store: &str,
+        key: &str,
+        value: &SecretValue,
+    ) -> Result<(), ProviderError> {
+        match self {
+            Provider::Github(g) => Ok(g.set(&ctx.http, value).await?),
+            Provider::Command(c) => Ok(c.set(&ctx.host(), store, key, value).await?),
+        }
+    }
+
+    /// Asks the platform for a delivery signed with its current value, `new` (a `command`
+    /// provider's test program gets it on stdin, like the set program).
+    async fn test(
+        &self,
+        ctx: &RotationContext,
+        store: &str,
+        key: &str,
+        new: &SecretValue,
+    ) -> Result<(), ProviderError> {
+        match self {
+            Provider::Github(g) => Ok(g.ping(&ctx.http).await?),
+            Provider::Command(c) => Ok(c.test(&ctx.host(), store, key, new).await?),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------
+
+/// Starts a rotation of `store` (its `rotation.key`, or `key`) and waits for its end.
+pub async fn rotate(
+    ctx: &RotationContext,
+    project: &str,
+    store: &str,
+    key: Option<String>,
+) -> Result<RotationRecord, RotationError> {
+    let snapshot = ctx.snapshots.borrow().clone();
+    let spec =
+        snapshot
+            .secret_store(project, store)
+            .ok_or_else(|| RotationError::StoreNotFound {
+                project: project.to_owned(),
+                store: store.to_owned(),
+            })?;
+    let rotation = spec
+        .rotation
+        .clone()
+        .ok_or_else(|| RotationError::NoRotationBlock {
+            store: store.to_owned(),
+        })?;
+    let key = key.unwrap_or_else(|| rotation.key.clone());
+    if key.ends_with(NEXT_SUFFIX) {
+        return Err(RotationError::StagingKey { key });
+    }
+    let old = spec.data.get(&key).ok_or_else(|| RotationError::NoKey {
+        store: store.to_owned(),
+        key: key.clone(),
+    })?;
+    let provider = Provider::from_spec(&rotation, project, &snapshot).map_err(|source| {
+        RotationError::Provider {
+            store: store.to_owned(),
+            source,
+        }
+    })?;
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut running = ctx.running.lock().unwrap_or_else(|p| p.into_inner());
+        let k = (project.to_owned(), store.to_owned());
+        if running.contains_key(&k) {
+            return Err(RotationError::AlreadyRunning {
+                store: store.to_owned(),
+            });
+        }
+        running.insert(k, vec![tx]);
+    }
+    let created = ctx.records.create(&NewRotation {
+        project,
+        store,
+        key: &key,
+        provider: provider.name(),
+        old_fingerprint: fingerprint(old.expose()),
+        started_at: now(),
+    });
+    let id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            ctx.stop_running(project, store);
+            return Err(e.into());
+        }
+    };
+    tracing::info!(project, store, key = %key, rotation = id, provider = provider.name(), "rotation started");
+    tokio::spawn(drive(ctx.clone(), id));
+    rx.await.map_err(|_| RotationError::NoOutcome)
+}
+
+/// Resumes the rotations a stopped daemon left unfinished.
+pub async fn resume_all(ctx: &RotationContext) {
+    let open = match ctx.records.unfinished() {
+        Ok(r) => r,
+        Err(e) => {
+            let e = RotationError::from(e);
+            tracing::error!(error = %e, "cannot read unfinished rotations");
+            return;
+        }
+    };
+    for r in open {
+        tracing::warn!(rotation = r.id, store = %r.store, stage = r.stage.as_str(), "resuming an interrupted rotation");
+        ctx.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((r.project.clone(), r.store.clone()))
+            .or_default();
+        tokio::spawn(drive(ctx.clone(), r.id));
+    }
+}
+
+/// Runs a rotation from its recorded stage to its end, then wakes whoever waits for it.
+async fn drive(ctx: RotationContext, id: u64) {
+    let outcome = run(&ctx, id).await;
+    let record = match ctx.records.get(id) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = RotationError::from(e);
+            tracing::error!(rotation = id, error = %e, "cannot read the rotation's record");
+            return;
+        }
+    };
+    match &outcome {
+        Ok(End::Done) => {
+            tracing::info!(rotation = id, store = %record.store, key = %record.key, "rotation done")
+        }
+        Ok(End::Failed(reason)) => {
+            tracing::warn!(rotation = id, store = %record.store, key = %record.key, %reason, "rotation failed")
+        }
+        Err(reason) => {
+            tracing::warn!(rotation = id, store = %record.store, key = %record.key, %reason, "rotation failed")
+        }
+    }
+    for w in ctx.stop_running(&record.project, &record.store) {
+        let _ = w.send(record.clone());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving one rotation
+// ---------------------------------------------------------------------------------------------
+
+/// Takes rotation `id` up at its recorded stage and runs the machine to its end.
+async fn run(ctx: &RotationContext, id: u64) -> Result<End, RotationError> {
+    let record = ctx.records.get(id)?;
+    let snapshot = ctx.snapshots.borrow().clone();
+    let spec = snapshot.secret_store(&record.project, &record.store);
+    let block = spec.and_then(|s| s.rotation.as_ref());
+    let mut state = Rotation {
+        stage: record.stage,
+        started_at: record.started_at,
+        set_at: record.set_at,
+        platform_set: ctx.records.platform_set(id).ok().flatten().unwrap_or(false),
+        reason: record.reason.clone(),
+        old: spec.and_then(|s| s.data.get(&record.key)).cloned(),
+        timing: Timing::of(block),
+    };
+    let provider = match (spec, block) {
+        (None, _) => Err(Gone::Store),
+        (Some(_), None) => Err(Gone::Rotation),
+        (Some(_), Some(block)) => Provider::from_spec(block, &record.project, &snapshot)
+            .map_err(|e| Gone::Provider(e.to_string())),
+    };
+    let run = Run {
+        ctx,
+        id,
+        store: ResourceKey::new(record.project.clone(), Kind::SecretStore, record.store),
+        staging: rotation::staging_key(&record.key),
+        key: record.key,
+    };
+    match provider {
+        Ok(provider) => run.stages(&mut state, &provider).await,
+        Err(gone) => run.give_up(&mut state, gone).await,
+    }
+}
+
+/// One rotation being driven: its record's id, its store, the key it rotates and its staging key.
+struct Run<'a> {
+    ctx: &'a RotationContext,
+    id: u64,
+    store: ResourceKey,
+    key: String,
+    staging: String,
+}
+
+impl Run<'_> {
+    /// Performs the machine's actions and feeds back what they did, until it ends.
+    async fn stages(
+        &self,
+        state: &mut Rotation,
+        provider: &Provider,
+    ) -> Result<End, RotationError> {
+        let mut action = rotation::advance(state, self.enter(), now());
+        loop {
+            let event = match action {
+                Action::End(end) => return Ok(end),
+                Action::Record(record) => {
+                    self.write(state, &record)?;
+                    self.enter()
+                }
+                Action::Rollback(rb) => {
+                    let record = self.roll_back(Some(provider), rb).await;
+                    self.write(state, &record)?;
+                    self.enter()
+                }
+                Action::Create => {
+                    let value = random_value()?;
+                    let add = vec![(self.staging.clone(), Some(value.clone()))];
+                    match self.patch(add).await {
+                        Ok(()) => Event::Created { value },
+                        Err(e) => Event::CreateFailed(e.to_string()),
+                    }
+                }
+                Action::Set { mark, value } => {
+                    self.write(state, &mark)?;
+                    match provider
+                        .set(self.ctx, &self.store.name, &self.key, &value)
+                        .await
+                    {
+                        Ok(()) => Event::SetDone,
+                        Err(e) => Event::SetFailed {
+                            maybe_applied: e.maybe_applied(),
+                            error: e.to_string(),
+                        },
+                    }
+                }
+                Action::Test {
+                    value,
+                    since,
+                    timeout,
+                } => {
+                    match provider
+                        .test(self.ctx, &self.store.name, &self.key, &value)
+                        .await
+                    {
+                        Err(e) => Event::TestFailed(e.to_string()),
+                        Ok(()) => match self.wait_verified(since, timeout).await {
+                            Some(at) => Event::Verified { at },
+                            None => Event::TimedOut,
+                        },
+                    }
+                }
+                Action::Wait(grace) => {
+                    tokio::time::sleep(grace).await;
+                    Event::GraceElapsed {
+                        staged: self.staged(),
+                    }
+                }
+                Action::Commit { value } => {
+                    let commit = vec![
+                        (self.key.clone(), Some(value)),
+                        (self.staging.clone(), None),
+                    ];
+                    match self.patch(commit).await {
+                        Ok(()) => Event::Committed,
+                        Err(e) => Event::CommitFailed(e.to_string()),
+                    }
+                }
+            };
+            action = rotation::advance(state, event, now());
+        }
+    }
+
+    /// Ends a rotation that cannot go on (its store, rotation block or provider is gone).
+    async fn give_up(&self, state: &mut Rotation, gone: Gone) -> Result<End, RotationError> {
+        let record = match rotation::give_up(state, gone, now()) {
+            Abandon::Fail(record) => record,
+            Abandon::Rollback(rb) => self.roll_back(None, rb).await,
+        };
+        self.write(state, &record)?;
+        Ok(End::Failed(record.set.reason.unwrap_or_default()))
+    }
+
+    /// Undoes a failed rotation's steps: sets the platform back (when the rollback says so; the
+    /// rollbacks of [`rotation::give_up`] never do, so they come without a provider), removes the
+    /// staging key unless that failed; returns the failed record to write.
+    async fn roll_back(&self, provider: Option<&Provider>, mut rb: Rollback) -> Record {
+        if let (Some(old), Some(provider)) = (rb.set_back.take(), provider) {
+            let reset = match provider
+                .set(self.ctx, &self.store.name, &self.key, &old)
+                .await
+            {
+                Ok(()) => Reset::Done,
+                Err(e) => Reset::Failed(e.to_string()),
+            };
+            rb.platform_reset(reset);
+        }
+        if rb.removes_staging() {
+            let removal = match self.patch(vec![(self.staging.clone(), None)]).await {
+                Ok(()) => Removal::Removed,
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains("has no key") {
+                        Removal::Absent
+                    } else {
+                        Removal::Failed(text)
+                    }
+                }
+            };
+            rb.staging_removed(removal);
+        }
+        rb.record(now())
+    }
+
+    /// Writes `record` and applies it to `state`. The write of a failed record may fail without
+    /// an error: the rotation's outcome (its reason) matters more than the store's.
+    fn write(&self, state: &mut Rotation, record: &Record) -> Result<(), RotationError> {
+        let written = self
+            .ctx
+            .records
+            .update(self.id, record.stage, &record.set, now());
+        state.apply(record);
+        match written {
+            Err(e) if record.stage != RotationStage::Failed => Err(e.into()),
+            Ok(()) | Err(_) => Ok(()),
+        }
+    }
+
+    /// A stage begins: the staging key's value in the newest snapshot.
+    fn enter(&self) -> Event {
+        Event::Enter {
+            staged: self.staged(),
+        }
+    }
+
+    fn staged(&self) -> Option<SecretValue> {
+        self.ctx
+            .snapshots
+            .borrow()
+            .secret_store(&self.store.project, &self.store.name)
+            .and_then(|s| s.data.get(&self.staging).cloned())
+    }
+
+    /// Polls "last verified at" of the staging key until it is at or after `since`.
+    async fn wait_verified(
+        &self,
+        since: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Option<DateTime<Utc>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(at)) = self.ctx.verifications.last_verified(
+                &self.store.project,
+                &self.store.name,
+                &self.staging,
+            ) && at >= since
+            {
+                return Some(at);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) keys of the store, in one commit of the SecretStoreActor.
+    async fn patch(&self, changes: Vec<(String, Option<SecretValue>)>) -> Result<(), PatchError> {
+        let actor =
+            Addr::<SecretStoreMsg>::resolve(secret_store::NAME, Duration::from_secs(10)).await?;
+        actor
+            .call(
+                |reply| SecretStoreMsg::PatchSecret {
+                    key: self.store.clone(),
+                    changes,
+                    reply,
+                },
+                Duration::from_secs(30),
+            )
+            .await?
+            .map(|_| ())
+            .map_err(PatchError::Refused)
+    }
+}
+
+fn random_value() -> Result<SecretValue, RotationError> {
+    use chacha20poly1305::aead::Generate;
+    let bytes = chacha20poly1305::Key::try_generate().map_err(|_| RotationError::Random)?;
+    Ok(SecretValue::new(hex::encode(bytes)))
+}
