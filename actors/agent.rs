@@ -1,6 +1,6 @@
 //! AgentActor (`agent/<task-id>/<step>/<n>`): wraps one agent subprocess. The WorkflowActor
 //! starts the process (own process group, cleared environment, argv without a shell, see
-//! `process/`) so that a start failure is an ordinary step error; this actor's `init` records
+//! `process/`) so that a start failure is an ordinary step error; this actor's `pre_start` records
 //! the process group in the database and hands the wait — timeout, output streaming, reaping —
 //! to a spawned task that reports back with `Exited`. The mailbox therefore stays free for `Cancel` (SIGTERM to the group, grace, SIGKILL).
 //!
@@ -18,7 +18,7 @@ use ractor::ActorProcessingErr;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::introspect::{Addr, Behaviour, Message, Recipient};
+use super::runtime::{Addr, Behaviour, Message, Recipient};
 use crate::process::{self, Canceller, Finished, GroupGuard, ProcessError, Running};
 use crate::store::TaskStore;
 
@@ -78,7 +78,7 @@ impl Behaviour for AgentActor {
     type Args = AgentArgs;
     const TYPE: &'static str = "AgentActor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<AgentMsg>,
         args: AgentArgs,

@@ -1,5 +1,5 @@
-//! The actor system. Every actor is a [`introspect::Behaviour`] run by the instrumented ractor
-//! actor of `introspect.rs`, and every parent is the one restarting [`supervisor::Supervisor`].
+//! The actor system. Every actor is a [`runtime::Behaviour`] run by the instrumented ractor
+//! actor of `runtime.rs`, and every parent is the one restarting [`supervisor::Supervisor`].
 //!
 //! ```text
 //! root                          Supervisor (daemon.rs starts it)
@@ -19,7 +19,7 @@
 //! `secret-store`; it commits and publishes `Arc<Snapshot>` on a `watch` channel before it
 //! replies. The webhook server holds a receiver of that channel; `get` reads it directly. A
 //! child never names its parent's message type: an AgentActor reports its exit through an
-//! [`introspect::Recipient`] that its WorkflowActor derives from its own address.
+//! [`runtime::Recipient`] that its WorkflowActor derives from its own address.
 //!
 //! Restart policy. Every parent embeds the same restart machinery (`supervisor::ChildSet`),
 //! counted per child: at most 5 restarts within 10 s.
@@ -41,7 +41,7 @@
 
 pub mod agent;
 pub mod clock;
-pub mod introspect;
+pub mod runtime;
 pub mod secret_store;
 pub mod supervisor;
 pub mod task_supervisor;

@@ -20,7 +20,7 @@ use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::introspect::{Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message};
 use crate::api::{ApiError, ChangeResponse, ResultLine};
 use crate::api::{HistoryEntry, KeyMeta};
 use crate::domain::manifest::{Document, Kind, SecretValue};
@@ -361,7 +361,7 @@ impl Behaviour for SecretStoreActor {
     type Args = SecretStoreArgs;
     const TYPE: &'static str = "SecretStoreActor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         _me: Addr<SecretStoreMsg>,
         args: SecretStoreArgs,

@@ -10,7 +10,7 @@
 //!   failing itself, so its own parent restarts it (with all its children). A crash-looping
 //!   trigger therefore takes down at most the trigger supervisor, never the webhook server, and
 //!   many unrelated single failures (one per task) never add up to an escalation.
-//! - A start that fails (the child's `init` returns an error) counts as a restart and is retried
+//! - A start that fails (the child's `pre_start` returns an error) counts as a restart and is retried
 //!   with exponential backoff (100 ms doubling to 5 s) through a timer message.
 //!
 //! ractor's default `handle_supervisor_evt` stops the parent when any child stops; this
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr, SupervisionEvent};
 use serde_json::json;
 
-use super::introspect::{self, Addr, Behaviour, Message};
+use super::runtime::{self, Addr, Behaviour, Message};
 
 /// Rebuilds a child under the given parent cell.
 pub type StartFn = Arc<
@@ -46,7 +46,7 @@ where
         let make = make.clone();
         Box::pin(async move {
             let (behaviour, args) = make();
-            introspect::spawn(name, behaviour, args, Some(parent))
+            runtime::spawn(name, behaviour, args, Some(parent))
                 .await
                 .map(|a| a.cell())
         })
@@ -253,7 +253,7 @@ impl ChildSet {
         }
         child.restarts.push_back(now);
         self.total_restarts += 1;
-        if let Some(s) = introspect::stats(name) {
+        if let Some(s) = runtime::stats(name) {
             s.note_restart();
         }
         Ok(())
@@ -287,7 +287,7 @@ impl ChildSet {
                 Exhausted::GiveUp => {
                     tracing::error!(supervisor = me.name(), child = name, "{e}; giving up on it");
                     self.children.remove(name);
-                    introspect::forget(name);
+                    runtime::forget(name);
                     return Ok(ChildEvent::Exited {
                         name: name.to_owned(),
                         failed: true,
@@ -375,7 +375,7 @@ impl ChildSet {
         }
         self.children.remove(&name);
         if !failed {
-            introspect::forget(&name);
+            runtime::forget(&name);
         }
         Ok(ChildEvent::Exited {
             name,
@@ -419,7 +419,7 @@ impl Behaviour for Supervisor {
     type Args = SupervisorArgs;
     const TYPE: &'static str = "Supervisor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<SupervisorMsg>,
         args: SupervisorArgs,
@@ -463,7 +463,7 @@ impl Behaviour for Supervisor {
         v
     }
 
-    async fn supervise(
+    async fn handle_supervisor_evt(
         &self,
         me: &Addr<SupervisorMsg>,
         event: SupervisionEvent,

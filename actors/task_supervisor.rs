@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ractor::{ActorProcessingErr, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 
-use super::introspect::{Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use super::workflow::{
     TaskContext, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
@@ -352,7 +352,7 @@ impl Behaviour for TaskSupervisor {
     type Args = TaskContext;
     const TYPE: &'static str = "TaskSupervisor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<TaskSupMsg>,
         ctx: TaskContext,
@@ -561,7 +561,7 @@ impl Behaviour for TaskSupervisor {
         })
     }
 
-    async fn supervise(
+    async fn handle_supervisor_evt(
         &self,
         me: &Addr<TaskSupMsg>,
         event: SupervisionEvent,

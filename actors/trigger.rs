@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::clock::Clock;
-use super::introspect::{Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message};
 use super::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{ApiError, TaskInfo};
 use crate::domain::manifest::{ConcurrencyPolicy, TriggerSpec};
@@ -90,7 +90,7 @@ pub async fn fire(
     let tasks = Addr::<TaskSupMsg>::resolve(TASKS, Duration::from_secs(5))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let gone = |e: super::introspect::CallError| ApiError::unavailable(e.to_string());
+    let gone = |e: super::runtime::CallError| ApiError::unavailable(e.to_string());
     let active = match spec.concurrency_policy {
         ConcurrencyPolicy::Allow => Vec::new(),
         ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace => tasks
@@ -358,7 +358,7 @@ impl Behaviour for TriggerActor {
     type Args = TriggerArgs;
     const TYPE: &'static str = "TriggerActor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<TriggerMsg>,
         args: TriggerArgs,

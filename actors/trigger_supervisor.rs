@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use ractor::{ActorProcessingErr, SupervisionEvent};
 use serde_json::json;
 
-use super::introspect::{Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use super::trigger::{
     MAX_SLEEP, Passivate, Passivator, TriggerActor, TriggerArgs, TriggerContext, TriggerMsg,
@@ -364,7 +364,7 @@ impl Behaviour for TriggerSupervisor {
     type Args = TriggerContext;
     const TYPE: &'static str = "TriggerSupervisor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<TriggerSupMsg>,
         ctx: TriggerContext,
@@ -446,7 +446,7 @@ impl Behaviour for TriggerSupervisor {
         })
     }
 
-    async fn supervise(
+    async fn handle_supervisor_evt(
         &self,
         me: &Addr<TriggerSupMsg>,
         event: SupervisionEvent,

@@ -15,7 +15,7 @@ use ractor::ActorProcessingErr;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::introspect::{Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message};
 
 /// The registry name.
 pub const NAME: &str = "webhook";
@@ -88,7 +88,7 @@ impl Behaviour for WebhookActor {
     type Args = WebhookArgs;
     const TYPE: &'static str = "WebhookActor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<WebhookMsg>,
         args: WebhookArgs,
@@ -142,7 +142,7 @@ impl Behaviour for WebhookActor {
         serde_json::Value::Object(figures)
     }
 
-    async fn stop(
+    async fn post_stop(
         &self,
         _me: &Addr<WebhookMsg>,
         state: &mut WebhookState,

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::agent::{AgentActor, AgentArgs, AgentExited, AgentMsg};
-use super::introspect::{self, Addr, Behaviour, Message};
+use super::runtime::{self, Addr, Behaviour, Message};
 use crate::api::{ApiError, TaskInfo};
 use crate::domain::launch::{self, Launch, LaunchError, RunFiles, StepRun, TaskVars};
 use crate::domain::lower::{self, LowerError, LoweredWorkflow};
@@ -283,7 +283,7 @@ impl WorkflowState {
             actor: None,
             pid: Some(pid),
         });
-        match introspect::spawn(name, AgentActor, args, Some(me.cell())).await {
+        match runtime::spawn(name, AgentActor, args, Some(me.cell())).await {
             Ok(actor) => {
                 if let Some(c) = self.current.as_mut() {
                     c.actor = Some(actor);
@@ -528,7 +528,7 @@ impl Behaviour for WorkflowActor {
     type Args = WorkflowArgs;
     const TYPE: &'static str = "WorkflowActor";
 
-    async fn init(
+    async fn pre_start(
         &self,
         me: Addr<WorkflowMsg>,
         args: WorkflowArgs,
@@ -666,7 +666,7 @@ impl Behaviour for WorkflowActor {
         })
     }
 
-    async fn supervise(
+    async fn handle_supervisor_evt(
         &self,
         me: &Addr<WorkflowMsg>,
         event: SupervisionEvent,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use orchestrator::actors::introspect::{self, Addr, Behaviour, Message};
+use orchestrator::actors::runtime::{self, Addr, Behaviour, Message};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 const MESSAGES: u64 = 10_000;
@@ -57,7 +57,7 @@ impl Behaviour for Counted {
     type State = u64;
     type Args = ();
     const TYPE: &'static str = "BenchActor";
-    async fn init(&self, _me: Addr<Msg>, _: ()) -> Result<u64, ActorProcessingErr> {
+    async fn pre_start(&self, _me: Addr<Msg>, _: ()) -> Result<u64, ActorProcessingErr> {
         Ok(0)
     }
     async fn handle(
@@ -89,7 +89,7 @@ fn per_message(c: &mut Criterion) {
         .block_on(Actor::spawn(Some("bench-bare".into()), Bare, ()))
         .expect("bare actor");
     let counted = rt
-        .block_on(introspect::spawn("bench-counted".into(), Counted, (), None))
+        .block_on(runtime::spawn("bench-counted".into(), Counted, (), None))
         .expect("instrumented actor");
     let mut g = c.benchmark_group("actor_messages");
     g.throughput(Throughput::Elements(MESSAGES));

@@ -17,7 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
 use crate::actors::clock::Clock;
-use crate::actors::introspect;
+use crate::actors::runtime;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
@@ -407,7 +407,7 @@ pub async fn run(
             }),
         });
     }
-    let (root, root_done) = introspect::spawn_joinable(
+    let (root, root_done) = runtime::spawn_joinable(
         ROOT.to_owned(),
         Supervisor {
             actor_type: "RootSupervisor",
@@ -482,7 +482,7 @@ pub async fn run(
     if outcome.is_ok() {
         // Running agents get SIGTERM, then SIGKILL after the grace period; their tasks are
         // recorded as interrupted.
-        if let Some(tasks) = introspect::Addr::<TaskSupMsg>::lookup(TASKS) {
+        if let Some(tasks) = runtime::Addr::<TaskSupMsg>::lookup(TASKS) {
             let wait = AGENT_GRACE + Duration::from_secs(10);
             if tasks.call(TaskSupMsg::Shutdown, wait).await.is_err() {
                 tracing::warn!(

@@ -89,7 +89,7 @@ impl Harness {
             secrets: Arc::new(SecretRegistry::new()),
         };
         let (addr, join) =
-            crate::actors::introspect::spawn_joinable(TASKS.to_owned(), TaskSupervisor, ctx, None)
+            crate::actors::runtime::spawn_joinable(TASKS.to_owned(), TaskSupervisor, ctx, None)
                 .await
                 .expect("the task supervisor starts");
         self.tasks = Some((addr.clone(), join));

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::{TRIGGERS, TriggerSupMsg, TriggerSupervisor};
 use crate::actors::clock::Clock;
-use crate::actors::introspect::{self, Addr};
+use crate::actors::runtime::{self, Addr};
 use crate::actors::trigger::{TriggerContext, trigger_name};
 use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
 use crate::actors::workflow::TaskContext;
@@ -146,7 +146,7 @@ impl Rig {
             capture_cap: 1024 * 1024,
             secrets: Arc::new(SecretRegistry::new()),
         };
-        let spawned = introspect::spawn_joinable(TASKS.into(), TaskSupervisor, tasks, None).await;
+        let spawned = runtime::spawn_joinable(TASKS.into(), TaskSupervisor, tasks, None).await;
         self.tasks = Some(spawned.expect("task supervisor"));
         let ctx = TriggerContext {
             store: self.stores.triggers.clone(),
@@ -157,7 +157,7 @@ impl Rig {
             clock: self.clock(),
         };
         let spawned =
-            introspect::spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None).await;
+            runtime::spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None).await;
         self.triggers = Some(spawned.expect("trigger supervisor"));
     }
 

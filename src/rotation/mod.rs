@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 pub use command::CommandError;
 pub use github::GithubError;
 
-use crate::actors::introspect::{Addr, CallError};
+use crate::actors::runtime::{Addr, CallError};
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{ApiError, RotationRecord};
 use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};

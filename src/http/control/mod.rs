@@ -56,7 +56,7 @@ use tokio::sync::watch;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::actors::introspect::{Addr, CallError};
+use crate::actors::runtime::{Addr, CallError};
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::actors::task_supervisor::TaskSupMsg;
 use crate::domain::workflow::CancelReason;

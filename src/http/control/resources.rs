@@ -11,7 +11,7 @@ use super::{
     ACTOR_TIMEOUT, ControlContext, ControlError, SecretStoreMsg, check_size, project_of,
     store_actor,
 };
-use crate::actors::introspect::Addr;
+use crate::actors::runtime::Addr;
 use crate::api::{
     ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, FireTime, ResourceList,
     ResourceQuery, ResourceView, Source, TriggerStatus,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{ACTOR_TIMEOUT, ControlContext, ControlError, check_size, project_of, reply_error};
-use crate::actors::introspect::Addr;
+use crate::actors::runtime::Addr;
 use crate::actors::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{ApiError, CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskQuery};
 use crate::domain::limits;

@@ -274,8 +274,10 @@ pub enum Envelope<M> {
     Fail(String),
 }
 
-/// The behaviour of one actor type. `init` builds the state from the arguments (it runs again on
-/// every restart); `handle` is one `match` that calls one method of the state per message.
+/// The behaviour of one actor type, in ractor's vocabulary: `pre_start` builds the state from the
+/// arguments (it runs again on every restart); `handle` is one `match` that calls one method of
+/// the state per message; `handle_supervisor_evt` sees the children's events; `post_stop` runs
+/// on a normal stop. [`Instrumented`] is the ractor [`Actor`] that calls them.
 pub trait Behaviour: Sized + Send + Sync + 'static {
     type Msg: Message;
     type State: Send + 'static;
@@ -284,7 +286,7 @@ pub trait Behaviour: Sized + Send + Sync + 'static {
     /// The actor type shown by `orchestrator actors` (`TriggerActor`).
     const TYPE: &'static str;
 
-    fn init(
+    fn pre_start(
         &self,
         me: Addr<Self::Msg>,
         args: Self::Args,
@@ -308,7 +310,7 @@ pub trait Behaviour: Sized + Send + Sync + 'static {
 
     /// Supervision events of children. The default ignores them, which keeps a parent alive
     /// when a child stops (ractor's own default would stop the parent).
-    fn supervise(
+    fn handle_supervisor_evt(
         &self,
         _me: &Addr<Self::Msg>,
         _event: SupervisionEvent,
@@ -319,7 +321,7 @@ pub trait Behaviour: Sized + Send + Sync + 'static {
 
     /// Runs when the actor stops normally (not when it fails: cleanup that must survive a
     /// failure belongs in the state's `Drop`).
-    fn stop(
+    fn post_stop(
         &self,
         _me: &Addr<Self::Msg>,
         _state: &mut Self::State,
@@ -585,7 +587,7 @@ impl<B: Behaviour> Actor for Instrumented<B> {
             actor: myself,
             stats,
         };
-        let inner = self.0.init(addr.clone(), args).await?;
+        let inner = self.0.pre_start(addr.clone(), args).await?;
         PROBES
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -636,7 +638,7 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.0.supervise(&state.addr, event, &mut state.inner).await
+        self.0.handle_supervisor_evt(&state.addr, event, &mut state.inner).await
     }
 
     async fn post_stop(
@@ -644,7 +646,7 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.0.stop(&state.addr, &mut state.inner).await
+        self.0.post_stop(&state.addr, &mut state.inner).await
     }
 }
 
