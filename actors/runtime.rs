@@ -12,18 +12,18 @@
 //! Messages are recorded by kind only ([`Message::kind`], a variant name), never by content, so a
 //! secret value cannot reach a trace.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
-use crate::api::{ActorNode, StatsSummary, TraceEntry, TraceOutcome};
+use crate::api::{StatsSummary, TraceEntry, TraceOutcome};
 use chrono::{DateTime, Utc};
-use ractor::{
-    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::broadcast;
+
+mod registry;
+pub use registry::Registry;
 
 /// How many recent messages each actor remembers.
 pub const TRACE_RING: usize = 64;
@@ -232,39 +232,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-static REGISTRY: LazyLock<RwLock<HashMap<String, Arc<Stats>>>> =
-    LazyLock::new(|| RwLock::new(HashMap::new()));
-
-/// The statistics of the actor registered as `name`, if it ever ran.
-pub fn stats(name: &str) -> Option<Arc<Stats>> {
-    REGISTRY
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .cloned()
-}
-
-fn stats_for(name: &str, actor_type: &'static str) -> Arc<Stats> {
-    if let Some(s) = stats(name) {
-        return s;
-    }
-    REGISTRY
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_owned())
-        .or_insert_with(|| Arc::new(Stats::new(name.to_owned(), actor_type)))
-        .clone()
-}
-
-/// Forgets the statistics of an actor that was stopped for good (a finished task, a deleted
-/// trigger).
-pub fn forget(name: &str) {
-    REGISTRY
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(name);
-}
-
 /// What every actor's mailbox carries: its own messages plus the introspection controls.
 pub enum Envelope<M> {
     User(M),
@@ -334,6 +301,7 @@ pub trait Behaviour: Sized + Send + Sync + 'static {
 pub struct Addr<M> {
     actor: ActorRef<Envelope<M>>,
     stats: Arc<Stats>,
+    registry: Registry,
 }
 
 impl<M> Clone for Addr<M> {
@@ -341,6 +309,7 @@ impl<M> Clone for Addr<M> {
         Addr {
             actor: self.actor.clone(),
             stats: self.stats.clone(),
+            registry: self.registry.clone(),
         }
     }
 }
@@ -355,30 +324,6 @@ pub enum CallError {
 }
 
 impl<M: Message> Addr<M> {
-    /// The running actor registered as `name`, if any. Edges (HTTP handlers) resolve actors by
-    /// name on every request because a restart replaces the actor reference.
-    pub fn lookup(name: &str) -> Option<Addr<M>> {
-        let actor = ActorRef::<Envelope<M>>::where_is(name)?;
-        Some(Addr {
-            actor,
-            stats: stats(name)?,
-        })
-    }
-
-    /// Like [`Addr::lookup`], waiting up to `wait` for an actor that is restarting.
-    pub async fn resolve(name: &str, wait: Duration) -> Result<Addr<M>, CallError> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(a) = Self::lookup(name) {
-                return Ok(a);
-            }
-            if Instant::now() >= deadline {
-                return Err(CallError::Gone(name.to_owned()));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     pub fn name(&self) -> &str {
         &self.stats.name
     }
@@ -389,6 +334,11 @@ impl<M: Message> Addr<M> {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// The registry the actor lives in: where it finds its peers and spawns its children.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Sends without waiting for an answer.
@@ -441,7 +391,7 @@ impl<M: Message> Addr<M> {
 
     /// Asks the actor for its state summary.
     pub async fn inspect(&self, timeout: Duration) -> Result<serde_json::Value, CallError> {
-        inspect_cell(&self.cell(), timeout).await
+        self.registry.inspect_cell(&self.cell(), timeout).await
     }
 }
 
@@ -478,34 +428,6 @@ impl<M: Message> Addr<M> {
     }
 }
 
-/// Asks any instrumented actor for its state summary, knowing only its cell.
-pub async fn inspect_cell(
-    cell: &ActorCell,
-    timeout: Duration,
-) -> Result<serde_json::Value, CallError> {
-    let name = cell.get_name().unwrap_or_default();
-    let Some(probe) = PROBES
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&name)
-        .cloned()
-    else {
-        return Err(CallError::Gone(name));
-    };
-    probe.inspect(timeout).await
-}
-
-/// Fails any instrumented actor on purpose, knowing only its name.
-pub fn fail_by_name(name: &str, reason: &str) -> Result<(), CallError> {
-    let probe = PROBES
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .cloned()
-        .ok_or_else(|| CallError::Gone(name.to_owned()))?;
-    probe.fail(reason)
-}
-
 /// Type-erased access to an actor's control messages, registered by name while it runs.
 trait Probe: Send + Sync {
     fn inspect(
@@ -513,6 +435,8 @@ trait Probe: Send + Sync {
         timeout: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, CallError>> + Send + '_>>;
     fn fail(&self, reason: &str) -> Result<(), CallError>;
+    /// The actor behind it (a restarted actor's probe replaces its predecessor's).
+    fn id(&self) -> ractor::ActorId;
 }
 
 impl<M: Message> Probe for Addr<M> {
@@ -537,13 +461,19 @@ impl<M: Message> Probe for Addr<M> {
             .cast(Envelope::Fail(reason.to_owned()))
             .map_err(|_| CallError::Gone(self.stats.name.clone()))
     }
+
+    fn id(&self) -> ractor::ActorId {
+        self.actor.get_id()
+    }
 }
 
-static PROBES: LazyLock<RwLock<HashMap<String, Arc<dyn Probe>>>> =
-    LazyLock::new(|| RwLock::new(HashMap::new()));
-
 /// The ractor actor that runs a [`Behaviour`] with instrumentation.
-pub struct Instrumented<B>(pub B);
+pub struct Instrumented<B> {
+    behaviour: B,
+    registry: Registry,
+    /// The name operators see (ractor registers it behind the registry's prefix).
+    name: String,
+}
 
 pub struct InstrumentedState<B: Behaviour> {
     addr: Addr<B::Msg>,
@@ -552,19 +482,10 @@ pub struct InstrumentedState<B: Behaviour> {
 
 impl<B: Behaviour> Drop for InstrumentedState<B> {
     fn drop(&mut self) {
-        let mut probes = PROBES.write().unwrap_or_else(|p| p.into_inner());
         // Only unregister our own incarnation: a restarted actor may already have replaced it.
-        if let Some(p) = probes.get(self.addr.name())
-            && std::ptr::addr_eq(Arc::as_ptr(p), Arc::as_ptr(&self.addr.stats))
-        {
-            probes.remove(self.addr.name());
-        }
-        if probes
-            .get(self.addr.name())
-            .is_some_and(|_| self.addr.actor.get_status() != ractor::ActorStatus::Running)
-        {
-            // Another incarnation owns the name now; leave it.
-        }
+        self.addr
+            .registry
+            .remove_probe(self.addr.name(), self.addr.actor.get_id());
     }
 }
 
@@ -578,20 +499,16 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         myself: ActorRef<Self::Msg>,
         args: B::Args,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let name = myself
-            .get_name()
-            .unwrap_or_else(|| format!("{}-{}", B::TYPE, myself.get_id()));
-        let stats = stats_for(&name, B::TYPE);
+        let stats = self.registry.stats_for(&self.name, B::TYPE);
         stats.started();
         let addr = Addr {
             actor: myself,
             stats,
+            registry: self.registry.clone(),
         };
-        let inner = self.0.pre_start(addr.clone(), args).await?;
-        PROBES
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, Arc::new(addr.clone()));
+        let inner = self.behaviour.pre_start(addr.clone(), args).await?;
+        self.registry
+            .add_probe(self.name.clone(), Arc::new(addr.clone()));
         Ok(InstrumentedState { addr, inner })
     }
 
@@ -608,19 +525,19 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         match msg {
             Envelope::User(m) => {
                 let kind = m.kind();
-                let result = match self.0.span(inner) {
+                let result = match self.behaviour.span(inner) {
                     Some(span) => {
                         use tracing::Instrument;
-                        self.0.handle(addr, m, inner).instrument(span).await
+                        self.behaviour.handle(addr, m, inner).instrument(span).await
                     }
-                    None => self.0.handle(addr, m, inner).await,
+                    None => self.behaviour.handle(addr, m, inner).await,
                 };
                 let error = result.as_ref().err().map(|e| e.to_string());
                 stats.record(kind, began, error);
                 result
             }
             Envelope::Inspect(reply) => {
-                let _ = reply.send(self.0.inspect(inner));
+                let _ = reply.send(self.behaviour.inspect(inner));
                 stats.record("Inspect", began, None);
                 Ok(())
             }
@@ -638,7 +555,9 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.0.handle_supervisor_evt(&state.addr, event, &mut state.inner).await
+        self.behaviour
+            .handle_supervisor_evt(&state.addr, event, &mut state.inner)
+            .await
     }
 
     async fn post_stop(
@@ -646,52 +565,8 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.0.post_stop(&state.addr, &mut state.inner).await
-    }
-}
-
-/// Spawns `behaviour` as the actor `name`, supervised by `parent`.
-pub async fn spawn<B: Behaviour>(
-    name: String,
-    behaviour: B,
-    args: B::Args,
-    parent: Option<ActorCell>,
-) -> Result<Addr<B::Msg>, SpawnErr> {
-    spawn_joinable(name, behaviour, args, parent)
-        .await
-        .map(|(a, _)| a)
-}
-
-/// Like [`spawn`], also returning the handle that completes when the actor has stopped.
-pub async fn spawn_joinable<B: Behaviour>(
-    name: String,
-    behaviour: B,
-    args: B::Args,
-    parent: Option<ActorCell>,
-) -> Result<(Addr<B::Msg>, tokio::task::JoinHandle<()>), SpawnErr> {
-    let (actor, join) = match parent {
-        Some(p) => {
-            Actor::spawn_linked(Some(name.clone()), Instrumented(behaviour), args, p).await?
-        }
-        None => Actor::spawn(Some(name.clone()), Instrumented(behaviour), args).await?,
-    };
-    let addr = Addr {
-        actor,
-        stats: stats_for(&name, B::TYPE),
-    };
-    Ok((addr, join))
-}
-
-/// Walks the supervision tree from `root`.
-pub fn tree(root: &ActorCell) -> ActorNode {
-    let name = root.get_name().unwrap_or_else(|| root.get_id().to_string());
-    let mut children: Vec<ActorNode> = root.get_children().iter().map(tree).collect();
-    children.sort_by(|a, b| a.name.cmp(&b.name));
-    ActorNode {
-        stats: stats(&name).map(|s| s.summary()),
-        id: root.get_id().to_string(),
-        status: format!("{:?}", root.get_status()),
-        name,
-        children,
+        self.behaviour
+            .post_stop(&state.addr, &mut state.inner)
+            .await
     }
 }

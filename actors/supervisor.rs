@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr, SupervisionEvent};
 use serde_json::json;
 
-use super::runtime::{self, Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message, Registry};
 
 /// Rebuilds a child under the given parent cell.
 pub type StartFn = Arc<
@@ -34,19 +34,23 @@ pub type StartFn = Arc<
         + Sync,
 >;
 
-/// Builds a [`StartFn`] from a behaviour constructor and cloneable arguments.
-pub fn start_fn<B, F>(name: String, make: F) -> StartFn
+/// Builds a [`StartFn`] from a behaviour constructor and cloneable arguments; the child is
+/// spawned as `name` in `registry`.
+pub fn start_fn<B, F>(registry: &Registry, name: String, make: F) -> StartFn
 where
     B: Behaviour,
     F: Fn() -> (B, B::Args) + Send + Sync + 'static,
 {
     let make = Arc::new(make);
+    let registry = registry.clone();
     Arc::new(move |parent: ActorCell| {
         let name = name.clone();
         let make = make.clone();
+        let registry = registry.clone();
         Box::pin(async move {
             let (behaviour, args) = make();
-            runtime::spawn(name, behaviour, args, Some(parent))
+            registry
+                .spawn(name, behaviour, args, Some(parent))
                 .await
                 .map(|a| a.cell())
         })
@@ -233,7 +237,12 @@ impl ChildSet {
     }
 
     /// Records a restart of `name`; `Err` when the intensity is exceeded.
-    fn count_restart(&mut self, name: &str, now: Instant) -> Result<(), String> {
+    fn count_restart(
+        &mut self,
+        registry: &Registry,
+        name: &str,
+        now: Instant,
+    ) -> Result<(), String> {
         let intensity = self.intensity;
         let Some(child) = self.children.get_mut(name) else {
             return Ok(());
@@ -253,7 +262,7 @@ impl ChildSet {
         }
         child.restarts.push_back(now);
         self.total_restarts += 1;
-        if let Some(s) = runtime::stats(name) {
+        if let Some(s) = registry.stats(name) {
             s.note_restart();
         }
         Ok(())
@@ -274,7 +283,7 @@ impl ChildSet {
         name: &str,
         retry: fn(String) -> M,
     ) -> Result<ChildEvent, ActorProcessingErr> {
-        if let Err(e) = self.count_restart(name, Instant::now()) {
+        if let Err(e) = self.count_restart(me.registry(), name, Instant::now()) {
             let exhausted = self
                 .children
                 .get(name)
@@ -287,7 +296,7 @@ impl ChildSet {
                 Exhausted::GiveUp => {
                     tracing::error!(supervisor = me.name(), child = name, "{e}; giving up on it");
                     self.children.remove(name);
-                    runtime::forget(name);
+                    me.registry().forget(name);
                     return Ok(ChildEvent::Exited {
                         name: name.to_owned(),
                         failed: true,
@@ -344,7 +353,7 @@ impl ChildSet {
                 return Ok(ChildEvent::Handled);
             }
         };
-        let Some(name) = cell.get_name() else {
+        let Some(name) = me.registry().name_of(&cell) else {
             return Ok(ChildEvent::Handled);
         };
         let Some(child) = self.children.get_mut(&name) else {
@@ -375,7 +384,7 @@ impl ChildSet {
         }
         self.children.remove(&name);
         if !failed {
-            runtime::forget(&name);
+            me.registry().forget(&name);
         }
         Ok(ChildEvent::Exited {
             name,

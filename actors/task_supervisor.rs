@@ -247,7 +247,7 @@ impl TaskSupState {
             name: name.clone(),
             restart: Restart::Transient,
             exhausted: Exhausted::GiveUp,
-            start: start_fn(name, move || {
+            start: start_fn(me.registry(), name, move || {
                 (
                     WorkflowActor,
                     WorkflowArgs {
@@ -487,8 +487,12 @@ impl Behaviour for TaskSupervisor {
                 }
                 // Running: the WorkflowActor answers once its agent is gone.
                 let name = workflow_name(id);
+                let actors = me.registry().clone();
                 tokio::spawn(async move {
-                    match Addr::<WorkflowMsg>::resolve(&name, Duration::from_secs(5)).await {
+                    match actors
+                        .resolve::<WorkflowMsg>(&name, Duration::from_secs(5))
+                        .await
+                    {
                         Ok(w) => {
                             if let Err(e) = w.cast(WorkflowMsg::Cancel {
                                 reason,
@@ -527,7 +531,7 @@ impl Behaviour for TaskSupervisor {
                     }
                 }
                 for id in state.running.keys() {
-                    if let Some(w) = Addr::<WorkflowMsg>::lookup(&workflow_name(*id)) {
+                    if let Some(w) = me.registry().lookup::<WorkflowMsg>(&workflow_name(*id)) {
                         let _ = w.cast(WorkflowMsg::Cancel {
                             reason: CancelReason::Shutdown,
                             reply: None,

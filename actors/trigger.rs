@@ -24,16 +24,16 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::clock::Clock;
-use super::runtime::{Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message, Registry};
 use super::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
 use crate::api::{ApiError, TaskInfo};
 use crate::domain::manifest::{ConcurrencyPolicy, TriggerSpec};
 use crate::domain::snapshot::Snapshot;
-use crate::domain::workflow::CancelReason;
 use crate::domain::trigger_plan::{
     Action, Outcome, ResidentWindow, TriggerConfig, TriggerEvent, TriggerState, rearm, record_fire,
     resume,
 };
+use crate::domain::workflow::CancelReason;
 use crate::store::{TaskStore, TriggerStore};
 
 /// How long before its instant a trigger's timer wakes (then it waits out the rest).
@@ -80,6 +80,7 @@ pub enum Fired {
 
 /// Applies `spec.concurrencyPolicy` and creates the trigger's task.
 pub async fn fire(
+    actors: &Registry,
     project: &str,
     name: &str,
     spec: &TriggerSpec,
@@ -87,7 +88,8 @@ pub async fn fire(
     scheduled_at: Option<DateTime<Utc>>,
     payload: Option<String>,
 ) -> Result<Fired, ApiError> {
-    let tasks = Addr::<TaskSupMsg>::resolve(TASKS, Duration::from_secs(5))
+    let tasks = actors
+        .resolve::<TaskSupMsg>(TASKS, Duration::from_secs(5))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let gone = |e: super::runtime::CallError| ApiError::unavailable(e.to_string());
@@ -286,6 +288,7 @@ impl TriggerActorState {
         }
         let c = &self.config;
         let result = fire(
+            me.registry(),
             &c.project,
             &c.name,
             &c.spec,

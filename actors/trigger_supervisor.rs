@@ -211,7 +211,7 @@ impl TriggerSupState {
             exhausted: Exhausted::GiveUp,
             start: {
                 let state = std::sync::Mutex::new(state);
-                start_fn(name, move || {
+                start_fn(me.registry(), name, move || {
                     // The loaded state serves the first start; restarts reload it.
                     let state = state.lock().ok().and_then(|mut s| s.take());
                     (
@@ -276,7 +276,7 @@ impl TriggerSupState {
             let config = Arc::new(TriggerConfig::from(cron));
             let name = trigger_name(&key.0, &key.1);
             if let Some(g) = self.running.get_mut(&key) {
-                if let Some(a) = Addr::<TriggerMsg>::lookup(&name) {
+                if let Some(a) = me.registry().lookup::<TriggerMsg>(&name) {
                     let _ = a.cast(TriggerMsg::Reconfigure(config));
                 }
                 *g = generation;

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::agent::{AgentActor, AgentArgs, AgentExited, AgentMsg};
-use super::runtime::{self, Addr, Behaviour, Message};
+use super::runtime::{Addr, Behaviour, Message};
 use crate::api::{ApiError, TaskInfo};
 use crate::domain::launch::{self, Launch, LaunchError, RunFiles, StepRun, TaskVars};
 use crate::domain::lower::{self, LowerError, LoweredWorkflow};
@@ -283,7 +283,11 @@ impl WorkflowState {
             actor: None,
             pid: Some(pid),
         });
-        match runtime::spawn(name, AgentActor, args, Some(me.cell())).await {
+        match me
+            .registry()
+            .spawn(name, AgentActor, args, Some(me.cell()))
+            .await
+        {
             Ok(actor) => {
                 if let Some(c) = self.current.as_mut() {
                     c.actor = Some(actor);

@@ -89,7 +89,7 @@ fn per_message(c: &mut Criterion) {
         .block_on(Actor::spawn(Some("bench-bare".into()), Bare, ()))
         .expect("bare actor");
     let counted = rt
-        .block_on(runtime::spawn("bench-counted".into(), Counted, (), None))
+        .block_on(runtime::Registry::new().spawn("bench-counted".into(), Counted, (), None))
         .expect("instrumented actor");
     let mut g = c.benchmark_group("actor_messages");
     g.throughput(Throughput::Elements(MESSAGES));

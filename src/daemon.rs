@@ -17,7 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
 use crate::actors::clock::Clock;
-use crate::actors::runtime;
+use crate::actors::runtime::Registry;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
@@ -352,13 +352,15 @@ pub async fn run(
             tracing::warn!("{p}: it refuses every delivery until it has a key");
         }
     }
+    // This daemon's actor names: a second daemon in the same process holds its own.
+    let actors = Registry::new();
     let mut children = vec![ChildSpec {
         name: secret_store::NAME.to_owned(),
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
         start: {
             let resources = stores.resources.clone();
-            start_fn(secret_store::NAME.to_owned(), move || {
+            start_fn(&actors, secret_store::NAME.to_owned(), move || {
                 (
                     SecretStoreActor,
                     SecretStoreArgs {
@@ -375,13 +377,15 @@ pub async fn run(
         name: TASKS.to_owned(),
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
-        start: start_fn(TASKS.to_owned(), move || (TaskSupervisor, task_ctx.clone())),
+        start: start_fn(&actors, TASKS.to_owned(), move || {
+            (TaskSupervisor, task_ctx.clone())
+        }),
     });
     children.push(ChildSpec {
         name: TRIGGERS.to_owned(),
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
-        start: start_fn(TRIGGERS.to_owned(), move || {
+        start: start_fn(&actors, TRIGGERS.to_owned(), move || {
             (TriggerSupervisor, trigger_ctx.clone())
         }),
     });
@@ -391,12 +395,13 @@ pub async fn run(
             snapshots.clone(),
             stores.verifications.clone(),
             webhook_limits,
+            actors.clone(),
         );
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
             restart: Restart::Permanent,
             exhausted: Exhausted::Escalate,
-            start: start_fn(webhook::NAME.to_owned(), move || {
+            start: start_fn(&actors, webhook::NAME.to_owned(), move || {
                 (
                     WebhookActor,
                     WebhookArgs {
@@ -407,19 +412,20 @@ pub async fn run(
             }),
         });
     }
-    let (root, root_done) = runtime::spawn_joinable(
-        ROOT.to_owned(),
-        Supervisor {
-            actor_type: "RootSupervisor",
-        },
-        SupervisorArgs {
-            intensity: Intensity::default(),
-            children,
-        },
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
+    let (root, root_done) = actors
+        .spawn_joinable(
+            ROOT.to_owned(),
+            Supervisor {
+                actor_type: "RootSupervisor",
+            },
+            SupervisorArgs {
+                intensity: Intensity::default(),
+                children,
+            },
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
 
     let listener = listeners.control;
     let rotations = crate::rotation::RotationContext::new(
@@ -427,6 +433,7 @@ pub async fn run(
         stores.verifications.clone(),
         snapshots.clone(),
         socket_path.clone(),
+        actors.clone(),
     )
     .context("cannot prepare secret rotation")?;
     let ctx = ControlContext {
@@ -439,6 +446,7 @@ pub async fn run(
         tasks: stores.tasks.clone(),
         triggers: stores.triggers.clone(),
         rotations: rotations.clone(),
+        actors: actors.clone(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {
@@ -482,7 +490,7 @@ pub async fn run(
     if outcome.is_ok() {
         // Running agents get SIGTERM, then SIGKILL after the grace period; their tasks are
         // recorded as interrupted.
-        if let Some(tasks) = runtime::Addr::<TaskSupMsg>::lookup(TASKS) {
+        if let Some(tasks) = actors.lookup::<TaskSupMsg>(TASKS) {
             let wait = AGENT_GRACE + Duration::from_secs(10);
             if tasks.call(TaskSupMsg::Shutdown, wait).await.is_err() {
                 tracing::warn!(

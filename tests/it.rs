@@ -1,9 +1,10 @@
-//! Integration tests: the real binaries against temporary data dirs (see `common.rs`), plus
-//! repository-wide checks (`tidy.rs`).
+//! Integration tests: the real binaries against temporary data dirs (see `common.rs`), daemons
+//! run in-process (`inprocess.rs`), plus repository-wide checks (`tidy.rs`).
 
 mod actors;
 mod common;
 mod hostile;
+mod inprocess;
 mod props;
 mod resources;
 mod rotation;

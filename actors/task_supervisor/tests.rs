@@ -2,27 +2,24 @@
 //! AgentActors) over a SQLite store in a temporary data dir, running real subprocesses (`sh`,
 //! `sleep`). Timeouts run on paused tokio time, so a one-hour timeout takes no wall time.
 //!
-//! The actors register process-wide names (`tasks`, `workflow/<id>`), and every data dir numbers
-//! its tasks from 1, so these tests take one lock and run one at a time; each stops its
-//! supervisor (and with it every actor it started) before it lets go.
+//! Each harness spawns its actors in a [`Registry`] of its own, so the tests run in parallel
+//! although every data dir numbers its tasks from 1 (`workflow/1` exists in several at once);
+//! each stops its supervisor (and with it every actor it started) at its end.
 
 use std::time::Instant;
 
-use tokio::sync::{Mutex, MutexGuard};
-
 use super::*;
+use crate::actors::runtime::Registry;
 use crate::api::{RunState, StepRunInfo};
 use crate::domain::manifest::parse_documents;
 use crate::domain::redact::SecretRegistry;
 use crate::store::{Stores, TaskStore};
 
-static SERIAL: Mutex<()> = Mutex::const_new(());
-
 /// How long a test waits for something that takes milliseconds (wall time).
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Harness {
-    _serial: MutexGuard<'static, ()>,
+    actors: Registry,
     dir: tempfile::TempDir,
     store: Arc<dyn TaskStore>,
     snapshot: Arc<Snapshot>,
@@ -38,7 +35,6 @@ impl Harness {
     /// documents without `apiVersion`; `{ws}` is the workspace root). The supervisor is not
     /// started yet.
     async fn new(resources: &str) -> Harness {
-        let serial = SERIAL.lock().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let ws = dir.path().join("ws");
         std::fs::create_dir(&ws).expect("workspace");
@@ -61,7 +57,7 @@ impl Harness {
         let snapshot = Arc::new(empty.apply(&empty.plan(&manifests, now())));
         let Stores { tasks, .. } = crate::store::sqlite::open(dir.path()).expect("store");
         Harness {
-            _serial: serial,
+            actors: Registry::new(),
             dir,
             store: tasks,
             snapshot,
@@ -88,10 +84,11 @@ impl Harness {
             capture_cap: 1 << 20,
             secrets: Arc::new(SecretRegistry::new()),
         };
-        let (addr, join) =
-            crate::actors::runtime::spawn_joinable(TASKS.to_owned(), TaskSupervisor, ctx, None)
-                .await
-                .expect("the task supervisor starts");
+        let (addr, join) = self
+            .actors
+            .spawn_joinable(TASKS.to_owned(), TaskSupervisor, ctx, None)
+            .await
+            .expect("the task supervisor starts");
         self.tasks = Some((addr.clone(), join));
         addr
     }

@@ -7,12 +7,12 @@
 //! Tasks are created with `start: false`: the TaskSupervisor creates each one (held), so no agent
 //! process runs, whose real-time wait would let paused time jump ahead.
 //!
-//! The actors register under fixed names (`tasks`, `triggers`, `trigger/<project>/<name>`) in
-//! ractor's process-wide registry, so each test holds [`SERIAL`] and stops its actors before
-//! its outcome is reported: a failing test does not break the next one.
+//! The actors register under fixed names (`tasks`, `triggers`, `trigger/<project>/<name>`), each
+//! rig in a [`Registry`] of its own, so the tests run side by side; each stops its actors before
+//! its outcome is reported.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,9 +22,9 @@ use tokio::task::JoinHandle;
 
 use super::{TRIGGERS, TriggerSupMsg, TriggerSupervisor};
 use crate::actors::clock::Clock;
-use crate::actors::runtime::{self, Addr};
-use crate::actors::trigger::{TriggerContext, trigger_name};
+use crate::actors::runtime::{Addr, Registry};
 use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
+use crate::actors::trigger::{TriggerContext, trigger_name};
 use crate::actors::workflow::TaskContext;
 use crate::api::Armed;
 use crate::domain::manifest::{Manifest, parse_documents};
@@ -32,9 +32,6 @@ use crate::domain::redact::SecretRegistry;
 use crate::domain::snapshot::Snapshot;
 use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
 use crate::store::{Stores, sqlite};
-
-/// One test at a time owns the registry names.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const CALL: Duration = Duration::from_secs(5);
 
@@ -66,14 +63,14 @@ struct Rig {
     window: Duration,
     tasks: Option<(Addr<TaskSupMsg>, JoinHandle<()>)>,
     triggers: Option<(Addr<TriggerSupMsg>, JoinHandle<()>)>,
-    _serial: MutexGuard<'static, ()>,
+    /// The actors' names: every rig has its own, so the tests run in parallel.
+    actors: Registry,
 }
 
 impl Rig {
     /// A data dir holding the `default` Workspace, the Workflow `quick` (one step, `true`) and
     /// `triggers`; the clock reads `start` now. Nothing runs until [`Rig::start`].
     fn new(start: &str, triggers: &str) -> Rig {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let ws = dir.path().join("ws");
         std::fs::create_dir_all(&ws).expect("workspace dir");
@@ -95,7 +92,7 @@ impl Rig {
             window: Duration::from_secs(60),
             tasks: None,
             triggers: None,
-            _serial: serial,
+            actors: Registry::new(),
         };
         rig.apply(&format!("{base}{triggers}"));
         rig
@@ -146,7 +143,10 @@ impl Rig {
             capture_cap: 1024 * 1024,
             secrets: Arc::new(SecretRegistry::new()),
         };
-        let spawned = runtime::spawn_joinable(TASKS.into(), TaskSupervisor, tasks, None).await;
+        let spawned = self
+            .actors
+            .spawn_joinable(TASKS.into(), TaskSupervisor, tasks, None)
+            .await;
         self.tasks = Some(spawned.expect("task supervisor"));
         let ctx = TriggerContext {
             store: self.stores.triggers.clone(),
@@ -156,14 +156,18 @@ impl Rig {
             resident_window: self.window,
             clock: self.clock(),
         };
-        let spawned =
-            runtime::spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None).await;
+        let spawned = self
+            .actors
+            .spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None)
+            .await;
         self.triggers = Some(spawned.expect("trigger supervisor"));
     }
 
     /// Lets paused time run until the clock reads `at`.
     async fn until(&self, at: &str) {
-        let after = (t(at) - self.start).to_std().expect("an instant after the start");
+        let after = (t(at) - self.start)
+            .to_std()
+            .expect("an instant after the start");
         tokio::time::sleep_until(self.origin + after).await;
         assert_eq!(self.clock().now(), t(at));
     }
@@ -236,7 +240,7 @@ async fn run(mut rig: Rig, body: impl AsyncFnOnce(&mut Rig)) {
     let outcome = AssertUnwindSafe(body(&mut rig)).catch_unwind().await;
     rig.stop().await;
     for name in [TASKS, TRIGGERS] {
-        assert!(ractor::registry::where_is(name.to_owned()).is_none(), "{name} still registered");
+        assert!(rig.actors.cell(name).is_none(), "{name} still registered");
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -285,7 +289,10 @@ async fn a_dormant_trigger_wakes_for_its_fire_and_goes_back_to_sleep() {
         };
         let want = dormant("2026-11-29T12:59:30Z", "2026-11-29T13:00:00Z");
         assert_eq!(rig.armed("hourly").await, want);
-        assert_eq!(rig.state("hourly").next_fire, Some(t("2026-11-29T13:00:00Z")));
+        assert_eq!(
+            rig.state("hourly").next_fire,
+            Some(t("2026-11-29T13:00:00Z"))
+        );
         // Half a window before the fire its actor runs.
         rig.until("2026-11-29T12:59:45Z").await;
         let actor = trigger_name("default", "hourly");
@@ -344,7 +351,10 @@ async fn fires_missed_while_down_are_recorded_or_run_once_within_the_deadline() 
         assert_eq!(missed[0].scheduled, Some(t("2026-11-29T12:00:00Z")));
         let st = rig.state("recorded");
         assert_eq!((st.fires, st.missed), (5, 3));
-        assert!(matches!(rig.armed("recorded").await, Armed::WakeQueue { .. }));
+        assert!(matches!(
+            rig.armed("recorded").await,
+            Armed::WakeQueue { .. }
+        ));
         // Within the deadline: 12:00 runs now, once; 10:00 and 11:00 are recorded.
         let kinds: Vec<EventKind> = rig.events("late").iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Missed, EventKind::Fired]);
@@ -427,11 +437,17 @@ async fn forbid_skips_fires_while_the_previous_task_is_pending() {
         rig.until("2026-11-29T12:00:35Z").await;
         let events = rig.events("t");
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, [EventKind::Fired, EventKind::Skipped, EventKind::Skipped]);
+        assert_eq!(
+            kinds,
+            [EventKind::Fired, EventKind::Skipped, EventKind::Skipped]
+        );
         let task = events[0].task.expect("the first fire's task");
         for skipped in &events[1..] {
             let reason = skipped.reason.clone().unwrap_or_default();
-            assert!(reason.contains(&format!("task {task} of this trigger")), "{reason}");
+            assert!(
+                reason.contains(&format!("task {task} of this trigger")),
+                "{reason}"
+            );
         }
         let st = rig.state("t");
         assert_eq!((st.fires, st.skips, st.last_task), (1, 2, Some(task)));
@@ -452,7 +468,10 @@ async fn check_dst(start: &str, until: &str, fixed: &[&str], interval: &[&str]) 
     run(rig, async |rig: &mut Rig| {
         rig.until(until).await;
         assert_eq!(rig.scheduled("fixed", EventKind::Fired), instants(fixed));
-        assert_eq!(rig.scheduled("interval", EventKind::Fired), instants(interval));
+        assert_eq!(
+            rig.scheduled("interval", EventKind::Fired),
+            instants(interval)
+        );
         assert_eq!(rig.scheduled("fixed", EventKind::Missed), instants(&[]));
     })
     .await;

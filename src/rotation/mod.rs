@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 pub use command::CommandError;
 pub use github::GithubError;
 
-use crate::actors::runtime::{Addr, CallError};
+use crate::actors::runtime::{CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{ApiError, RotationRecord};
 use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
@@ -121,6 +121,8 @@ pub struct RotationContext {
     socket: PathBuf,
     /// Running rotations by (project, store), each with the callers waiting for its end.
     running: Arc<Mutex<HashMap<(String, String), Waiters>>>,
+    /// The daemon's actors: where the SecretStoreActor that commits each stage is found.
+    actors: Registry,
 }
 
 impl RotationContext {
@@ -130,6 +132,7 @@ impl RotationContext {
         verifications: Arc<dyn VerificationStore>,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         socket: PathBuf,
+        actors: Registry,
     ) -> Result<RotationContext, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -142,6 +145,7 @@ impl RotationContext {
             http,
             socket,
             running: Arc::new(Mutex::new(HashMap::new())),
+            actors,
         })
     }
 
@@ -567,8 +571,11 @@ impl Run<'_> {
 
     /// Sets (`Some`) or removes (`None`) keys of the store, in one commit of the SecretStoreActor.
     async fn patch(&self, changes: Vec<(String, Option<SecretValue>)>) -> Result<(), PatchError> {
-        let actor =
-            Addr::<SecretStoreMsg>::resolve(secret_store::NAME, Duration::from_secs(10)).await?;
+        let actor = self
+            .ctx
+            .actors
+            .resolve::<SecretStoreMsg>(secret_store::NAME, Duration::from_secs(10))
+            .await?;
         actor
             .call(
                 |reply| SecretStoreMsg::PatchSecret {

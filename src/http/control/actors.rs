@@ -1,29 +1,36 @@
 //! The actor commands: `actors` (the supervision tree from the root), `actors inspect` (one
 //! actor's state summary and counters), `actors trace` (its recent messages, or a live stream of
 //! them) and `actors kill` (fails an actor on purpose, so its supervisor restarts it). All of them
-//! go through `actors::runtime`, which knows every instrumented actor by name.
+//! go through the daemon's `actors::runtime::Registry`, which knows every instrumented actor by
+//! name.
 
 use std::time::Duration;
 
 use super::{ControlContext, ControlError, reply_error, reply_result};
-use crate::actors::runtime;
 use crate::api::{ActorInspect, ActorNode, ActorTrace, KillResponse};
 
 pub(super) fn tree(ctx: &ControlContext) -> Result<ActorNode, ControlError> {
-    let root = ractor::registry::where_is(ctx.root).ok_or(ControlError::RootDown)?;
-    Ok(runtime::tree(&root))
+    let root = ctx.actors.cell(ctx.root).ok_or(ControlError::RootDown)?;
+    Ok(ctx.actors.tree(&root))
 }
 
-pub(super) async fn inspect(name: &str) -> Result<ActorInspect, ControlError> {
+pub(super) async fn inspect(
+    ctx: &ControlContext,
+    name: &str,
+) -> Result<ActorInspect, ControlError> {
     let name = name.trim_matches('/');
-    let cell = ractor::registry::where_is(name)
+    let cell = ctx
+        .actors
+        .cell(name)
         .ok_or_else(|| ControlError::NoRunningActor(name.to_owned()))?;
-    let state = runtime::inspect_cell(&cell, Duration::from_secs(5))
+    let state = ctx
+        .actors
+        .inspect_cell(&cell, Duration::from_secs(5))
         .await
         .map_err(ControlError::Inspect)?;
     Ok(ActorInspect {
         name: name.to_owned(),
-        stats: runtime::stats(name).map(|s| s.summary()),
+        stats: ctx.actors.stats(name).map(|s| s.summary()),
         state,
     })
 }
@@ -38,10 +45,10 @@ pub(super) struct TraceQuery {
 
 /// An actor's recent messages as JSON; with `follow`, newline-delimited JSON entries streamed
 /// as they are handled (after the recent ones) until the client goes away.
-pub(super) fn trace(name: &str, q: TraceQuery) -> warp::reply::Response {
+pub(super) fn trace(ctx: &ControlContext, name: &str, q: TraceQuery) -> warp::reply::Response {
     use warp::Reply;
     let name = name.trim_matches('/').to_owned();
-    let Some(stats) = runtime::stats(&name) else {
+    let Some(stats) = ctx.actors.stats(&name) else {
         return reply_error(&ControlError::NeverRan(name));
     };
     let mut recent = stats.trace();
@@ -104,7 +111,8 @@ pub(super) fn kill(ctx: &ControlContext, name: &str) -> Result<KillResponse, Con
     if name == ctx.root {
         return Err(ControlError::RootUnkillable);
     }
-    runtime::fail_by_name(name, "killed by request (orchestrator actors kill)")
+    ctx.actors
+        .fail_by_name(name, "killed by request (orchestrator actors kill)")
         .map_err(|_| ControlError::NoRunningActor(name.to_owned()))?;
     Ok(KillResponse {
         actor: name.to_owned(),

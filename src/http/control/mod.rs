@@ -56,10 +56,9 @@ use tokio::sync::watch;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::actors::runtime::{Addr, CallError};
+use crate::actors::runtime::{Addr, CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::actors::task_supervisor::TaskSupMsg;
-use crate::domain::workflow::CancelReason;
 use crate::api::{
     ApiError, ApplyRequest, CreateTaskRequest, DeleteRequest, FireRequest, ResourceQuery,
     RotateRequest, SecretPatchRequest, TaskQuery, WebhookTestRequest,
@@ -68,6 +67,7 @@ use crate::domain::diagnostic::Diagnostic;
 use crate::domain::manifest::{DEFAULT_PROJECT, Kind};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::validate::check_name;
+use crate::domain::workflow::CancelReason;
 use crate::store::{StoreError, TaskStore, TriggerStore};
 
 use actors::TraceQuery;
@@ -94,6 +94,8 @@ pub struct ControlContext {
     pub tasks: Arc<dyn TaskStore>,
     pub triggers: Arc<dyn TriggerStore>,
     pub rotations: crate::rotation::RotationContext,
+    /// The daemon's actors, by the names operators see.
+    pub actors: Registry,
 }
 
 impl ControlContext {
@@ -129,7 +131,10 @@ pub fn routes(
     let delete = warp::path!("v1" / "delete")
         .and(warp::post())
         .and(json_body::<DeleteRequest>())
-        .then(|req: DeleteRequest| async move { reply_result(resources::delete(req).await) });
+        .and(with_ctx.clone())
+        .then(|req: DeleteRequest, ctx: ControlContext| async move {
+            reply_result(resources::delete(&ctx, req).await)
+        });
     let list = warp::path!("v1" / "resources" / String)
         .and(warp::get())
         .and(warp::query::<ResourceQuery>())
@@ -159,7 +164,10 @@ pub fn routes(
     let task_create = warp::path!("v1" / "tasks")
         .and(warp::post())
         .and(json_body::<CreateTaskRequest>())
-        .then(|req: CreateTaskRequest| async move { reply_result(tasks::create(req).await) });
+        .and(with_ctx.clone())
+        .then(|req: CreateTaskRequest, ctx: ControlContext| async move {
+            reply_result(tasks::create(&ctx, req).await)
+        });
     let task_list = warp::path!("v1" / "tasks")
         .and(warp::get())
         .and(warp::query::<TaskQuery>())
@@ -171,14 +179,16 @@ pub fn routes(
         .map(|id: u64, ctx: ControlContext| reply_result(tasks::show(&ctx, id)));
     let task_cancel = warp::path!("v1" / "tasks" / u64 / "cancel")
         .and(warp::post())
-        .then(|id: u64| async move {
-            reply_result(tasks::call(|r| TaskSupMsg::Cancel(id, CancelReason::User, r)).await)
+        .and(with_ctx.clone())
+        .then(|id: u64, ctx: ControlContext| async move {
+            reply_result(tasks::call(&ctx, |r| TaskSupMsg::Cancel(id, CancelReason::User, r)).await)
         });
     let task_start = warp::path!("v1" / "tasks" / u64 / "start")
         .and(warp::post())
-        .then(
-            |id: u64| async move { reply_result(tasks::call(|r| TaskSupMsg::Start(id, r)).await) },
-        );
+        .and(with_ctx.clone())
+        .then(|id: u64, ctx: ControlContext| async move {
+            reply_result(tasks::call(&ctx, |r| TaskSupMsg::Start(id, r)).await)
+        });
     let task_logs = warp::path!("v1" / "tasks" / u64 / "logs")
         .and(warp::get())
         .and(warp::query::<LogQuery>())
@@ -199,10 +209,11 @@ pub fn routes(
     let trigger_suspend = warp::path!("v1" / "triggers" / String / SuspendAction)
         .and(warp::post())
         .and(warp::query::<ResourceQuery>())
+        .and(with_ctx.clone())
         .then(
-            |name: String, action: SuspendAction, q: ResourceQuery| async move {
+            |name: String, action: SuspendAction, q: ResourceQuery, ctx: ControlContext| async move {
                 let suspend = action == SuspendAction::Suspend;
-                reply_result(triggers::suspend(&name, suspend, &q).await)
+                reply_result(triggers::suspend(&ctx, &name, suspend, &q).await)
             },
         );
     let actor_kill = warp::path("v1")
@@ -225,16 +236,19 @@ pub fn routes(
         .and(warp::path::tail())
         .and(warp::get())
         .and(warp::query::<TraceQuery>())
-        .then(|tail: warp::path::Tail, q: TraceQuery| async move {
-            let path = tail.as_str();
-            if let Some(name) = path.strip_suffix("/inspect") {
-                reply_result(actors::inspect(name).await)
-            } else if let Some(name) = path.strip_suffix("/trace") {
-                actors::trace(name, q)
-            } else {
-                reply_error(&ControlError::UnknownActorGet)
-            }
-        });
+        .and(with_ctx.clone())
+        .then(
+            |tail: warp::path::Tail, q: TraceQuery, ctx: ControlContext| async move {
+                let path = tail.as_str();
+                if let Some(name) = path.strip_suffix("/inspect") {
+                    reply_result(actors::inspect(&ctx, name).await)
+                } else if let Some(name) = path.strip_suffix("/trace") {
+                    actors::trace(&ctx, name, q)
+                } else {
+                    reply_error(&ControlError::UnknownActorGet)
+                }
+            },
+        );
 
     // Each group is boxed: a long chain of `or` over warp's nested filter types makes the
     // compiler's work grow very fast; boxing keeps every type small.
@@ -246,18 +260,22 @@ pub fn routes(
     let secret_set = warp::path!("v1" / "secrets" / String / "keys" / String)
         .and(warp::put())
         .and(json_body::<SecretPatchRequest>())
+        .and(with_ctx.clone())
         .then(
-            |store: String, key: String, req: SecretPatchRequest| async move {
+            |store: String, key: String, req: SecretPatchRequest, ctx: ControlContext| async move {
                 let project = req.project.as_deref();
-                reply_result(secrets::patch(&store, &key, project, Some(req.value)).await)
+                reply_result(secrets::patch(&ctx, &store, &key, project, Some(req.value)).await)
             },
         );
     let secret_unset = warp::path!("v1" / "secrets" / String / "keys" / String)
         .and(warp::delete())
         .and(warp::query::<ResourceQuery>())
-        .then(|store: String, key: String, q: ResourceQuery| async move {
-            reply_result(secrets::patch(&store, &key, q.project.as_deref(), None).await)
-        });
+        .and(with_ctx.clone())
+        .then(
+            |store: String, key: String, q: ResourceQuery, ctx: ControlContext| async move {
+                reply_result(secrets::patch(&ctx, &store, &key, q.project.as_deref(), None).await)
+            },
+        );
     let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")
         .and(warp::post())
         .and(json_body::<RotateRequest>())
@@ -687,8 +705,9 @@ fn project_of(q: Option<&str>) -> Result<String, ControlError> {
     Ok(p.to_owned())
 }
 
-async fn store_actor() -> Result<Addr<SecretStoreMsg>, ControlError> {
-    Addr::resolve(secret_store::NAME, Duration::from_secs(5))
+async fn store_actor(ctx: &ControlContext) -> Result<Addr<SecretStoreMsg>, ControlError> {
+    ctx.actors
+        .resolve(secret_store::NAME, Duration::from_secs(5))
         .await
         .map_err(ControlError::ActorDown)
 }

@@ -11,7 +11,6 @@ use super::{
     ACTOR_TIMEOUT, ControlContext, ControlError, SecretStoreMsg, check_size, project_of,
     store_actor,
 };
-use crate::actors::runtime::Addr;
 use crate::api::{
     ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, FireTime, ResourceList,
     ResourceQuery, ResourceView, Source, TriggerStatus,
@@ -141,7 +140,7 @@ pub(super) async fn apply(
             problems,
         });
     }
-    let actor = store_actor().await?;
+    let actor = store_actor(ctx).await?;
     Ok(actor
         .call(
             |reply| SecretStoreMsg::Apply {
@@ -156,7 +155,10 @@ pub(super) async fn apply(
         .map_err(ControlError::ActorCall)??)
 }
 
-pub(super) async fn delete(req: DeleteRequest) -> Result<ChangeResponse, ControlError> {
+pub(super) async fn delete(
+    ctx: &ControlContext,
+    req: DeleteRequest,
+) -> Result<ChangeResponse, ControlError> {
     let flag = req.project.as_deref();
     let mut targets = Vec::new();
     for t in &req.targets {
@@ -197,7 +199,7 @@ pub(super) async fn delete(req: DeleteRequest) -> Result<ChangeResponse, Control
     if targets.is_empty() {
         return Err(ControlError::NothingToDelete);
     }
-    let actor = store_actor().await?;
+    let actor = store_actor(ctx).await?;
     Ok(actor
         .call(
             |reply| SecretStoreMsg::Delete {
@@ -299,9 +301,16 @@ fn is_cron(r: &ResourceView) -> bool {
 }
 
 /// Asks the trigger supervisor where a cron trigger is armed; `None` when it does not answer.
-async fn trigger_armed(project: &str, name: &str) -> Option<crate::api::Armed> {
-    let sup =
-        Addr::<crate::actors::trigger_supervisor::TriggerSupMsg>::lookup(crate::actors::trigger_supervisor::TRIGGERS)?;
+async fn trigger_armed(
+    ctx: &ControlContext,
+    project: &str,
+    name: &str,
+) -> Option<crate::api::Armed> {
+    let sup = ctx
+        .actors
+        .lookup::<crate::actors::trigger_supervisor::TriggerSupMsg>(
+            crate::actors::trigger_supervisor::TRIGGERS,
+        )?;
     sup.call(
         |reply| crate::actors::trigger_supervisor::TriggerSupMsg::Where {
             key: (project.to_owned(), name.to_owned()),
@@ -322,7 +331,7 @@ pub(super) async fn describe(
     let resource = get_one(ctx, kind, name, q)?;
     let key = ResourceKey::new(resource.metadata.project.clone(), resource.kind, name);
     let (key_kind, key_project) = (key.kind, key.project.clone());
-    let actor = store_actor().await?;
+    let actor = store_actor(ctx).await?;
     let described = actor
         .call(
             |reply| SecretStoreMsg::Describe { key, reply },
@@ -331,7 +340,7 @@ pub(super) async fn describe(
         .await
         .map_err(ControlError::ActorCall)??;
     let armed = if key_kind == Kind::Trigger && is_cron(&resource) {
-        trigger_armed(&key_project, name).await
+        trigger_armed(ctx, &key_project, name).await
     } else {
         None
     };

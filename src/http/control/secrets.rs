@@ -19,6 +19,7 @@ use crate::domain::snapshot::ResourceKey;
 
 /// `secret set` (a value) or `secret unset` (`None`).
 pub(super) async fn patch(
+    ctx: &ControlContext,
     store: &str,
     key: &str,
     project: Option<&str>,
@@ -43,7 +44,7 @@ pub(super) async fn patch(
     }
     let value = value.map(crate::domain::manifest::SecretValue::new);
     let rk = ResourceKey::new(project, Kind::SecretStore, store);
-    let actor = store_actor().await?;
+    let actor = store_actor(ctx).await?;
     Ok(actor
         .call(
             |reply| SecretStoreMsg::PatchSecret {

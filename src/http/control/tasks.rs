@@ -11,24 +11,29 @@ use crate::api::{ApiError, CreateTaskRequest, TaskDetail, TaskInfo, TaskList, Ta
 use crate::domain::limits;
 use crate::domain::validate::check_name;
 
-async fn tasks_actor() -> Result<Addr<TaskSupMsg>, ControlError> {
-    Addr::resolve(TASKS, Duration::from_secs(5))
+async fn tasks_actor(ctx: &ControlContext) -> Result<Addr<TaskSupMsg>, ControlError> {
+    ctx.actors
+        .resolve(TASKS, Duration::from_secs(5))
         .await
         .map_err(ControlError::ActorDown)
 }
 
 /// Asks the `tasks` supervisor for one task change.
 pub(super) async fn call(
+    ctx: &ControlContext,
     build: impl FnOnce(ractor::RpcReplyPort<Result<TaskInfo, ApiError>>) -> TaskSupMsg,
 ) -> Result<TaskInfo, ControlError> {
-    let actor = tasks_actor().await?;
+    let actor = tasks_actor(ctx).await?;
     Ok(actor
         .call(build, ACTOR_TIMEOUT)
         .await
         .map_err(ControlError::ActorCall)??)
 }
 
-pub(super) async fn create(req: CreateTaskRequest) -> Result<TaskInfo, ControlError> {
+pub(super) async fn create(
+    ctx: &ControlContext,
+    req: CreateTaskRequest,
+) -> Result<TaskInfo, ControlError> {
     let project = project_of(req.project.as_deref())?;
     if let Some(g) = &req.goal {
         check_size("goal", g.len(), limits::MAX_GOAL_BYTES)?;
@@ -57,7 +62,7 @@ pub(super) async fn create(req: CreateTaskRequest) -> Result<TaskInfo, ControlEr
         scheduled_at: None,
         start: req.start,
     };
-    call(|r| TaskSupMsg::Create(request, r)).await
+    call(ctx, |r| TaskSupMsg::Create(request, r)).await
 }
 
 pub(super) fn list(ctx: &ControlContext, q: &TaskQuery) -> Result<TaskList, ControlError> {

@@ -43,6 +43,7 @@ pub(super) async fn fire(
         }
     };
     let fired = crate::actors::trigger::fire(
+        &ctx.actors,
         &project,
         name,
         &spec,
@@ -95,12 +96,13 @@ impl std::str::FromStr for SuspendAction {
 }
 
 pub(super) async fn suspend(
+    ctx: &ControlContext,
     name: &str,
     suspend: bool,
     q: &ResourceQuery,
 ) -> Result<ChangeResponse, ControlError> {
     let key = ResourceKey::new(project_of(q.project.as_deref())?, Kind::Trigger, name);
-    let actor = store_actor().await?;
+    let actor = store_actor(ctx).await?;
     Ok(actor
         .call(
             |reply| SecretStoreMsg::SetSuspend {

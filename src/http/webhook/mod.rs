@@ -41,6 +41,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use warp::http::{HeaderMap, StatusCode};
 use warp::{Buf, Filter, Rejection, Reply};
 
+use crate::actors::runtime::Registry;
 use crate::actors::trigger::{Fired, fire};
 use crate::actors::webhook::{ServeFn, ServerView, Serving};
 use crate::domain::manifest::DEFAULT_PROJECT;
@@ -91,6 +92,8 @@ pub struct WebhookContext {
     connections: Arc<Connections>,
     limits: Limits,
     verified: mpsc::Sender<Verification>,
+    /// The daemon's actors: where a delivery's task is created.
+    actors: Registry,
 }
 
 const STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 408, 413, 429, 500, 503];
@@ -136,6 +139,7 @@ impl WebhookContext {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         verified: mpsc::Sender<Verification>,
         limits: Limits,
+        actors: Registry,
     ) -> WebhookContext {
         WebhookContext {
             snapshots,
@@ -145,6 +149,7 @@ impl WebhookContext {
             connections: Arc::new(Connections::new(limits.max_connections)),
             limits,
             verified,
+            actors,
         }
     }
 
@@ -221,10 +226,11 @@ pub fn serve_fn(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     verifications: Arc<dyn VerificationStore>,
     limits: Limits,
+    actors: Registry,
 ) -> ServeFn {
     Arc::new(move |listener, shutdown| {
         let (verified, stamps) = mpsc::channel(4096);
-        let context = WebhookContext::new(snapshots.clone(), verified, limits);
+        let context = WebhookContext::new(snapshots.clone(), verified, limits, actors.clone());
         Serving {
             recorder: Box::pin(record_verifications(verifications.clone(), stamps)),
             server: Box::pin(serve(listener, context.clone(), shutdown)),
@@ -473,6 +479,7 @@ where
         );
     }
     match fire(
+        &ctx.actors,
         &project,
         &name,
         &webhook.spec,
