@@ -236,3 +236,113 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ractor::{ActorProcessingErr, RpcReplyPort};
+
+    use super::*;
+
+    enum Msg {
+        Get(RpcReplyPort<&'static str>),
+    }
+
+    impl Message for Msg {
+        fn kind(&self) -> &'static str {
+            "Get"
+        }
+    }
+
+    /// Answers with the word it was started with.
+    struct Echo;
+
+    impl Behaviour for Echo {
+        type Msg = Msg;
+        type State = &'static str;
+        type Args = &'static str;
+        const TYPE: &'static str = "Echo";
+
+        async fn pre_start(
+            &self,
+            _me: Addr<Msg>,
+            word: &'static str,
+        ) -> Result<&'static str, ActorProcessingErr> {
+            Ok(word)
+        }
+
+        async fn handle(
+            &self,
+            _me: &Addr<Msg>,
+            msg: Msg,
+            word: &mut &'static str,
+        ) -> Result<(), ActorProcessingErr> {
+            let Msg::Get(reply) = msg;
+            let _ = reply.send(word);
+            Ok(())
+        }
+
+        fn inspect(&self, word: &&'static str) -> serde_json::Value {
+            json(word)
+        }
+    }
+
+    fn json(word: &str) -> serde_json::Value {
+        serde_json::json!({ "word": word })
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn two_registries_hold_the_same_name_apart() {
+        let (a, b) = (Registry::new(), Registry::new());
+        let (ea, ja) = a
+            .spawn_joinable("echo".into(), Echo, "a", None)
+            .await
+            .expect("a spawns");
+        let (_eb, jb) = b
+            .spawn_joinable("echo".into(), Echo, "b", None)
+            .await
+            .expect("b spawns the same name");
+        for (r, word) in [(&a, "a"), (&b, "b")] {
+            let addr = r.lookup::<Msg>("echo").expect("found in its registry");
+            assert_eq!(addr.name(), "echo");
+            assert_eq!(addr.call(Msg::Get, WAIT).await, Ok(word));
+            let cell = r.cell("echo").expect("its cell");
+            assert_eq!(r.name_of(&cell).as_deref(), Some("echo"));
+            assert_eq!(r.inspect_cell(&cell, WAIT).await, Ok(json(word)));
+            assert_eq!(r.tree(&cell).name, "echo");
+        }
+        // A cell of one registry has no name in the other.
+        let cell = a.cell("echo").expect("a's cell");
+        assert_eq!(b.name_of(&cell), None);
+
+        // Stopped for good: the name, its probe and (once forgotten) its statistics are gone
+        // from its registry only.
+        ea.cell().stop(None);
+        ja.await.expect("a stops");
+        assert!(a.lookup::<Msg>("echo").is_none());
+        assert_eq!(
+            a.fail_by_name("echo", "test"),
+            Err(CallError::Gone("echo".into()))
+        );
+        assert_eq!(
+            read(&a.0.probes).len(),
+            0,
+            "the stopped actor's probe is removed"
+        );
+        assert_eq!(a.len(), 1, "statistics outlive the actor until forgotten");
+        a.forget("echo");
+        assert!(a.is_empty());
+        assert!(b.lookup::<Msg>("echo").is_some());
+        assert_eq!(read(&b.0.probes).len(), 1);
+
+        b.fail_by_name("echo", "test")
+            .expect("b's actor fails on purpose");
+        jb.await.expect("b stops");
+        assert_eq!(
+            read(&b.0.probes).len(),
+            0,
+            "a failed actor's probe is removed too"
+        );
+    }
+}
