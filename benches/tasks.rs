@@ -76,7 +76,7 @@ struct Api {
 impl Api {
     fn new(d: &Daemon) -> Api {
         Api {
-            http: reqwest::Client::builder()
+            http: orchestrator::rotation::http_client()
                 .unix_socket(d.socket.clone())
                 .tls_certs_only(std::iter::empty())
                 .build()

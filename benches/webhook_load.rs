@@ -64,7 +64,7 @@ fn load(
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let client = reqwest::Client::builder()
+        let client = orchestrator::rotation::http_client()
             .pool_max_idle_per_host(CONNECTIONS)
             .tls_certs_only(std::iter::empty())
             .build()

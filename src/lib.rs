@@ -2,13 +2,19 @@
 //! declarative resources applied from YAML, starts tasks from cron triggers and signed webhooks,
 //! runs workflow steps as agent subprocesses, and rotates the secrets webhooks are signed with.
 //!
-//! Reading order:
-//! 1. [`domain`]: the pure core (manifests, validation, schedules, signatures, templates).
-//! 2. [`store`]: persistence behind one trait per concern (SQLite today) and secret encryption.
-//! 3. [`actors`]: the supervision tree and the actors that own each concern.
-//! 4. [`http`]: the control API (Unix socket) and the webhook server (TCP).
-//! 5. [`api`]: the wire types the control API and the CLI share.
-//! 6. [`daemon`] and [`cli`]: the two programs' entry points.
+//! Reading order, the layers from the bottom up (each imports only those before it; README's
+//! Architecture section has the rule, `tests/tidy.rs` checks it):
+//! 1. [`domain`]: the pure core (manifests, validation, lowering, the snapshot, schedules, the
+//!    cron trigger plan, signatures, templates, step launches, the workflow and rotation
+//!    machines).
+//! 2. [`api`]: the wire types the control API and the CLI share; [`layout`]: the data dir's
+//!    file names.
+//! 3. [`store`]: persistence behind one trait per concern (SQLite today) and secret encryption;
+//!    [`process`]: every child process.
+//! 4. [`actors`]: the supervision tree and the actors that own each concern.
+//! 5. [`rotation`]: staged secret rotation with its providers.
+//! 6. [`http`]: the control API (Unix socket) and the webhook server (TCP).
+//! 7. [`daemon`] and [`cli`]: the two programs' entry points.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

@@ -40,7 +40,7 @@ impl InProcess {
         let run = tokio::spawn(daemon::run(config, data, listeners, async {
             let _ = stopped.await;
         }));
-        let http = reqwest::Client::builder()
+        let http = orchestrator::rotation::http_client()
             .unix_socket(socket.clone())
             .timeout(PATIENCE)
             .build()

@@ -372,6 +372,42 @@ fn sql_lives_only_in_the_store() {
     );
 }
 
+/// Every HTTP client is built by `rotation::http_client`, which installs the TLS crypto provider
+/// first: reqwest is built without one (it would link aws-lc), and a client built before a
+/// provider is installed panics.
+#[test]
+fn http_clients_are_built_only_where_tls_is_set_up() {
+    let root = tree();
+    let mut files = Vec::new();
+    for dir in ["src", "actors", "tests", "benches"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut violations = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&root).unwrap_or(&f);
+        if rel.ends_with("tests/tidy.rs") {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&f).expect("read"));
+        let allowed = usize::from(rel.ends_with("src/rotation/mod.rs"));
+        let built = [
+            "reqwest::Client::builder(",
+            "reqwest::Client::new(",
+            "ClientBuilder::new(",
+        ]
+        .iter()
+        .map(|b| text.matches(b).count())
+        .sum::<usize>();
+        if built > allowed {
+            violations.push(rel.display().to_string());
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "HTTP clients built outside rotation::http_client (use it): {violations:?}"
+    );
+}
+
 /// Every child process is started, waited for and signalled in `src/process/`: spawning,
 /// process groups, signals and `/proc` scans have one home, where their cleanup lives in `Drop`.
 #[test]

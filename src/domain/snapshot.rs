@@ -314,6 +314,13 @@ impl Snapshot {
         }
     }
 
+    pub fn trigger(&self, project: &str, name: &str) -> Option<&TriggerSpec> {
+        match &self.lookup(project, Kind::Trigger, name)?.spec {
+            Spec::Trigger(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Every resource, ordered by project, kind and name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Resource>> {
         self.resources.values()

@@ -29,6 +29,18 @@ use tokio::sync::{oneshot, watch};
 pub use command::CommandError;
 pub use github::GithubError;
 
+/// A builder of the daemon's outbound HTTP clients (the providers' APIs, `webhook test`): rustls
+/// with *ring* as its crypto provider, installed for the process on first use (reqwest's own
+/// default, aws-lc, weighs 1.5 MB of the daemon binary).
+pub fn http_client() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        // Err: another provider is installed already, which reqwest uses just as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 use crate::actors::runtime::{CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreMsg};
 use crate::api::{ApiError, RotationRecord};
@@ -134,7 +146,7 @@ impl RotationContext {
         socket: PathBuf,
         actors: Registry,
     ) -> Result<RotationContext, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = http_client()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
             .build()?;

@@ -637,6 +637,18 @@ impl ControlError {
         }
     }
 
+    /// The Trigger `name` of `project`, or [`ControlError::NotFound`].
+    fn trigger_spec(
+        snapshot: &Snapshot,
+        project: &str,
+        name: &str,
+    ) -> Result<crate::domain::manifest::TriggerSpec, ControlError> {
+        snapshot
+            .trigger(project, name)
+            .cloned()
+            .ok_or_else(|| ControlError::not_found(snapshot, project, Kind::Trigger, name))
+    }
+
     /// `{kind}/{name} not found in project …`, suggesting a close name of the same kind.
     fn not_found(snapshot: &Snapshot, project: &str, kind: Kind, name: &str) -> ControlError {
         let names: Vec<&str> = snapshot

@@ -14,7 +14,7 @@ use super::{
 use crate::api::{
     ChangeResponse, RotateRequest, RotationRecord, WebhookTestRequest, WebhookTestResponse,
 };
-use crate::domain::manifest::{Kind, Spec};
+use crate::domain::manifest::Kind;
 use crate::domain::snapshot::ResourceKey;
 
 /// `secret set` (a value) or `secret unset` (`None`).
@@ -76,20 +76,7 @@ pub(super) async fn test_webhook(
 ) -> Result<WebhookTestResponse, ControlError> {
     let project = project_of(req.project.as_deref())?;
     let snapshot = ctx.snapshot();
-    let spec = match snapshot
-        .lookup(&project, Kind::Trigger, trigger)
-        .map(|r| &r.spec)
-    {
-        Some(Spec::Trigger(t)) => t.clone(),
-        _ => {
-            return Err(ControlError::not_found(
-                &snapshot,
-                &project,
-                Kind::Trigger,
-                trigger,
-            ));
-        }
-    };
+    let spec = ControlError::trigger_spec(&snapshot, &project, trigger)?;
     let Some(ev) = spec.event.as_ref() else {
         return Err(ControlError::NotAWebhook(trigger.to_owned()));
     };
@@ -154,7 +141,7 @@ pub(super) async fn test_webhook(
         Utc::now().timestamp(),
         &id,
     );
-    let client = reqwest::Client::builder()
+    let client = crate::rotation::http_client()
         .no_proxy()
         .tls_certs_only(std::iter::empty())
         .timeout(Duration::from_secs(10))

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::api::{ChangeResponse, FireRequest, FireResponse, ResourceQuery};
 use crate::domain::limits;
-use crate::domain::manifest::{Kind, Spec};
+use crate::domain::manifest::Kind;
 use crate::domain::snapshot::ResourceKey;
 
 pub(super) async fn fire(
@@ -28,20 +28,7 @@ pub(super) async fn fire(
         return Err(ControlError::PayloadNotJson(e));
     }
     let snapshot = ctx.snapshot();
-    let spec = match snapshot
-        .lookup(&project, Kind::Trigger, name)
-        .map(|r| &r.spec)
-    {
-        Some(Spec::Trigger(t)) => t.clone(),
-        _ => {
-            return Err(ControlError::not_found(
-                &snapshot,
-                &project,
-                Kind::Trigger,
-                name,
-            ));
-        }
-    };
+    let spec = ControlError::trigger_spec(&snapshot, &project, name)?;
     let fired = crate::actors::trigger::fire(
         &ctx.actors,
         &project,

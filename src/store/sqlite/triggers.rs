@@ -116,46 +116,61 @@ impl Triggers {
     }
 }
 
-fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 4]> {
-    Ok([r.get(1)?, r.get(2)?, r.get(4)?, None])
+/// The columns of a `trigger_state` row that make a [`TriggerState`], in this order.
+const STATE_COLUMNS: &str =
+    "generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed";
+
+/// A [`TriggerState`] as its row holds it (timestamps as text), read from [`STATE_COLUMNS`]
+/// starting at column `at`.
+struct StateRow {
+    generation: i64,
+    instants: [Option<String>; 3],
+    task: Option<i64>,
+    counts: [i64; 3],
+}
+
+impl StateRow {
+    fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StateRow> {
+        Ok(StateRow {
+            generation: r.get(at)?,
+            instants: [r.get(at + 1)?, r.get(at + 2)?, r.get(at + 4)?],
+            task: r.get(at + 3)?,
+            counts: [r.get(at + 5)?, r.get(at + 6)?, r.get(at + 7)?],
+        })
+    }
+
+    fn into_state(self) -> Result<TriggerState> {
+        let [sched, fire, next] = self.instants;
+        let [fires, skips, missed] = self.counts;
+        Ok(TriggerState {
+            generation: self.generation as u64,
+            last_scheduled: opt_ts(sched)?,
+            last_fire: opt_ts(fire)?,
+            last_task: self.task.map(|t| t as u64),
+            next_fire: opt_ts(next)?,
+            fires: fires as u64,
+            skips: skips as u64,
+            missed: missed as u64,
+        })
+    }
 }
 
 impl TriggerStore for Triggers {
     fn all(&self) -> Result<HashMap<(String, String), TriggerState>> {
         self.pair.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT project, name, generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed
-                 FROM trigger_state",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT project, name, {STATE_COLUMNS} FROM trigger_state"
+            ))?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    r.get::<_, i64>(2)?,
-                    [r.get::<_, Option<String>>(3)?, r.get(4)?, r.get(6)?],
-                    r.get::<_, Option<i64>>(5)?,
-                    (
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, i64>(8)?,
-                        r.get::<_, i64>(9)?,
-                    ),
+                    StateRow::read(r, 2)?,
                 ))
             })?;
             let mut out = HashMap::new();
             for row in rows {
-                let (key, generation, [sched, fire, next], task, (fires, skips, missed)) = row?;
-                out.insert(
-                    key,
-                    TriggerState {
-                        generation: generation as u64,
-                        last_scheduled: opt_ts(sched)?,
-                        last_fire: opt_ts(fire)?,
-                        last_task: task.map(|t| t as u64),
-                        next_fire: opt_ts(next)?,
-                        fires: fires as u64,
-                        skips: skips as u64,
-                        missed: missed as u64,
-                    },
-                );
+                let (key, state) = row?;
+                out.insert(key, state.into_state()?);
             }
             Ok(out)
         })
@@ -163,34 +178,13 @@ impl TriggerStore for Triggers {
 
     fn get(&self, project: &str, name: &str) -> Result<Option<TriggerState>> {
         self.pair.read(|c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed
-                     FROM trigger_state WHERE project = ?1 AND name = ?2",
-                )?
-                .query_row(params![project, name], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        state_from_row(r)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        (r.get::<_, i64>(5)?, r.get::<_, i64>(6)?, r.get::<_, i64>(7)?),
-                    ))
-                })
-                .optional()?;
-            let Some((generation, [sched, fire, next, _], task, (fires, skips, missed))) = row
-            else {
-                return Ok(None);
-            };
-            Ok(Some(TriggerState {
-                generation: generation as u64,
-                last_scheduled: opt_ts(sched)?,
-                last_fire: opt_ts(fire)?,
-                last_task: task.map(|t| t as u64),
-                next_fire: opt_ts(next)?,
-                fires: fires as u64,
-                skips: skips as u64,
-                missed: missed as u64,
-            }))
+            c.prepare_cached(&format!(
+                "SELECT {STATE_COLUMNS} FROM trigger_state WHERE project = ?1 AND name = ?2"
+            ))?
+            .query_row(params![project, name], |r| StateRow::read(r, 0))
+            .optional()?
+            .map(StateRow::into_state)
+            .transpose()
         })
     }
 
