@@ -30,8 +30,8 @@ pub use command::CommandError;
 pub use github::GithubError;
 
 use crate::actors::runtime::{Addr, CallError};
-use crate::actors::secret_store::{self, SecretStoreMsg};
-use crate::api::{ApiError, RotationRecord};
+use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
+use crate::api::RotationRecord;
 use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
 use crate::domain::rotation::{
     self, Abandon, Action, End, Event, Gone, NEXT_SUFFIX, Record, Removal, Reset, Rollback,
@@ -96,8 +96,8 @@ impl ProviderError {
 enum PatchError {
     #[error(transparent)]
     Actor(#[from] CallError),
-    #[error("{0}")]
-    Refused(ApiError),
+    #[error(transparent)]
+    Refused(SecretStoreError),
 }
 
 fn now() -> DateTime<Utc> {
@@ -499,14 +499,8 @@ impl Run<'_> {
         if rb.removes_staging() {
             let removal = match self.patch(vec![(self.staging.clone(), None)]).await {
                 Ok(()) => Removal::Removed,
-                Err(e) => {
-                    let text = e.to_string();
-                    if text.contains("has no key") {
-                        Removal::Absent
-                    } else {
-                        Removal::Failed(text)
-                    }
-                }
+                Err(PatchError::Refused(SecretStoreError::NoKey { .. })) => Removal::Absent,
+                Err(e) => Removal::Failed(e.to_string()),
             };
             rb.staging_removed(removal);
         }

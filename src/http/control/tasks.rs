@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::{ACTOR_TIMEOUT, ControlContext, ControlError, check_size, project_of, reply_error};
 use crate::actors::runtime::Addr;
 use crate::actors::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
-use crate::api::{ApiError, CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskQuery};
+use crate::actors::workflow::TaskError;
+use crate::api::{CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskQuery};
 use crate::domain::limits;
 use crate::domain::validate::check_name;
 
@@ -19,7 +20,7 @@ async fn tasks_actor() -> Result<Addr<TaskSupMsg>, ControlError> {
 
 /// Asks the `tasks` supervisor for one task change.
 pub(super) async fn call(
-    build: impl FnOnce(ractor::RpcReplyPort<Result<TaskInfo, ApiError>>) -> TaskSupMsg,
+    build: impl FnOnce(ractor::RpcReplyPort<Result<TaskInfo, TaskError>>) -> TaskSupMsg,
 ) -> Result<TaskInfo, ControlError> {
     let actor = tasks_actor().await?;
     Ok(actor
@@ -36,14 +37,14 @@ pub(super) async fn create(req: CreateTaskRequest) -> Result<TaskInfo, ControlEr
     if let Some(p) = &req.payload {
         check_size("payload", p.len(), limits::MAX_PAYLOAD_BYTES)?;
     }
-    check_name(&req.workflow).map_err(|reason| ControlError::Name {
+    check_name(&req.workflow).map_err(|e| ControlError::Name {
         field: "workflow",
-        reason,
+        reason: e.to_string(),
     })?;
     if let Some(w) = &req.workspace {
-        check_name(w).map_err(|reason| ControlError::Name {
+        check_name(w).map_err(|e| ControlError::Name {
             field: "workspace",
-            reason,
+            reason: e.to_string(),
         })?;
     }
     let request = TaskRequest {
