@@ -638,9 +638,7 @@ impl<B: Behaviour> Actor for Instrumented<B> {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.0
-            .handle_supervisor_evt(&state.addr, event, &mut state.inner)
-            .await
+        self.0.handle_supervisor_evt(&state.addr, event, &mut state.inner).await
     }
 
     async fn post_stop(

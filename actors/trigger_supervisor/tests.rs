@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 use super::{TRIGGERS, TriggerSupMsg, TriggerSupervisor};
 use crate::actors::clock::Clock;
 use crate::actors::runtime::{self, Addr};
-use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
 use crate::actors::trigger::{TriggerContext, trigger_name};
+use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
 use crate::actors::workflow::TaskContext;
 use crate::api::Armed;
 use crate::domain::manifest::{Manifest, parse_documents};
@@ -156,15 +156,14 @@ impl Rig {
             resident_window: self.window,
             clock: self.clock(),
         };
-        let spawned = runtime::spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None).await;
+        let spawned =
+            runtime::spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None).await;
         self.triggers = Some(spawned.expect("trigger supervisor"));
     }
 
     /// Lets paused time run until the clock reads `at`.
     async fn until(&self, at: &str) {
-        let after = (t(at) - self.start)
-            .to_std()
-            .expect("an instant after the start");
+        let after = (t(at) - self.start).to_std().expect("an instant after the start");
         tokio::time::sleep_until(self.origin + after).await;
         assert_eq!(self.clock().now(), t(at));
     }
@@ -237,10 +236,7 @@ async fn run(mut rig: Rig, body: impl AsyncFnOnce(&mut Rig)) {
     let outcome = AssertUnwindSafe(body(&mut rig)).catch_unwind().await;
     rig.stop().await;
     for name in [TASKS, TRIGGERS] {
-        assert!(
-            ractor::registry::where_is(name.to_owned()).is_none(),
-            "{name} still registered"
-        );
+        assert!(ractor::registry::where_is(name).is_none(), "{name} still registered");
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -289,10 +285,7 @@ async fn a_dormant_trigger_wakes_for_its_fire_and_goes_back_to_sleep() {
         };
         let want = dormant("2026-11-29T12:59:30Z", "2026-11-29T13:00:00Z");
         assert_eq!(rig.armed("hourly").await, want);
-        assert_eq!(
-            rig.state("hourly").next_fire,
-            Some(t("2026-11-29T13:00:00Z"))
-        );
+        assert_eq!(rig.state("hourly").next_fire, Some(t("2026-11-29T13:00:00Z")));
         // Half a window before the fire its actor runs.
         rig.until("2026-11-29T12:59:45Z").await;
         let actor = trigger_name("default", "hourly");
@@ -351,10 +344,7 @@ async fn fires_missed_while_down_are_recorded_or_run_once_within_the_deadline() 
         assert_eq!(missed[0].scheduled, Some(t("2026-11-29T12:00:00Z")));
         let st = rig.state("recorded");
         assert_eq!((st.fires, st.missed), (5, 3));
-        assert!(matches!(
-            rig.armed("recorded").await,
-            Armed::WakeQueue { .. }
-        ));
+        assert!(matches!(rig.armed("recorded").await, Armed::WakeQueue { .. }));
         // Within the deadline: 12:00 runs now, once; 10:00 and 11:00 are recorded.
         let kinds: Vec<EventKind> = rig.events("late").iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Missed, EventKind::Fired]);
@@ -437,17 +427,11 @@ async fn forbid_skips_fires_while_the_previous_task_is_pending() {
         rig.until("2026-11-29T12:00:35Z").await;
         let events = rig.events("t");
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
-        assert_eq!(
-            kinds,
-            [EventKind::Fired, EventKind::Skipped, EventKind::Skipped]
-        );
+        assert_eq!(kinds, [EventKind::Fired, EventKind::Skipped, EventKind::Skipped]);
         let task = events[0].task.expect("the first fire's task");
         for skipped in &events[1..] {
             let reason = skipped.reason.clone().unwrap_or_default();
-            assert!(
-                reason.contains(&format!("task {task} of this trigger")),
-                "{reason}"
-            );
+            assert!(reason.contains(&format!("task {task} of this trigger")), "{reason}");
         }
         let st = rig.state("t");
         assert_eq!((st.fires, st.skips, st.last_task), (1, 2, Some(task)));
@@ -468,10 +452,7 @@ async fn check_dst(start: &str, until: &str, fixed: &[&str], interval: &[&str]) 
     run(rig, async |rig: &mut Rig| {
         rig.until(until).await;
         assert_eq!(rig.scheduled("fixed", EventKind::Fired), instants(fixed));
-        assert_eq!(
-            rig.scheduled("interval", EventKind::Fired),
-            instants(interval)
-        );
+        assert_eq!(rig.scheduled("interval", EventKind::Fired), instants(interval));
         assert_eq!(rig.scheduled("fixed", EventKind::Missed), instants(&[]));
     })
     .await;

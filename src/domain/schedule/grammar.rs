@@ -214,7 +214,7 @@ pub(super) fn parse_expression(expr: &str) -> Result<Parsed, ScheduleError> {
             expression: expr.to_owned(),
             field: "translated",
             text: source.clone(),
-            problem: FieldProblem::CronRejected(e.to_string()),
+            problem: Box::new(FieldProblem::CronRejected(e.to_string())),
         })
     };
     let wall = if either_day {
@@ -252,7 +252,7 @@ fn expand_macro(expr: &str, text: &str) -> Result<String, ScheduleError> {
             expression: expr.to_owned(),
             field: "macro",
             text: text.to_owned(),
-            problem: FieldProblem::MacroNotAlone(name.to_owned()),
+            problem: Box::new(FieldProblem::MacroNotAlone(name.to_owned())),
         });
     }
     Ok(fields.to_owned())
@@ -271,7 +271,7 @@ fn parse_field(expr: &str, spec: &FieldSpec, text: &str) -> Result<Field, Schedu
         expression: expr.to_owned(),
         field: spec.name,
         text: text.to_owned(),
-        problem,
+        problem: Box::new(problem),
     })?;
     Ok(Field {
         values,

@@ -95,7 +95,8 @@ pub enum ScheduleError {
         expression: String,
         field: &'static str,
         text: String,
-        problem: FieldProblem,
+        /// Boxed: it is the largest part, and a schedule error travels inside others.
+        problem: Box<FieldProblem>,
     },
     /// The fields are each valid but no date satisfies them, such as February 30.
     #[error(

@@ -564,7 +564,8 @@ pub enum ControlError {
     #[error(transparent)]
     Fire(#[from] FireError),
 
-    /// An error already in its wire form (a status and a body), passed through unchanged.
+    /// An error already in its wire form (a status and a body), passed through unchanged. The
+    /// lower layers do not produce these: they answer with their own error types (above).
     #[error("{0}")]
     Answered(ApiError),
 }
@@ -646,7 +647,8 @@ impl ControlError {
     }
 
     /// The error as the wire carries it: the status and an [`ErrorBody`](crate::api::ErrorBody)
-    /// (with one detail per problem for [`ControlError::Invalid`]).
+    /// (with one detail per problem for invalid manifests and for a delete of something still
+    /// referenced).
     pub fn to_api(&self) -> ApiError {
         match self {
             ControlError::Answered(e) => e.clone(),

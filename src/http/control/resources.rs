@@ -300,9 +300,8 @@ fn is_cron(r: &ResourceView) -> bool {
 
 /// Asks the trigger supervisor where a cron trigger is armed; `None` when it does not answer.
 async fn trigger_armed(project: &str, name: &str) -> Option<crate::api::Armed> {
-    let sup = Addr::<crate::actors::trigger_supervisor::TriggerSupMsg>::lookup(
-        crate::actors::trigger_supervisor::TRIGGERS,
-    )?;
+    let sup =
+        Addr::<crate::actors::trigger_supervisor::TriggerSupMsg>::lookup(crate::actors::trigger_supervisor::TRIGGERS)?;
     sup.call(
         |reply| crate::actors::trigger_supervisor::TriggerSupMsg::Where {
             key: (project.to_owned(), name.to_owned()),
