@@ -41,7 +41,7 @@ impl Message for AgentMsg {
 /// What an AgentActor reports to whoever started it: the process of its run ended.
 pub struct AgentExited {
     pub run_id: u64,
-    pub result: Result<Finished, String>,
+    pub result: Result<Finished, ProcessError>,
 }
 
 pub struct AgentActor;
@@ -141,7 +141,7 @@ impl Behaviour for AgentActor {
                 state.guard.disarm();
                 let _ = state.report.cast(AgentExited {
                     run_id: state.run_id,
-                    result: result.map_err(|e| e.to_string()),
+                    result,
                 });
                 me.cell().stop(Some("agent exited".into()));
             }

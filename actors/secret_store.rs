@@ -21,8 +21,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::runtime::{Addr, Behaviour, Message};
-use crate::api::{ApiError, ChangeResponse, ResultLine};
+use crate::api::{ChangeResponse, ResultLine};
 use crate::api::{HistoryEntry, KeyMeta};
+use crate::domain::diagnostic::{Diagnostic, refused};
 use crate::domain::manifest::{Document, Kind, SecretValue};
 use crate::domain::redact::SecretRegistry;
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
@@ -32,37 +33,93 @@ use crate::store::{ResourceStore, StoreError};
 /// The registry name.
 pub const NAME: &str = "secret-store";
 
+/// Why a change or a look-up was refused; nothing was changed. The control API gives each its
+/// status (`http::control`).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretStoreError {
+    /// The change would leave the manifests invalid: one diagnostic per problem.
+    #[error("{}", refused(.what, .problems.len()))]
+    Invalid {
+        what: &'static str,
+        problems: Vec<Diagnostic>,
+    },
+    #[error("delete refused, nothing was changed: not found: {}", in_projects(.0))]
+    DeleteMissing(Vec<ResourceKey>),
+    /// Others still reference what would be deleted: one diagnostic per reference.
+    #[error(
+        "delete refused, nothing was changed: still referenced ({} reference{})",
+        .0.len(),
+        if .0.len() == 1 { "" } else { "s" }
+    )]
+    StillReferenced(Vec<Diagnostic>),
+    #[error("{key} not found in project {}", .key.project)]
+    NotFound { key: ResourceKey },
+    #[error("{0} is not a trigger")]
+    NotATrigger(ResourceKey),
+    #[error("{0} is not a SecretStore")]
+    NotASecretStore(ResourceKey),
+    #[error("{store} has no key {key:?}; nothing was changed")]
+    NoKey { store: ResourceKey, key: String },
+    #[error("the store could not be written: {0}")]
+    Store(StoreError),
+}
+
+impl SecretStoreError {
+    /// The problems that the answer lists one by one (empty for most errors).
+    pub fn problems(&self) -> &[Diagnostic] {
+        match self {
+            SecretStoreError::Invalid { problems, .. }
+            | SecretStoreError::StillReferenced(problems) => problems,
+            SecretStoreError::DeleteMissing(_)
+            | SecretStoreError::NotFound { .. }
+            | SecretStoreError::NotATrigger(_)
+            | SecretStoreError::NotASecretStore(_)
+            | SecretStoreError::NoKey { .. }
+            | SecretStoreError::Store(_) => &[],
+        }
+    }
+}
+
+/// `trigger/a (project p), agent/b (project q)`.
+fn in_projects(keys: &[ResourceKey]) -> String {
+    let shown: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{k} (project {})", k.project))
+        .collect();
+    shown.join(", ")
+}
+
 pub enum SecretStoreMsg {
     /// Validate and apply parsed documents (Workspace paths already resolved).
     Apply {
         project: Option<String>,
         dry_run: bool,
         docs: Vec<Document>,
-        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+        reply: RpcReplyPort<Result<ChangeResponse, SecretStoreError>>,
     },
     /// Delete resources (refused while referenced by others).
     Delete {
         targets: Vec<ResourceKey>,
         dry_run: bool,
-        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+        reply: RpcReplyPort<Result<ChangeResponse, SecretStoreError>>,
     },
     /// Sets `spec.suspend` of a trigger (`trigger suspend|resume`).
     SetSuspend {
         key: ResourceKey,
         suspend: bool,
-        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+        reply: RpcReplyPort<Result<ChangeResponse, SecretStoreError>>,
     },
     /// Sets (`Some`) or removes (`None`) keys of one SecretStore, all in one commit; the other
     /// keys are kept (`secret set|unset`, rotation stages).
     PatchSecret {
         key: ResourceKey,
         changes: Vec<(String, Option<SecretValue>)>,
-        reply: RpcReplyPort<Result<ChangeResponse, ApiError>>,
+        reply: RpcReplyPort<Result<ChangeResponse, SecretStoreError>>,
     },
     /// History and key metadata of one resource.
     Describe {
         key: ResourceKey,
-        reply: RpcReplyPort<Result<Described, ApiError>>,
+        reply: RpcReplyPort<Result<Described, SecretStoreError>>,
     },
 }
 
@@ -108,9 +165,9 @@ pub struct SecretStoreState {
 }
 
 impl SecretStoreState {
-    fn store_error(e: StoreError) -> ApiError {
+    fn store_error(e: StoreError) -> SecretStoreError {
         tracing::error!(error = %e, "store write failed");
-        ApiError::internal(format!("the store could not be written: {e}"))
+        SecretStoreError::Store(e)
     }
 
     /// Commits `changes` (when not a dry run) and publishes the next snapshot.
@@ -119,7 +176,7 @@ impl SecretStoreState {
         changes: &[Change],
         dry_run: bool,
         now: DateTime<Utc>,
-    ) -> Result<ChangeResponse, ApiError> {
+    ) -> Result<ChangeResponse, SecretStoreError> {
         let next = self.snapshot.apply(changes);
         if self.public_webhooks {
             // Only what this change breaks is refused; older problems were warned about at start.
@@ -132,7 +189,10 @@ impl SecretStoreState {
                 .filter(|d| !before.contains(&d.resource))
                 .collect();
             if !problems.is_empty() {
-                return Err(ApiError::invalid("change", problems));
+                return Err(SecretStoreError::Invalid {
+                    what: "change",
+                    problems,
+                });
             }
         }
         if !dry_run && next.revision != self.snapshot.revision {
@@ -178,10 +238,13 @@ impl SecretStoreState {
         dry_run: bool,
         mut docs: Vec<Document>,
         now: DateTime<Utc>,
-    ) -> Result<ChangeResponse, ApiError> {
+    ) -> Result<ChangeResponse, SecretStoreError> {
         let problems = validate_apply(&mut docs, &self.snapshot, project);
         if !problems.is_empty() {
-            return Err(ApiError::invalid("apply", problems));
+            return Err(SecretStoreError::Invalid {
+                what: "apply",
+                problems,
+            });
         }
         let manifests: Vec<_> = docs.into_iter().map(|d| d.manifest).collect();
         let changes = self.snapshot.plan(&manifests, now);
@@ -202,7 +265,7 @@ impl SecretStoreState {
         targets: Vec<ResourceKey>,
         dry_run: bool,
         now: DateTime<Utc>,
-    ) -> Result<ChangeResponse, ApiError> {
+    ) -> Result<ChangeResponse, SecretStoreError> {
         let mut changes = Vec::new();
         let mut missing = Vec::new();
         for key in &targets {
@@ -215,23 +278,15 @@ impl SecretStoreState {
                         });
                     }
                 }
-                None => missing.push(format!("{key} (project {})", key.project)),
+                None => missing.push(key.clone()),
             }
         }
         if !missing.is_empty() {
-            return Err(ApiError::not_found(format!(
-                "delete refused, nothing was changed: not found: {}",
-                missing.join(", ")
-            )));
+            return Err(SecretStoreError::DeleteMissing(missing));
         }
         let problems = validate_delete(&self.snapshot, &targets);
         if !problems.is_empty() {
-            let n = problems.len();
-            return Err(ApiError::conflict(format!(
-                "delete refused, nothing was changed: still referenced ({n} reference{})",
-                if n == 1 { "" } else { "s" }
-            ))
-            .with_details(problems));
+            return Err(SecretStoreError::StillReferenced(problems));
         }
         let response = self.commit(&changes, dry_run, now)?;
         if !dry_run {
@@ -245,17 +300,14 @@ impl SecretStoreState {
         key: &ResourceKey,
         suspend: bool,
         now: DateTime<Utc>,
-    ) -> Result<ChangeResponse, ApiError> {
+    ) -> Result<ChangeResponse, SecretStoreError> {
         let Some(current) = self.snapshot.get(key) else {
-            return Err(ApiError::not_found(format!(
-                "{key} not found in project {}",
-                key.project
-            )));
+            return Err(SecretStoreError::NotFound { key: key.clone() });
         };
         let mut manifest = current.manifest();
         match &mut manifest.spec {
             crate::domain::manifest::Spec::Trigger(t) => t.suspend = suspend,
-            _ => return Err(ApiError::bad_request(format!("{key} is not a trigger"))),
+            _ => return Err(SecretStoreError::NotATrigger(key.clone())),
         }
         let changes = self.snapshot.plan(std::slice::from_ref(&manifest), now);
         self.commit(&changes, false, now)
@@ -266,16 +318,13 @@ impl SecretStoreState {
         key: &ResourceKey,
         patch: Vec<(String, Option<SecretValue>)>,
         now: DateTime<Utc>,
-    ) -> Result<ChangeResponse, ApiError> {
+    ) -> Result<ChangeResponse, SecretStoreError> {
         let Some(current) = self.snapshot.get(key) else {
-            return Err(ApiError::not_found(format!(
-                "{key} not found in project {}",
-                key.project
-            )));
+            return Err(SecretStoreError::NotFound { key: key.clone() });
         };
         let mut manifest = current.manifest();
         let crate::domain::manifest::Spec::SecretStore(store) = &mut manifest.spec else {
-            return Err(ApiError::bad_request(format!("{key} is not a SecretStore")));
+            return Err(SecretStoreError::NotASecretStore(key.clone()));
         };
         for (name, value) in patch {
             match value {
@@ -284,9 +333,10 @@ impl SecretStoreState {
                 }
                 None => {
                     if store.data.remove(&name).is_none() {
-                        return Err(ApiError::not_found(format!(
-                            "{key} has no key {name:?}; nothing was changed"
-                        )));
+                        return Err(SecretStoreError::NoKey {
+                            store: key.clone(),
+                            key: name,
+                        });
                     }
                 }
             }
@@ -302,19 +352,19 @@ impl SecretStoreState {
         let mut docs = vec![doc.clone()];
         let problems = validate_apply(&mut docs, &self.snapshot, Some(&key.project));
         if !problems.is_empty() {
-            return Err(ApiError::invalid("change", problems));
+            return Err(SecretStoreError::Invalid {
+                what: "change",
+                problems,
+            });
         }
         doc.manifest.metadata.project = Some(key.project.clone());
         let changes = self.snapshot.plan(std::slice::from_ref(&doc.manifest), now);
         self.commit(&changes, false, now)
     }
 
-    fn describe(&self, key: &ResourceKey) -> Result<Described, ApiError> {
+    fn describe(&self, key: &ResourceKey) -> Result<Described, SecretStoreError> {
         if self.snapshot.get(key).is_none() {
-            return Err(ApiError::not_found(format!(
-                "{key} not found in project {}",
-                key.project
-            )));
+            return Err(SecretStoreError::NotFound { key: key.clone() });
         }
         let history = self.store.history(key, 20).map_err(Self::store_error)?;
         let keys = if key.kind == crate::domain::manifest::Kind::SecretStore {

@@ -98,9 +98,20 @@ impl Default for Intensity {
     }
 }
 
+/// Why a child could not be started or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("{0} is already running")]
+    AlreadyRunning(String),
+    #[error("starting {name} failed: {source}")]
+    Start { name: String, source: SpawnErr },
+    #[error("{name} exceeded its restart intensity ({} restarts in {:?})", .intensity.max_restarts, .intensity.window)]
+    Exhausted { name: String, intensity: Intensity },
+}
+
 pub enum SupervisorMsg {
     /// Start a child (the name must be free).
-    Start(ChildSpec, RpcReplyPort<Result<(), String>>),
+    Start(ChildSpec, RpcReplyPort<Result<(), ChildError>>),
     /// Stop a child for good; answers whether it existed.
     Stop(String, RpcReplyPort<bool>),
     /// Retry a restart whose start failed.
@@ -185,10 +196,10 @@ impl ChildSet {
     }
 
     /// Starts a new child under `parent`.
-    pub async fn start(&mut self, parent: &ActorCell, spec: ChildSpec) -> Result<(), String> {
+    pub async fn start(&mut self, parent: &ActorCell, spec: ChildSpec) -> Result<(), ChildError> {
         let name = spec.name.clone();
         if self.children.contains_key(&name) {
-            return Err(format!("{name} is already running"));
+            return Err(ChildError::AlreadyRunning(name));
         }
         self.children.insert(
             name.clone(),
@@ -207,7 +218,7 @@ impl ChildSet {
         result
     }
 
-    async fn start_existing(&mut self, parent: &ActorCell, name: &str) -> Result<(), String> {
+    async fn start_existing(&mut self, parent: &ActorCell, name: &str) -> Result<(), ChildError> {
         let Some(child) = self.children.get_mut(name) else {
             return Ok(());
         };
@@ -217,7 +228,10 @@ impl ChildSet {
                 child.cell = Some(cell);
                 Ok(())
             }
-            Err(e) => Err(format!("starting {name} failed: {e}")),
+            Err(source) => Err(ChildError::Start {
+                name: name.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -242,7 +256,7 @@ impl ChildSet {
         registry: &Registry,
         name: &str,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChildError> {
         let intensity = self.intensity;
         let Some(child) = self.children.get_mut(name) else {
             return Ok(());
@@ -255,10 +269,10 @@ impl ChildSet {
             child.restarts.pop_front();
         }
         if child.restarts.len() >= intensity.max_restarts {
-            return Err(format!(
-                "{name} exceeded its restart intensity ({} restarts in {:?})",
-                intensity.max_restarts, intensity.window
-            ));
+            return Err(ChildError::Exhausted {
+                name: name.to_owned(),
+                intensity,
+            });
         }
         child.restarts.push_back(now);
         self.total_restarts += 1;

@@ -17,9 +17,9 @@ use serde_json::json;
 use super::runtime::{Addr, Behaviour, Message};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use super::workflow::{
-    TaskContext, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
+    TaskContext, TaskError, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
 };
-use crate::api::{ApiError, TaskInfo};
+use crate::api::TaskInfo;
 use crate::domain::launch::RUN_ID_VAR;
 use crate::domain::manifest::{Kind, Spec};
 use crate::domain::snapshot::Snapshot;
@@ -92,9 +92,9 @@ pub struct TaskSupState {
     created: u64,
 }
 
-fn store_err(e: StoreError) -> ApiError {
+fn store_err(e: StoreError) -> TaskError {
     tracing::error!(error = %e, "task store failed");
-    ApiError::internal(format!("the task store failed: {e}"))
+    TaskError::Store(e)
 }
 
 impl TaskSupState {
@@ -125,7 +125,7 @@ impl TaskSupState {
         }
     }
 
-    fn create(&mut self, req: TaskRequest) -> Result<(TaskInfo, bool), ApiError> {
+    fn create(&mut self, req: TaskRequest) -> Result<(TaskInfo, bool), TaskError> {
         let snapshot = self.snapshot();
         let project = &req.project;
         let workflow = match snapshot
@@ -134,10 +134,10 @@ impl TaskSupState {
         {
             Some(Spec::Workflow(w)) => w.clone(),
             _ => {
-                return Err(ApiError::not_found(format!(
-                    "workflow {:?} not found in project {project:?}: apply it first or check the name (orchestrator get workflows)",
-                    req.workflow
-                )));
+                return Err(TaskError::NoWorkflow {
+                    workflow: req.workflow,
+                    project: project.clone(),
+                });
             }
         };
         let workspace = match &req.workspace {
@@ -149,13 +149,9 @@ impl TaskSupState {
                 } else if let [only] = all.as_slice() {
                     only.key.name.clone()
                 } else if all.is_empty() {
-                    return Err(ApiError::bad_request(format!(
-                        "project {project:?} has no Workspace: apply one first"
-                    )));
+                    return Err(TaskError::NoWorkspaces(project.clone()));
                 } else {
-                    return Err(ApiError::bad_request(format!(
-                        "project {project:?} has several workspaces and none is named \"default\": pass --workspace"
-                    )));
+                    return Err(TaskError::AmbiguousWorkspace(project.clone()));
                 }
             }
         };
@@ -165,25 +161,19 @@ impl TaskSupState {
         {
             Some(Spec::Workspace(w)) => w.root_path.clone(),
             _ => {
-                return Err(ApiError::not_found(format!(
-                    "workspace {workspace:?} not found in project {project:?}"
-                )));
+                return Err(TaskError::NoWorkspace {
+                    workspace,
+                    project: project.clone(),
+                });
             }
         };
         if !Path::new(&root).is_dir() {
-            return Err(ApiError::new(
-                422,
-                format!(
-                    "workspace {workspace:?}: root_path {root} does not exist or is not a directory; create it or fix the Workspace"
-                ),
-            ));
+            return Err(TaskError::NoWorkspaceRoot { workspace, root });
         }
         if let Some(p) = &req.payload
             && let Err(e) = serde_json::from_str::<serde_json::Value>(p)
         {
-            return Err(ApiError::bad_request(format!(
-                "payload is not valid JSON: {e}"
-            )));
+            return Err(TaskError::PayloadNotJson(e));
         }
         let new = NewTask {
             project: project.clone(),
@@ -304,7 +294,7 @@ impl TaskSupState {
         }
     }
 
-    fn cancel_pending(&mut self, id: u64) -> Option<Result<TaskInfo, ApiError>> {
+    fn cancel_pending(&mut self, id: u64) -> Option<Result<TaskInfo, TaskError>> {
         let queued = self.queues.values_mut().any(|q| {
             let before = q.len();
             q.retain(|t| *t != id);
@@ -312,14 +302,14 @@ impl TaskSupState {
         });
         let info = match self.ctx.store.get(id) {
             Ok(Some(t)) => t,
-            Ok(None) => return Some(Err(ApiError::not_found(format!("task {id} not found")))),
+            Ok(None) => return Some(Err(TaskError::NotFound(id))),
             Err(e) => return Some(Err(store_err(e))),
         };
         if info.state.is_finished() {
-            return Some(Err(ApiError::conflict(format!(
-                "task {id} already {}; there is nothing to cancel",
-                info.state.as_str()
-            ))));
+            return Some(Err(TaskError::NothingToCancel {
+                id,
+                state: info.state,
+            }));
         }
         if queued || (info.state == TaskState::Pending && !self.running.contains_key(&id)) {
             self.untrack(id);
@@ -338,7 +328,7 @@ impl TaskSupState {
                             .store
                             .get(id)
                             .map_err(store_err)?
-                            .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
+                            .ok_or(TaskError::NotFound(id))
                     }),
             );
         }
@@ -429,7 +419,7 @@ impl Behaviour for TaskSupervisor {
         match msg {
             TaskSupMsg::Create(req, reply) => {
                 if state.shutting_down.is_some() {
-                    let _ = reply.send(Err(ApiError::unavailable("the daemon is shutting down")));
+                    let _ = reply.send(Err(TaskError::ShuttingDown));
                     return Ok(());
                 }
                 match state.create(req) {
@@ -451,9 +441,7 @@ impl Behaviour for TaskSupervisor {
                     {
                         let queued = state.queues.values().any(|q| q.contains(&id));
                         if queued {
-                            Err(ApiError::conflict(format!(
-                                "task {id} is already queued to start"
-                            )))
+                            Err(TaskError::AlreadyQueued(id))
                         } else {
                             state
                                 .ctx
@@ -470,11 +458,8 @@ impl Behaviour for TaskSupervisor {
                                 })
                         }
                     }
-                    Ok(Some(t)) => Err(ApiError::conflict(format!(
-                        "task {id} is {}; only a pending task created with --no-start can be started",
-                        t.state.as_str()
-                    ))),
-                    Ok(None) => Err(ApiError::not_found(format!("task {id} not found"))),
+                    Ok(Some(t)) => Err(TaskError::NotStartable { id, state: t.state }),
+                    Ok(None) => Err(TaskError::NotFound(id)),
                     Err(e) => Err(store_err(e)),
                 };
                 let _ = reply.send(result);
@@ -501,10 +486,8 @@ impl Behaviour for TaskSupervisor {
                                 tracing::warn!(task = id, error = %e, "cancel not delivered");
                             }
                         }
-                        Err(e) => {
-                            let _ = reply.send(Err(ApiError::unavailable(format!(
-                                "task {id} is running but its actor does not answer ({e}); retry"
-                            ))));
+                        Err(error) => {
+                            let _ = reply.send(Err(TaskError::NotAnswering { id, error }));
                         }
                     }
                 });

@@ -24,9 +24,10 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::clock::Clock;
-use super::runtime::{Addr, Behaviour, Message, Registry};
+use super::runtime::{Addr, Behaviour, CallError, Message, Registry};
 use super::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
-use crate::api::{ApiError, TaskInfo};
+use super::workflow::TaskError;
+use crate::api::TaskInfo;
 use crate::domain::manifest::{ConcurrencyPolicy, TriggerSpec};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::trigger_plan::{
@@ -78,6 +79,17 @@ pub enum Fired {
     Skipped(String),
 }
 
+/// Why a fire created no task (a skip by the concurrency policy is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum FireError {
+    /// The task supervisor is not there or did not answer.
+    #[error("{0}")]
+    Tasks(CallError),
+    /// The task supervisor refused the task.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
 /// Applies `spec.concurrencyPolicy` and creates the trigger's task.
 pub async fn fire(
     actors: &Registry,
@@ -87,12 +99,12 @@ pub async fn fire(
     origin: String,
     scheduled_at: Option<DateTime<Utc>>,
     payload: Option<String>,
-) -> Result<Fired, ApiError> {
+) -> Result<Fired, FireError> {
     let tasks = actors
         .resolve::<TaskSupMsg>(TASKS, Duration::from_secs(5))
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let gone = |e: super::runtime::CallError| ApiError::unavailable(e.to_string());
+        .map_err(FireError::Tasks)?;
+    let gone = FireError::Tasks;
     let active = match spec.concurrency_policy {
         ConcurrencyPolicy::Allow => Vec::new(),
         ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace => tasks

@@ -25,7 +25,9 @@ use ractor::{ActorProcessingErr, SupervisionEvent};
 use serde_json::json;
 
 use super::runtime::{Addr, Behaviour, Message};
-use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
+use super::supervisor::{
+    ChildError, ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn,
+};
 use super::trigger::{
     MAX_SLEEP, Passivate, Passivator, TriggerActor, TriggerArgs, TriggerContext, TriggerMsg,
     trigger_name,
@@ -195,7 +197,7 @@ impl TriggerSupState {
         key: Key,
         config: Arc<TriggerConfig>,
         state: Option<TriggerState>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChildError> {
         let name = trigger_name(&key.0, &key.1);
         let generation = config.generation;
         let ctx = self.ctx.clone();

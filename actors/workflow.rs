@@ -13,6 +13,7 @@
 //! `interrupted`.
 
 use std::collections::HashMap;
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::agent::{AgentActor, AgentArgs, AgentExited, AgentMsg};
-use super::runtime::{Addr, Behaviour, Message};
-use crate::api::{ApiError, TaskInfo};
+use super::runtime::{self, Addr, Behaviour, Message};
+use crate::api::TaskInfo;
 use crate::domain::launch::{self, Launch, LaunchError, RunFiles, StepRun, TaskVars};
 use crate::domain::lower::{self, LowerError, LoweredWorkflow};
 use crate::domain::manifest::WorkflowSpec;
@@ -35,8 +36,8 @@ use crate::domain::workflow::{
     CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
     TaskState, output_value,
 };
-use crate::process::{self, Outcome, SpawnSpec};
-use crate::store::{RunEnd, TaskRecord, TaskStore};
+use crate::process::{self, Outcome, ProcessError, SpawnSpec};
+use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
 
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
@@ -49,7 +50,78 @@ pub(super) fn now() -> DateTime<Utc> {
 }
 
 /// How a task request or cancel is answered: the task as it is then.
-pub type TaskReply = RpcReplyPort<Result<TaskInfo, ApiError>>;
+pub type TaskReply = RpcReplyPort<Result<TaskInfo, TaskError>>;
+
+/// Why a task request (create, start, cancel) was refused, by the TaskSupervisor or by a task's
+/// WorkflowActor. The control API gives each its status (`http::control`).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(
+        "workflow {workflow:?} not found in project {project:?}: apply it first or check the name (orchestrator get workflows)"
+    )]
+    NoWorkflow { workflow: String, project: String },
+    #[error("project {0:?} has no Workspace: apply one first")]
+    NoWorkspaces(String),
+    #[error("project {0:?} has several workspaces and none is named \"default\": pass --workspace")]
+    AmbiguousWorkspace(String),
+    #[error("workspace {workspace:?} not found in project {project:?}")]
+    NoWorkspace { workspace: String, project: String },
+    #[error(
+        "workspace {workspace:?}: root_path {root} does not exist or is not a directory; create it or fix the Workspace"
+    )]
+    NoWorkspaceRoot { workspace: String, root: String },
+    #[error("payload is not valid JSON: {0}")]
+    PayloadNotJson(serde_json::Error),
+    #[error("the task store failed: {0}")]
+    Store(StoreError),
+    #[error("task {0} not found")]
+    NotFound(u64),
+    #[error("task {id} already {}; there is nothing to cancel", .state.as_str())]
+    NothingToCancel { id: u64, state: TaskState },
+    #[error("task {0} already finished")]
+    AlreadyFinished(u64),
+    #[error("task {0} is already queued to start")]
+    AlreadyQueued(u64),
+    #[error(
+        "task {id} is {}; only a pending task created with --no-start can be started",
+        .state.as_str()
+    )]
+    NotStartable { id: u64, state: TaskState },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("task {id} is running but its actor does not answer ({error}); retry")]
+    NotAnswering { id: u64, error: runtime::CallError },
+    #[error("task {0} vanished")]
+    Vanished(u64),
+}
+
+/// Why a step attempt failed without an exit of its own process (or with a failed wait): the
+/// reason recorded on the run and handed to the plan.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("step {0} does not exist")]
+    NoStep(usize),
+    #[error("cannot create {}: {source}", .path.display())]
+    TaskDir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Launch(LaunchError),
+    #[error("cannot write the prompt file: {0}")]
+    PromptFile(io::Error),
+    #[error("cannot record the step run: {0}")]
+    RecordRun(StoreError),
+    #[error("{}{source}", .agent.as_ref().map(|a| format!("agent {a:?}: ")).unwrap_or_default())]
+    Spawn {
+        agent: Option<String>,
+        source: ProcessError,
+    },
+    #[error("cannot start the agent actor: {0}")]
+    AgentActor(ractor::SpawnErr),
+    /// Waiting for the agent's process failed.
+    #[error(transparent)]
+    Wait(ProcessError),
+    #[error("the agent actor failed: {0}")]
+    AgentFailed(ActorProcessingErr),
+}
 
 /// What the task actors share.
 #[derive(Clone)]
@@ -84,7 +156,7 @@ pub enum WorkflowMsg {
     /// The current step's process ended (from its AgentActor).
     StepExited {
         run_id: u64,
-        result: Result<process::Finished, String>,
+        result: Result<process::Finished, ProcessError>,
     },
     Cancel {
         reason: CancelReason,
@@ -161,7 +233,7 @@ impl WorkflowState {
     }
 
     /// Starts the step at `pos`; an error is the reason the attempt failed.
-    async fn start_step(&mut self, me: &Addr<WorkflowMsg>, pos: Position) -> Result<(), String> {
+    async fn start_step(&mut self, me: &Addr<WorkflowMsg>, pos: Position) -> Result<(), StepError> {
         // The lease comes first: it keeps every value the snapshot below may hand the agent,
         // even one the store removes before the agent ends.
         let secrets = self.ctx.secrets.lease();
@@ -171,11 +243,13 @@ impl WorkflowState {
             .steps
             .get(pos.step)
             .cloned()
-            .ok_or_else(|| format!("step {} does not exist", pos.step))?;
+            .ok_or(StepError::NoStep(pos.step))?;
         let task_dir = self.ctx.task_dir(self.id());
         let files = RunFiles::new(&task_dir, &step.id, pos);
-        std::fs::create_dir_all(&task_dir)
-            .map_err(|e| format!("cannot create {}: {e}", task_dir.display()))?;
+        std::fs::create_dir_all(&task_dir).map_err(|source| StepError::TaskDir {
+            path: task_dir.clone(),
+            source,
+        })?;
         let payload_file = task_dir.join("payload.json");
         let planned = launch::launch(&StepRun {
             task: self.vars(&payload_file),
@@ -189,7 +263,7 @@ impl WorkflowState {
         });
         let mut launch = match planned {
             Ok(l) => l,
-            Err(e) => return self.fail_launch(&step.id, pos, &files.log, &e),
+            Err(e) => return self.fail_launch(&step.id, pos, &files.log, e),
         };
         for k in &launch.skipped {
             tracing::warn!(store = %k.store, key = %k.key, "key is not a valid environment variable name; not passed to the agent");
@@ -197,7 +271,7 @@ impl WorkflowState {
         if let Some((path, prompt)) = &launch.prompt_file
             && let Err(e) = write_private(path, prompt.as_bytes())
         {
-            let reason = format!("cannot write the prompt file: {e}");
+            let reason = StepError::PromptFile(e);
             let agent = launch.agent.clone();
             return self.fail_to_start(&step.id, pos, agent.as_deref(), &files.log, reason);
         }
@@ -215,7 +289,7 @@ impl WorkflowState {
                 &files.log.display().to_string(),
                 now(),
             )
-            .map_err(|e| format!("cannot record the step run: {e}"))?;
+            .map_err(StepError::RecordRun)?;
         launch.mark_run(run_id);
         let Launch {
             agent: agent_name,
@@ -240,23 +314,9 @@ impl WorkflowState {
         };
         let running = match process::spawn(spec) {
             Ok(r) => r,
-            Err(e) => {
-                let who = match &agent_name {
-                    Some(a) => format!("agent {a:?}: "),
-                    None => String::new(),
-                };
-                let reason = format!("{who}{e}");
-                self.end_run(
-                    run_id,
-                    RunState::Error,
-                    None,
-                    None,
-                    Some(reason.clone()),
-                    String::new(),
-                    0,
-                    0,
-                );
-                return Err(reason);
+            Err(source) => {
+                let agent = agent_name;
+                return self.run_failed(run_id, StepError::Spawn { agent, source });
             }
         };
         let pid = running.pid();
@@ -297,20 +357,25 @@ impl WorkflowState {
             Err(e) => {
                 // The Running was dropped with the failed actor, which killed its group.
                 self.current = None;
-                let reason = format!("cannot start the agent actor: {e}");
-                self.end_run(
-                    run_id,
-                    RunState::Error,
-                    None,
-                    None,
-                    Some(reason.clone()),
-                    String::new(),
-                    0,
-                    0,
-                );
-                Err(reason)
+                self.run_failed(run_id, StepError::AgentActor(e))
             }
         }
+    }
+
+    /// Records run `run_id` as an error with `reason`, which is the attempt's failure.
+    fn run_failed(&self, run_id: u64, reason: StepError) -> Result<(), StepError> {
+        let why = Some(reason.to_string());
+        self.end_run(
+            run_id,
+            RunState::Error,
+            None,
+            None,
+            why,
+            String::new(),
+            0,
+            0,
+        );
+        Err(reason)
     }
 
     /// Records a run that `domain::launch` refused to start.
@@ -319,9 +384,10 @@ impl WorkflowState {
         step: &str,
         pos: Position,
         log_path: &Path,
-        e: &LaunchError,
-    ) -> Result<(), String> {
-        self.fail_to_start(step, pos, e.agent(), log_path, e.to_string())
+        e: LaunchError,
+    ) -> Result<(), StepError> {
+        let agent = e.agent().map(str::to_owned);
+        self.fail_to_start(step, pos, agent.as_deref(), log_path, StepError::Launch(e))
     }
 
     /// Records a run that could not even start, and returns its reason as the attempt's failure.
@@ -331,9 +397,9 @@ impl WorkflowState {
         pos: Position,
         agent: Option<&str>,
         log_path: &Path,
-        reason: String,
-    ) -> Result<(), String> {
-        if let Ok(run_id) = self.ctx.store.start_run(
+        reason: StepError,
+    ) -> Result<(), StepError> {
+        match self.ctx.store.start_run(
             self.id(),
             step,
             pos.cycle,
@@ -343,18 +409,9 @@ impl WorkflowState {
             &log_path.display().to_string(),
             now(),
         ) {
-            self.end_run(
-                run_id,
-                RunState::Error,
-                None,
-                None,
-                Some(reason.clone()),
-                String::new(),
-                0,
-                0,
-            );
+            Ok(run_id) => self.run_failed(run_id, reason),
+            Err(_) => Err(reason),
         }
-        Err(reason)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -384,7 +441,7 @@ impl WorkflowState {
     }
 
     /// Handles the end of the current step's process and returns what comes next.
-    fn step_exited(&mut self, result: Result<process::Finished, String>) -> Option<Next> {
+    fn step_exited(&mut self, result: Result<process::Finished, StepError>) -> Option<Next> {
         let current = self.current.take()?;
         let (run_state, step_result, exit_code, signal, stdout, out_bytes, err_bytes) = match result
         {
@@ -425,7 +482,7 @@ impl WorkflowState {
             }
             Err(e) => (
                 RunState::Error,
-                StepResult::Failed(e),
+                StepResult::Failed(e.to_string()),
                 None,
                 None,
                 String::new(),
@@ -473,10 +530,7 @@ impl WorkflowState {
         }
         let info = self.ctx.store.get(id).ok().flatten();
         for w in self.waiters.drain(..) {
-            let _ = w.send(
-                info.clone()
-                    .ok_or_else(|| ApiError::internal(format!("task {id} vanished"))),
-            );
+            let _ = w.send(info.clone().ok_or(TaskError::Vanished(id)));
         }
         tracing::info!(
             task = id,
@@ -508,7 +562,7 @@ impl WorkflowState {
                 // every idle WorkflowActor's message loop that large too.
                 Next::Run(pos) => match Box::pin(self.start_step(me, pos)).await {
                     Ok(()) => return,
-                    Err(reason) => next = self.plan.after(pos, &StepResult::Failed(reason)),
+                    Err(e) => next = self.plan.after(pos, &StepResult::Failed(e.to_string())),
                 },
             }
         }
@@ -616,7 +670,7 @@ impl Behaviour for WorkflowActor {
             WorkflowMsg::Advance(next) => state.advance(me, next).await,
             WorkflowMsg::StepExited { run_id, result } => {
                 if state.current.as_ref().is_some_and(|c| c.run_id == run_id) {
-                    match state.step_exited(result) {
+                    match state.step_exited(result.map_err(StepError::Wait)) {
                         Some(next) => state.advance(me, next).await,
                         None => state.finish_cancelled(me),
                     }
@@ -625,10 +679,7 @@ impl Behaviour for WorkflowActor {
             WorkflowMsg::Cancel { reason, reply } => {
                 if state.finished {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(ApiError::conflict(format!(
-                            "task {} already finished",
-                            state.id()
-                        ))));
+                        let _ = r.send(Err(TaskError::AlreadyFinished(state.id())));
                     }
                     return Ok(());
                 }
@@ -685,7 +736,7 @@ impl Behaviour for WorkflowActor {
                 .is_some_and(|a| a.cell().get_id() == cell.get_id());
             if is_current {
                 tracing::warn!(task = state.id(), error = %err, "agent actor failed");
-                match state.step_exited(Err(format!("the agent actor failed: {err}"))) {
+                match state.step_exited(Err(StepError::AgentFailed(err))) {
                     Some(next) => state.advance(me, next).await,
                     None => state.finish_cancelled(me),
                 }

@@ -45,15 +45,22 @@ pub enum WebhookBind {
     Addr(SocketAddr),
 }
 
+/// A `--webhook-bind` value that is neither `IP:PORT` nor `none`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid address {0:?}: use IP:PORT such as 127.0.0.1:19090 (port 0 picks a free port), or `none`"
+)]
+pub struct InvalidBind(String);
+
 impl std::str::FromStr for WebhookBind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = InvalidBind;
+    fn from_str(s: &str) -> Result<Self, InvalidBind> {
         if s == "none" {
             return Ok(WebhookBind::Disabled);
         }
-        s.parse().map(WebhookBind::Addr).map_err(|_| {
-            format!("invalid address {s:?}: use IP:PORT such as 127.0.0.1:19090 (port 0 picks a free port), or `none`")
-        })
+        s.parse()
+            .map(WebhookBind::Addr)
+            .map_err(|_| InvalidBind(s.to_owned()))
     }
 }
 

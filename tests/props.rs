@@ -1904,7 +1904,8 @@ fn condition() -> BoxedStrategy<String> {
 fn compile_and_run(source: &str, payload: &Json) -> Result<Option<bool>, TestCaseError> {
     match Filter::compile(source) {
         Ok(filter) => Ok(Some(filter.matches(payload).is_ok())),
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             // The cel parser's own message repeats the whole line for every bad token (a 2 KiB
             // line of `#` gave 6 MiB); ours quotes at most three errors, abbreviated.
             ensure(message.len() <= 1024, || {

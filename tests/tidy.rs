@@ -1,6 +1,7 @@
 //! Repository-wide rules: the layers of ARCHITECTURE.md's dependency rule import only what the
 //! rule allows, SQL and child processes each live in one place, no library file outgrows 800
-//! lines, the domain layer stays pure, and every example manifest parses and validates.
+//! lines, the domain layer stays pure, errors are typed with their statuses given at the HTTP
+//! edge, and every example manifest parses and validates.
 //!
 //! The rules that read source text check this checkout, or the tree named by
 //! `ORCHESTRATOR_TIDY_ROOT` (how the README shows that they fail on an older tree).
@@ -480,4 +481,92 @@ fn the_cli_links_no_daemon_stack() {
         "the CLI binary must not link the daemon's stack:\n{}",
         violations.join("\n")
     );
+}
+
+/// The text before the file's `#[cfg(test)]` unit tests (they sit at the bottom of a file), or
+/// nothing for a test file of its own (`tests.rs`, `tests/…`).
+fn library_code(rel: &Path) -> String {
+    if rel.iter().any(|c| c == "tests" || c == "tests.rs") {
+        return String::new();
+    }
+    let text = code(&read(rel));
+    match text.find("#[cfg(test)]") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// The lines of `text` with a `Result<_, String>`: a `Result<` whose last top-level type
+/// argument is `String` (nested generics such as `Result<Vec<(String, String)>, E>` are not).
+fn string_results(text: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    for (i, _) in text.match_indices("Result<") {
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue; // `LookupResult<`, not `Result<`
+        }
+        let rest = &text[i + "Result<".len()..];
+        let (mut depth, mut last_arg) = (0usize, 0usize);
+        for (j, c) in rest.char_indices() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                ',' if depth == 0 => last_arg = j + 1,
+                '>' | ')' | ']' if depth > 0 => depth -= 1,
+                '>' => {
+                    if last_arg > 0 && rest[last_arg..j].trim() == "String" {
+                        lines.push(text[..i].lines().count().max(1));
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, _) in text.match_indices("type Err = String") {
+        lines.push(text[..i].lines().count().max(1));
+    }
+    lines
+}
+
+/// Errors are typed per module and get their HTTP status at the edge: no file under `actors/`
+/// or `src/rotation/` names the wire's `ApiError` (which carries a status; `http::control`'s
+/// `ControlError::status` is the one mapping), and no library function answers with a bare
+/// `Result<_, String>` (unit tests excepted).
+#[test]
+fn errors_are_typed_and_statuses_assigned_at_the_edge() {
+    let mut violations = Vec::new();
+    for rel in library_files() {
+        let text = library_code(&rel);
+        if (rel.starts_with("actors") || rel.starts_with("src/rotation"))
+            && text.contains("ApiError")
+        {
+            violations.push(format!(
+                "{} uses ApiError: answer with the module's own error type",
+                rel.display()
+            ));
+        }
+        for line in string_results(&text) {
+            violations.push(format!(
+                "{}:{line}: Result<_, String>: give the error a type",
+                rel.display()
+            ));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "statuses belong to the HTTP edge and errors to their modules' types:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn string_results_are_found_and_nested_strings_are_not() {
+    let found = |text: &str| string_results(text).len();
+    assert_eq!(found("fn f() -> Result<(), String> {"), 1);
+    assert_eq!(found("RpcReplyPort<Result<(), String>>"), 1);
+    assert_eq!(found("fn f() -> Result<Vec<(String, String)>, E> {"), 0);
+    assert_eq!(found("Result<BTreeMap<String, String>, D::Error>"), 0);
+    assert_eq!(found("fn f() -> Result<String, ControlError> {"), 0);
+    assert_eq!(found("fn f() -> LookupResult<u8, String> {"), 0);
+    assert_eq!(found("impl FromStr for X {\n    type Err = String;"), 1);
 }

@@ -93,7 +93,7 @@ impl Harness {
         addr
     }
 
-    async fn create(&self, tasks: &Addr<TaskSupMsg>, workflow: &str) -> Result<u64, ApiError> {
+    async fn create(&self, tasks: &Addr<TaskSupMsg>, workflow: &str) -> Result<u64, TaskError> {
         let req = TaskRequest {
             project: "default".into(),
             workflow: workflow.into(),
@@ -181,7 +181,7 @@ spec:
         .await
         .expect_err("unknown workflow");
     assert!(
-        missing.body.error.contains("workflow \"nope\" not found"),
+        missing.to_string().contains("workflow \"nope\" not found"),
         "{missing:?}"
     );
     let id = h.create(&tasks, "w").await.expect("created");
@@ -330,7 +330,7 @@ spec:
         .await
         .expect("the supervisor answers")
         .expect_err("nothing to cancel");
-    assert!(again.body.error.contains("already cancelled"), "{again:?}");
+    assert!(again.to_string().contains("already cancelled"), "{again:?}");
     h.stop().await;
 }
 

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::diagnostic::Diagnostic;
+use crate::domain::diagnostic::{Diagnostic, refused};
 
 pub mod actors;
 pub mod resources;
@@ -55,13 +55,7 @@ impl ApiError {
     }
     /// 422: the request was understood but its manifests are invalid.
     pub fn invalid(what: &str, details: Vec<Diagnostic>) -> ApiError {
-        let n = details.len();
-        let plural = if n == 1 { "problem" } else { "problems" };
-        ApiError::new(
-            422,
-            format!("{what} refused: {n} {plural}; nothing was changed"),
-        )
-        .with_details(details)
+        ApiError::new(422, refused(what, details.len())).with_details(details)
     }
     pub fn bad_request(error: impl Into<String>) -> ApiError {
         ApiError::new(400, error)

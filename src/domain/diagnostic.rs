@@ -88,6 +88,13 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The summary of a change refused for `n` problems: `apply refused: 2 problems; nothing was
+/// changed`. The problems themselves travel beside it, one [`Diagnostic`] each.
+pub fn refused(what: &str, n: usize) -> String {
+    let plural = if n == 1 { "problem" } else { "problems" };
+    format!("{what} refused: {n} {plural}; nothing was changed")
+}
+
 /// The closest candidate to `input` when it is close enough to be a likely typo, compared
 /// case-insensitively and ignoring `_`/`-` so that `prompt_delivery` suggests `promptDelivery`.
 pub fn did_you_mean<'a>(

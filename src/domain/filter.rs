@@ -49,15 +49,52 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Why a condition does not compile: the problem in CEL's words, or the limit it exceeds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error(
+        "condition is {len} bytes; the limit is {MAX_CONDITION_BYTES}: filter on fewer \
+         fields, or move the logic into the workflow"
+    )]
+    TooLong { len: usize },
+    /// The parser's first errors (abbreviated), and how many more it found.
+    #[error("invalid CEL condition {shown:?}: {errors}")]
+    Syntax { shown: String, errors: String },
+    /// The parser panicked on the condition (caught).
+    #[error(
+        "invalid CEL condition {shown:?}: the CEL parser failed on it; check the \
+         syntax, or simplify the expression"
+    )]
+    ParserFailed { shown: String },
+    #[error(
+        "condition nests deeper than {MAX_CONDITION_DEPTH} levels: split long chains of \
+         `&&`, `||` or `.field` into fewer terms"
+    )]
+    TooDeep,
+    /// A literal `matches` pattern that the `regex` crate refuses.
+    #[error("matches({pattern:?}): not a valid regular expression: {reason}")]
+    Regex { pattern: String, reason: String },
+}
+
+/// Why a condition could not be evaluated for a payload; callers treat it as "no match".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("payload cannot be given to the condition: {0}")]
+    Payload(String),
+    #[error("payload field {key:?} cannot be given to the condition: {reason}")]
+    Field { key: String, reason: String },
+    /// The condition gave a value (shown as CEL's debug form) that is not a boolean.
+    #[error("condition {condition:?} gave {value}, not a boolean")]
+    NotBoolean { condition: String, value: String },
+    #[error("condition {condition:?} failed: {reason}")]
+    Failed { condition: String, reason: String },
+}
+
 impl Filter {
     /// Compiles `source`; the error names the problem in CEL's words, or the limit it exceeds.
-    pub fn compile(source: &str) -> Result<Filter, String> {
+    pub fn compile(source: &str) -> Result<Filter, FilterError> {
         if source.len() > MAX_CONDITION_BYTES {
-            return Err(format!(
-                "condition is {} bytes; the limit is {MAX_CONDITION_BYTES}: filter on fewer \
-                 fields, or move the logic into the workflow",
-                source.len()
-            ));
+            return Err(FilterError::TooLong { len: source.len() });
         }
         let shown = abbreviate(source, 80);
         let compiled = std::panic::catch_unwind(|| Program::compile(source));
@@ -84,17 +121,12 @@ impl Filter {
                     0..=3 => String::new(),
                     n => format!(" (and {} more)", n - 3),
                 };
-                return Err(format!(
-                    "invalid CEL condition {shown:?}: {}{more}",
-                    first.join("; ")
-                ));
+                return Err(FilterError::Syntax {
+                    shown,
+                    errors: format!("{}{more}", first.join("; ")),
+                });
             }
-            Err(_) => {
-                return Err(format!(
-                    "invalid CEL condition {shown:?}: the CEL parser failed on it; check the \
-                     syntax, or simplify the expression"
-                ));
-            }
+            Err(_) => return Err(FilterError::ParserFailed { shown }),
         };
         check_tree(program.expression())?;
         Ok(Filter {
@@ -108,27 +140,32 @@ impl Filter {
     }
 
     /// Evaluates the condition for `payload`. An error (a missing field, a type mismatch, a
-    /// result that is not a boolean) is returned as text; callers treat it as "no match".
-    pub fn matches(&self, payload: &serde_json::Value) -> Result<bool, String> {
+    /// result that is not a boolean) is an [`EvalError`]; callers treat it as "no match".
+    pub fn matches(&self, payload: &serde_json::Value) -> Result<bool, EvalError> {
         let mut ctx = Context::default();
         ctx.add_variable("payload", payload)
-            .map_err(|e| format!("payload cannot be given to the condition: {e}"))?;
+            .map_err(|e| EvalError::Payload(e.to_string()))?;
         if let serde_json::Value::Object(map) = payload {
             for (k, v) in map {
                 if is_identifier(k) {
-                    ctx.add_variable(format!("payload_{k}"), v).map_err(|e| {
-                        format!("payload field {k:?} cannot be given to the condition: {e}")
-                    })?;
+                    ctx.add_variable(format!("payload_{k}"), v)
+                        .map_err(|e| EvalError::Field {
+                            key: k.clone(),
+                            reason: e.to_string(),
+                        })?;
                 }
             }
         }
         match self.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "condition {:?} gave {other:?}, not a boolean",
-                self.source
-            )),
-            Err(e) => Err(format!("condition {:?} failed: {e}", self.source)),
+            Ok(other) => Err(EvalError::NotBoolean {
+                condition: self.source.clone(),
+                value: format!("{other:?}"),
+            }),
+            Err(e) => Err(EvalError::Failed {
+                condition: self.source.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -173,14 +210,11 @@ fn entry_children(e: &cel::common::ast::IdedEntryExpr) -> Vec<&IdedExpr> {
 
 /// Walks the tree with an explicit stack: its depth must stay within [`MAX_CONDITION_DEPTH`]
 /// (evaluation recurses once per level), and every literal `matches` pattern must compile.
-fn check_tree(root: &IdedExpr) -> Result<(), String> {
+fn check_tree(root: &IdedExpr) -> Result<(), FilterError> {
     let mut stack = vec![(root, 1usize)];
     while let Some((e, depth)) = stack.pop() {
         if depth > MAX_CONDITION_DEPTH {
-            return Err(format!(
-                "condition nests deeper than {MAX_CONDITION_DEPTH} levels: split long chains of \
-                 `&&`, `||` or `.field` into fewer terms"
-            ));
+            return Err(FilterError::TooDeep);
         }
         // `s.matches(re)` or `matches(s, re)`: the pattern is the last argument.
         if let Expr::Call(c) = &e.expr
@@ -197,23 +231,20 @@ fn check_tree(root: &IdedExpr) -> Result<(), String> {
     Ok(())
 }
 
-fn check_regex(pattern: &str) -> Result<(), String> {
+fn check_regex(pattern: &str) -> Result<(), FilterError> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "matches({:?}): not a valid regular expression: {}",
-                abbreviate(pattern, 80),
-                abbreviate(
-                    &e.to_string()
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    MESSAGE_LIMIT
-                )
-            )
+        .map_err(|e| FilterError::Regex {
+            pattern: abbreviate(pattern, 80),
+            reason: abbreviate(
+                &e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                MESSAGE_LIMIT,
+            ),
         })
 }
 
@@ -224,7 +255,7 @@ mod tests {
     fn check(condition: &str, payload: &str, want: Result<bool, &str>) {
         let f = Filter::compile(condition).unwrap_or_else(|e| panic!("{e}"));
         let p: serde_json::Value = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
-        match (f.matches(&p), want) {
+        match (f.matches(&p).map_err(|e| e.to_string()), want) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{condition} over {payload}"),
             (Err(e), Err(want)) => assert!(e.contains(want), "{e:?} lacks {want:?}"),
             (got, want) => panic!("{condition} over {payload}: got {got:?}, want {want:?}"),
@@ -258,6 +289,7 @@ mod tests {
     fn syntax_errors_are_reported_at_compile() {
         let e = Filter::compile("payload.type == ")
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.starts_with("invalid CEL condition"), "{e}");
         assert!(Filter::compile("payload.type == 'x'").is_ok());
@@ -267,6 +299,7 @@ mod tests {
         match Filter::compile(condition) {
             Ok(_) => panic!("{} bytes: compiled, want {want:?}", condition.len()),
             Err(e) => {
+                let e = e.to_string();
                 assert!(e.contains(want), "{e:?} lacks {want:?}");
                 assert!(e.len() < 1024, "error of {} bytes", e.len());
             }

@@ -42,17 +42,41 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
-/// `Err("goal is 60.0 MiB; the limit is 1 MiB")` when `len` exceeds `limit`.
-pub fn check_size(what: &str, len: usize, limit: usize) -> Result<(), String> {
+/// A value over its size limit: `goal is 60.0 MiB; the limit is 1 MiB`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is {}; the limit is {}", human_bytes(*.len), human_bytes(*.limit))]
+pub struct TooLarge {
+    /// What is too large, as the message names it (`goal`, `the value`).
+    pub what: String,
+    pub len: usize,
+    pub limit: usize,
+}
+
+/// [`TooLarge`] when `len` bytes of `what` exceed `limit`.
+pub fn check_size(what: &str, len: usize, limit: usize) -> Result<(), TooLarge> {
     if len > limit {
-        Err(format!(
-            "{what} is {}; the limit is {}",
-            human_bytes(len),
-            human_bytes(limit)
-        ))
+        Err(TooLarge {
+            what: what.to_owned(),
+            len,
+            limit,
+        })
     } else {
         Ok(())
     }
+}
+
+/// Why a value cannot be stored as a secret; each message says what to give instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretValueError {
+    #[error("the value is empty: give the secret (to remove a key, use `secret unset`)")]
+    Empty,
+    #[error(
+        "the value is a masked value copied from `orchestrator get` or a run log (`***`, \
+         `[REDACTED]`), not a secret: give the real value"
+    )]
+    Mask,
+    #[error("{0}: secrets are keys and tokens, not files")]
+    TooLarge(TooLarge),
 }
 
 /// Whether `value` is something the daemon itself shows in place of a secret: the `***` mask in
@@ -70,27 +94,20 @@ pub fn is_mask(value: &str) -> bool {
 
 /// The rule for a value stored in a SecretStore through the control API or the CLI: not
 /// empty, not a mask, at most [`MAX_SECRET_VALUE_BYTES`]. The error says what to do instead.
-pub fn check_secret_value(value: &str) -> Result<(), String> {
+pub fn check_secret_value(value: &str) -> Result<(), SecretValueError> {
     if value.is_empty() {
-        return Err(
-            "the value is empty: give the secret (to remove a key, use `secret unset`)".into(),
-        );
+        return Err(SecretValueError::Empty);
     }
     check_secret_value_content(value)
 }
 
 /// The part of [`check_secret_value`] that also holds in manifests, where an empty value is an
 /// unset key (a webhook trigger tries only non-empty keys).
-pub fn check_secret_value_content(value: &str) -> Result<(), String> {
+pub fn check_secret_value_content(value: &str) -> Result<(), SecretValueError> {
     if is_mask(value) {
-        return Err(
-            "the value is a masked value copied from `orchestrator get` or a run log (`***`, \
-             `[REDACTED]`), not a secret: give the real value"
-                .into(),
-        );
+        return Err(SecretValueError::Mask);
     }
-    check_size("the value", value.len(), MAX_SECRET_VALUE_BYTES)
-        .map_err(|e| format!("{e}: secrets are keys and tokens, not files"))
+    check_size("the value", value.len(), MAX_SECRET_VALUE_BYTES).map_err(SecretValueError::TooLarge)
 }
 
 #[cfg(test)]
@@ -98,7 +115,7 @@ mod tests {
     use super::*;
 
     fn check(value: &str, want: Result<(), &str>) {
-        match (check_secret_value(value), want) {
+        match (check_secret_value(value).map_err(|e| e.to_string()), want) {
             (Ok(()), Ok(())) => {}
             (Err(e), Err(w)) => assert!(e.contains(w), "{value:?}: {e:?} lacks {w:?}"),
             (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
@@ -134,7 +151,7 @@ mod tests {
         assert_eq!(human_bytes(70 << 20), "70 MiB");
         assert_eq!(human_bytes((60 << 20) + (1 << 19)), "60.5 MiB");
         assert_eq!(
-            check_size("apply", 70 << 20, MAX_APPLY_BYTES),
+            check_size("apply", 70 << 20, MAX_APPLY_BYTES).map_err(|e| e.to_string()),
             Err("apply is 70 MiB; the limit is 16 MiB".into())
         );
         assert!(check_size("apply", 1, MAX_APPLY_BYTES).is_ok());

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::filter::Filter;
+use super::filter::{Filter, FilterError};
 use super::manifest::{AgentSpec, EnvEntry, Spec, TriggerSpec, WorkflowSpec};
 use super::render::{self, RenderError};
 use super::rotation::NEXT_SUFFIX;
@@ -33,7 +33,7 @@ pub enum LowerError {
     #[error("webhook scheme: {0}")]
     Scheme(SignatureError),
     #[error("filter condition: {0}")]
-    Filter(String),
+    Filter(FilterError),
     #[error("command of {what}: {source}")]
     Command { what: String, source: RenderError },
     #[error("env entry {index} has an invalid shape")]

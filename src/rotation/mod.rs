@@ -29,6 +29,17 @@ use tokio::sync::{oneshot, watch};
 pub use command::CommandError;
 pub use github::GithubError;
 
+use crate::actors::runtime::{CallError, Registry};
+use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
+use crate::api::RotationRecord;
+use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
+use crate::domain::rotation::{
+    self, Abandon, Action, End, Event, Gone, NEXT_SUFFIX, Record, Removal, Reset, Rollback,
+    Rotation, RotationStage, Timing,
+};
+use crate::domain::snapshot::{ResourceKey, Snapshot};
+use crate::store::{NewRotation, RotationStore, StoreError, VerificationStore};
+
 /// A builder of the daemon's outbound HTTP clients (the providers' APIs, `webhook test`): rustls
 /// with *ring* as its crypto provider, installed for the process on first use (reqwest's own
 /// default, aws-lc, weighs 1.5 MB of the daemon binary).
@@ -40,17 +51,6 @@ pub fn http_client() -> reqwest::ClientBuilder {
     });
     reqwest::Client::builder()
 }
-
-use crate::actors::runtime::{CallError, Registry};
-use crate::actors::secret_store::{self, SecretStoreMsg};
-use crate::api::{ApiError, RotationRecord};
-use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
-use crate::domain::rotation::{
-    self, Abandon, Action, End, Event, Gone, NEXT_SUFFIX, Record, Removal, Reset, Rollback,
-    Rotation, RotationStage, Timing,
-};
-use crate::domain::snapshot::{ResourceKey, Snapshot};
-use crate::store::{NewRotation, RotationStore, StoreError, VerificationStore};
 
 /// Why a rotation could not be started, or why driving one stopped short of an outcome. (How a
 /// rotation ended, failed included, is its record.)
@@ -108,8 +108,8 @@ impl ProviderError {
 enum PatchError {
     #[error(transparent)]
     Actor(#[from] CallError),
-    #[error("{0}")]
-    Refused(ApiError),
+    #[error(transparent)]
+    Refused(SecretStoreError),
 }
 
 fn now() -> DateTime<Utc> {
@@ -515,14 +515,8 @@ impl Run<'_> {
         if rb.removes_staging() {
             let removal = match self.patch(vec![(self.staging.clone(), None)]).await {
                 Ok(()) => Removal::Removed,
-                Err(e) => {
-                    let text = e.to_string();
-                    if text.contains("has no key") {
-                        Removal::Absent
-                    } else {
-                        Removal::Failed(text)
-                    }
-                }
+                Err(PatchError::Refused(SecretStoreError::NoKey { .. })) => Removal::Absent,
+                Err(e) => Removal::Failed(e.to_string()),
             };
             rb.staging_removed(removal);
         }

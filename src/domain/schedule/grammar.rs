@@ -214,7 +214,7 @@ pub(super) fn parse_expression(expr: &str) -> Result<Parsed, ScheduleError> {
             expression: expr.to_owned(),
             field: "translated",
             text: source.clone(),
-            problem: format!("the cron library rejected it ({e}); please report this"),
+            problem: Box::new(FieldProblem::CronRejected(e.to_string())),
         })
     };
     let wall = if either_day {
@@ -252,7 +252,7 @@ fn expand_macro(expr: &str, text: &str) -> Result<String, ScheduleError> {
             expression: expr.to_owned(),
             field: "macro",
             text: text.to_owned(),
-            problem: format!("{name} stands alone; remove what follows it"),
+            problem: Box::new(FieldProblem::MacroNotAlone(name.to_owned())),
         });
     }
     Ok(fields.to_owned())
@@ -271,7 +271,7 @@ fn parse_field(expr: &str, spec: &FieldSpec, text: &str) -> Result<Field, Schedu
         expression: expr.to_owned(),
         field: spec.name,
         text: text.to_owned(),
-        problem,
+        problem: Box::new(problem),
     })?;
     Ok(Field {
         values,
@@ -279,12 +279,69 @@ fn parse_field(expr: &str, spec: &FieldSpec, text: &str) -> Result<Field, Schedu
     })
 }
 
+/// What is wrong with one field of an expression; each message names the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldProblem {
+    #[error("a list has an empty item; remove the extra comma")]
+    EmptyItem,
+    /// A range whose bounds, as written, are `low-high` with `low > high`.
+    #[error(
+        "range {range} runs backwards; write the lower bound first, e.g. {high}-{low}, or split it into a list"
+    )]
+    Backwards { range: String, low: u32, high: u32 },
+    #[error("a step of 0 never advances; use a step of 1 or more")]
+    ZeroStep,
+    #[error(
+        "step {step} is larger than the field's range {min}-{max}; use a step of at most {}",
+        .max - .min + 1
+    )]
+    StepTooLarge { step: u32, min: u32, max: u32 },
+    #[error("a '/' needs a step after it, e.g. */15")]
+    MissingStep,
+    #[error("step {0:?} is not a number; write a step like */15")]
+    StepNotANumber(String),
+    #[error("a range is missing a bound; write values {min}-{max}{note}")]
+    MissingBound {
+        min: u32,
+        max: u32,
+        note: &'static str,
+    },
+    #[error("{text} is out of range; use values {min}-{max}{note}")]
+    OutOfRange {
+        text: String,
+        min: u32,
+        max: u32,
+        note: &'static str,
+    },
+    #[error("'?' is not crontab syntax; use * instead")]
+    QuestionMark,
+    #[error(
+        "{text:?} uses the L, W or # extensions, which are not supported; use plain values {min}-{max}"
+    )]
+    Quartz { text: String, min: u32, max: u32 },
+    #[error("{text:?} is not a number; use values {min}-{max}")]
+    NotANumber { text: String, min: u32, max: u32 },
+    #[error("{text:?} is not a number or a three-letter name; use values {min}-{max}{note}")]
+    NotANumberOrName {
+        text: String,
+        min: u32,
+        max: u32,
+        note: &'static str,
+    },
+    /// The `cron` crate refused the translated expression (a bug of this module).
+    #[error("the cron library rejected it ({0}); please report this")]
+    CronRejected(String),
+    /// A macro followed by more text (`@daily 5`).
+    #[error("{0} stands alone; remove what follows it")]
+    MacroNotAlone(String),
+}
+
 /// The values a field allows, as a bit mask (day-of-week 7 folded onto 0), or the problem.
-fn field_values(spec: &FieldSpec, text: &str) -> Result<u64, String> {
+fn field_values(spec: &FieldSpec, text: &str) -> Result<u64, FieldProblem> {
     let mut values = 0u64;
     for item in text.split(',') {
         if item.is_empty() {
-            return Err("a list has an empty item; remove the extra comma".to_owned());
+            return Err(FieldProblem::EmptyItem);
         }
         let (range, step) = match item.split_once('/') {
             Some((range, step)) => (range, Some(parse_step(spec, step)?)),
@@ -295,9 +352,11 @@ fn field_values(spec: &FieldSpec, text: &str) -> Result<u64, String> {
         } else if let Some((low, high)) = range.split_once('-') {
             let (low, high) = (parse_value(spec, low)?, parse_value(spec, high)?);
             if low > high {
-                return Err(format!(
-                    "range {range} runs backwards; write the lower bound first, e.g. {high}-{low}, or split it into a list"
-                ));
+                return Err(FieldProblem::Backwards {
+                    range: range.to_owned(),
+                    low,
+                    high,
+                });
             }
             (low, high)
         } else {
@@ -317,37 +376,35 @@ fn field_values(spec: &FieldSpec, text: &str) -> Result<u64, String> {
     Ok(values)
 }
 
-fn parse_step(spec: &FieldSpec, text: &str) -> Result<u32, String> {
+fn parse_step(spec: &FieldSpec, text: &str) -> Result<u32, FieldProblem> {
     let span = spec.open_max - spec.min + 1;
     match text.parse::<u32>() {
-        Ok(0) => Err("a step of 0 never advances; use a step of 1 or more".to_owned()),
-        Ok(step) if step > span => Err(format!(
-            "step {step} is larger than the field's range {}-{}; use a step of at most {span}",
-            spec.min, spec.open_max
-        )),
+        Ok(0) => Err(FieldProblem::ZeroStep),
+        Ok(step) if step > span => Err(FieldProblem::StepTooLarge {
+            step,
+            min: spec.min,
+            max: spec.open_max,
+        }),
         Ok(step) => Ok(step),
-        Err(_) if text.is_empty() => Err("a '/' needs a step after it, e.g. */15".to_owned()),
-        Err(_) => Err(format!(
-            "step {text:?} is not a number; write a step like */15"
-        )),
+        Err(_) if text.is_empty() => Err(FieldProblem::MissingStep),
+        Err(_) => Err(FieldProblem::StepNotANumber(text.to_owned())),
     }
 }
 
-fn parse_value(spec: &FieldSpec, text: &str) -> Result<u32, String> {
-    let range = format!("{}-{}", spec.min, spec.max);
+fn parse_value(spec: &FieldSpec, text: &str) -> Result<u32, FieldProblem> {
+    let (min, max, note) = (spec.min, spec.max, spec.note);
     if text.is_empty() {
-        return Err(format!(
-            "a range is missing a bound; write values {range}{}",
-            spec.note
-        ));
+        return Err(FieldProblem::MissingBound { min, max, note });
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return match text.parse::<u32>() {
             Ok(v) if (spec.min..=spec.max).contains(&v) => Ok(v),
-            _ => Err(format!(
-                "{text} is out of range; use values {range}{}",
-                spec.note
-            )),
+            _ => Err(FieldProblem::OutOfRange {
+                text: text.to_owned(),
+                min,
+                max,
+                note,
+            }),
         };
     }
     if let Some(index) = spec
@@ -358,24 +415,29 @@ fn parse_value(spec: &FieldSpec, text: &str) -> Result<u32, String> {
         return Ok(spec.min + index as u32);
     }
     if text == "?" {
-        return Err("'?' is not crontab syntax; use * instead".to_owned());
+        return Err(FieldProblem::QuestionMark);
     }
     if text.contains(['L', 'W', '#']) && spec.names.iter().all(|n| !n.eq_ignore_ascii_case(text)) {
         let quartz = text
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, 'L' | 'W' | '#'));
         if quartz {
-            return Err(format!(
-                "{text:?} uses the L, W or # extensions, which are not supported; use plain values {range}"
-            ));
+            return Err(FieldProblem::Quartz {
+                text: text.to_owned(),
+                min,
+                max,
+            });
         }
     }
+    let text = text.to_owned();
     if spec.names.is_empty() {
-        Err(format!("{text:?} is not a number; use values {range}"))
+        Err(FieldProblem::NotANumber { text, min, max })
     } else {
-        Err(format!(
-            "{text:?} is not a number or a three-letter name; use values {range}{}",
-            spec.note
-        ))
+        Err(FieldProblem::NotANumberOrName {
+            text,
+            min,
+            max,
+            note,
+        })
     }
 }

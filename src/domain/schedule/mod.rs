@@ -43,6 +43,7 @@ use std::fmt;
 
 use chrono_tz::Tz;
 
+pub use grammar::FieldProblem;
 use grammar::{WallClock, parse_expression};
 pub use missed::{Missed, missed_fires};
 pub use zone::parse_timezone;
@@ -94,7 +95,8 @@ pub enum ScheduleError {
         expression: String,
         field: &'static str,
         text: String,
-        problem: String,
+        /// Boxed: it is the largest part, and a schedule error travels inside others.
+        problem: Box<FieldProblem>,
     },
     /// The fields are each valid but no date satisfies them, such as February 30.
     #[error(

@@ -31,8 +31,21 @@ pub const RESERVED_ENV: &[&str] = &[
     "ORCH_PROMPT_FILE",
 ];
 
+/// Why a resource or project name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name {name:?} is {} characters long; the limit is {MAX_NAME}", .name.len())]
+    TooLong { name: String },
+    #[error(
+        "invalid name {name:?}: use 1-63 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+    )]
+    Invalid { name: String },
+}
+
 /// Checks a resource or project name: 1–63 chars of `[a-z0-9-_.]`, starting alphanumeric.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     let ok_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
@@ -41,33 +54,39 @@ pub fn check_name(name: &str) -> Result<(), String> {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if name.is_empty() {
-        Err("name is empty".into())
+        Err(NameError::Empty)
     } else if name.len() > MAX_NAME {
-        Err(format!(
-            "name {name:?} is {} characters long; the limit is {MAX_NAME}",
-            name.len()
-        ))
+        Err(NameError::TooLong {
+            name: name.to_owned(),
+        })
     } else if !ok_chars || !first_ok {
-        Err(format!(
-            "invalid name {name:?}: use 1-63 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
-        ))
+        Err(NameError::Invalid {
+            name: name.to_owned(),
+        })
     } else {
         Ok(())
     }
 }
 
+/// Why a key of SecretStore data is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid key {0:?}: use 1-253 characters")]
+    Length(String),
+    #[error("invalid key {0:?}: use letters, digits, '-', '_' and '.'")]
+    Characters(String),
+}
+
 /// Keys of SecretStore data: 1–253 chars of `[A-Za-z0-9._-]`.
-fn check_data_key(key: &str) -> Result<(), String> {
+fn check_data_key(key: &str) -> Result<(), KeyError> {
     if key.is_empty() || key.len() > 253 {
-        return Err(format!("invalid key {key:?}: use 1-253 characters"));
+        return Err(KeyError::Length(key.to_owned()));
     }
     if !key
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!(
-            "invalid key {key:?}: use letters, digits, '-', '_' and '.'"
-        ));
+        return Err(KeyError::Characters(key.to_owned()));
     }
     Ok(())
 }
@@ -105,16 +124,16 @@ pub fn resolve_root_path(root: &str, base_dir: &Path) -> String {
 /// A problem a local rule found: field path, message and optional hint.
 pub(super) type Problem = (String, String, Option<String>);
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
-    (path.into(), message.into(), None)
+fn problem(path: impl Into<String>, message: impl ToString) -> Problem {
+    (path.into(), message.to_string(), None)
 }
 
 fn problem_hint(
     path: impl Into<String>,
-    message: impl Into<String>,
+    message: impl ToString,
     hint: impl Into<String>,
 ) -> Problem {
-    (path.into(), message.into(), Some(hint.into()))
+    (path.into(), message.to_string(), Some(hint.into()))
 }
 
 /// Rules that concern one resource alone.
@@ -369,7 +388,7 @@ fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
         if let Err(e) = check_name(c) {
             out.push(problem(
                 format!("spec.capabilities[{i}]"),
-                e.replace("name", "capability"),
+                e.to_string().replace("name", "capability"),
             ));
         }
     }

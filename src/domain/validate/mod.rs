@@ -18,7 +18,7 @@ use super::diagnostic::Diagnostic;
 use super::manifest::{DEFAULT_PROJECT, Document, Kind, Manifest, Spec};
 use super::snapshot::{ResourceKey, Snapshot};
 use local::local_problems;
-pub use local::{RESERVED_ENV, check_name, is_env_name, resolve_root_path};
+pub use local::{NameError, RESERVED_ENV, check_name, is_env_name, resolve_root_path};
 pub use references::{Reference, Target, references, unverifiable_webhooks};
 use references::{View, output_placeholder_problems};
 
@@ -99,7 +99,7 @@ fn check_documents(
     // Names and projects.
     for d in docs.iter_mut() {
         if let Err(e) = check_name(&d.manifest.metadata.name) {
-            out.push(d.diagnostic("metadata.name", e));
+            out.push(d.diagnostic("metadata.name", e.to_string()));
         }
         let declared = d.manifest.metadata.project.clone();
         let project = match (declared.as_deref(), project_flag) {
@@ -115,7 +115,7 @@ fn check_documents(
             }
             (Some(m), _) => {
                 if let Err(e) = check_name(m) {
-                    out.push(d.diagnostic("metadata.project", e));
+                    out.push(d.diagnostic("metadata.project", e.to_string()));
                 }
                 m.to_owned()
             }

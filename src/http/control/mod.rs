@@ -57,13 +57,16 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::actors::runtime::{Addr, CallError, Registry};
-use crate::actors::secret_store::{self, SecretStoreMsg};
+use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
 use crate::actors::task_supervisor::TaskSupMsg;
+use crate::actors::trigger::FireError;
+use crate::actors::workflow::TaskError;
 use crate::api::{
     ApiError, ApplyRequest, CreateTaskRequest, DeleteRequest, FireRequest, ResourceQuery,
     RotateRequest, SecretPatchRequest, TaskQuery, WebhookTestRequest,
 };
-use crate::domain::diagnostic::Diagnostic;
+use crate::domain::diagnostic::{Diagnostic, refused};
+use crate::domain::limits::{SecretValueError, TooLarge};
 use crate::domain::manifest::{DEFAULT_PROJECT, Kind};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::validate::check_name;
@@ -439,9 +442,9 @@ async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
 // Errors and their statuses
 // ---------------------------------------------------------------------------------------------
 
-/// Every way a control request fails. [`ControlError::status`] gives each its HTTP status;
-/// errors that lower layers (actors, rotation) answer with already carry theirs
-/// ([`ControlError::Answered`]).
+/// Every way a control request fails. [`ControlError::status`] gives each its HTTP status, the
+/// typed errors that lower layers (actors, rotation) answer with included: this is the one
+/// place where a failure gets a status.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     // 400: the request itself is wrong.
@@ -454,7 +457,7 @@ pub enum ControlError {
     InvalidQuery(String),
     /// A request field over its size limit (`domain::limits` words the reason).
     #[error("{0}")]
-    Limit(String),
+    Limit(TooLarge),
     /// A project, workflow or workspace name that is not a valid name.
     #[error("{field}: {reason}")]
     Name { field: &'static str, reason: String },
@@ -476,7 +479,7 @@ pub enum ControlError {
     SecretValue {
         store: String,
         key: String,
-        reason: String,
+        reason: SecretValueError,
     },
     #[error("trigger/{0} is a cron trigger; only webhook triggers can be tested")]
     NotAWebhook(String),
@@ -527,7 +530,7 @@ pub enum ControlError {
     UnsupportedMediaType,
 
     // 422: understood, but the manifests are invalid.
-    #[error("{}", ApiError::invalid(.what, .problems.clone()))]
+    #[error("{}", refused(.what, .problems.len()))]
     Invalid {
         what: &'static str,
         problems: Vec<Diagnostic>,
@@ -562,15 +565,27 @@ pub enum ControlError {
     #[error(transparent)]
     Rotation(#[from] crate::rotation::RotationError),
 
-    /// An answer of a lower layer (an actor's reply), with the status it chose.
+    /// A change or look-up the `secret-store` actor refused: 400 for a resource of the wrong
+    /// kind, 404 for one that is not there, 409 for a delete of something still referenced,
+    /// 422 (with one detail per problem) for invalid manifests, 500 for a failed commit.
+    #[error(transparent)]
+    SecretStore(#[from] SecretStoreError),
+
+    /// A task request the `tasks` supervisor or a task's actor refused: 400 for a request
+    /// that cannot work as given, 404 for what is not there, 409 for a task in the wrong
+    /// state, 422 for a workspace whose root is missing, 500 for the store, 503 while the
+    /// daemon stops or a task's actor does not answer.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+
+    /// A fire that created no task: the task supervisor's answer, or 503 when it is not there.
+    #[error(transparent)]
+    Fire(#[from] FireError),
+
+    /// An error already in its wire form (a status and a body), passed through unchanged. The
+    /// lower layers do not produce these: they answer with their own error types (above).
     #[error("{0}")]
     Answered(ApiError),
-}
-
-impl From<ApiError> for ControlError {
-    fn from(e: ApiError) -> ControlError {
-        ControlError::Answered(e)
-    }
 }
 
 impl ControlError {
@@ -623,17 +638,40 @@ impl ControlError {
                     R::Record(_) | R::Random | R::NoOutcome => 500,
                 }
             }
+            SecretStore(e) => {
+                use SecretStoreError as S;
+                match e {
+                    S::NotATrigger(_) | S::NotASecretStore(_) => 400,
+                    S::DeleteMissing(_) | S::NotFound { .. } | S::NoKey { .. } => 404,
+                    S::StillReferenced(_) => 409,
+                    S::Invalid { .. } => 422,
+                    S::Store(_) => 500,
+                }
+            }
+            Task(e) => task_status(e),
+            Fire(FireError::Task(e)) => task_status(e),
+            Fire(FireError::Tasks(_)) => 503,
             Answered(e) => e.status,
         }
     }
 
+    /// The problems listed one by one in the answer's `details`.
+    fn details(&self) -> &[Diagnostic] {
+        match self {
+            ControlError::Invalid { problems, .. } => problems,
+            ControlError::SecretStore(e) => e.problems(),
+            _ => &[],
+        }
+    }
+
     /// The error as the wire carries it: the status and an [`ErrorBody`](crate::api::ErrorBody)
-    /// (with one detail per problem for [`ControlError::Invalid`]).
+    /// (with one detail per problem for invalid manifests and for a delete of something still
+    /// referenced).
     pub fn to_api(&self) -> ApiError {
         match self {
-            ControlError::Invalid { what, problems } => ApiError::invalid(what, problems.clone()),
             ControlError::Answered(e) => e.clone(),
-            other => ApiError::new(other.status(), other.to_string()),
+            other => ApiError::new(other.status(), other.to_string())
+                .with_details(other.details().to_vec()),
         }
     }
 
@@ -668,6 +706,22 @@ impl ControlError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> ApiError {
         e.to_api()
+    }
+}
+
+/// The status of a refused task request (see [`ControlError::Task`]).
+fn task_status(e: &TaskError) -> u16 {
+    use TaskError as T;
+    match e {
+        T::NoWorkspaces(_) | T::AmbiguousWorkspace(_) | T::PayloadNotJson(_) => 400,
+        T::NoWorkflow { .. } | T::NoWorkspace { .. } | T::NotFound(_) => 404,
+        T::NothingToCancel { .. }
+        | T::AlreadyFinished(_)
+        | T::AlreadyQueued(_)
+        | T::NotStartable { .. } => 409,
+        T::NoWorkspaceRoot { .. } => 422,
+        T::Store(_) | T::Vanished(_) => 500,
+        T::ShuttingDown | T::NotAnswering { .. } => 503,
     }
 }
 
@@ -710,9 +764,9 @@ fn check_size(what: &str, len: usize, limit: usize) -> Result<(), ControlError> 
 /// The project a request names (`default` when it names none), checked.
 fn project_of(q: Option<&str>) -> Result<String, ControlError> {
     let p = q.unwrap_or(DEFAULT_PROJECT);
-    check_name(p).map_err(|reason| ControlError::Name {
+    check_name(p).map_err(|e| ControlError::Name {
         field: "project",
-        reason,
+        reason: e.to_string(),
     })?;
     Ok(p.to_owned())
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::{ACTOR_TIMEOUT, ControlContext, ControlError, check_size, project_of, reply_error};
 use crate::actors::runtime::Addr;
 use crate::actors::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
-use crate::api::{ApiError, CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskQuery};
+use crate::actors::workflow::TaskError;
+use crate::api::{CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskQuery};
 use crate::domain::limits;
 use crate::domain::validate::check_name;
 
@@ -21,7 +22,7 @@ async fn tasks_actor(ctx: &ControlContext) -> Result<Addr<TaskSupMsg>, ControlEr
 /// Asks the `tasks` supervisor for one task change.
 pub(super) async fn call(
     ctx: &ControlContext,
-    build: impl FnOnce(ractor::RpcReplyPort<Result<TaskInfo, ApiError>>) -> TaskSupMsg,
+    build: impl FnOnce(ractor::RpcReplyPort<Result<TaskInfo, TaskError>>) -> TaskSupMsg,
 ) -> Result<TaskInfo, ControlError> {
     let actor = tasks_actor(ctx).await?;
     Ok(actor
@@ -41,14 +42,14 @@ pub(super) async fn create(
     if let Some(p) = &req.payload {
         check_size("payload", p.len(), limits::MAX_PAYLOAD_BYTES)?;
     }
-    check_name(&req.workflow).map_err(|reason| ControlError::Name {
+    check_name(&req.workflow).map_err(|e| ControlError::Name {
         field: "workflow",
-        reason,
+        reason: e.to_string(),
     })?;
     if let Some(w) = &req.workspace {
-        check_name(w).map_err(|reason| ControlError::Name {
+        check_name(w).map_err(|e| ControlError::Name {
             field: "workspace",
-            reason,
+            reason: e.to_string(),
         })?;
     }
     let request = TaskRequest {

@@ -115,6 +115,75 @@ fn invalid_manifests_carry_their_problems() {
 }
 
 #[test]
+fn actor_answers_get_their_statuses_here() {
+    use crate::domain::snapshot::ResourceKey;
+    use crate::domain::workflow::TaskState;
+    let key = ResourceKey::new("p", Kind::Trigger, "t");
+    check(
+        SecretStoreError::NotFound { key: key.clone() }.into(),
+        404,
+        "trigger/t not found in project p",
+    );
+    check(
+        SecretStoreError::NotASecretStore(key).into(),
+        400,
+        "trigger/t is not a SecretStore",
+    );
+    check(
+        TaskError::NothingToCancel {
+            id: 7,
+            state: TaskState::Cancelled,
+        }
+        .into(),
+        409,
+        "task 7 already cancelled; there is nothing to cancel",
+    );
+    check(
+        TaskError::NoWorkspaceRoot {
+            workspace: "w".into(),
+            root: "/nope".into(),
+        }
+        .into(),
+        422,
+        "workspace \"w\": root_path /nope does not exist or is not a directory; create it or fix the Workspace",
+    );
+    check(
+        TaskError::ShuttingDown.into(),
+        503,
+        "the daemon is shutting down",
+    );
+    check(
+        FireError::Tasks(CallError::Gone("tasks".into())).into(),
+        503,
+        "actor tasks is not running",
+    );
+    check(
+        FireError::Task(TaskError::NotFound(3)).into(),
+        404,
+        "task 3 not found",
+    );
+}
+
+#[test]
+fn refusals_of_the_store_carry_their_problems() {
+    let problems = vec![Diagnostic::new("spec", "wrong")];
+    let invalid = ApiError::from(ControlError::from(SecretStoreError::Invalid {
+        what: "change",
+        problems: problems.clone(),
+    }));
+    assert_eq!(invalid, ApiError::invalid("change", problems.clone()));
+    let referenced = ApiError::from(ControlError::from(SecretStoreError::StillReferenced(
+        problems.clone(),
+    )));
+    assert_eq!(referenced.status, 409);
+    assert_eq!(
+        referenced.body.error,
+        "delete refused, nothing was changed: still referenced (1 reference)"
+    );
+    assert_eq!(referenced.body.details, problems);
+}
+
+#[test]
 fn bodies_must_be_objects_of_known_fields() {
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

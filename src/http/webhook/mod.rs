@@ -501,7 +501,9 @@ where
         ),
         Err(e) => {
             tracing::warn!(trigger = %name, error = %e, "webhook could not create its task");
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            // The control API's status for the same refusal; only a server error is kept.
+            let status = crate::http::control::ControlError::from(e).status();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let status = if status.is_server_error() {
                 status
             } else {
