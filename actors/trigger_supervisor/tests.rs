@@ -27,9 +27,10 @@ use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
 use crate::actors::trigger::{TriggerContext, trigger_name};
 use crate::actors::workflow::TaskContext;
 use crate::api::Armed;
+use crate::domain::manifest::Kind;
 use crate::domain::manifest::{Manifest, parse_documents};
 use crate::domain::redact::SecretRegistry;
-use crate::domain::snapshot::Snapshot;
+use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
 use crate::store::{Stores, sqlite};
 
@@ -115,6 +116,18 @@ impl Rig {
         self.publish.send_replace(self.snapshot.clone());
     }
 
+    /// Deletes the trigger `name` from the snapshot and publishes the result.
+    fn delete(&mut self, name: &str) {
+        let key = ResourceKey::new("default", Kind::Trigger, name);
+        let resource = self.snapshot.get(&key).expect("the trigger exists");
+        let change = Change {
+            outcome: Outcome::Deleted,
+            resource: (**resource).clone(),
+        };
+        self.snapshot = Arc::new(self.snapshot.apply(&[change]));
+        self.publish.send_replace(self.snapshot.clone());
+    }
+
     fn generation(&self, name: &str) -> u64 {
         self.snapshot
             .cron_trigger("default", name)
@@ -130,7 +143,7 @@ impl Rig {
             .expect("seed trigger state");
     }
 
-    /// Starts the TaskSupervisor and the TriggerSupervisor.
+    /// Starts the TaskSupervisor, then the TriggerSupervisor.
     async fn start(&mut self) {
         let tasks = TaskContext {
             store: self.stores.tasks.clone(),
@@ -148,6 +161,11 @@ impl Rig {
             .spawn_joinable(TASKS.into(), TaskSupervisor, tasks, None)
             .await;
         self.tasks = Some(spawned.expect("task supervisor"));
+        self.start_triggers().await;
+    }
+
+    /// Starts the TriggerSupervisor.
+    async fn start_triggers(&mut self) {
         let ctx = TriggerContext {
             store: self.stores.triggers.clone(),
             tasks: self.stores.tasks.clone(),
@@ -161,6 +179,17 @@ impl Rig {
             .spawn_joinable(TRIGGERS.into(), TriggerSupervisor, ctx, None)
             .await;
         self.triggers = Some(spawned.expect("trigger supervisor"));
+    }
+
+    /// Stops the TriggerSupervisor and its TriggerActors and starts a fresh one, as the root
+    /// supervisor does when it fails: everything it knew comes back from the store.
+    async fn restart_triggers(&mut self) {
+        if let Some((sup, join)) = self.triggers.take() {
+            sup.cell().stop_children_and_wait(None, Some(CALL)).await;
+            sup.cell().stop(None);
+            let _ = join.await;
+        }
+        self.start_triggers().await;
     }
 
     /// Lets paused time run until the clock reads `at`.
@@ -515,5 +544,109 @@ async fn fall_back_fires_a_fixed_time_once_and_intervals_in_both_halves() {
             "2026-10-26T01:30:00Z",
         ],
     )
+    .await;
+}
+
+/// A trigger that fires every 6 s with a 2 s resident window spends two thirds of its time
+/// dormant. Its supervisor restarting (as the root restarts a failed one) rebuilds the wake
+/// queue from the store: no fire is lost or doubled.
+#[tokio::test(start_paused = true)]
+async fn a_dormant_trigger_survives_a_restart_of_its_supervisor() {
+    let mut rig = Rig::new(
+        "2026-11-29T12:00:01Z",
+        &trigger("sparse", "*/6 * * * * *", None, ALLOW),
+    );
+    rig.window = Duration::from_secs(2);
+    run(rig, async |rig: &mut Rig| {
+        rig.until("2026-11-29T12:00:13Z").await;
+        let queued = Armed::WakeQueue {
+            wake_at: t("2026-11-29T12:00:17Z"),
+            next_fire: t("2026-11-29T12:00:18Z"),
+        };
+        assert_eq!(rig.armed("sparse").await, queued);
+        rig.restart_triggers().await;
+        assert_eq!(
+            rig.armed("sparse").await,
+            queued,
+            "queued again from the store"
+        );
+        rig.until("2026-11-29T12:00:31Z").await;
+        let want = [
+            "2026-11-29T12:00:06Z",
+            "2026-11-29T12:00:12Z",
+            "2026-11-29T12:00:18Z",
+            "2026-11-29T12:00:24Z",
+            "2026-11-29T12:00:30Z",
+        ];
+        assert_eq!(rig.scheduled("sparse", EventKind::Fired), instants(&want));
+        let kinds: Vec<EventKind> = rig.events("sparse").iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Fired; 5], "only fires were recorded");
+        // A restart while its actor is resident (woken at 12:00:35 for the 36 s fire).
+        rig.until("2026-11-29T12:00:35.500Z").await;
+        let actor = trigger_name("default", "sparse");
+        assert_eq!(rig.armed("sparse").await, Armed::Actor { actor });
+        rig.restart_triggers().await;
+        rig.until("2026-11-29T12:00:43Z").await;
+        let fired = rig.scheduled("sparse", EventKind::Fired);
+        assert_eq!(
+            fired[5..],
+            instants(&["2026-11-29T12:00:36Z", "2026-11-29T12:00:42Z"])
+        );
+    })
+    .await;
+}
+
+/// A dormant trigger takes a new schedule at once; suspending disarms it and resuming arms it
+/// again; deleting it disarms it for good.
+#[tokio::test(start_paused = true)]
+async fn a_dormant_trigger_is_reconfigured_suspended_resumed_and_deleted() {
+    let mut rig = Rig::new(
+        "2026-11-29T12:00:01Z",
+        &trigger("sparse", "*/6 * * * * *", None, ALLOW),
+    );
+    rig.window = Duration::from_secs(2);
+    run(rig, async |rig: &mut Rig| {
+        rig.until("2026-11-29T12:00:07Z").await;
+        assert!(matches!(rig.armed("sparse").await, Armed::WakeQueue { .. }));
+        rig.apply(&trigger("sparse", "*/4 * * * * *", None, ALLOW));
+        rig.until("2026-11-29T12:00:17Z").await;
+        let want = [
+            "2026-11-29T12:00:06Z",
+            "2026-11-29T12:00:08Z",
+            "2026-11-29T12:00:12Z",
+            "2026-11-29T12:00:16Z",
+        ];
+        assert_eq!(rig.scheduled("sparse", EventKind::Fired), instants(&want));
+
+        rig.apply(&trigger(
+            "sparse",
+            "*/4 * * * * *",
+            None,
+            "  suspend: true\n",
+        ));
+        rig.until("2026-11-29T12:00:18Z").await;
+        assert_eq!(rig.armed("sparse").await, Armed::NotArmed);
+        rig.until("2026-11-29T12:00:29Z").await;
+        assert_eq!(rig.scheduled("sparse", EventKind::Fired).len(), 4);
+        rig.apply(&trigger("sparse", "*/4 * * * * *", None, ALLOW));
+        rig.until("2026-11-29T12:00:33Z").await;
+        let fired = rig.scheduled("sparse", EventKind::Fired);
+        assert_eq!(fired[4..], instants(&["2026-11-29T12:00:32Z"]));
+
+        rig.delete("sparse");
+        rig.until("2026-11-29T12:00:34Z").await;
+        assert_eq!(rig.armed("sparse").await, Armed::NotArmed);
+        let (sup, _) = rig.triggers.as_ref().expect("started");
+        let inspect = sup.inspect(CALL).await.expect("inspect");
+        assert_eq!(inspect["triggers"], 0, "{inspect}");
+        // Its history went with it, and nothing fires it again.
+        assert!(rig.events("sparse").is_empty());
+        rig.until("2026-11-29T12:00:45Z").await;
+        assert!(
+            rig.events("sparse").is_empty(),
+            "{:?}",
+            rig.events("sparse")
+        );
+    })
     .await;
 }
