@@ -246,6 +246,11 @@ fn uri_path(path: &str) -> String {
     out
 }
 
+/// The `project` query parameter, when the command names one.
+pub(super) fn project_query(project: Option<String>) -> Vec<(&'static str, String)> {
+    project.map(|p| ("project", p)).into_iter().collect()
+}
+
 /// Percent-encodes a path segment (names are restricted, but KIND/NAME typed by a user may hold
 /// anything; the daemon then answers 404 or 400 instead of the URL being mangled).
 pub(super) fn enc(s: &str) -> String {

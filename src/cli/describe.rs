@@ -8,7 +8,7 @@ use anyhow::anyhow;
 use chrono::Utc;
 
 use super::Output;
-use super::client::{Client, enc};
+use super::client::{Client, enc, project_query};
 use super::get::kind_and_name;
 use super::table::{age, print_structured, write_rows};
 use crate::api::{Armed, Describe, HistoryEntry};
@@ -27,16 +27,8 @@ pub(super) async fn run(
             kind.lower()
         )
     })?;
-    let mut query = Vec::new();
-    if let Some(p) = &project {
-        query.push(("project", p.clone()));
-    }
-    let d: Describe = client
-        .get(
-            &format!("/v1/resources/{}/{}/describe", kind.lower(), enc(&name)),
-            &query,
-        )
-        .await?;
+    let path = format!("/v1/resources/{}/{}/describe", kind.lower(), enc(&name));
+    let d: Describe = client.get(&path, &project_query(project)).await?;
     match out {
         Output::Table => print_describe(&d),
         _ => print_structured(out, &d),

@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use chrono::Utc;
 
 use super::Output;
-use super::client::{Client, enc};
+use super::client::{Client, enc, project_query};
 use super::table::{age, print_structured, truncate, write_rows};
 use crate::api::{FireTime, ResourceList, ResourceView};
 use crate::domain::manifest::{Kind, LoopMode, RotationProvider, Spec};
@@ -21,10 +21,8 @@ pub(super) async fn run(
     all_projects: bool,
 ) -> anyhow::Result<()> {
     let (kind, name) = kind_and_name(kind, name)?;
-    let mut query = vec![("all", all_projects.to_string())];
-    if let Some(p) = &project {
-        query.push(("project", p.clone()));
-    }
+    let mut query = project_query(project);
+    query.push(("all", all_projects.to_string()));
     match name {
         Some(name) => {
             let view: ResourceView = client

@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 
 use super::Output;
-use super::client::{Client, enc};
+use super::client::{Client, enc, project_query};
 use super::table::{print_changes, print_structured};
 use crate::api::{
     ChangeResponse, RotateRequest, RotationRecord, RotationStage, SecretPatchRequest,
@@ -84,10 +84,7 @@ pub(super) async fn run(
             print_changes(out, &resp)
         }
         SecretCommand::Unset { store, key } => {
-            let mut query = Vec::new();
-            if let Some(p) = project {
-                query.push(("project", p));
-            }
+            let query = project_query(project);
             let resp: ChangeResponse = client
                 .delete(
                     &format!("/v1/secrets/{}/keys/{}", enc(&store), enc(&key)),
