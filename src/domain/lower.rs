@@ -14,7 +14,8 @@
 //! read and deleted), records the problem, and the parts that need the lowered form refuse to
 //! use it with the problem as the reason.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use thiserror::Error;
 
@@ -133,8 +134,58 @@ pub enum Step {
 
 /// Lowers one validated spec; `Ok(None)` for kinds that need no lowered form.
 pub fn lower(spec: &Spec) -> Result<Option<Lowered>, LowerError> {
+    lower_shared(spec, &Schedules::default())
+}
+
+/// Parsed schedules by expression and zone, so that the triggers of a snapshot share one
+/// [`Schedule`] per distinct pair: 10,000 triggers commonly use a few hundred expressions, and
+/// each is parsed once instead of once per trigger. Clones share the map; it holds the schedules
+/// weakly, so one that no lowered trigger of any snapshot uses is freed, and [`Schedules::prune`]
+/// drops its entry.
+#[derive(Debug, Clone, Default)]
+pub struct Schedules(Arc<Mutex<HashMap<(String, Option<String>), Weak<Schedule>>>>);
+
+impl Schedules {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Option<String>), Weak<Schedule>>> {
+        // Every critical section is one lookup, insert or retain: a poisoned map is still whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, expr: &str, zone: Option<&str>) -> Result<Arc<Schedule>, ScheduleError> {
+        let key = (expr.to_owned(), zone.map(str::to_owned));
+        if let Some(s) = self.map().get(&key).and_then(Weak::upgrade) {
+            return Ok(s);
+        }
+        let s = Arc::new(Schedule::parse(expr, zone)?);
+        self.map().insert(key, Arc::downgrade(&s));
+        Ok(s)
+    }
+
+    /// Drops the entries of schedules no lowered trigger holds any more.
+    pub fn prune(&self) {
+        self.map().retain(|_, s| s.strong_count() > 0);
+    }
+
+    /// How many distinct schedules are in use.
+    pub fn len(&self) -> usize {
+        self.map().values().filter(|s| s.strong_count() > 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many entries the map holds (in use or not yet pruned).
+    #[cfg(test)]
+    pub fn entries(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// [`lower`], taking a Trigger's schedule from `schedules` when an equal one was parsed before.
+pub fn lower_shared(spec: &Spec, schedules: &Schedules) -> Result<Option<Lowered>, LowerError> {
     Ok(match spec {
-        Spec::Trigger(t) => Some(Lowered::Trigger(lower_trigger(t)?)),
+        Spec::Trigger(t) => Some(Lowered::Trigger(lower_trigger(t, schedules)?)),
         Spec::Agent(a) => Some(Lowered::Agent(lower_agent(a)?)),
         Spec::Workflow(w) => Some(Lowered::Workflow(lower_workflow(w)?)),
         Spec::Workspace(_) | Spec::StepTemplate(_) | Spec::SecretStore(_) | Spec::EnvStore(_) => {
@@ -143,18 +194,17 @@ pub fn lower(spec: &Spec) -> Result<Option<Lowered>, LowerError> {
     })
 }
 
-fn lower_trigger(t: &TriggerSpec) -> Result<LoweredTrigger, LowerError> {
-    let schedule = match &t.cron {
-        Some(c) => Some(Arc::new(
-            Schedule::parse(&c.schedule, c.timezone.as_deref()).map_err(|source| {
-                LowerError::Schedule {
+fn lower_trigger(t: &TriggerSpec, schedules: &Schedules) -> Result<LoweredTrigger, LowerError> {
+    let schedule =
+        match &t.cron {
+            Some(c) => Some(schedules.get(&c.schedule, c.timezone.as_deref()).map_err(
+                |source| LowerError::Schedule {
                     expr: c.schedule.clone(),
                     source,
-                }
-            })?,
-        )),
-        None => None,
-    };
+                },
+            )?),
+            None => None,
+        };
     let webhook = match &t.event {
         Some(ev) => {
             let w = &ev.webhook;

@@ -108,6 +108,8 @@ pub struct Snapshot {
     problems: BTreeMap<ResourceKey, LowerError>,
     /// Every webhook trigger, with its keys resolved.
     webhooks: BTreeMap<ResourceKey, Arc<Webhook>>,
+    /// The parsed cron schedules the lowered triggers share.
+    schedules: lower::Schedules,
 }
 
 /// A webhook trigger as a delivery needs it: the trigger, how it verifies, and the keys of its
@@ -160,6 +162,7 @@ impl Snapshot {
         for key in keys {
             s.index_webhook(&key);
         }
+        s.schedules.prune();
         s
     }
 
@@ -168,7 +171,7 @@ impl Snapshot {
         let key = r.key.clone();
         self.lowered.remove(&key);
         self.problems.remove(&key);
-        match lower::lower(&r.spec) {
+        match lower::lower_shared(&r.spec, &self.schedules) {
             Ok(Some(l)) => {
                 self.lowered.insert(key.clone(), Arc::new(l));
             }
@@ -430,6 +433,11 @@ impl Snapshot {
                 }
             }
         }
+        if !triggers.is_empty() {
+            // A schedule replaced here is still held by `self`'s lowered trigger; its entry goes
+            // at the next change after that snapshot is dropped.
+            next.schedules.prune();
+        }
         for key in triggers {
             next.index_webhook(&key);
         }
@@ -492,5 +500,62 @@ mod tests {
         let s1 = check(&Snapshot::default(), &doc("old"), Outcome::Created, 1);
         check(&s1, &doc("old"), Outcome::Unchanged, 1);
         check(&s1, &doc("new"), Outcome::Configured, 2);
+    }
+
+    #[test]
+    fn triggers_with_one_expression_share_one_schedule_until_none_uses_it() {
+        let doc = |name: &str, expr: &str| {
+            let text = format!(
+                "apiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: {name}, project: default}}\nspec:\n  cron: {{schedule: \"{expr}\"}}\n  action: {{workflow: w, workspace: ws}}\n"
+            );
+            let (mut docs, problems) = parse_documents("f", &text);
+            assert!(problems.is_empty(), "{problems:?}");
+            docs.remove(0).manifest
+        };
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let docs = [
+            doc("a", "0 * * * *"),
+            doc("b", "0 * * * *"),
+            doc("c", "5 * * * *"),
+        ];
+        let s1 = Snapshot::default().apply(&Snapshot::default().plan(&docs, t0));
+        let schedule = |s: &Snapshot, name: &str| {
+            s.cron_trigger("default", name)
+                .map(|c| c.schedule.clone())
+                .expect("a cron trigger")
+        };
+        assert!(Arc::ptr_eq(&schedule(&s1, "a"), &schedule(&s1, "b")));
+        assert!(!Arc::ptr_eq(&schedule(&s1, "a"), &schedule(&s1, "c")));
+        assert_eq!(s1.schedules.len(), 2);
+        // A restart's snapshot shares them the same way.
+        let loaded = Snapshot::new(1, s1.iter().map(|r| (**r).clone()));
+        assert!(Arc::ptr_eq(
+            &schedule(&loaded, "a"),
+            &schedule(&loaded, "b")
+        ));
+        assert_eq!(loaded.schedules.len(), 2);
+        // Deleted triggers' schedules go once no snapshot holds them.
+        let delete = |s: &Snapshot| -> Vec<Change> {
+            s.iter()
+                .map(|r| Change {
+                    outcome: Outcome::Deleted,
+                    resource: (**r).clone(),
+                })
+                .collect()
+        };
+        let s2 = s1.apply(&delete(&s1));
+        drop(s1);
+        let s3 = s2.apply(&[Change {
+            outcome: Outcome::Created,
+            resource: (*Snapshot::default()
+                .apply(&Snapshot::default().plan(&[doc("d", "7 * * * *")], t0))
+                .iter()
+                .next()
+                .expect("d")
+                .clone())
+            .clone(),
+        }]);
+        assert_eq!(s3.schedules.len(), 1, "only d's schedule is left");
+        assert_eq!(s3.schedules.entries(), 1, "and only its entry");
     }
 }
