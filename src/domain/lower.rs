@@ -143,10 +143,13 @@ pub fn lower(spec: &Spec) -> Result<Option<Lowered>, LowerError> {
 /// weakly, so one that no lowered trigger of any snapshot uses is freed, and [`Schedules::prune`]
 /// drops its entry.
 #[derive(Debug, Clone, Default)]
-pub struct Schedules(Arc<Mutex<HashMap<(String, Option<String>), Weak<Schedule>>>>);
+pub struct Schedules(Arc<Mutex<ScheduleMap>>);
+
+/// Expression and zone → the schedule parsed from them, while some trigger holds it.
+type ScheduleMap = HashMap<(String, Option<String>), Weak<Schedule>>;
 
 impl Schedules {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Option<String>), Weak<Schedule>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, ScheduleMap> {
         // Every critical section is one lookup, insert or retain: a poisoned map is still whole.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
