@@ -417,8 +417,17 @@ impl Behaviour for SecretStoreActor {
         args: SecretStoreArgs,
     ) -> Result<SecretStoreState, ActorProcessingErr> {
         let store = args.store;
-        let snapshot = tokio::task::block_in_place(|| store.load_snapshot())?;
-        let snapshot = Arc::new(snapshot);
+        // The snapshot published last is the store's state when no commit came after it (this
+        // actor commits before it publishes): the daemon's first start and a restart after a
+        // failure between commits take it as it is; otherwise the store is read again.
+        let published = args.publish.borrow().clone();
+        let snapshot = tokio::task::block_in_place(|| {
+            if store.revision()? == published.revision {
+                Ok(published)
+            } else {
+                store.load_snapshot().map(Arc::new)
+            }
+        })?;
         args.secrets
             .update(snapshot.secret_values().map(SecretValue::expose));
         if args.publish.borrow().revision != snapshot.revision {

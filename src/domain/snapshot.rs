@@ -151,13 +151,29 @@ pub struct AgentRef<'a> {
 
 impl Snapshot {
     pub fn new(revision: u64, resources: impl IntoIterator<Item = Resource>) -> Snapshot {
+        let schedules = lower::Schedules::default();
+        let mut lowered = Vec::new();
+        let mut problems = Vec::new();
+        // Built in bulk (sorted, then collected): a restart loads every resource at once.
+        let resources: BTreeMap<ResourceKey, Arc<Resource>> = resources
+            .into_iter()
+            .map(|r| {
+                match lower::lower_shared(&r.spec, &schedules) {
+                    Ok(Some(l)) => lowered.push((r.key.clone(), Arc::new(l))),
+                    Ok(None) => {}
+                    Err(e) => problems.push((r.key.clone(), e)),
+                }
+                (r.key.clone(), Arc::new(r))
+            })
+            .collect();
         let mut s = Snapshot {
             revision,
-            ..Snapshot::default()
+            resources,
+            lowered: lowered.into_iter().collect(),
+            problems: problems.into_iter().collect(),
+            webhooks: BTreeMap::new(),
+            schedules,
         };
-        for r in resources {
-            s.put(Arc::new(r));
-        }
         let keys: Vec<ResourceKey> = s.lowered.keys().cloned().collect();
         for key in keys {
             s.index_webhook(&key);

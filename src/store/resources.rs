@@ -14,6 +14,10 @@ pub trait ResourceStore: Send + Sync {
     /// Reads the whole desired state, decrypting secret values.
     fn load_snapshot(&self) -> Result<Snapshot>;
 
+    /// The revision of the newest commit (what [`ResourceStore::load_snapshot`] would return
+    /// as the snapshot's revision), without reading the resources.
+    fn revision(&self) -> Result<u64>;
+
     /// Commits `changes` as `revision` in one transaction. Unchanged entries are skipped; when
     /// nothing changed nothing is written.
     fn commit(&self, changes: &[Change], revision: u64, now: DateTime<Utc>) -> Result<()>;

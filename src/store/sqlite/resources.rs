@@ -43,17 +43,25 @@ impl Resources {
     }
 }
 
+fn read_revision(conn: &Connection) -> Result<u64> {
+    let revision: String =
+        conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+            r.get(0)
+        })?;
+    revision.parse::<u64>().map_err(|e| StoreError::Corrupt {
+        what: "revision".into(),
+        detail: e.to_string(),
+    })
+}
+
 impl ResourceStore for Resources {
+    fn revision(&self) -> Result<u64> {
+        read_revision(&lock(&self.conn))
+    }
+
     fn load_snapshot(&self) -> Result<Snapshot> {
         let conn = lock(&self.conn);
-        let revision: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-                r.get(0)
-            })?;
-        let revision = revision.parse::<u64>().map_err(|e| StoreError::Corrupt {
-            what: "revision".into(),
-            detail: e.to_string(),
-        })?;
+        let revision = read_revision(&conn)?;
         let mut stmt = conn.prepare(
             "SELECT project, kind, name, generation, metadata, spec, sealed, created_at, updated_at FROM resources",
         )?;
