@@ -77,6 +77,7 @@ impl Behaviour for AgentActor {
     type State = AgentState;
     type Args = AgentArgs;
     const TYPE: &'static str = "AgentActor";
+    const FORGET_ON_STOP: bool = true;
 
     async fn pre_start(
         &self,

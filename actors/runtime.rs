@@ -253,6 +253,12 @@ pub trait Behaviour: Sized + Send + Sync + 'static {
     /// The actor type shown by `orchestrator actors` (`TriggerActor`).
     const TYPE: &'static str;
 
+    /// Whether the actor's statistics go with it when it stops, however it stops: for actors
+    /// that are never restarted under their name (an AgentActor runs one attempt), whose
+    /// records would otherwise pile up with every task. Others keep theirs across restarts
+    /// until their supervisor forgets them.
+    const FORGET_ON_STOP: bool = false;
+
     fn pre_start(
         &self,
         me: Addr<Self::Msg>,
@@ -486,6 +492,11 @@ impl<B: Behaviour> Drop for InstrumentedState<B> {
         self.addr
             .registry
             .remove_probe(self.addr.name(), self.addr.actor.get_id());
+        if B::FORGET_ON_STOP {
+            self.addr
+                .registry
+                .forget_stats(self.addr.name(), &self.addr.stats);
+        }
     }
 }
 

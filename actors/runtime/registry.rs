@@ -103,6 +103,14 @@ impl Registry {
         write(&self.0.stats).remove(name);
     }
 
+    /// Forgets `name`'s statistics if they are still `owner` (not a newer incarnation's).
+    pub(super) fn forget_stats(&self, name: &str, owner: &Arc<Stats>) {
+        let mut stats = write(&self.0.stats);
+        if stats.get(name).is_some_and(|s| Arc::ptr_eq(s, owner)) {
+            stats.remove(name);
+        }
+    }
+
     /// How many actor names hold statistics (bounded: finished actors are forgotten).
     pub fn len(&self) -> usize {
         read(&self.0.stats).len()
@@ -110,6 +118,13 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The names that hold statistics, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = read(&self.0.stats).keys().cloned().collect();
+        names.sort();
+        names
     }
 
     pub(super) fn add_probe(&self, name: String, probe: Arc<dyn Probe>) {
@@ -207,9 +222,19 @@ impl Registry {
             name: name.clone(),
         };
         let scoped = Some(self.scoped(&name));
-        let (actor, join) = match parent {
-            Some(p) => Actor::spawn_linked(scoped, actor, args, p).await?,
-            None => Actor::spawn(scoped, actor, args).await?,
+        let spawned = match parent {
+            Some(p) => Actor::spawn_linked(scoped, actor, args, p).await,
+            None => Actor::spawn(scoped, actor, args).await,
+        };
+        let (actor, join) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                if B::FORGET_ON_STOP {
+                    // Its `pre_start` failed: nothing of it is left to drop.
+                    self.forget(&name);
+                }
+                return Err(e);
+            }
         };
         let addr = Addr {
             actor,

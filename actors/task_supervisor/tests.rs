@@ -426,3 +426,50 @@ spec:
     );
     h.stop().await;
 }
+
+/// A finished task leaves no record behind in the actor registry: its WorkflowActor is forgotten
+/// by its supervisor, its AgentActors (one per attempt) when they stop.
+#[tokio::test]
+async fn finished_tasks_leave_only_the_supervisor_in_the_registry() {
+    let mut h = Harness::new(
+        r#"
+kind: Agent
+metadata: {name: echo}
+spec: {command: "cat", capabilities: [say], promptDelivery: stdin}
+---
+kind: StepTemplate
+metadata: {name: say}
+spec: {prompt: "hi"}
+---
+kind: Workflow
+metadata: {name: w}
+spec:
+  max_parallel: 4
+  steps:
+    - {id: a, command: "true"}
+    - {id: b, template: say, required_capability: say}
+    - {id: c, command: "sh -c 'test -e marker-{task_id} || { touch marker-{task_id}; exit 1; }'", retries: 1}
+"#,
+    )
+    .await;
+    let tasks = h.start().await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(h.create(&tasks, "w").await.expect("created"));
+    }
+    for id in ids {
+        let (task, runs) = h.finished(id).await;
+        assert_eq!(task.state, TaskState::Succeeded, "{runs:?}");
+        assert_eq!(runs.len(), 4, "the failed attempt of c counts: {runs:?}");
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let names = h.actors.names();
+        if names == ["tasks"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {names:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.stop().await;
+}
