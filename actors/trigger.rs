@@ -60,8 +60,9 @@ pub struct TriggerContext {
     pub tasks: Arc<dyn TaskStore>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub runs_dir: PathBuf,
-    /// A trigger whose next fire is further away than this is passivated.
-    pub resident_window: Duration,
+    /// A trigger whose next fire is further away than this is passivated; `None` (the default):
+    /// every trigger keeps its TriggerActor.
+    pub resident_window: Option<Duration>,
     /// Where "now" comes from: the system clock in the daemon.
     pub clock: Clock,
 }

@@ -6,8 +6,11 @@
 //! [`ChildSet`]; a TriggerActor that keeps failing is given up on rather than escalated, so one
 //! bad trigger never stops the others.
 //!
-//! Passivation: a TriggerActor whose next fire is further away than the resident window
-//! (`--trigger-resident-window`, 60 s by default) asks to be passivated. The supervisor stops it
+//! By default every trigger that is not suspended has its TriggerActor, from apply to delete.
+//!
+//! Passivation (opt-in, for very large installations): with a resident window
+//! (`--trigger-resident-window`), a TriggerActor whose next fire is further away asks to be
+//! passivated. The supervisor stops it
 //! and keeps only the trigger's next fire in a wake queue; half a window before that fire it
 //! starts the TriggerActor again, which resumes from the persisted state exactly as after a
 //! restart. A trigger the supervisor arms for the first time is planned the same way
@@ -441,7 +444,7 @@ impl Behaviour for TriggerSupervisor {
             "triggers": state.running.len() + state.dormant.len(),
             "resident": state.running.len(),
             "dormant": state.dormant.len(),
-            "residentWindowSeconds": state.ctx.resident_window.as_secs(),
+            "residentWindowSeconds": state.ctx.resident_window.map(|w| w.as_secs()),
             "nextWakes": upcoming,
             "snapshotRevision": state.revision,
             "supervision": state.children.inspect(),

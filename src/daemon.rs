@@ -72,8 +72,8 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     pub webhook_bind: WebhookBind,
     /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
-    /// (see `actors::trigger_supervisor`).
-    pub trigger_resident_window: std::time::Duration,
+    /// (see `actors::trigger_supervisor`); `None`: every trigger keeps its actor.
+    pub trigger_resident_window: Option<std::time::Duration>,
     /// Delivery limits of the webhook server.
     pub webhook_limits: WebhookLimits,
 }

@@ -30,7 +30,7 @@ impl InProcess {
             data_dir: dir.path().join("data"),
             socket: None,
             webhook_bind: WebhookBind::Addr("127.0.0.1:0".parse().expect("address")),
-            trigger_resident_window: Duration::from_secs(3600),
+            trigger_resident_window: None,
             webhook_limits: WebhookLimits::default(),
         };
         let data = DataDir::open(&config.data_dir).expect("data dir");

@@ -641,3 +641,35 @@ fn a_passivated_trigger_that_never_fired_records_the_fire_missed_while_the_daemo
     // With a 2 s window the trigger, 6 s from its fire, is planned dormant without an actor.
     never_fired_then_down(&["--trigger-resident-window", "2"]);
 }
+
+/// The card's shape by default: every cron trigger has its TriggerActor from apply to delete,
+/// the weekly rotation trigger included, so it can be inspected, traced and killed.
+#[test]
+fn a_weekly_trigger_has_its_actor_right_after_apply() {
+    let d = TestDaemon::start();
+    d.apply(&format!(
+        "{}{}",
+        base(&d),
+        trigger("weekly", "0 3 * * 1", "quick", "")
+    ));
+    eventually(Duration::from_secs(10), "the weekly TriggerActor", || {
+        d.actor_names()
+            .contains(&"trigger/default/weekly".to_owned())
+            .then_some(())
+    });
+    let inspect = d
+        .cli(&["actors", "inspect", "trigger/default/weekly", "-o", "json"])
+        .json();
+    assert!(inspect["state"].is_object(), "{inspect}");
+    let armed = d
+        .cli(&["describe", "trigger", "weekly", "-o", "json"])
+        .json()["armed"]
+        .clone();
+    assert_eq!(armed["by"], "actor", "{armed}");
+    d.cli(&["delete", "trigger", "weekly"]).ok();
+    eventually(Duration::from_secs(10), "no actor after delete", || {
+        (!d.actor_names()
+            .contains(&"trigger/default/weekly".to_owned()))
+        .then_some(())
+    });
+}

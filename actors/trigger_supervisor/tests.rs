@@ -171,7 +171,7 @@ impl Rig {
             tasks: self.stores.tasks.clone(),
             snapshots: self.publish.subscribe(),
             runs_dir: self.dir.path().join("runs"),
-            resident_window: self.window,
+            resident_window: Some(self.window),
             clock: self.clock(),
         };
         let spawned = self

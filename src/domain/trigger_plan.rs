@@ -282,30 +282,38 @@ pub fn resume(config: &TriggerConfig, state: TriggerState, now: DateTime<Utc>) -
 // Plan: resident TriggerActor or the supervisor's wake queue
 // ---------------------------------------------------------------------------------------------
 
-/// The resident window (`--trigger-resident-window`): a trigger whose next fire is further away
-/// than this waits in the supervisor's wake queue instead of holding a TriggerActor.
+/// The resident window (`--trigger-resident-window`, opt-in): a trigger whose next fire is
+/// further away than this waits in the supervisor's wake queue instead of holding a
+/// TriggerActor. Without one ([`ResidentWindow::ALWAYS`], the default) every trigger keeps its
+/// actor from apply to delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResidentWindow(chrono::Duration);
+pub struct ResidentWindow(Option<chrono::Duration>);
 
 impl ResidentWindow {
-    pub fn new(window: std::time::Duration) -> ResidentWindow {
-        ResidentWindow(chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX))
+    /// Every trigger resident: nothing is passivated.
+    pub const ALWAYS: ResidentWindow = ResidentWindow(None);
+
+    /// A window of `window`; `None` is [`ResidentWindow::ALWAYS`].
+    pub fn new(window: Option<std::time::Duration>) -> ResidentWindow {
+        ResidentWindow(
+            window.map(|w| chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX)),
+        )
     }
 
     /// Whether a fire at `next` is beyond the window at `now`: its trigger is passivated.
     pub fn is_far(self, next: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        next - now > self.0
+        self.0.is_some_and(|w| next - now > w)
     }
 
     /// Whether a passivation request for a fire at `next` still holds at `now`: past half a
     /// window before the fire, the trigger would be woken again at once.
     pub fn still_far(self, next: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        next - now > self.0 / 2
+        self.0.is_some_and(|w| next - now > w / 2)
     }
 
     /// When a dormant trigger that fires at `next` wakes: half a window before.
     pub fn wake_at(self, next: DateTime<Utc>) -> DateTime<Utc> {
-        next - self.0 / 2
+        self.0.map_or(next, |w| next - w / 2)
     }
 }
 

@@ -63,8 +63,32 @@ fn plan_at_noon(expr: &str, extra: &str, st: Option<&TriggerState>) -> Plan {
         &config(expr, None, 2, extra),
         st,
         at(12, 0, 0),
-        ResidentWindow::new(Duration::from_secs(60)),
+        ResidentWindow::new(Some(Duration::from_secs(60))),
     )
+}
+
+#[test]
+fn without_a_window_every_trigger_is_resident() {
+    for expr in ["0 3 * * 1", "0 0 1 1 *", "* * * * *"] {
+        let p = plan(
+            &config(expr, None, 2, ""),
+            None,
+            at(12, 0, 0),
+            ResidentWindow::ALWAYS,
+        );
+        assert_eq!(p, Plan::Resident, "{expr}");
+    }
+    let far = at(12, 0, 0) + chrono::Duration::days(300);
+    assert!(!ResidentWindow::ALWAYS.is_far(far, at(12, 0, 0)));
+    assert!(!ResidentWindow::ALWAYS.still_far(far, at(12, 0, 0)));
+    // A window of a year passivates a yearly trigger until half a year before its fire.
+    let year = ResidentWindow::new(Some(Duration::from_secs(31_536_000)));
+    let in_two_years = at(12, 0, 0) + chrono::Duration::days(730);
+    assert!(year.is_far(in_two_years, at(12, 0, 0)));
+    assert_eq!(
+        year.wake_at(in_two_years),
+        in_two_years - chrono::Duration::days(365) / 2
+    );
 }
 
 fn check_plan(expr: &str, st: Option<TriggerState>, want: Plan) {
@@ -135,7 +159,7 @@ fn plans_triggers_without_an_actor() {
         &config("0 0 1 1 *", None, 2, ""),
         None,
         t("2100-06-01T00:00:00Z"),
-        ResidentWindow::new(Duration::from_secs(60)),
+        ResidentWindow::new(Some(Duration::from_secs(60))),
     );
     assert_eq!(never, Plan::Resident);
     // A changed spec, or a clock that went back behind the last fire: afresh from now,
@@ -202,7 +226,7 @@ fn plans_record_missed_fires_without_an_actor_unless_one_runs_late() {
 
 #[test]
 fn the_resident_window() {
-    let w = ResidentWindow::new(Duration::from_secs(60));
+    let w = ResidentWindow::new(Some(Duration::from_secs(60)));
     // (next fire, now, far, still far after a passivation request)
     let rows = [
         (at(12, 1, 0), at(12, 0, 0), false, true),
