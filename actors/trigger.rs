@@ -412,7 +412,10 @@ impl Behaviour for TriggerActor {
             // TriggerActor's message loop that large too.
             TriggerMsg::Fire(at) => {
                 use tracing::Instrument;
-                let span = tracing::info_span!("fire", trigger = %state.config.name, scheduled = %at.to_rfc3339());
+                // A root span per fire, linked to the timer that armed it: nested in the message's
+                // span (the previous fire's), every log line would carry every earlier fire.
+                let span = tracing::info_span!(parent: None, "fire", trigger = %state.config.name, scheduled = %at.to_rfc3339());
+                span.follows_from(tracing::Span::current());
                 Box::pin(state.fire(me, at)).instrument(span).await
             }
             TriggerMsg::Reconfigure(config) => {

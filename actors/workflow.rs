@@ -601,7 +601,13 @@ impl Behaviour for WorkflowActor {
             .map_err(|e| format!("task {id}: stored workflow spec is unreadable: {e}"))?;
         let plan = Plan::new(&spec);
         let mut state = WorkflowState {
-            span: tracing::info_span!("task", id),
+            span: {
+                // A root span per task, linked to what created it (a fire, a delivery, a
+                // request): nested in it, a queued task would carry every task before it.
+                let span = tracing::info_span!(parent: None, "task", id);
+                span.follows_from(tracing::Span::current());
+                span
+            },
             ctx,
             plan,
             steps: lower::lower_workflow(&spec),

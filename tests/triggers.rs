@@ -673,3 +673,32 @@ fn a_weekly_trigger_has_its_actor_right_after_apply() {
         .then_some(())
     });
 }
+
+/// Log lines stay as long as they were: every fire is a root span of its own. (Nested in the
+/// previous fire's span, as it was, the line of the 20th fire carried all 19 before it, and a
+/// per-minute trigger wrote 85 KB lines after a day.)
+#[test]
+fn the_log_line_of_the_20th_fire_is_no_longer_than_the_first() {
+    let d = TestDaemon::start();
+    d.apply(&format!(
+        "{}{}",
+        base(&d),
+        trigger("tick", "* * * * * *", "quick", "")
+    ));
+    let lines = eventually(Duration::from_secs(60), "20 fires in the log", || {
+        let log = d.log();
+        let created: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("task created") && l.contains("origin=trigger/tick"))
+            .map(str::to_owned)
+            .collect();
+        (created.len() >= 20).then_some(created)
+    });
+    let (first, last) = (&lines[0], &lines[19]);
+    assert!(first.contains("fire{"), "{first}");
+    // The task id and the instant may add a few characters.
+    assert!(
+        last.len() <= first.len() + 8,
+        "the 20th fire's line grew:\n{first}\n{last}"
+    );
+}

@@ -2,8 +2,10 @@
 //! their control probes.
 //!
 //! ractor's own registry is process-wide, so a [`Registry`] registers each actor under its name
-//! behind a prefix of its own (`"{n}|"`, never shown): two daemons started in one process, as the
-//! in-process tests do, hold `tasks`, `secret-store` and `trigger/<project>/<name>` side by side.
+//! behind a prefix of its own: two daemons started in one process, as the in-process tests do,
+//! hold `tasks`, `secret-store` and `trigger/<project>/<name>` side by side. The first registry
+//! of a process (the daemon's) has the empty prefix, so ractor's own log spans show the names
+//! operators know; later ones use `"{n}|"`.
 //! Everything that finds an actor by name (the control API, a parent looking up its child, the
 //! shutdown path) asks the [`Registry`] it was given; an [`Addr`] carries the registry its actor
 //! lives in, so a behaviour reaches its peers through `me.registry()`.
@@ -58,7 +60,11 @@ impl Registry {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Registry(Arc::new(Inner {
-            prefix: format!("{n}|"),
+            prefix: if n == 1 {
+                String::new()
+            } else {
+                format!("{n}|")
+            },
             stats: RwLock::new(HashMap::new()),
             probes: RwLock::new(HashMap::new()),
         }))
@@ -69,8 +75,8 @@ impl Registry {
         format!("{}{name}", self.0.prefix)
     }
 
-    /// The name of an actor this registry spawned, as operators see it (`None` for a cell of
-    /// another registry or an unnamed one).
+    /// The name of an actor this registry spawned, as operators see it (`None` for an unnamed
+    /// cell or, but for the first registry, a cell of another registry).
     pub fn name_of(&self, cell: &ActorCell) -> Option<String> {
         cell.get_name()?
             .strip_prefix(self.0.prefix.as_str())
@@ -319,6 +325,8 @@ mod tests {
 
     #[tokio::test]
     async fn two_registries_hold_the_same_name_apart() {
+        // Neither is the process's first registry (the one with the empty prefix).
+        let _first = Registry::new();
         let (a, b) = (Registry::new(), Registry::new());
         let (ea, ja) = a
             .spawn_joinable("echo".into(), Echo, "a", None)

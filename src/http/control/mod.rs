@@ -345,7 +345,7 @@ pub fn routes(
     .with(warp::trace(|info| {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info_span!("request", id, method = %info.method(), path = %info.path())
+        tracing::info_span!(parent: None, "request", id, method = %info.method(), path = %info.path())
     }))
     .map(Reply::into_response)
 }

@@ -280,7 +280,7 @@ pub fn routes(
                 static NEXT: AtomicU64 = AtomicU64::new(1);
                 let ctx = ctx.clone();
                 // The delivery's span reaches every actor the delivery touches.
-                let span = tracing::info_span!("delivery", id = NEXT.fetch_add(1, Ordering::Relaxed), path = %tail.as_str());
+                let span = tracing::info_span!(parent: None, "delivery", id = NEXT.fetch_add(1, Ordering::Relaxed), path = %tail.as_str());
                 async move { deliver(&ctx, tail.as_str(), headers, body).await }.instrument(span)
             })
     };
