@@ -61,12 +61,21 @@ fn lines(log: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The lines of one stream as the agent wrote them: a `{tag}+` line (the rest of a line whose
+/// beginning was flushed after a pause) is joined to the line before it.
 fn out_lines(log: &str, tag: &str) -> Vec<String> {
-    lines(log)
-        .into_iter()
-        .filter(|(t, _)| t == tag)
-        .map(|(_, text)| text)
-        .collect()
+    let rest = format!("{tag}+");
+    let mut out: Vec<String> = Vec::new();
+    for (t, text) in lines(log) {
+        if t == tag {
+            out.push(text);
+        } else if t == rest {
+            out.last_mut()
+                .expect("a `+` line follows a line of its stream")
+                .push_str(&text);
+        }
+    }
+    out
 }
 
 /// Polls `condition` until it holds; panics with `what` after [`DEADLINE`].

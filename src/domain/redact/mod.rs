@@ -491,7 +491,10 @@ mod tests {
         // A half left when the stream ends is not the whole secret: released as it is.
         assert_eq!(stream.push(b"tok-SECRET-9"), b"");
         assert_eq!(stream.finish(), b"tok-SECRET-9");
-        check_splits(&redactor, b"a tok-SECRET-9f8e7d6c5b tok-tok-SECRET-9f8e7d6c5btok-SECRET");
+        check_splits(
+            &redactor,
+            b"a tok-SECRET-9f8e7d6c5b tok-tok-SECRET-9f8e7d6c5btok-SECRET",
+        );
     }
 
     #[test]
@@ -524,7 +527,10 @@ mod tests {
                 .rev()
                 .find(|&k| {
                     let tail = &given[end - k..];
-                    k == 0 || secrets.iter().any(|s| s.len() > k && s.as_bytes().starts_with(tail))
+                    k == 0
+                        || secrets
+                            .iter()
+                            .any(|s| s.len() > k && s.as_bytes().starts_with(tail))
                 })
                 .unwrap_or(0);
             assert_eq!(

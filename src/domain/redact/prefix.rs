@@ -66,6 +66,7 @@ impl Prefixes {
         first_child.push(range.len() as u32);
         let nodes = range.len();
         drop(range);
+        debug_assert_eq!(depth.len(), nodes);
         let mut trie = Prefixes {
             label,
             first_child,
@@ -74,12 +75,12 @@ impl Prefixes {
             max_len: sorted.iter().map(|s| s.len()).max().unwrap_or(0),
         };
         // Breadth-first: a node's failure link and its own answer only need shallower nodes.
-        for node in 0..nodes {
+        for (node, &depth) in depth.iter().enumerate() {
             let children = trie.children(node as u32);
             trie.hold[node] = if children.is_empty() {
                 trie.hold[trie.fail[node] as usize]
             } else {
-                depth[node]
+                depth
             };
             for child in children {
                 trie.fail[child] = if node == 0 {
