@@ -571,3 +571,62 @@ spec:
     }
     assert_eq!(show(&d, id)["task"]["state"], "succeeded");
 }
+
+#[test]
+fn a_waiting_agents_output_is_in_the_log_while_it_runs_and_a_split_secret_never_is() {
+    let d = TestDaemon::start();
+    // TOKEN comes from the SecretStore, so redaction is active. The agent prints a line, a
+    // partial line and the first half of the secret, says so on stderr, waits 5 s, then prints
+    // the second half.
+    setup(
+        &d,
+        r#"
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {name: waiter}
+spec:
+  command: >-
+    sh -c 'a=${TOKEN%??????}; b=${TOKEN#"$a"}; echo live-line; printf progress-;
+    printf %s "$a"; echo half-printed >&2; sleep 5.013; printf "%s\n" "$b"; echo {prompt}'
+  capabilities: [wait]
+  env: [{name: TOKEN, refValue: {name: creds, key: token}}]
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: waiting}
+spec:
+  steps: [{id: wait, template: say, required_capability: wait}]
+"#,
+    );
+    let id = create(&d, "waiting", &["--goal", "finished"]);
+    let logs = || d.cli(&["task", "logs", &id.to_string()]).ok().to_owned();
+    let seen = eventually(
+        Duration::from_secs(20),
+        "the agent's output in `task logs`",
+        || {
+            let out = logs();
+            (out.contains("err half-printed") && out.contains("out progress-")).then_some(out)
+        },
+    );
+    // All of that is visible while the agent still sleeps, not when it exits.
+    assert!(
+        !pids("sleep 5.013").is_empty(),
+        "the agent ended first:\n{seen}"
+    );
+    assert_eq!(show(&d, id)["task"]["state"], "running", "{seen}");
+    assert!(seen.contains("out live-line\n"), "{seen}");
+    // The half of the secret already printed is held back, not logged.
+    assert!(!seen.contains("tok-SECRET"), "{seen}");
+
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    let out = logs();
+    assert!(
+        !out.contains("tok-SECRET") && !out.contains("9f8e7d6c5b") && !out.contains("7d6c5b"),
+        "{out}"
+    );
+    // The rest of the partial line, once the second half came: a `+` line continues it.
+    assert!(out.contains("out progress-\n"), "{out}");
+    assert!(out.contains("out+ [REDACTED]\n"), "{out}");
+    assert!(out.contains("out finished\n"), "{out}");
+}

@@ -1,26 +1,36 @@
 //! An agent's run log: one line per output line, `{RFC 3339 UTC millis} {out|err} {line}`, for
 //! example `2026-11-29T10:00:00.123Z out hello`. Each stream's raw bytes pass through a
 //! [`StreamRedactor`] before they are split into lines, so a secret cut across two reads or
-//! spanning lines is still redacted. The redactor follows the daemon's live secret set
-//! ([`Secrets`]): a value that becomes a secret while the agent runs is hidden from the first
-//! chunk read after that, and a value removed meanwhile stays hidden until the run ends. Lines
-//! longer than [`MAX_LINE`] bytes are split; a final line
-//! without a newline is still logged; a trailing `\r` is dropped and invalid UTF-8 becomes U+FFFD.
-//! After `stream_cap` redacted bytes a stream gets one marker line,
+//! spanning lines is still redacted; it holds back only a tail that is the beginning of a secret
+//! (until its continuation shows what it is, or the stream ends). The redactor follows the
+//! daemon's live secret set ([`Secrets`]): a value that becomes a secret while the agent runs is
+//! hidden from the first chunk read after that, and a value removed meanwhile stays hidden until
+//! the run ends.
+//!
+//! Lines are logged as soon as they end. A line the agent has not ended is logged as far as it
+//! goes once the agent has written nothing for [`FLUSH_IDLE`], or [`FLUSH_MAX`] after its first
+//! unlogged byte while output keeps coming, and never inside a UTF-8 character; the rest of it is
+//! logged under the tag `out+` (`err+`), so each `+` line joined to the previous line of its
+//! stream gives back the agent's line, and `task logs --follow` shows a waiting agent's progress.
+//! Lines longer than [`MAX_LINE`] bytes are split (at the same places whether or not a part was
+//! flushed early); a final line without a newline is still logged; a trailing `\r` is dropped and
+//! invalid UTF-8 becomes U+FFFD. After `stream_cap` redacted bytes a stream gets one marker line,
 //! `[stdout truncated after N bytes]`, and the rest is read and discarded so the child never
 //! blocks on a full pipe. Both streams feed one writer task through a bounded channel; it flushes
-//! whenever it has caught up, so `task logs --follow` sees lines as they come. The first bytes of
-//! redacted stdout are also kept ([`Capture`]) for `{prev_stdout}`.
+//! whenever it has caught up. The first bytes of redacted stdout are also kept ([`Capture`]) for
+//! `{prev_stdout}`.
 
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::ProcessError;
 use crate::domain::redact::{Secrets, StreamRedactor};
@@ -28,6 +38,12 @@ use crate::domain::redact::{Secrets, StreamRedactor};
 /// The longest run-log line; longer output lines are split (at a character boundary if one is
 /// near) instead of being buffered without limit.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// A line the agent has not ended is logged as far as it goes after this long without output...
+pub const FLUSH_IDLE: Duration = Duration::from_millis(200);
+
+/// ...or this long after its first unlogged byte arrived, if the agent keeps writing.
+pub const FLUSH_MAX: Duration = Duration::from_secs(1);
 
 /// Bytes read from a pipe at a time.
 const READ_CHUNK: usize = 4 * 1024;
@@ -65,17 +81,7 @@ where
     let (log_tx, log_rx) = mpsc::channel(LOG_QUEUE);
     let (stop_readers, stop_rx) = watch::channel(false);
     let writer = tokio::spawn(write_log(tokio::fs::File::from_std(log), log_rx));
-    let reader = |stream, capture| Reader {
-        stream,
-        redactor: secrets.stream(),
-        cap: stream_cap,
-        logged: 0,
-        capped: false,
-        raw: 0,
-        line: Vec::new(),
-        capture,
-        log: log_tx.clone(),
-    };
+    let reader = |stream, capture| Reader::new(stream, secrets, stream_cap, capture, &log_tx);
     let stdout = tokio::spawn(
         reader(Stream::Out, Some(Capture::new(capture_cap))).run(out_pipe, stop_rx.clone()),
     );
@@ -124,10 +130,13 @@ enum Stream {
 }
 
 impl Stream {
-    fn tag(self) -> &'static str {
-        match self {
-            Stream::Out => "out",
-            Stream::Err => "err",
+    /// The tag of a log line; `continues` marks the rest of a line flushed early.
+    fn tag(self, continues: bool) -> &'static str {
+        match (self, continues) {
+            (Stream::Out, false) => "out",
+            (Stream::Out, true) => "out+",
+            (Stream::Err, false) => "err",
+            (Stream::Err, true) => "err+",
         }
     }
 
@@ -143,7 +152,24 @@ impl Stream {
 struct Batch {
     at: DateTime<Utc>,
     stream: Stream,
-    lines: Vec<Vec<u8>>,
+    lines: Vec<LogLine>,
+}
+
+/// One run-log line.
+#[derive(Debug, PartialEq, Eq)]
+struct LogLine {
+    text: Vec<u8>,
+    /// It goes on an output line whose beginning an earlier flush logged (the `+` tags).
+    continues: bool,
+}
+
+impl LogLine {
+    fn new(text: Vec<u8>) -> LogLine {
+        LogLine {
+            text,
+            continues: false,
+        }
+    }
 }
 
 /// What a reader saw of its stream.
@@ -165,13 +191,40 @@ struct Reader {
     /// The cap was reached: read and discard from now on.
     capped: bool,
     raw: u64,
-    /// The current line, not yet ended by a newline.
-    line: Vec<u8>,
+    lines: Splitter,
+    /// When the first byte of the partial line that [`Splitter::flush`] would log arrived.
+    partial_since: Option<Instant>,
+    /// When the last bytes were read, on the runtime's clock and on the wall clock.
+    last_read: Instant,
+    read_at: DateTime<Utc>,
     capture: Option<Capture>,
     log: mpsc::Sender<Batch>,
 }
 
 impl Reader {
+    fn new(
+        stream: Stream,
+        secrets: &Secrets,
+        cap: u64,
+        capture: Option<Capture>,
+        log: &mpsc::Sender<Batch>,
+    ) -> Reader {
+        Reader {
+            stream,
+            redactor: secrets.stream(),
+            cap,
+            logged: 0,
+            capped: false,
+            raw: 0,
+            lines: Splitter::default(),
+            partial_since: None,
+            last_read: Instant::now(),
+            read_at: Utc::now(),
+            capture,
+            log: log.clone(),
+        }
+    }
+
     async fn run<R: AsyncRead + Unpin>(
         mut self,
         mut pipe: R,
@@ -182,6 +235,9 @@ impl Reader {
         let mut buf = vec![0; 256];
         let mut abandoned = false;
         loop {
+            let flush_at = self
+                .partial_since
+                .map(|since| (self.last_read + FLUSH_IDLE).min(since + FLUSH_MAX));
             let read = tokio::select! {
                 biased;
                 explicit = stopped(&mut stop) => {
@@ -189,10 +245,16 @@ impl Reader {
                     break;
                 }
                 read = pipe.read(&mut buf) => read,
+                () = sleep_until(flush_at) => {
+                    self.flush_partial().await;
+                    continue;
+                }
             };
             match read {
                 Ok(0) => break,
                 Ok(n) => {
+                    self.last_read = Instant::now();
+                    self.read_at = Utc::now();
                     self.feed(&buf[..n]).await;
                     if n == buf.len() && buf.len() < READ_CHUNK {
                         buf.resize(READ_CHUNK, 0);
@@ -215,7 +277,8 @@ impl Reader {
                 "[{} still held open by a process outside the agent's process group; stopped reading]",
                 self.stream.name()
             );
-            self.send(vec![note.into_bytes()]).await;
+            self.read_at = Utc::now();
+            self.send(vec![LogLine::new(note.into_bytes())]).await;
         }
         if let Some(capture) = &mut self.capture {
             capture.truncated |= self.capped || abandoned;
@@ -246,9 +309,9 @@ impl Reader {
             capture.push(taken);
         }
         let mut lines = Vec::new();
-        split_lines(&mut self.line, taken, &mut lines);
-        if (over || last) && !self.line.is_empty() {
-            lines.push(std::mem::take(&mut self.line));
+        let restarted = self.lines.push(taken, &mut lines);
+        if over || last {
+            self.lines.finish(&mut lines);
         }
         if over {
             let marker = format!(
@@ -256,18 +319,31 @@ impl Reader {
                 self.stream.name(),
                 self.cap
             );
-            lines.push(marker.into_bytes());
+            lines.push(LogLine::new(marker.into_bytes()));
             self.capped = true;
         }
+        self.partial_since = match self.partial_since {
+            _ if !self.lines.flushable() => None,
+            Some(since) if !restarted => Some(since),
+            _ => Some(self.last_read),
+        };
         self.send(lines).await;
     }
 
-    async fn send(&self, lines: Vec<Vec<u8>>) {
+    /// Logs the partial line as far as it goes: the agent paused, or kept writing for long.
+    async fn flush_partial(&mut self) {
+        let mut lines = Vec::new();
+        self.lines.flush(&mut lines);
+        self.partial_since = None;
+        self.send(lines).await;
+    }
+
+    async fn send(&self, lines: Vec<LogLine>) {
         if lines.is_empty() {
             return;
         }
         let batch = Batch {
-            at: Utc::now(),
+            at: self.read_at,
             stream: self.stream,
             lines,
         };
@@ -283,31 +359,97 @@ async fn stopped(stop: &mut watch::Receiver<bool>) -> bool {
     stop.wait_for(|stop| *stop).await.is_ok()
 }
 
-/// Appends `data` to the current `line`, moving every completed line (and every [`MAX_LINE`]
-/// piece of an overlong one) to `lines`.
-fn split_lines(line: &mut Vec<u8>, mut data: &[u8], lines: &mut Vec<Vec<u8>>) {
-    while !data.is_empty() {
-        let newline = data.iter().position(|&b| b == b'\n');
-        let end = newline.unwrap_or(data.len());
-        line.extend_from_slice(&data[..end]);
-        while line.len() > MAX_LINE {
-            let cut = char_floor(line, MAX_LINE);
-            lines.push(line.drain(..cut).collect());
-        }
-        match newline {
-            Some(at) => {
-                lines.push(std::mem::take(line));
-                data = &data[at + 1..];
-            }
-            None => data = &[],
-        }
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
-/// The largest index at most `at` (and above 0) that does not fall inside a UTF-8 character,
-/// looking back at most three bytes; `at` itself if the bytes there are not UTF-8.
-fn char_floor(bytes: &[u8], at: usize) -> usize {
-    (at.saturating_sub(3).max(1)..=at)
+/// Cuts one stream's redacted bytes into log lines: at newlines, into [`MAX_LINE`] pieces and,
+/// when the reader says so, before the end of a line. A piece's cut does not depend on earlier
+/// flushes: it falls where it would if the whole piece had been logged at once.
+#[derive(Default)]
+struct Splitter {
+    /// The current piece's bytes not logged yet.
+    line: Vec<u8>,
+    /// How many bytes of the current piece flushes logged already.
+    flushed: usize,
+}
+
+impl Splitter {
+    /// Appends `data`, moving every completed line and piece to `out`. True if a line or piece
+    /// ended, so whatever is left started in `data`.
+    fn push(&mut self, mut data: &[u8], out: &mut Vec<LogLine>) -> bool {
+        let mut ended = false;
+        while !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            let end = newline.unwrap_or(data.len());
+            self.line.extend_from_slice(&data[..end]);
+            while self.flushed + self.line.len() > MAX_LINE {
+                // After a flush, the piece may end right where the flushed part did.
+                let least = usize::from(self.flushed == 0);
+                let cut = char_floor(&self.line, MAX_LINE - self.flushed, least);
+                let piece = self.line.drain(..cut).collect();
+                self.end_piece(piece, out);
+                ended = true;
+            }
+            match newline {
+                Some(at) => {
+                    let line = std::mem::take(&mut self.line);
+                    self.end_piece(line, out);
+                    ended = true;
+                    data = &data[at + 1..];
+                }
+                None => data = &[],
+            }
+        }
+        ended
+    }
+
+    /// True when [`flush`](Splitter::flush) would log something.
+    fn flushable(&self) -> bool {
+        self.line.len() > incomplete_tail(&self.line)
+    }
+
+    /// Logs the current line as far as it goes, short of a character cut at its end.
+    fn flush(&mut self, out: &mut Vec<LogLine>) {
+        let n = self.line.len() - incomplete_tail(&self.line);
+        if n > 0 {
+            out.push(LogLine {
+                text: self.line.drain(..n).collect(),
+                continues: self.flushed > 0,
+            });
+            self.flushed += n;
+        }
+    }
+
+    /// Logs what is left of the last line: the stream ended or reached its cap.
+    fn finish(&mut self, out: &mut Vec<LogLine>) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.end_piece(line, out);
+        }
+        self.flushed = 0;
+    }
+
+    /// Logs the rest of a piece; nothing if a flush logged all of it.
+    fn end_piece(&mut self, text: Vec<u8>, out: &mut Vec<LogLine>) {
+        if self.flushed == 0 || !text.is_empty() {
+            out.push(LogLine {
+                text,
+                continues: self.flushed > 0,
+            });
+        }
+        self.flushed = 0;
+    }
+}
+
+/// The largest index at most `at` (and at least `least`) that does not fall inside a UTF-8
+/// character, looking back at most three bytes; `at` itself if the bytes there are not UTF-8.
+fn char_floor(bytes: &[u8], at: usize, least: usize) -> usize {
+    (at.saturating_sub(3).max(least)..=at)
         .rev()
         .find(|&i| bytes.get(i).is_none_or(|&b| b & 0xC0 != 0x80))
         .unwrap_or(at)
@@ -407,15 +549,15 @@ async fn write_log(file: tokio::fs::File, mut batches: mpsc::Receiver<Batch>) ->
 }
 
 fn format_batch(batch: &Batch, text: &mut Vec<u8>) {
-    let prefix = format!(
-        "{} {} ",
-        batch.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        batch.stream.tag()
-    );
+    let at = batch.at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let prefix = [false, true].map(|continues| format!("{at} {} ", batch.stream.tag(continues)));
     for line in &batch.lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        text.extend_from_slice(prefix.as_bytes());
-        text.extend_from_slice(String::from_utf8_lossy(line).as_bytes());
+        let body = line.text.strip_suffix(b"\r").unwrap_or(&line.text);
+        text.extend_from_slice(prefix[usize::from(line.continues)].as_bytes());
+        text.extend_from_slice(String::from_utf8_lossy(body).as_bytes());
         text.push(b'\n');
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,12 +61,21 @@ fn lines(log: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The lines of one stream as the agent wrote them: a `{tag}+` line (the rest of a line whose
+/// beginning was flushed after a pause) is joined to the line before it.
 fn out_lines(log: &str, tag: &str) -> Vec<String> {
-    lines(log)
-        .into_iter()
-        .filter(|(t, _)| t == tag)
-        .map(|(_, text)| text)
-        .collect()
+    let rest = format!("{tag}+");
+    let mut out: Vec<String> = Vec::new();
+    for (t, text) in lines(log) {
+        if t == tag {
+            out.push(text);
+        } else if t == rest {
+            out.last_mut()
+                .expect("a `+` line follows a line of its stream")
+                .push_str(&text);
+        }
+    }
+    out
 }
 
 /// Polls `condition` until it holds; panics with `what` after [`DEADLINE`].
@@ -429,6 +438,36 @@ async fn secrets_are_redacted_in_the_log_and_the_capture() {
     for leak in ["hunter2", "secret", "multi"] {
         assert!(!log.contains(leak), "{leak:?} in the log:\n{log}");
     }
+}
+
+/// A partial line is in the log while the agent still runs; when it is killed, the tail held
+/// back as the possible start of a secret is logged as it is (it is not the whole secret), so no
+/// output is lost and no secret appears.
+#[tokio::test]
+async fn a_partial_line_is_logged_while_running_and_nothing_is_lost_on_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = sh("printf 'waiting for tok-SEC'; sleep 600", dir.path());
+    spec.secrets = Secrets::fixed(Arc::new(Redactor::new(["tok-SECRET-1234"])));
+    let log_path = spec.log_path.clone();
+    let running = spawn(spec).expect("spawn");
+    let canceller = running.canceller();
+    let waiting = tokio::spawn(running.wait());
+    eventually("the partial line in the log of the running agent", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(" out waiting for \n"))
+    })
+    .await;
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        !log.contains("tok"),
+        "the held tail was logged early:\n{log}"
+    );
+    assert!(!waiting.is_finished(), "the agent ended first");
+    canceller.cancel();
+    let finished = waiting.await.expect("join").expect("wait");
+    assert_eq!(finished.outcome, Outcome::Cancelled);
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert_eq!(out_lines(&log, "out"), ["waiting for tok-SEC"], "{log}");
+    assert_eq!(finished.stdout, "waiting for tok-SEC");
 }
 
 /// A value that becomes a secret while the agent runs is redacted from the output read after

@@ -1,10 +1,17 @@
 //! Redaction of secret values from agent output. Every SecretStore value an agent could print is
 //! replaced by [`MARK`] before anything reaches a run log or the captured `{prev_stdout}`, so a
 //! secret never lands on disk in plain text (SPEC §6, §10). Agent output arrives in arbitrary
-//! pieces, so [`StreamRedactor`] holds back the few bytes that could still be the start of a
-//! secret and decides them when the next piece arrives; its output is the same for every way of
-//! cutting the input into pieces. Output up to a newline is released at once unless a secret
-//! itself spans lines, so a run log line is written when it ends, not when the next one comes.
+//! pieces, so [`StreamRedactor`] holds back the bytes that could still be the start of a secret
+//! and decides them when the next piece arrives; its output is the same for every way of cutting
+//! the input into pieces. What it holds is exactly the longest tail that is a proper prefix of a
+//! secret (`prefix.rs`): everything else, a partial line included, is released at once.
+//!
+//! The rule for a held tail, so that a secret printed in two halves with any pause between them
+//! never appears: the tail is held until the input that follows shows it is not the start of a
+//! secret (then it is released as it is, at once), until it completes a secret (then that
+//! occurrence is replaced), or until the stream ends, when [`StreamRedactor::finish`] releases it
+//! as it is, because a proper prefix is not a whole secret. Time plays no part: the run log
+//! flushes partial *lines* after a pause (`process/log.rs`), but never a held tail.
 //!
 //! What is redacted is the union of all occurrences of all secrets: every byte covered by any
 //! occurrence is hidden, and each maximal run of overlapping occurrences becomes one [`MARK`].
@@ -14,6 +21,7 @@
 //! The set of secrets changes while agents run; the daemon's live set ([`SecretRegistry`]) and
 //! the runs' leases on it live in `registry.rs`.
 
+mod prefix;
 mod registry;
 
 use std::fmt;
@@ -22,6 +30,7 @@ use std::sync::atomic::Ordering;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use prefix::Prefixes;
 pub use registry::{RegistryStats, SecretRegistry, Secrets};
 
 /// What every secret occurrence is replaced with.
@@ -40,11 +49,8 @@ enum Matcher {
     Patterns {
         automaton: AhoCorasick,
         count: usize,
-        max_len: usize,
-        /// One past the index of the last newline in any secret (0 if none has one): an
-        /// occurrence still open at the end of the input starts at most this many bytes before
-        /// the input's last newline.
-        line_reach: usize,
+        /// Finds the tail a stream must hold back.
+        prefixes: Prefixes,
     },
     /// The automaton could not be built (only possible for absurdly large secret sets). We then
     /// fail closed: any non-empty output becomes a single [`MARK`].
@@ -59,35 +65,31 @@ impl Redactor {
             .into_iter()
             .filter(|s| !s.as_ref().is_empty())
             .collect();
-        let Some(max_len) = secrets.iter().map(|s| s.as_ref().len()).max() else {
+        if secrets.is_empty() {
             return Redactor::none();
-        };
-        let line_reach = secrets
-            .iter()
-            .filter_map(|s| s.as_ref().iter().rposition(|&b| b == b'\n'))
-            .map(|at| at + 1)
-            .max()
-            .unwrap_or(0);
+        }
         let built = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
             .build(&secrets);
-        match built {
-            Ok(automaton) => Redactor {
-                matcher: Matcher::Patterns {
-                    automaton,
-                    count: secrets.len(),
-                    max_len,
-                    line_reach,
-                },
-            },
-            Err(err) => {
-                tracing::error!(
-                    secrets = secrets.len(),
-                    "cannot build the secret matcher ({err}); all agent output will be redacted"
-                );
-                Redactor::opaque()
+        let values: Vec<&[u8]> = secrets.iter().map(AsRef::as_ref).collect();
+        let problem = match (built, Prefixes::new(&values)) {
+            (Ok(automaton), Some(prefixes)) => {
+                return Redactor {
+                    matcher: Matcher::Patterns {
+                        automaton,
+                        count: secrets.len(),
+                        prefixes,
+                    },
+                };
             }
-        }
+            (Err(err), _) => err.to_string(),
+            (Ok(_), None) => "the secrets exceed 4 GiB".to_owned(),
+        };
+        tracing::error!(
+            secrets = secrets.len(),
+            "cannot build the secret matcher ({problem}); all agent output will be redacted"
+        );
+        Redactor::opaque()
     }
 
     /// A redactor that hides nothing.
@@ -131,22 +133,12 @@ impl Redactor {
         Secrets::fixed(Arc::clone(self)).stream()
     }
 
-    /// Bytes at the end of `buf` (the undecided input) that a stream must hold back: an
-    /// occurrence completed by the next chunk starts in them. It starts at most (longest secret
-    /// - 1) bytes before the end, and after the last newline unless it contains one itself.
+    /// Bytes at the end of `buf` (the undecided input) that a stream must hold back: the
+    /// longest tail that is a proper prefix of a secret, in which any occurrence completed by a
+    /// later chunk must start.
     fn hold_back(&self, buf: &[u8]) -> usize {
         match &self.matcher {
-            Matcher::Patterns {
-                max_len,
-                line_reach,
-                ..
-            } => {
-                let tail = (max_len - 1).min(buf.len());
-                match buf[buf.len() - tail..].iter().rposition(|&b| b == b'\n') {
-                    Some(at) => (tail - at - 1 + line_reach).min(tail),
-                    None => tail,
-                }
-            }
+            Matcher::Patterns { prefixes, .. } => prefixes.held(buf),
             Matcher::Nothing | Matcher::Everything => 0,
         }
     }
@@ -218,8 +210,8 @@ struct StreamState {
 }
 
 /// Redacts one stream fed in chunks. [`push`](StreamRedactor::push) returns the bytes that are
-/// final, holding back the last bytes that might be the start of a secret completed by the next
-/// chunk; [`finish`](StreamRedactor::finish) returns the rest. Concatenated, the outputs equal
+/// final, holding back only the longest tail that is a proper prefix of a secret (see the module
+/// doc for how long it is held); [`finish`](StreamRedactor::finish) returns the rest. Concatenated, the outputs equal
 /// [`Redactor::redact`] of the whole input, however it was cut, as long as the set is fixed.
 /// With a live set ([`SecretRegistry::lease`]) each call first takes the newest set, so a value
 /// added before a chunk was read is hidden in that chunk and in everything still held back.
@@ -427,12 +419,13 @@ mod tests {
     fn stream_holds_back_only_a_possible_secret_prefix() {
         let redactor = Arc::new(Redactor::new(["secret"]));
         let mut stream = redactor.stream();
-        assert_eq!(stream.push(b"hello sec"), b"hell");
-        assert_eq!(stream.push(b"ret and more"), b"o [REDACTED] and");
-        assert_eq!(stream.finish(), b" more");
+        assert_eq!(stream.push(b"hello sec"), b"hello ");
+        assert_eq!(stream.push(b"ret and more"), b"[REDACTED] and more");
+        assert_eq!(stream.finish(), b"");
         // After finish the stream starts over. A complete secret is marked at once.
-        assert_eq!(stream.push(b"secret!"), b"[REDACTED]");
-        assert_eq!(stream.finish(), b"!");
+        assert_eq!(stream.push(b"secret!"), b"[REDACTED]!");
+        assert_eq!(stream.push(b"no s"), b"no ");
+        assert_eq!(stream.finish(), b"s");
     }
 
     #[test]
@@ -472,11 +465,80 @@ mod tests {
         let redactor = Arc::new(Redactor::new(["ab\ncd"]));
         let mut stream = redactor.stream();
         assert_eq!(stream.push(b"xx ab\n"), b"xx ");
-        assert_eq!(stream.push(b"cd\n"), b"[REDACTED]");
-        assert_eq!(stream.push(b"zz ab\nq"), b"\nzz ");
-        assert_eq!(stream.finish(), b"ab\nq");
+        assert_eq!(stream.push(b"cd\n"), b"[REDACTED]\n");
+        assert_eq!(stream.push(b"zz ab\nq"), b"zz ab\nq");
+        assert_eq!(stream.push(b"zz ab\n"), b"zz ");
+        assert_eq!(stream.finish(), b"ab\n");
         check_splits(&redactor, b"ab\nab\ncd\nab\n\ncd ab\ncdab\nc");
         let lines = Arc::new(Redactor::new(["line one\nline two", "zz", "x\n"]));
         check_splits(&lines, b"line one\nline two\nx\nzz\nline one\nzzx\n\nx");
+    }
+
+    #[test]
+    fn a_split_secret_is_held_until_it_completes_or_cannot() {
+        let redactor = Arc::new(Redactor::new(["tok-SECRET-9f8e7d6c5b"]));
+        let mut stream = redactor.stream();
+        // The first half waits for the second, however long the pause: no clock decides here.
+        assert_eq!(stream.push(b"progress tok-SECRET-9f8e"), b"progress ");
+        assert_eq!(stream.push(b""), b"");
+        assert_eq!(stream.push(b"7d6c5b\n"), b"[REDACTED]\n");
+        // A tail that turns out not to start the secret is released as it is, at once...
+        assert_eq!(stream.push(b"tok-SE"), b"");
+        assert_eq!(stream.push(b"T x"), b"tok-SET x");
+        // ...except for what may start it again.
+        assert_eq!(stream.push(b"tok-tok-SE"), b"tok-");
+        assert_eq!(stream.push(b"CRET-9f8e7d6c5b"), b"[REDACTED]");
+        // A half left when the stream ends is not the whole secret: released as it is.
+        assert_eq!(stream.push(b"tok-SECRET-9"), b"");
+        assert_eq!(stream.finish(), b"tok-SECRET-9");
+        check_splits(
+            &redactor,
+            b"a tok-SECRET-9f8e7d6c5b tok-tok-SECRET-9f8e7d6c5btok-SECRET",
+        );
+    }
+
+    #[test]
+    fn a_line_is_not_held_for_a_secret_with_newlines_unless_it_starts_one() {
+        let key = "-----BEGIN KEY-----\nabc\n-----END KEY-----\n";
+        let redactor = Arc::new(Redactor::new([key, "token\n"]));
+        let mut stream = redactor.stream();
+        assert_eq!(stream.push(b"step 1 done\n"), b"step 1 done\n");
+        assert_eq!(stream.push(b"waiting"), b"waiting");
+        assert_eq!(stream.push(b"\nkey: -----BEGIN"), b"\nkey: ");
+        assert_eq!(stream.push(b" KEY-----\nabc\n"), b"");
+        assert_eq!(stream.push(b"-----END KEY-----\n"), b"[REDACTED]");
+        assert_eq!(stream.push(b"token"), b"");
+        assert_eq!(stream.push(b"\n"), b"[REDACTED]");
+        assert_eq!(stream.finish(), b"");
+    }
+
+    /// Fed a byte at a time, the stream holds exactly the longest tail of what it was given that
+    /// is a proper prefix of a secret (found by brute force), never more.
+    #[test]
+    fn the_held_tail_is_exactly_the_longest_secret_prefix() {
+        let secrets = ["abc", "bcd", "abcd", "line one\nline two", "zz", "x\n"];
+        let redactor = Arc::new(Redactor::new(secrets));
+        let text = b"ab line one\nline two abcd line one\nlzzz x\nx line one\nline tw";
+        let mut stream = redactor.stream();
+        for end in 1..=text.len() {
+            let _ = stream.push(&text[end - 1..end]);
+            let given = &text[..end];
+            let longest = (0..=end)
+                .rev()
+                .find(|&k| {
+                    let tail = &given[end - k..];
+                    k == 0
+                        || secrets
+                            .iter()
+                            .any(|s| s.len() > k && s.as_bytes().starts_with(tail))
+                })
+                .unwrap_or(0);
+            assert_eq!(
+                String::from_utf8_lossy(&stream.pending),
+                String::from_utf8_lossy(&given[end - longest..]),
+                "after {:?}",
+                String::from_utf8_lossy(given)
+            );
+        }
     }
 }

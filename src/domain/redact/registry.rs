@@ -286,14 +286,14 @@ mod tests {
         registry.update(["abc"]);
         let run = registry.lease();
         let mut stream = run.stream();
-        let mut out = stream.push(b"hello wor");
+        let mut out = stream.push(b"hello wab");
         assert_eq!(out, b"hello w");
-        // The set grows while the run is live: the held-back "or" is decided by the new set.
-        registry.update(["abc", "orld-secret"]);
-        out.extend(stream.push(b"ld-secret! abc"));
+        // The set grows while the run is live: the held-back "ab" is decided by the new set.
+        registry.update(["abc", "ab-live-secret"]);
+        out.extend(stream.push(b"-live-secret! abc"));
         // The store drops both values: this run may have seen them, so they stay hidden.
         registry.update(Vec::<&str>::new());
-        out.extend(stream.push(b" orld-secret abc."));
+        out.extend(stream.push(b" ab-live-secret abc."));
         out.extend(stream.finish());
         assert_eq!(
             String::from_utf8_lossy(&out),
