@@ -41,6 +41,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod retention;
 pub mod runtime;
 pub mod secret_store;
 pub mod supervisor;

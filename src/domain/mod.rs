@@ -14,6 +14,7 @@ pub mod lower;
 pub mod manifest;
 pub mod redact;
 pub mod render;
+pub mod retention;
 pub mod rotation;
 pub mod schedule;
 pub mod signature;
