@@ -18,7 +18,7 @@
 //! The periodic pass (every `--retention-interval`) is driven by a ticker task that sends
 //! [`RetentionMsg::Tick`]; the actor's state aborts it when dropped.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +170,9 @@ pub struct RetentionState {
     stepping: bool,
     /// Something was deleted since the last vacuum.
     vacuum_due: bool,
+    /// At most how many counted finished tasks each workflow has, as far as this actor knows
+    /// (see [`RetentionState::finished`]); forgotten at every pass.
+    counts: HashMap<(String, String), u64>,
     ticker: tokio::task::JoinHandle<()>,
     removed_tasks: u64,
     removed_dirs: u64,
@@ -227,13 +230,23 @@ impl RetentionState {
                 );
             }
         }
-        self.push(
-            me,
-            Job::Workflow {
-                project: f.project,
-                workflow: f.workflow,
-            },
-        );
+        // A workflow's count is checked when it may be over by more than 1% (at least one
+        // task): the check reads every finished task of the workflow, so it is paid once per
+        // `keep / 100` finishes, not on every one. The periodic pass brings every workflow back
+        // to the count exactly.
+        let keep = self.policy().max_count;
+        let key = (f.project, f.workflow);
+        let due = match self.counts.get_mut(&key) {
+            Some(known) => {
+                *known += 1;
+                *known > keep + keep / 100
+            }
+            None => true,
+        };
+        if due {
+            let (project, workflow) = key;
+            self.push(me, Job::Workflow { project, workflow });
+        }
     }
 
     /// The periodic pass: every history limit, every workflow's count, the age sweep.
@@ -252,6 +265,7 @@ impl RetentionState {
         if self.pass_started.is_none() {
             self.pass_started = Some(self.args.clock.now());
         }
+        self.counts.clear();
         if !keys.is_empty() {
             self.push(me, Job::Triggers { keys, at: 0 });
         }
@@ -398,6 +412,8 @@ impl RetentionState {
                 Ok(if full {
                     Left::More(Job::Workflow { project, workflow })
                 } else {
+                    // At most `keep` now.
+                    self.counts.insert((project, workflow), keep);
                     Left::Done
                 })
             }
@@ -548,6 +564,7 @@ impl Behaviour for RetentionActor {
             queued: HashSet::new(),
             stepping: false,
             vacuum_due: false,
+            counts: HashMap::new(),
             ticker,
             removed_tasks: 0,
             removed_dirs: 0,

@@ -284,8 +284,13 @@ pub(super) fn reclaim(c: &mut Connection, max_pages: u32) -> Result<u64> {
     if free(c)? == 0 || max_pages == 0 {
         return Ok(free(c)? as u64);
     }
-    // The pragma reports nothing; it runs as its own write transaction.
-    c.execute_batch(&format!("PRAGMA incremental_vacuum({max_pages})"))?;
+    // The pragma frees one page per step (so it is stepped to its end), as its own write
+    // transaction.
+    let mut stmt = c.prepare(&format!("PRAGMA incremental_vacuum({max_pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    drop(rows);
+    drop(stmt);
     Ok(free(c)? as u64)
 }
 
@@ -370,3 +375,6 @@ pub(super) fn incremental_vacuum_on(data_dir: &Path) -> Result<VacuumMode> {
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(VacuumMode::Switched { bytes })
 }
+
+#[cfg(test)]
+mod tests;
