@@ -349,7 +349,11 @@ impl RetentionState {
                 let end = (at + BATCH).min(ids.len());
                 let chunk = &ids[at..end];
                 let alive: HashSet<u64> = store.existing(chunk)?.into_iter().collect();
-                let gone: Vec<u64> = chunk.iter().copied().filter(|id| !alive.contains(id)).collect();
+                let gone: Vec<u64> = chunk
+                    .iter()
+                    .copied()
+                    .filter(|id| !alive.contains(id))
+                    .collect();
                 self.remove_dirs(&gone);
                 Ok(if end < ids.len() {
                     Left::More(Job::Orphans { ids, at: end })
@@ -359,8 +363,7 @@ impl RetentionState {
             }
             Job::Trigger { project, trigger } => {
                 let snapshot = self.snapshot();
-                let Some((succeeded, failed)) = history_limit(&snapshot, &project, &trigger)
-                else {
+                let Some((succeeded, failed)) = history_limit(&snapshot, &project, &trigger) else {
                     return Ok(Left::Done);
                 };
                 let ids = store.prune_trigger(&project, &trigger, succeeded, failed, BATCH)?;

@@ -343,17 +343,13 @@ impl TaskSupState {
                 self.ended(id, &info.project, &info.workflow);
             }
             self.untrack(id);
-            return Some(
-                cancelled
-                    .map_err(store_err)
-                    .and_then(|()| {
-                        self.ctx
-                            .store
-                            .get(id)
-                            .map_err(store_err)?
-                            .ok_or(TaskError::NotFound(id))
-                    }),
-            );
+            return Some(cancelled.map_err(store_err).and_then(|()| {
+                self.ctx
+                    .store
+                    .get(id)
+                    .map_err(store_err)?
+                    .ok_or(TaskError::NotFound(id))
+            }));
         }
         None
     }

@@ -84,7 +84,9 @@ pub struct Config {
 /// The retention of finished tasks (set from the daemon's flags).
 pub use crate::actors::retention::Retention;
 /// A duration flag's value (`30d`, `12h`).
-pub use crate::domain::retention::{Age, MAX_COUNT as MAX_RETENTION_COUNT, Policy as RetentionPolicy};
+pub use crate::domain::retention::{
+    Age, MAX_COUNT as MAX_RETENTION_COUNT, Policy as RetentionPolicy,
+};
 
 /// What the webhook server allows a connection and a delivery (set from the daemon's flags).
 pub use crate::http::webhook::Limits as WebhookLimits;

@@ -209,7 +209,11 @@ async fn the_first_pass_removes_old_and_excess_tasks_with_their_run_logs_never_r
     let mut want = names(&kept);
     want.push("not-a-task".into());
     want.sort();
-    assert_eq!(h.dirs(), want, "the run dirs of removed tasks (and 999's) are gone");
+    assert_eq!(
+        h.dirs(),
+        want,
+        "the run dirs of removed tasks (and 999's) are gone"
+    );
     let _ = (old, old_failed);
 }
 
@@ -238,7 +242,8 @@ async fn a_finished_task_over_its_triggers_history_limit_is_pruned_at_once() {
             trigger: Some("hook".into()),
         }))
         .expect("cast");
-    h.until_tasks(&[ok[2], ok[3], failed[1], running, free]).await;
+    h.until_tasks(&[ok[2], ok[3], failed[1], running, free])
+        .await;
     h.settle().await;
     assert_eq!(
         h.dirs(),
@@ -293,10 +298,19 @@ async fn delete_and_prune_answer_what_they_removed_and_refuse_unfinished_tasks()
             "task {running} is running: only a finished task can be deleted; cancel it first (orchestrator task cancel {running})"
         )
     );
-    assert!(matches!(delete(pending).await, Err(RetentionError::NotFinished { .. })));
+    assert!(matches!(
+        delete(pending).await,
+        Err(RetentionError::NotFinished { .. })
+    ));
     delete(done).await.expect("deleted");
-    assert!(matches!(delete(done).await, Err(RetentionError::NotFound(_))));
-    assert!(!h.runs().join(done.to_string()).exists(), "its run logs are gone");
+    assert!(matches!(
+        delete(done).await,
+        Err(RetentionError::NotFound(_))
+    ));
+    assert!(
+        !h.runs().join(done.to_string()).exists(),
+        "its run logs are gone"
+    );
 
     // A prune by request removes the history-limited tasks too: the operator asked.
     let removed = actor

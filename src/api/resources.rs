@@ -246,7 +246,11 @@ pub struct StorageStatus {
     pub tasks: u64,
     #[serde(rename = "finishedTasks")]
     pub finished_tasks: u64,
-    #[serde(rename = "oldestTask", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "oldestTask",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub oldest_task: Option<OldestTask>,
     /// How long finished tasks are kept (`30d`).
     #[serde(rename = "retentionAge")]

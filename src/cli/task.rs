@@ -255,7 +255,10 @@ pub(super) async fn run(
             match out {
                 Output::Table => {
                     let noun = if r.removed == 1 { "task" } else { "tasks" };
-                    println!("removed {} finished {noun} older than {older_than}", r.removed);
+                    println!(
+                        "removed {} finished {noun} older than {older_than}",
+                        r.removed
+                    );
                     Ok(())
                 }
                 _ => print_structured(out, &r),

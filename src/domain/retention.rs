@@ -95,7 +95,7 @@ impl fmt::Display for Age {
         let secs = self.0.as_secs();
         let (unit, scale) = UNITS
             .iter()
-            .find(|(_, scale)| secs % scale == 0)
+            .find(|(_, scale)| secs.is_multiple_of(*scale))
             .copied()
             .unwrap_or(('s', 1));
         write!(f, "{}{unit}", secs / scale)
@@ -178,7 +178,10 @@ mod tests {
     use super::*;
 
     fn check(input: &str, want: Result<u64, &str>) {
-        let got = input.parse::<Age>().map(Age::as_secs).map_err(|e| e.to_string());
+        let got = input
+            .parse::<Age>()
+            .map(Age::as_secs)
+            .map_err(|e| e.to_string());
         match want {
             Ok(secs) => assert_eq!(got, Ok(secs), "{input:?}"),
             Err(part) => {

@@ -22,8 +22,8 @@ use crate::api::{
 };
 use crate::domain::limits;
 use crate::domain::retention::Age;
-use crate::domain::workflow::CancelReason;
 use crate::domain::validate::check_name;
+use crate::domain::workflow::CancelReason;
 
 /// The task routes (listed in the module doc of `control`).
 pub(super) fn routes(ctx: ControlContext) -> Route {
@@ -59,9 +59,7 @@ pub(super) fn routes(ctx: ControlContext) -> Route {
     let task_delete = warp::path!("v1" / "tasks" / u64)
         .and(warp::delete())
         .and(with_ctx.clone())
-        .then(|id: u64, ctx: ControlContext| async move {
-            reply_result(delete(&ctx, id).await)
-        });
+        .then(|id: u64, ctx: ControlContext| async move { reply_result(delete(&ctx, id).await) });
     let task_prune = warp::path!("v1" / "tasks" / "prune")
         .and(warp::post())
         .and(json_body::<PruneTasksRequest>())
@@ -108,10 +106,7 @@ pub(super) async fn call(
         .map_err(ControlError::ActorCall)??)
 }
 
-async fn create(
-    ctx: &ControlContext,
-    req: CreateTaskRequest,
-) -> Result<TaskInfo, ControlError> {
+async fn create(ctx: &ControlContext, req: CreateTaskRequest) -> Result<TaskInfo, ControlError> {
     let project = project_of(req.project.as_deref())?;
     if let Some(g) = &req.goal {
         check_size("goal", g.len(), limits::MAX_GOAL_BYTES)?;
@@ -191,10 +186,7 @@ async fn retention_actor(ctx: &ControlContext) -> Result<Addr<RetentionMsg>, Con
 }
 
 /// `task delete`: a finished task with its rows and run logs.
-async fn delete(
-    ctx: &ControlContext,
-    id: u64,
-) -> Result<DeleteTaskResponse, ControlError> {
+async fn delete(ctx: &ControlContext, id: u64) -> Result<DeleteTaskResponse, ControlError> {
     let actor = retention_actor(ctx).await?;
     actor
         .call(|r| RetentionMsg::Delete(id, r), ACTOR_TIMEOUT)

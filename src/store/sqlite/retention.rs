@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
 use super::{Durability, Pair, connect, immediate, parse_ts, ts};
-use crate::domain::retention::HistoryLimited;
 use crate::api::TaskState;
+use crate::domain::retention::HistoryLimited;
 use crate::store::{AgeScan, Deleted, Result, StorageInfo, StoreError, Swept};
 
 /// The states of a finished task, as SQL.
@@ -204,8 +204,7 @@ fn age_window(
 /// See [`TaskStore::prune_older`](crate::store::TaskStore::prune_older): the window is read
 /// on the reader, the delete runs on the writer.
 pub(super) fn prune_older(pair: &Pair, scan: &AgeScan<'_>) -> Result<Swept> {
-    let (last, end) =
-        pair.read(|c| age_window(c, scan.after, scan.batch, scan.finished_before))?;
+    let (last, end) = pair.read(|c| age_window(c, scan.after, scan.batch, scan.finished_before))?;
     let Some(last) = last else {
         return Ok(Swept {
             removed: Vec::new(),
@@ -315,7 +314,10 @@ pub(super) fn storage(c: &Connection) -> Result<StorageInfo> {
         let mut stmt = c.prepare_cached("SELECT id, created_at FROM tasks ORDER BY id LIMIT 1")?;
         let mut rows = stmt.query([])?;
         match rows.next()? {
-            Some(r) => Some((r.get::<_, i64>(0)? as u64, parse_ts(&r.get::<_, String>(1)?)?)),
+            Some(r) => Some((
+                r.get::<_, i64>(0)? as u64,
+                parse_ts(&r.get::<_, String>(1)?)?,
+            )),
             None => None,
         }
     };
@@ -335,7 +337,10 @@ pub(super) fn switch_to_incremental_vacuum(data_dir: &Path) {
     match incremental_vacuum_on(data_dir) {
         Ok(VacuumMode::Incremental) => {}
         Ok(VacuumMode::Switched { bytes }) => {
-            tracing::info!(bytes, "the database now returns freed space to the file system (auto_vacuum=INCREMENTAL)")
+            tracing::info!(
+                bytes,
+                "the database now returns freed space to the file system (auto_vacuum=INCREMENTAL)"
+            )
         }
         Err(e) => tracing::warn!(
             error = %e,

@@ -25,7 +25,10 @@ fn db() -> Db {
 
 /// Minute `m` of a fixed day.
 fn at(m: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("time") + Duration::minutes(m)
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time")
+        + Duration::minutes(m)
 }
 
 impl Db {
@@ -162,7 +165,14 @@ fn the_count_keeps_each_workflows_newest_and_leaves_history_limited_tasks_alone(
         .expect("prune");
     assert_eq!(gone, vec![plain[0], plain[1], plain[2], plain[3]]);
     assert_eq!(d.ids(), {
-        let mut want = vec![old_running, plain[4], limited_ok, limited_failed, newest, small];
+        let mut want = vec![
+            old_running,
+            plain[4],
+            limited_ok,
+            limited_failed,
+            newest,
+            small,
+        ];
         want.sort_unstable();
         want
     });
@@ -237,11 +247,20 @@ fn delete_removes_a_finished_task_with_its_rows_and_refuses_the_others() {
     let running = d.task("w", None, Running, 1);
     let pending = d.task("w", None, Pending, 2);
     assert!(!d.tasks.runs(done).expect("runs").is_empty());
-    assert_eq!(d.tasks.delete_finished(done).expect("delete"), Deleted::Removed);
+    assert_eq!(
+        d.tasks.delete_finished(done).expect("delete"),
+        Deleted::Removed
+    );
     assert!(d.tasks.get(done).expect("get").is_none());
     assert!(d.tasks.runs(done).expect("runs").is_empty(), "step runs go");
-    assert!(d.tasks.events(done).expect("events").is_empty(), "events go");
-    assert_eq!(d.tasks.delete_finished(done).expect("delete"), Deleted::NotFound);
+    assert!(
+        d.tasks.events(done).expect("events").is_empty(),
+        "events go"
+    );
+    assert_eq!(
+        d.tasks.delete_finished(done).expect("delete"),
+        Deleted::NotFound
+    );
     assert_eq!(
         d.tasks.delete_finished(running).expect("delete"),
         Deleted::NotFinished(Running)
@@ -262,7 +281,16 @@ fn freed_pages_go_back_to_the_file_system() {
     let d = db();
     let big = "x".repeat(64 * 1024);
     let ids: Vec<u64> = (0..64)
-        .map(|i| d.task_in("default", "w", None, Succeeded, i, Some(format!("\"{big}\""))))
+        .map(|i| {
+            d.task_in(
+                "default",
+                "w",
+                None,
+                Succeeded,
+                i,
+                Some(format!("\"{big}\"")),
+            )
+        })
         .collect();
     let full = d.tasks.storage().expect("storage");
     assert_eq!(full.tasks, 64);
@@ -313,7 +341,8 @@ fn a_database_made_before_incremental_vacuum_is_switched_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         // As an earlier version made it: the tables first, no auto_vacuum.
-        let mut c = super::super::connect(dir.path(), super::super::Durability::Full).expect("open");
+        let mut c =
+            super::super::connect(dir.path(), super::super::Durability::Full).expect("open");
         super::super::migrate(&mut c).expect("migrate");
         c.execute_batch("INSERT INTO meta (key, value) VALUES ('kept', 'yes')")
             .expect("a row");
@@ -332,7 +361,9 @@ fn a_database_made_before_incremental_vacuum_is_switched_once() {
     );
     let c = super::super::connect(dir.path(), super::super::Durability::Full).expect("open");
     let kept: String = c
-        .query_row("SELECT value FROM meta WHERE key = 'kept'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'kept'", [], |r| {
+            r.get(0)
+        })
         .expect("the row survives");
     assert_eq!(kept, "yes");
 }
