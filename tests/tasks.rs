@@ -670,7 +670,8 @@ fn retention_removes_the_oldest_finished_tasks_and_their_run_logs_by_count_and_b
         assert!(shown.contains(line), "{line:?} in {shown}");
     }
 
-    // By age, on request: every finished task that finished a second ago or more.
+    // By age, on request: every finished task that finished a second ago or more, but the
+    // newest task (kept so that its id is never given to another task).
     let mut removed = 0;
     eventually(
         Duration::from_secs(30),
@@ -686,11 +687,11 @@ fn retention_removes_the_oldest_finished_tasks_and_their_run_logs_by_count_and_b
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("prune answers a count: {out}"));
             removed += n;
-            (removed == 3).then_some(())
+            (removed == 2).then_some(())
         },
     );
-    assert_eq!(listed(&d), vec![running]);
-    assert_eq!(run_dirs(&d), vec![running]);
+    assert_eq!(listed(&d), vec![running, done[5]]);
+    assert_eq!(run_dirs(&d), vec![running, done[5]]);
     assert_eq!(
         d.cli(&["task", "show", &running.to_string(), "-o", "json"])
             .json()["task"]["state"],
@@ -713,19 +714,25 @@ fn retention_removes_the_oldest_finished_tasks_and_their_run_logs_by_count_and_b
         .ok()
         .to_owned();
     assert_eq!(out.trim(), format!("task {running} deleted"));
-    assert!(listed(&d).is_empty());
-    assert!(run_dirs(&d).is_empty());
+    assert_eq!(listed(&d), vec![done[5]]);
+    assert_eq!(run_dirs(&d), vec![done[5]]);
     let again = d.cli(&["task", "delete", &running.to_string()]);
     assert!(again.fails().contains("not found"), "{}", again.stderr);
+    let newest = d.cli(&["task", "delete", &done[5].to_string()]);
+    assert!(
+        newest.fails().contains("is the newest task"),
+        "{}",
+        newest.stderr
+    );
 }
 
 #[test]
 fn the_daemon_removes_tasks_older_than_its_retention_age_but_not_running_ones() {
     let d = TestDaemon::start_with(&["--task-retention-age", "2s", "--retention-interval", "1"]);
     setup(&d, RETAINED);
-    let running = create(&d, "kept", &["--goal", "6005"]);
     let quick = create(&d, "kept", &["--goal", "0"]);
     assert_eq!(finished(&d, quick)["task"]["state"], "succeeded");
+    let running = create(&d, "kept", &["--goal", "6005"]);
     eventually(
         Duration::from_secs(30),
         "the finished task aged out",

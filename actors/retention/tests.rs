@@ -259,14 +259,20 @@ async fn tasks_go_once_they_are_older_than_the_age_as_time_passes() {
     h.start(policy(3600, 10_000, 60)).await;
     h.settle().await;
     let second = h.task("w", None, TaskState::Cancelled, 1800);
-    assert_eq!(h.ids(), vec![first, second], "nothing is an hour old yet");
+    // The newest task is never removed (its id would be reused): a pending one here.
+    let newest = h.task("w", None, TaskState::Pending, 1801);
+    assert_eq!(
+        h.ids(),
+        vec![first, second, newest],
+        "nothing is an hour old yet"
+    );
     // An hour and a pass later the first has aged out; half an hour more, the second.
     tokio::time::sleep(Duration::from_secs(3600 + 61)).await;
-    h.until_tasks(&[second]).await;
+    h.until_tasks(&[second, newest]).await;
     tokio::time::sleep(Duration::from_secs(1800)).await;
-    h.until_tasks(&[]).await;
+    h.until_tasks(&[newest]).await;
     h.settle().await;
-    assert!(h.dirs().is_empty(), "{:?}", h.dirs());
+    assert_eq!(h.dirs(), names(&[newest]));
 }
 
 #[tokio::test(start_paused = true)]
@@ -278,9 +284,10 @@ async fn delete_and_prune_answer_what_they_removed_and_refuse_unfinished_tasks()
     let old: Vec<u64> = (0..3)
         .map(|i| h.task("w", Some("t"), TaskState::Succeeded, -3 * DAY + i))
         .collect();
+    let newest = h.task("w", None, TaskState::Succeeded, -2 * DAY);
     let actor = h.start(policy(30 * DAY as u64, 10_000, 86_400)).await;
     h.settle().await;
-    assert_eq!(h.ids().len(), 6, "nothing is due");
+    assert_eq!(h.ids().len(), 7, "nothing is due");
 
     let delete = |id: u64| {
         let actor = actor.clone();
@@ -311,6 +318,13 @@ async fn delete_and_prune_answer_what_they_removed_and_refuse_unfinished_tasks()
         !h.runs().join(done.to_string()).exists(),
         "its run logs are gone"
     );
+    let e = delete(newest).await.expect_err("the newest task");
+    assert!(
+        e.to_string().contains(
+            "is the newest task and is kept so that its id is never given to another task"
+        ),
+        "{e}"
+    );
 
     // A prune by request removes the history-limited tasks too: the operator asked.
     let removed = actor
@@ -329,9 +343,9 @@ async fn delete_and_prune_answer_what_they_removed_and_refuse_unfinished_tasks()
         .await
         .expect("answers")
         .expect("pruned");
-    assert_eq!(removed, 3);
-    assert_eq!(h.ids(), vec![running, pending]);
+    assert_eq!(removed, 3, "all but the newest");
+    assert_eq!(h.ids(), vec![running, pending, newest]);
     h.settle().await;
-    assert_eq!(h.dirs(), names(&[running, pending]));
+    assert_eq!(h.dirs(), names(&[running, pending, newest]));
     let _ = old;
 }

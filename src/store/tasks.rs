@@ -135,9 +135,9 @@ pub trait TaskStore: Send + Sync {
     fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()>;
 
     /// Deletes up to `batch` of a trigger's finished tasks beyond the newest `keep_succeeded`
-    /// succeeded and `keep_failed` failed or cancelled ones (`historyLimit`), oldest first, in
-    /// one transaction; returns the deleted ids so that their run directories can go too. Fewer
-    /// than `batch` means nothing is left beyond the limit.
+    /// succeeded and `keep_failed` failed or cancelled ones (`historyLimit`), in one
+    /// transaction; returns the deleted ids (ascending) so that their run directories can go
+    /// too. Fewer than `batch` means nothing is left beyond the limit.
     fn prune_trigger(
         &self,
         project: &str,
@@ -148,7 +148,8 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<u64>>;
 
     /// Deletes one finished task with its step runs and events (`task delete`); a pending or
-    /// running task is left alone.
+    /// running task is left alone, and so is the newest task. No prune deletes the newest task
+    /// either: a task id is never reused.
     fn delete_finished(&self, id: u64) -> Result<Deleted>;
 
     /// The workflows (project, workflow) with more than `keep` finished tasks, not counting the
@@ -156,9 +157,8 @@ pub trait TaskStore: Send + Sync {
     fn over_count(&self, keep: u64, limited: &HistoryLimited) -> Result<Vec<(String, String)>>;
 
     /// Deletes up to `batch` of a workflow's finished tasks beyond its newest `keep` (the tasks
-    /// `limited` leaves to their trigger neither count nor go), oldest first, in one
-    /// transaction; returns the deleted ids. Fewer than `batch` means the workflow is at most
-    /// at `keep`.
+    /// `limited` leaves to their trigger neither count nor go), in one transaction; returns the
+    /// deleted ids (ascending). Fewer than `batch` means the workflow is at most at `keep`.
     fn prune_workflow(
         &self,
         project: &str,
@@ -206,6 +206,9 @@ pub enum Deleted {
     NotFound,
     /// The task is pending or running (in this state): nothing was deleted.
     NotFinished(TaskState),
+    /// The task is the newest one, which is kept so that its id is never given to another
+    /// task; it can go once a newer task exists.
+    Newest,
 }
 
 /// One step of an age sweep over the tasks ([`TaskStore::prune_older`]).

@@ -550,7 +550,7 @@ pub enum ControlError {
     Task(#[from] TaskError),
 
     /// A `task delete` or `task prune` the `retention` actor refused: 404 for a task that is
-    /// not there, 409 for one that has not finished, 500 for the store.
+    /// not there, 409 for one that has not finished (or is the newest), 500 for the store.
     #[error(transparent)]
     Retention(#[from] RetentionError),
 
@@ -628,7 +628,7 @@ impl ControlError {
             Task(e) => task_status(e),
             Retention(e) => match e {
                 RetentionError::NotFound(_) => 404,
-                RetentionError::NotFinished { .. } => 409,
+                RetentionError::NotFinished { .. } | RetentionError::Newest(_) => 409,
                 RetentionError::Store(_) => 500,
             },
             Fire(FireError::Task(e)) => task_status(e),

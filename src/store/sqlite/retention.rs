@@ -5,7 +5,8 @@
 //! Every delete runs in its own short transaction of at most one batch of tasks (their step
 //! runs and events go with them, `ON DELETE CASCADE`), and every delete statement itself
 //! requires the task to be finished, so a pending or running task is never deleted whatever a
-//! caller asks. The candidates of a count prune are chosen on the reader (a read never holds
+//! caller asks, and the task not to be the newest one, so that no task id is ever given out
+//! twice ([`DELETABLE`]). The candidates of a count prune are chosen on the reader (a read never holds
 //! the write lock); a stale read sees at most as many finished tasks as there are, so what it
 //! picks is beyond the limit in the current state too.
 //!
@@ -28,6 +29,13 @@ use crate::store::{AgeScan, Deleted, Result, StorageInfo, StoreError, Swept};
 
 /// The states of a finished task, as SQL.
 const FINISHED: &str = "('succeeded', 'failed', 'cancelled')";
+
+/// What every delete requires besides its own condition: a finished task, and not the newest
+/// task. SQLite gives a new row the largest id plus one, so deleting the newest task would give
+/// its id to the next one; keeping it means a task id is never reused (a webhook's answer, a
+/// run directory and `task show` always name one task).
+const DELETABLE: &str =
+    "state IN ('succeeded', 'failed', 'cancelled') AND id < (SELECT MAX(id) FROM tasks)";
 
 /// True for a task its trigger's `historyLimit` keeps (`?L1`: the succeeded keys, `?L2`: the
 /// failed keys, JSON arrays of `project/trigger`); each `IN` list is built once per statement.
@@ -52,15 +60,16 @@ fn delete_ids(c: &mut Connection, ids: &[i64]) -> Result<Vec<u64>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
     let tx = immediate(c)?;
     let mut gone = Vec::with_capacity(ids.len());
     {
-        let mut stmt = tx.prepare_cached(&format!(
-            "DELETE FROM tasks WHERE id = ?1 AND state IN {FINISHED}"
-        ))?;
+        let mut stmt =
+            tx.prepare_cached(&format!("DELETE FROM tasks WHERE id = ?1 AND {DELETABLE}"))?;
         for id in ids {
             if stmt.execute(params![id])? == 1 {
-                gone.push(*id as u64);
+                gone.push(id as u64);
             }
         }
     }
@@ -68,8 +77,9 @@ fn delete_ids(c: &mut Connection, ids: &[i64]) -> Result<Vec<u64>> {
     Ok(gone)
 }
 
-/// The ids of a trigger's finished tasks beyond its `historyLimit`, oldest first, at most
-/// `batch`.
+/// The ids of a trigger's finished tasks beyond its `historyLimit`, at most `batch`: the
+/// newest of them, which a walk down the trigger's index reaches after `keep + batch` entries
+/// (choosing the oldest would read every task of the trigger at every batch).
 fn trigger_excess(
     c: &Connection,
     project: &str,
@@ -89,9 +99,8 @@ fn trigger_excess(
             break;
         }
         let mut stmt = c.prepare_cached(&format!(
-            "SELECT id FROM (SELECT id FROM tasks WHERE project = ?1 AND trigger = ?2 AND state IN {states}
-                              ORDER BY id DESC LIMIT -1 OFFSET ?3)
-             ORDER BY id LIMIT ?4"
+            "SELECT id FROM tasks WHERE project = ?1 AND trigger = ?2 AND state IN {states}
+             ORDER BY id DESC LIMIT ?4 OFFSET ?3"
         ))?;
         let rows = stmt.query_map(params![project, trigger, keep as i64, left as i64], |r| {
             r.get::<_, i64>(0)
@@ -124,12 +133,15 @@ pub(super) fn delete_task(c: &mut Connection, id: u64) -> Result<Deleted> {
     if !state.is_finished() {
         return Ok(Deleted::NotFinished(state));
     }
-    tx.prepare_cached(&format!(
-        "DELETE FROM tasks WHERE id = ?1 AND state IN {FINISHED}"
-    ))?
-    .execute(params![id as i64])?;
+    let n = tx
+        .prepare_cached(&format!("DELETE FROM tasks WHERE id = ?1 AND {DELETABLE}"))?
+        .execute(params![id as i64])?;
     tx.commit()?;
-    Ok(Deleted::Removed)
+    Ok(if n == 1 {
+        Deleted::Removed
+    } else {
+        Deleted::Newest
+    })
 }
 
 /// See [`TaskStore::over_count`](crate::store::TaskStore::over_count).
@@ -148,8 +160,8 @@ pub(super) fn over_count(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The ids of a workflow's finished tasks beyond its newest `keep`, oldest first, at most
-/// `batch`.
+/// The ids of a workflow's finished tasks beyond its newest `keep`, at most `batch` (the newest
+/// of them, as for a trigger).
 fn workflow_excess(
     c: &Connection,
     project: &str,
@@ -160,10 +172,9 @@ fn workflow_excess(
 ) -> Result<Vec<i64>> {
     let (l1, l2) = limited_keys(limited);
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT id FROM (SELECT id FROM tasks
-                          WHERE project = ?1 AND workflow = ?2 AND state IN {FINISHED} AND NOT {}
-                          ORDER BY id DESC LIMIT -1 OFFSET ?3)
-         ORDER BY id LIMIT ?4",
+        "SELECT id FROM tasks
+         WHERE project = ?1 AND workflow = ?2 AND state IN {FINISHED} AND NOT {}
+         ORDER BY id DESC LIMIT ?4 OFFSET ?3",
         limited_at(5)
     ))?;
     let rows = stmt.query_map(
@@ -219,7 +230,7 @@ pub(super) fn prune_older(pair: &Pair, scan: &AgeScan<'_>) -> Result<Swept> {
         let gone = {
             let mut stmt = tx.prepare_cached(&format!(
                 "DELETE FROM tasks
-                 WHERE id > ?1 AND id <= ?2 AND state IN {FINISHED} AND finished_at < ?3
+                 WHERE id > ?1 AND id <= ?2 AND {DELETABLE} AND finished_at < ?3
                    AND (?4 IS NULL OR project = ?4) AND NOT {}
                  RETURNING id",
                 limited_at(5)

@@ -115,12 +115,12 @@ fn a_history_limit_keeps_exactly_the_newest_n_of_each_outcome() {
         .tasks
         .prune_trigger("default", "t", Some(2), Some(1), 2)
         .expect("prune");
-    assert_eq!(first, vec![s[0], s[1]], "oldest first");
+    assert_eq!(first, vec![s[1], s[2]], "the newest beyond the limit first");
     let second = d
         .tasks
         .prune_trigger("default", "t", Some(2), Some(1), 2)
         .expect("prune");
-    assert_eq!(second, vec![s[2], f1]);
+    assert_eq!(second, vec![s[0], f1]);
     let last = d
         .tasks
         .prune_trigger("default", "t", Some(2), Some(1), 2)
@@ -274,6 +274,37 @@ fn delete_removes_a_finished_task_with_its_rows_and_refuses_the_others() {
         d.tasks.existing(&[done, running, 999]).expect("existing"),
         vec![running]
     );
+    // The newest task stays until a newer one exists, so that its id is never reused.
+    let newest = d.task("w", None, Succeeded, 3);
+    assert_eq!(
+        d.tasks.delete_finished(newest).expect("delete"),
+        Deleted::Newest
+    );
+    let swept = d
+        .tasks
+        .prune_older(&AgeScan {
+            finished_before: at(100),
+            project: None,
+            limited: None,
+            after: 0,
+            batch: 500,
+        })
+        .expect("sweep");
+    assert!(swept.removed.is_empty(), "{swept:?}");
+    assert!(
+        d.tasks
+            .prune_workflow("default", "w", 0, &HistoryLimited::default(), 500)
+            .expect("prune")
+            .is_empty()
+    );
+    let newer = d.task("w", None, Pending, 4);
+    assert!(newer > newest);
+    assert_eq!(
+        d.tasks.delete_finished(newest).expect("delete"),
+        Deleted::Removed
+    );
+    let next = d.task("w", None, Pending, 5);
+    assert!(next > newer, "ids are never reused");
 }
 
 #[test]
@@ -292,8 +323,9 @@ fn freed_pages_go_back_to_the_file_system() {
             )
         })
         .collect();
+    let newest = d.task("w", None, Running, 2000);
     let full = d.tasks.storage().expect("storage");
-    assert_eq!(full.tasks, 64);
+    assert_eq!(full.tasks, 65);
     assert_eq!(full.finished_tasks, 64);
     assert_eq!(full.oldest.map(|(id, _)| id), Some(ids[0]));
     let gone = d
@@ -319,8 +351,8 @@ fn freed_pages_go_back_to_the_file_system() {
     assert_eq!(left, 0);
     let after = d.tasks.storage().expect("storage");
     assert_eq!(after.free_bytes, 0);
-    assert_eq!(after.tasks, 0);
-    assert_eq!(after.oldest, None);
+    assert_eq!(after.tasks, 1);
+    assert_eq!(after.oldest.map(|(id, _)| id), Some(newest));
     // The file shrinks once the write-ahead log is checkpointed into it.
     let conn = super::super::connect(d.dir.path(), super::super::Durability::Full).expect("open");
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
