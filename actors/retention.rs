@@ -48,6 +48,10 @@ pub const BATCH: usize = 500;
 /// holds the write lock for about a millisecond).
 const VACUUM_PAGES: u32 = 256;
 
+/// How long after a task finishes its trigger's and workflow's limits are applied: the finishes
+/// of a busy trigger within it share one transaction.
+const COALESCE: Duration = Duration::from_millis(50);
+
 /// How many history-limited triggers one step of the periodic pass checks.
 const TRIGGERS_PER_STEP: usize = 64;
 
@@ -208,6 +212,11 @@ impl RetentionState {
 
     /// Queues `job` (a trigger or workflow job only once) and makes sure a step will run.
     fn push(&mut self, me: &Addr<RetentionMsg>, job: Job) {
+        self.enqueue(job);
+        self.kick(me);
+    }
+
+    fn enqueue(&mut self, job: Job) {
         let dedupe = matches!(job, Job::Trigger { .. } | Job::Workflow { .. });
         if dedupe && !self.queued.insert(job.clone()) {
             return;
@@ -216,7 +225,6 @@ impl RetentionState {
             return;
         }
         self.queue.push_back(job);
-        self.kick(me);
     }
 
     fn kick(&mut self, me: &Addr<RetentionMsg>) {
@@ -225,17 +233,23 @@ impl RetentionState {
         }
     }
 
+    /// Like [`kick`](Self::kick), but the step runs after [`COALESCE`], so that the tasks of a
+    /// busy trigger that finish meanwhile are pruned in one transaction, not one each.
+    fn kick_soon(&mut self, me: &Addr<RetentionMsg>) {
+        if !self.stepping && !self.queue.is_empty() {
+            me.send_after(COALESCE, || RetentionMsg::Step);
+            self.stepping = true;
+        }
+    }
+
     fn finished(&mut self, me: &Addr<RetentionMsg>, f: Finished) {
         if let Some(trigger) = f.trigger {
             let snapshot = self.snapshot();
             if history_limit(&snapshot, &f.project, &trigger).is_some() {
-                self.push(
-                    me,
-                    Job::Trigger {
-                        project: f.project.clone(),
-                        trigger,
-                    },
-                );
+                self.enqueue(Job::Trigger {
+                    project: f.project.clone(),
+                    trigger,
+                });
             }
         }
         // A workflow's count is checked when it may be over by more than 1% (at least one
@@ -253,8 +267,9 @@ impl RetentionState {
         };
         if due {
             let (project, workflow) = key;
-            self.push(me, Job::Workflow { project, workflow });
+            self.enqueue(Job::Workflow { project, workflow });
         }
+        self.kick_soon(me);
     }
 
     /// The periodic pass: every history limit, every workflow's count, the age sweep.
