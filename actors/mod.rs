@@ -11,6 +11,8 @@
 //! │       └── agent/<task-id>/<step>/<n>   AgentActor (agent.rs): wraps one agent subprocess
 //! ├── triggers                  TriggerSupervisor: reconciles cron triggers on each Snapshot
 //! │   └── trigger/<project>/<name>   TriggerActor: one armed timer per cron trigger
+//! ├── retention                 RetentionActor (retention.rs): removes finished tasks and their
+//! │                             run logs in batches (historyLimit, age, count, delete, prune)
 //! └── webhook                   WebhookActor: owns the warp server; each request reads the
 //!                               newest Snapshot at its start
 //! ```
@@ -23,11 +25,12 @@
 //!
 //! Restart policy. Every parent embeds the same restart machinery (`supervisor::ChildSet`),
 //! counted per child: at most 5 restarts within 10 s.
-//! - root: `secret-store`, `tasks` and `webhook` are `Permanent` and escalate when they exceed
-//!   the intensity; the root then fails and the daemon exits with status 1, so that its service
-//!   manager restarts it. A restarted `secret-store` reloads its state from SQLite (same
-//!   revision); a restarted `webhook` serves the listener the daemon bound once (same port); a
-//!   restarted `tasks` kills leftover agent groups and resumes the running tasks.
+//! - root: `secret-store`, `tasks`, `triggers`, `retention` and `webhook` are `Permanent` and
+//!   escalate when they exceed the intensity; the root then fails and the daemon exits with
+//!   status 1, so that its service manager restarts it. A restarted `secret-store` reloads its
+//!   state from SQLite (same revision); a restarted `webhook` serves the listener the daemon
+//!   bound once (same port); a restarted `tasks` kills leftover agent groups and resumes the
+//!   running tasks; a restarted `retention` starts a pass (its queued work is found again).
 //! - tasks: each WorkflowActor is `Transient` (restarted only when it fails; a finished task
 //!   stops it normally) and `GiveUp`: one that keeps failing is dropped and its task fails, so a
 //!   single bad task never takes the others down. A restarted WorkflowActor resumes from the
@@ -41,6 +44,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod retention;
 pub mod runtime;
 pub mod secret_store;
 pub mod supervisor;

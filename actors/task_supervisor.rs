@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use ractor::{ActorProcessingErr, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
 
-use super::runtime::{Addr, Behaviour, Message};
+use super::retention::{self, Finished, RetentionMsg};
+use super::runtime::{Addr, Behaviour, Message, Registry};
 use super::supervisor::{ChildEvent, ChildSet, ChildSpec, Exhausted, Intensity, Restart, start_fn};
 use super::workflow::{
     TaskContext, TaskError, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
@@ -90,6 +91,8 @@ pub struct TaskSupState {
     trigger_of: HashMap<u64, (String, String)>,
     shutting_down: Option<Vec<RpcReplyPort<()>>>,
     created: u64,
+    /// Where the retention actor is found (told of every task that finishes).
+    registry: Registry,
 }
 
 fn store_err(e: StoreError) -> TaskError {
@@ -111,6 +114,18 @@ impl TaskSupState {
             let key = (project.to_owned(), t.to_owned());
             self.by_trigger.entry(key.clone()).or_default().push(id);
             self.trigger_of.insert(id, key);
+        }
+    }
+
+    /// Tells the retention actor that task `id` of `(project, workflow)` finished, so that its
+    /// trigger's `historyLimit` and its workflow's count hold right away.
+    fn ended(&self, id: u64, project: &str, workflow: &str) {
+        if let Some(r) = self.registry.lookup::<RetentionMsg>(retention::NAME) {
+            let _ = r.cast(RetentionMsg::Finished(Finished {
+                project: project.to_owned(),
+                workflow: workflow.to_owned(),
+                trigger: self.trigger_of.get(&id).map(|(_, t)| t.clone()),
+            }));
         }
     }
 
@@ -249,8 +264,7 @@ impl TaskSupState {
         };
         self.running.insert(id, key);
         if let Err(e) = self.children.start(&me.cell(), spec).await {
-            self.running.remove(&id);
-            self.untrack(id);
+            let key = self.running.remove(&id);
             tracing::error!(task = id, error = %e, "cannot start the task");
             let _ = self.ctx.store.set_state(
                 id,
@@ -258,6 +272,10 @@ impl TaskSupState {
                 Some(&format!("could not start: {e}")),
                 now(),
             );
+            if let Some((project, workflow)) = key {
+                self.ended(id, &project, &workflow);
+            }
+            self.untrack(id);
         }
     }
 
@@ -269,8 +287,7 @@ impl TaskSupState {
         else {
             return;
         };
-        self.running.remove(&id);
-        self.untrack(id);
+        let key = self.running.remove(&id);
         if failed {
             // The actor could not finish the task itself: record why.
             match self.ctx.store.get(id) {
@@ -285,6 +302,10 @@ impl TaskSupState {
                 _ => {}
             }
         }
+        if let Some((project, workflow)) = key {
+            self.ended(id, &project, &workflow);
+        }
+        self.untrack(id);
         if self.running.is_empty()
             && let Some(waiters) = self.shutting_down.as_mut()
         {
@@ -312,25 +333,23 @@ impl TaskSupState {
             }));
         }
         if queued || (info.state == TaskState::Pending && !self.running.contains_key(&id)) {
+            let cancelled = self.ctx.store.set_state(
+                id,
+                TaskState::Cancelled,
+                Some("cancelled before it started"),
+                now(),
+            );
+            if cancelled.is_ok() {
+                self.ended(id, &info.project, &info.workflow);
+            }
             self.untrack(id);
-            return Some(
+            return Some(cancelled.map_err(store_err).and_then(|()| {
                 self.ctx
                     .store
-                    .set_state(
-                        id,
-                        TaskState::Cancelled,
-                        Some("cancelled before it started"),
-                        now(),
-                    )
-                    .map_err(store_err)
-                    .and_then(|()| {
-                        self.ctx
-                            .store
-                            .get(id)
-                            .map_err(store_err)?
-                            .ok_or(TaskError::NotFound(id))
-                    }),
-            );
+                    .get(id)
+                    .map_err(store_err)?
+                    .ok_or(TaskError::NotFound(id))
+            }));
         }
         None
     }
@@ -384,6 +403,7 @@ impl Behaviour for TaskSupervisor {
             trigger_of: HashMap::new(),
             shutting_down: None,
             created: 0,
+            registry: me.registry().clone(),
         };
         let running = state.ctx.store.ids_in_state(TaskState::Running)?;
         let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;

@@ -14,7 +14,6 @@
 //! [`fire`] applies a trigger's `concurrencyPolicy` and creates the task; cron fires, webhook
 //! deliveries and `orchestrator trigger fire` all go through it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use crate::domain::trigger_plan::{
     resume,
 };
 use crate::domain::workflow::CancelReason;
-use crate::store::{TaskStore, TriggerStore};
+use crate::store::TriggerStore;
 
 /// How long before its instant a trigger's timer wakes (then it waits out the rest).
 const EARLY_WAKE_MICROS: i64 = 1_500;
@@ -57,9 +56,7 @@ pub fn trigger_name(project: &str, name: &str) -> String {
 #[derive(Clone)]
 pub struct TriggerContext {
     pub store: Arc<dyn TriggerStore>,
-    pub tasks: Arc<dyn TaskStore>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    pub runs_dir: PathBuf,
     /// A trigger whose next fire is further away than this is passivated; `None` (the default):
     /// every trigger keeps its TriggerActor.
     pub resident_window: Option<Duration>,
@@ -327,7 +324,6 @@ impl TriggerActorState {
             late.count_in(&mut self.state);
             self.save(Some(&late.event));
         }
-        self.prune();
     }
 
     /// Asks the supervisor to passivate this actor when its next fire is beyond the resident
@@ -343,28 +339,6 @@ impl TriggerActorState {
             generation: self.config.generation,
             next,
         });
-    }
-
-    /// Applies `historyLimit`: old finished tasks of this trigger and their logs go.
-    fn prune(&self) {
-        let Some(limit) = self.config.spec.history_limit else {
-            return;
-        };
-        match self.ctx.tasks.prune_trigger(
-            &self.config.project,
-            &self.config.name,
-            limit.successful,
-            limit.failed,
-        ) {
-            Ok(ids) => {
-                for id in ids {
-                    let _ = std::fs::remove_dir_all(self.ctx.runs_dir.join(id.to_string()));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(trigger = %self.config.name, error = %e, "cannot prune trigger history")
-            }
-        }
     }
 }
 

@@ -17,6 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
 use crate::actors::clock::Clock;
+use crate::actors::retention::{self, RetentionActor, RetentionArgs};
 use crate::actors::runtime::Registry;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
 use crate::actors::supervisor::{
@@ -76,7 +77,16 @@ pub struct Config {
     pub trigger_resident_window: Option<std::time::Duration>,
     /// Delivery limits of the webhook server.
     pub webhook_limits: WebhookLimits,
+    /// How long and how many finished tasks are kept (`--task-retention-*`).
+    pub retention: Retention,
 }
+
+/// The retention of finished tasks (set from the daemon's flags).
+pub use crate::actors::retention::Retention;
+/// A duration flag's value (`30d`, `12h`).
+pub use crate::domain::retention::{
+    Age, MAX_COUNT as MAX_RETENTION_COUNT, Policy as RetentionPolicy,
+};
 
 /// What the webhook server allows a connection and a delivery (set from the daemon's flags).
 pub use crate::http::webhook::Limits as WebhookLimits;
@@ -337,11 +347,22 @@ pub async fn run(
         capture_cap: 1024 * 1024,
         secrets: secrets.clone(),
     };
+    let retention_args = {
+        let store = stores.tasks.clone();
+        let snapshots = snapshots.clone();
+        let runs_dir = data_dir.join(layout::RUNS_DIR);
+        let retention = config.retention;
+        move || RetentionArgs {
+            store: store.clone(),
+            snapshots: snapshots.clone(),
+            runs_dir: runs_dir.clone(),
+            retention,
+            clock: Clock::System,
+        }
+    };
     let trigger_ctx = TriggerContext {
         store: stores.triggers.clone(),
-        tasks: stores.tasks.clone(),
         snapshots: snapshots.clone(),
-        runs_dir: data_dir.join(layout::RUNS_DIR),
         resident_window: config.trigger_resident_window,
         clock: Clock::System,
     };
@@ -394,6 +415,14 @@ pub async fn run(
         exhausted: Exhausted::Escalate,
         start: start_fn(&actors, TRIGGERS.to_owned(), move || {
             (TriggerSupervisor, trigger_ctx.clone())
+        }),
+    });
+    children.push(ChildSpec {
+        name: retention::NAME.to_owned(),
+        restart: Restart::Permanent,
+        exhausted: Exhausted::Escalate,
+        start: start_fn(&actors, retention::NAME.to_owned(), move || {
+            (RetentionActor, retention_args())
         }),
     });
     if let Some(listener) = &webhook_listener {
@@ -452,6 +481,7 @@ pub async fn run(
         root: ROOT,
         tasks: stores.tasks.clone(),
         triggers: stores.triggers.clone(),
+        retention: config.retention,
         rotations: rotations.clone(),
         actors: actors.clone(),
     };

@@ -8,7 +8,8 @@
 //!   orchestratord.lock     held by the running daemon: one daemon per data dir
 //!   state.db (+ -wal)      SQLite: resources, tasks, triggers, rotations
 //!   secret.key             the key that encrypts secret values at rest (0600)
-//!   runs/                  one run log per step run
+//!   runs/<task>/           a task's run logs (one per step run), prompt and payload files;
+//!                          removed with the task (actors/retention.rs)
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -32,6 +32,7 @@ impl InProcess {
             webhook_bind: WebhookBind::Addr("127.0.0.1:0".parse().expect("address")),
             trigger_resident_window: None,
             webhook_limits: WebhookLimits::default(),
+            retention: Default::default(),
         };
         let data = DataDir::open(&config.data_dir).expect("data dir");
         let listeners = Listeners::bind(&config, &data).expect("listeners");

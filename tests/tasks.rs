@@ -572,6 +572,224 @@ spec:
     assert_eq!(show(&d, id)["task"]["state"], "succeeded");
 }
 
+/// Ids of every task `task list -A` shows, oldest first.
+fn listed(d: &TestDaemon) -> Vec<u64> {
+    let list = d
+        .cli(&["task", "list", "-A", "--limit", "1000", "-o", "json"])
+        .json();
+    let mut ids: Vec<u64> = list["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["id"].as_u64().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Task ids that have a run directory, sorted.
+fn run_dirs(d: &TestDaemon) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(d.data_dir.join("runs"))
+        .map(|e| {
+            e.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+const RETAINED: &str = r#"
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: kept}
+spec:
+  max_parallel: 10
+  steps: [{id: s, command: "sh -c 'echo run-$1; sleep $2' sh {task_id} {goal}"}]
+"#;
+
+#[test]
+fn retention_removes_the_oldest_finished_tasks_and_their_run_logs_by_count_and_by_age_never_a_running_task()
+ {
+    let d = TestDaemon::start_with(&["--task-retention-count", "3", "--retention-interval", "1"]);
+    setup(&d, RETAINED);
+    // The oldest task runs throughout: neither the count nor an age prune may touch it.
+    let running = create(&d, "kept", &["--goal", "6004"]);
+    eventually(Duration::from_secs(20), "the long task running", || {
+        (!pids("sleep 6004").is_empty()).then_some(())
+    });
+    let done: Vec<u64> = (0..6)
+        .map(|_| {
+            let id = create(&d, "kept", &["--goal", "0"]);
+            assert_eq!(finished(&d, id)["task"]["state"], "succeeded");
+            id
+        })
+        .collect();
+
+    // By count: the workflow keeps its three newest finished tasks, and their run logs.
+    let mut want = vec![running, done[3], done[4], done[5]];
+    want.sort_unstable();
+    eventually(Duration::from_secs(30), "three finished tasks kept", || {
+        (listed(&d) == want).then_some(())
+    });
+    eventually(
+        Duration::from_secs(30),
+        "the run logs of removed tasks gone",
+        || (run_dirs(&d) == want).then_some(()),
+    );
+    for id in &done[..3] {
+        let gone = d.cli(&["task", "show", &id.to_string()]);
+        assert!(gone.fails().contains("not found"), "{}", gone.stderr);
+    }
+    let logs = d
+        .cli(&["task", "logs", &done[5].to_string()])
+        .ok()
+        .to_owned();
+    assert!(logs.contains(&format!("run-{}", done[5])), "{logs}");
+
+    // What the daemon keeps on disk, and the oldest task, are in its status.
+    let status = d.cli(&["daemon", "status", "-o", "json"]).json();
+    let storage = &status["storage"];
+    assert_eq!(
+        storage["oldestTask"]["id"].as_u64(),
+        Some(running),
+        "{status:#}"
+    );
+    assert_eq!(storage["tasks"], 4, "{status:#}");
+    assert_eq!(storage["retentionCount"], 3);
+    assert_eq!(storage["retentionAge"], "30d");
+    assert!(storage["databaseBytes"].as_u64() > Some(0), "{status:#}");
+    assert!(storage["runLogBytes"].as_u64() > Some(0), "{status:#}");
+    let shown = d.cli(&["daemon", "status"]).ok().to_owned();
+    for line in [
+        "Database:",
+        "Run logs:",
+        &format!("Oldest:     task {running} created"),
+    ] {
+        assert!(shown.contains(line), "{line:?} in {shown}");
+    }
+
+    // By age, on request: every finished task that finished a second ago or more, but the
+    // newest task (kept so that its id is never given to another task).
+    let mut removed = 0;
+    eventually(
+        Duration::from_secs(30),
+        "the finished tasks pruned by age",
+        || {
+            let out = d
+                .cli(&["task", "prune", "--older-than", "1s"])
+                .ok()
+                .to_owned();
+            let n: u64 = out
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("prune answers a count: {out}"));
+            removed += n;
+            (removed == 2).then_some(())
+        },
+    );
+    assert_eq!(listed(&d), vec![running, done[5]]);
+    assert_eq!(run_dirs(&d), vec![running, done[5]]);
+    assert_eq!(
+        d.cli(&["task", "show", &running.to_string(), "-o", "json"])
+            .json()["task"]["state"],
+        "running"
+    );
+
+    // One by one: a running task is refused, a finished one goes with its run logs.
+    let refused = d.cli(&["task", "delete", &running.to_string()]);
+    assert!(
+        refused.fails().contains(&format!(
+            "task {running} is running: only a finished task can be deleted; cancel it first"
+        )),
+        "{}",
+        refused.stderr
+    );
+    d.cli(&["task", "cancel", &running.to_string()]).ok();
+    wait_gone("sleep 6004");
+    let out = d
+        .cli(&["task", "delete", &running.to_string()])
+        .ok()
+        .to_owned();
+    assert_eq!(out.trim(), format!("task {running} deleted"));
+    assert_eq!(listed(&d), vec![done[5]]);
+    assert_eq!(run_dirs(&d), vec![done[5]]);
+    let again = d.cli(&["task", "delete", &running.to_string()]);
+    assert!(again.fails().contains("not found"), "{}", again.stderr);
+    let newest = d.cli(&["task", "delete", &done[5].to_string()]);
+    assert!(
+        newest.fails().contains("is the newest task"),
+        "{}",
+        newest.stderr
+    );
+}
+
+#[test]
+fn the_daemon_removes_tasks_older_than_its_retention_age_but_not_running_ones() {
+    let d = TestDaemon::start_with(&["--task-retention-age", "2s", "--retention-interval", "1"]);
+    setup(&d, RETAINED);
+    let quick = create(&d, "kept", &["--goal", "0"]);
+    assert_eq!(finished(&d, quick)["task"]["state"], "succeeded");
+    let running = create(&d, "kept", &["--goal", "6005"]);
+    eventually(
+        Duration::from_secs(30),
+        "the finished task aged out",
+        || (listed(&d) == vec![running]).then_some(()),
+    );
+    eventually(Duration::from_secs(30), "its run logs gone", || {
+        (run_dirs(&d) == vec![running]).then_some(())
+    });
+    assert_eq!(
+        d.cli(&["daemon", "status", "-o", "json"]).json()["storage"]["retentionAge"],
+        "2s"
+    );
+    d.cli(&["task", "cancel", &running.to_string()]).ok();
+    wait_gone("sleep 6005");
+}
+
+#[test]
+fn bad_retention_settings_are_refused_with_the_fix() {
+    for (args, want) in [
+        (
+            vec!["--task-retention-age", "30"],
+            "invalid duration \"30\": use a whole number and a unit: s, m, h, d or w",
+        ),
+        (vec!["--task-retention-age", "0d"], "it must be at least 1s"),
+        (
+            vec!["--task-retention-count", "0"],
+            "0 is not in 1..=100000000",
+        ),
+        (vec!["--retention-interval", "0"], "0 is not in 1..=86400"),
+    ] {
+        let out = std::process::Command::new(crate::common::DAEMON)
+            .args(&args)
+            .arg("--data-dir")
+            .arg("/nonexistent/never-created")
+            .output()
+            .expect("run orchestratord");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    let d = TestDaemon::start();
+    // Usage errors (clap's exit status 2) and a refusal of the daemon (1).
+    for (args, code, want) in [
+        (
+            vec!["task", "prune", "--older-than", "soon"],
+            2,
+            "invalid duration \"soon\": use a whole number and a unit",
+        ),
+        (vec!["task", "prune"], 2, "--older-than <DURATION>"),
+        (vec!["task", "delete", "12345"], 1, "task 12345 not found"),
+    ] {
+        let run = d.cli(&args);
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+    }
+}
+
 #[test]
 fn a_waiting_agents_output_is_in_the_log_while_it_runs_and_a_split_secret_never_is() {
     let d = TestDaemon::start();

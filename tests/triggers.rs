@@ -520,6 +520,43 @@ fn manual_fires_payloads_and_history_limits() {
         "run directories not pruned: {}",
         runs.len()
     );
+    // Exactly two once the last task has finished (the limit is applied when a task finishes,
+    // not only when the next one is created), and no run directory of a pruned task is left.
+    d.cli(&["trigger", "suspend", "pruned"]).ok();
+    eventually(
+        Duration::from_secs(30),
+        "exactly two succeeded tasks",
+        || {
+            let tasks = tasks_of(&d, "pruned");
+            let active = tasks
+                .iter()
+                .any(|t| t["state"] == "pending" || t["state"] == "running");
+            let done = tasks.iter().filter(|t| t["state"] == "succeeded").count();
+            (!active && done == 2).then_some(())
+        },
+    );
+    let mut listed: Vec<String> = d
+        .cli(&["task", "list", "--limit", "1000", "-o", "json"])
+        .json()["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["id"].to_string())
+        .collect();
+    listed.sort();
+    eventually(
+        Duration::from_secs(30),
+        "one run directory per task kept",
+        || {
+            let mut dirs: Vec<String> = std::fs::read_dir(d.data_dir.join("runs"))
+                .expect("runs")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            dirs.sort();
+            (dirs == listed).then_some(())
+        },
+    );
 }
 
 /// The trigger supervisor's self-report (`actors inspect triggers`).

@@ -328,6 +328,58 @@ fn one_request_fires_exactly_one_trigger() {
 }
 
 #[test]
+fn a_webhook_triggers_history_limit_keeps_exactly_its_newest_tasks() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        "---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {name: limited}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks}, scheme: github}\n  action: {workflow: quick, workspace: default}\n  concurrencyPolicy: Allow\n  historyLimit: {successful: 2}\n",
+    );
+    let a = addr(&d);
+    let body = r#"{"action": "push"}"#;
+    let mut accepted = Vec::new();
+    for i in 0..8 {
+        let (status, v) = status_of(&post(
+            a,
+            "/webhook/limited",
+            &signed(Scheme::Github, STORE_OLD, body, &format!("limit-{i}")),
+            body.as_bytes(),
+        ));
+        assert_eq!(status, 202, "{v}");
+        accepted.push(v["task"].as_u64().expect("a task id"));
+    }
+    // Once every task has finished, the trigger keeps exactly its two newest, and their run
+    // logs only.
+    let newest: Vec<u64> = accepted[6..].to_vec();
+    eventually(
+        Duration::from_secs(30),
+        "exactly the two newest tasks",
+        || {
+            let tasks = d
+                .cli(&["task", "list", "--trigger", "limited", "-o", "json"])
+                .json();
+            let mut ids: Vec<u64> = tasks["tasks"]
+                .as_array()
+                .expect("tasks")
+                .iter()
+                .filter(|t| t["state"] == "succeeded")
+                .map(|t| t["id"].as_u64().expect("id"))
+                .collect();
+            ids.sort_unstable();
+            (ids == newest && tasks_of(&d, "limited") == 2).then_some(())
+        },
+    );
+    eventually(Duration::from_secs(30), "only their run logs", || {
+        let mut dirs: Vec<u64> = std::fs::read_dir(d.data_dir.join("runs"))
+            .expect("runs")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        dirs.sort_unstable();
+        (dirs == newest).then_some(())
+    });
+}
+
+#[test]
 fn dry_runs_forms_suspension_and_last_verified() {
     let d = TestDaemon::start();
     setup(

@@ -168,9 +168,7 @@ impl Rig {
     async fn start_triggers(&mut self) {
         let ctx = TriggerContext {
             store: self.stores.triggers.clone(),
-            tasks: self.stores.tasks.clone(),
             snapshots: self.publish.subscribe(),
-            runs_dir: self.dir.path().join("runs"),
             resident_window: Some(self.window),
             clock: self.clock(),
         };

@@ -222,6 +222,50 @@ pub struct DaemonStatus {
     pub webhook_addr: Option<String>,
     pub revision: u64,
     pub resources: BTreeMap<Kind, usize>,
+    /// The database, the run logs and the retention of finished tasks (absent when the store
+    /// could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
+}
+
+/// What the daemon keeps on disk (`daemon status`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StorageStatus {
+    /// The SQLite database file.
+    #[serde(rename = "databaseBytes")]
+    pub database_bytes: u64,
+    /// Its write-ahead log.
+    #[serde(rename = "walBytes")]
+    pub wal_bytes: u64,
+    /// Free space inside the database file, not yet returned to the file system.
+    #[serde(rename = "freeBytes")]
+    pub free_bytes: u64,
+    /// Everything under `<data-dir>/runs` (run logs, prompt and payload files).
+    #[serde(rename = "runLogBytes")]
+    pub run_log_bytes: u64,
+    pub tasks: u64,
+    #[serde(rename = "finishedTasks")]
+    pub finished_tasks: u64,
+    #[serde(
+        rename = "oldestTask",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oldest_task: Option<OldestTask>,
+    /// How long finished tasks are kept (`30d`).
+    #[serde(rename = "retentionAge")]
+    pub retention_age: String,
+    /// How many finished tasks each workflow keeps.
+    #[serde(rename = "retentionCount")]
+    pub retention_count: u64,
+}
+
+/// The oldest task the daemon keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OldestTask {
+    pub id: u64,
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
 }
 
 /// Query of `GET /v1/resources/{kind}` and of describe.

@@ -142,3 +142,32 @@ pub struct TaskQuery {
     #[serde(default)]
     pub limit: Option<usize>,
 }
+
+/// `POST /v1/tasks/prune`: removes the finished tasks that finished more than
+/// `olderThanSeconds` ago (whatever their trigger's `historyLimit`), with their run logs.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PruneTasksRequest {
+    #[serde(rename = "olderThanSeconds")]
+    pub older_than_seconds: u64,
+    /// Default: the `default` project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Every project.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The answer of `POST /v1/tasks/prune`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PruneTasksResponse {
+    /// How many tasks were removed.
+    pub removed: u64,
+}
+
+/// The answer of `DELETE /v1/tasks/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeleteTaskResponse {
+    pub id: u64,
+    pub deleted: bool,
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use orchestrator::daemon::{self, Config, WebhookBind};
+use orchestrator::daemon::{self, Age, Config, WebhookBind};
 use tracing_subscriber::EnvFilter;
 
 /// orchestratord: runs agent workflows from cron schedules and signed webhooks.
@@ -46,6 +46,21 @@ struct Args {
     #[arg(long, default_value_t = 4096, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     webhook_max_connections: u32,
+    /// Finished tasks (with their step runs, events and run logs) are removed this long after
+    /// they finished: a whole number and a unit, s, m, h, d or w (up to 36500d). A trigger's
+    /// historyLimit wins for that trigger's tasks.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    task_retention_age: Age,
+    /// Each workflow keeps at most this many finished tasks (the oldest go first); a trigger's
+    /// historyLimit wins for that trigger's tasks.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=daemon::MAX_RETENTION_COUNT))]
+    task_retention_count: u64,
+    /// Seconds between two retention passes (old tasks are also removed as soon as a task
+    /// finishes over its trigger's or its workflow's count).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    retention_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,6 +108,13 @@ fn start(args: Args) -> anyhow::Result<()> {
             body_timeout: std::time::Duration::from_secs(args.webhook_body_timeout),
             header_timeout: std::time::Duration::from_secs(args.webhook_header_timeout),
             max_connections: args.webhook_max_connections as usize,
+        },
+        retention: daemon::Retention {
+            policy: daemon::RetentionPolicy {
+                max_age: args.task_retention_age,
+                max_count: args.task_retention_count,
+            },
+            interval: std::time::Duration::from_secs(args.retention_interval),
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,6 @@
-//! `daemon status`: the daemon's version, pid, uptime, data dir, addresses, store revision and
-//! resource counts per kind.
+//! `daemon status`: the daemon's version, pid, uptime, data dir, addresses, store revision,
+//! resource counts per kind, and what it keeps on disk (database, run logs, the oldest task,
+//! the retention in force).
 
 use std::io::Write;
 
@@ -8,12 +9,15 @@ use clap::Subcommand;
 use super::Output;
 use super::client::Client;
 use super::table::print_structured;
-use crate::api::DaemonStatus;
+use chrono::Utc;
+
+use super::table::age;
+use crate::api::{DaemonStatus, StorageStatus};
 use crate::domain::manifest::Kind;
 
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
-    /// Version, uptime, data dir, addresses and resource counts.
+    /// Version, uptime, data dir, addresses, resource counts and disk use.
     Status,
 }
 
@@ -59,5 +63,68 @@ fn print_status(s: &DaemonStatus) -> anyhow::Result<()> {
             s.resources.get(&k).copied().unwrap_or(0)
         )?;
     }
+    if let Some(st) = &s.storage {
+        print_storage(&mut o, st)?;
+    }
     Ok(())
+}
+
+fn print_storage(o: &mut impl Write, s: &StorageStatus) -> anyhow::Result<()> {
+    writeln!(
+        o,
+        "Database:   {} (write-ahead log {}, free inside {})",
+        bytes(s.database_bytes),
+        bytes(s.wal_bytes),
+        bytes(s.free_bytes)
+    )?;
+    writeln!(o, "Run logs:   {}", bytes(s.run_log_bytes))?;
+    writeln!(o, "Tasks:      {} ({} finished)", s.tasks, s.finished_tasks)?;
+    match &s.oldest_task {
+        Some(t) => writeln!(
+            o,
+            "Oldest:     task {} created {} ({} ago)",
+            t.id,
+            t.created_at.to_rfc3339(),
+            age(t.created_at, Utc::now())
+        )?,
+        None => writeln!(o, "Oldest:     -")?,
+    }
+    writeln!(
+        o,
+        "Retention:  finished tasks for {}, at most {} per workflow (a trigger's historyLimit wins)",
+        s.retention_age, s.retention_count
+    )?;
+    Ok(())
+}
+
+/// `1.5 MiB`, `512 B`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_are_shown_in_binary_units() {
+        for (n, want) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (5 << 20, "5.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+        ] {
+            assert_eq!(super::bytes(n), want, "{n}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
-//! `task create|list|show|logs|cancel|start`: tasks that run a workflow, their steps, events
-//! and run logs (`logs --follow` streams them), and `create --wait`, which polls until the task
-//! has finished and exits 0 only if it succeeded.
+//! `task create|list|show|logs|cancel|start|delete|prune`: tasks that run a workflow, their
+//! steps, events and run logs (`logs --follow` streams them), `create --wait`, which polls until
+//! the task has finished and exits 0 only if it succeeded, and the removal of finished tasks
+//! with their run logs (`delete` one, `prune --older-than` many).
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,7 +13,11 @@ use clap::Subcommand;
 use super::client::Client;
 use super::table::{age, print_structured, truncate, write_rows};
 use super::{Output, check_payload};
-use crate::api::{CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskState};
+use crate::api::{
+    CreateTaskRequest, DeleteTaskResponse, PruneTasksRequest, PruneTasksResponse, TaskDetail,
+    TaskInfo, TaskList, TaskState,
+};
+use crate::domain::retention::Age;
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
@@ -64,6 +69,19 @@ pub enum TaskCommand {
     Cancel { id: u64 },
     /// Start a task created with --no-start.
     Start { id: u64 },
+    /// Delete a finished task with its step runs, events and run logs (a pending or running
+    /// task is refused: cancel it first).
+    Delete { id: u64 },
+    /// Delete the finished tasks that finished longer ago than --older-than, with their run
+    /// logs, whatever their trigger's historyLimit; prints how many were removed.
+    Prune {
+        /// A duration: a whole number and a unit, s, m, h, d or w (7d, 12h).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Age,
+        /// Across all projects.
+        #[arg(short = 'A', long)]
+        all_projects: bool,
+    },
 }
 
 pub(super) async fn run(
@@ -212,6 +230,38 @@ pub(super) async fn run(
                     Ok(())
                 }
                 _ => print_structured(out, &info),
+            }
+        }
+        TaskCommand::Delete { id } => {
+            let r: DeleteTaskResponse = client.delete(&format!("/v1/tasks/{id}"), &[]).await?;
+            match out {
+                Output::Table => {
+                    println!("task {} deleted", r.id);
+                    Ok(())
+                }
+                _ => print_structured(out, &r),
+            }
+        }
+        TaskCommand::Prune {
+            older_than,
+            all_projects,
+        } => {
+            let req = PruneTasksRequest {
+                older_than_seconds: older_than.as_secs(),
+                project,
+                all: all_projects,
+            };
+            let r: PruneTasksResponse = client.post("/v1/tasks/prune", &req).await?;
+            match out {
+                Output::Table => {
+                    let noun = if r.removed == 1 { "task" } else { "tasks" };
+                    println!(
+                        "removed {} finished {noun} older than {older_than}",
+                        r.removed
+                    );
+                    Ok(())
+                }
+                _ => print_structured(out, &r),
             }
         }
     }

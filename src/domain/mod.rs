@@ -1,7 +1,7 @@
 //! The pure core of orchestrator: manifests, validation, lowering into typed values, the
 //! snapshot, schedules, the cron trigger plan (cursor, missed fires, resident or dormant),
-//! signatures, filters, prompt rendering, what a step run launches, redaction, and the workflow
-//! (with its resume) and rotation state machines. Nothing in here performs IO, reads the clock or
+//! signatures, filters, prompt rendering, what a step run launches, redaction, the retention
+//! rules, and the workflow (with its resume) and rotation state machines. Nothing in here performs IO, reads the clock or
 //! touches tokio, warp or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so
 //! every rule of the product can be unit-tested as plain functions.
 
@@ -14,6 +14,7 @@ pub mod lower;
 pub mod manifest;
 pub mod redact;
 pub mod render;
+pub mod retention;
 pub mod rotation;
 pub mod schedule;
 pub mod signature;

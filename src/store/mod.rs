@@ -32,7 +32,10 @@ pub mod verifications;
 
 pub use resources::ResourceStore;
 pub use rotations::{NewRotation, RotationStore};
-pub use tasks::{Interrupted, NewTask, Output, Queued, RunEnd, TaskRecord, TaskStore};
+pub use tasks::{
+    AgeScan, Deleted, Interrupted, NewTask, Output, Queued, RunEnd, StorageInfo, Swept, TaskRecord,
+    TaskStore,
+};
 pub use triggers::{HISTORY_ROWS, SaveRow, TriggerStore};
 pub use verifications::{Verification, VerificationStore};
 

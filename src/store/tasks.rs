@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::Result;
 use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
+use crate::domain::retention::HistoryLimited;
 
 /// Everything a new task row needs.
 #[derive(Debug, Clone)]
@@ -133,16 +134,53 @@ pub trait TaskStore: Send + Sync {
     /// Releases a held task (`task start`).
     fn release(&self, id: u64, now: DateTime<Utc>) -> Result<()>;
 
-    /// Deletes a trigger's finished tasks beyond the newest `keep_succeeded` succeeded and
-    /// `keep_failed` failed or cancelled ones (`historyLimit`); returns the deleted ids so that
-    /// their run directories can go too.
+    /// Deletes up to `batch` of a trigger's finished tasks beyond the newest `keep_succeeded`
+    /// succeeded and `keep_failed` failed or cancelled ones (`historyLimit`), in one
+    /// transaction; returns the deleted ids (ascending) so that their run directories can go
+    /// too. Fewer than `batch` means nothing is left beyond the limit.
     fn prune_trigger(
         &self,
         project: &str,
         trigger: &str,
         keep_succeeded: Option<u32>,
         keep_failed: Option<u32>,
+        batch: usize,
     ) -> Result<Vec<u64>>;
+
+    /// Deletes one finished task with its step runs and events (`task delete`); a pending or
+    /// running task is left alone, and so is the newest task. No prune deletes the newest task
+    /// either: a task id is never reused.
+    fn delete_finished(&self, id: u64) -> Result<Deleted>;
+
+    /// The workflows (project, workflow) with more than `keep` finished tasks, not counting the
+    /// tasks that `limited` leaves to their trigger's `historyLimit`.
+    fn over_count(&self, keep: u64, limited: &HistoryLimited) -> Result<Vec<(String, String)>>;
+
+    /// Deletes up to `batch` of a workflow's finished tasks beyond its newest `keep` (the tasks
+    /// `limited` leaves to their trigger neither count nor go), in one transaction; returns the
+    /// deleted ids (ascending). Fewer than `batch` means the workflow is at most at `keep`.
+    fn prune_workflow(
+        &self,
+        project: &str,
+        workflow: &str,
+        keep: u64,
+        limited: &HistoryLimited,
+        batch: usize,
+    ) -> Result<Vec<u64>>;
+
+    /// Looks at the next `scan.batch` tasks after `scan.after` (by id, oldest first) and
+    /// deletes those that finished before `scan.finished_before`, in one transaction.
+    fn prune_older(&self, scan: &AgeScan<'_>) -> Result<Swept>;
+
+    /// Which of `ids` are tasks (to find run directories whose task is gone).
+    fn existing(&self, ids: &[u64]) -> Result<Vec<u64>>;
+
+    /// Returns up to `max_pages` free database pages to the file system (incremental vacuum);
+    /// returns how many free pages are left.
+    fn reclaim(&self, max_pages: u32) -> Result<u64>;
+
+    /// The database's size and the oldest task (`daemon status`).
+    fn storage(&self) -> Result<StorageInfo>;
 
     /// One task.
     fn get(&self, id: u64) -> Result<Option<TaskInfo>>;
@@ -158,4 +196,56 @@ pub trait TaskStore: Send + Sync {
 
     /// Events of a task, oldest first.
     fn events(&self, task: u64) -> Result<Vec<TaskEvent>>;
+}
+
+/// What [`TaskStore::delete_finished`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The task and its rows are gone.
+    Removed,
+    NotFound,
+    /// The task is pending or running (in this state): nothing was deleted.
+    NotFinished(TaskState),
+    /// The task is the newest one, which is kept so that its id is never given to another
+    /// task; it can go once a newer task exists.
+    Newest,
+}
+
+/// One step of an age sweep over the tasks ([`TaskStore::prune_older`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AgeScan<'a> {
+    /// Finished tasks that finished before this go.
+    pub finished_before: DateTime<Utc>,
+    /// Only tasks of this project (`None`: every project).
+    pub project: Option<&'a str>,
+    /// Tasks left to their trigger's `historyLimit` (`None`: none are).
+    pub limited: Option<&'a HistoryLimited>,
+    /// Look at tasks with a larger id than this.
+    pub after: u64,
+    /// How many tasks to look at.
+    pub batch: usize,
+}
+
+/// What one step of an age sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: Vec<u64>,
+    /// Where the next step starts (`AgeScan::after`); `None` when no older task is left to
+    /// look at (the tasks after this one were all created after the cut-off).
+    pub next: Option<u64>,
+}
+
+/// The database's size and its oldest task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageInfo {
+    /// The database file.
+    pub db_bytes: u64,
+    /// Its write-ahead log.
+    pub wal_bytes: u64,
+    /// Free pages inside the database file (reclaimed by the incremental vacuum).
+    pub free_bytes: u64,
+    pub tasks: u64,
+    pub finished_tasks: u64,
+    /// The oldest task: its id and creation time.
+    pub oldest: Option<(u64, DateTime<Utc>)>,
 }

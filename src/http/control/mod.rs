@@ -17,6 +17,8 @@
 //! - `GET  /v1/tasks?project=&state=&workflow=&trigger=&limit=&all=` → [`TaskList`]
 //! - `GET  /v1/tasks/{id}` → [`TaskDetail`]
 //! - `POST /v1/tasks/{id}/cancel`, `POST /v1/tasks/{id}/start` → [`TaskInfo`]
+//! - `DELETE /v1/tasks/{id}` → [`DeleteTaskResponse`]; `POST /v1/tasks/prune`
+//!   [`PruneTasksRequest`] → [`PruneTasksResponse`]
 //! - `GET  /v1/tasks/{id}/logs?follow=` → the run logs as text, streamed while `follow` and the
 //!   task is not finished
 //! - `POST /v1/triggers/{name}/fire` [`FireRequest`] → [`FireResponse`]
@@ -35,6 +37,9 @@
 //! [`TaskInfo`]: crate::api::TaskInfo
 //! [`TaskList`]: crate::api::TaskList
 //! [`TaskDetail`]: crate::api::TaskDetail
+//! [`DeleteTaskResponse`]: crate::api::DeleteTaskResponse
+//! [`PruneTasksRequest`]: crate::api::PruneTasksRequest
+//! [`PruneTasksResponse`]: crate::api::PruneTasksResponse
 //! [`FireResponse`]: crate::api::FireResponse
 //! [`KillResponse`]: crate::api::KillResponse
 //! [`RotationRecord`]: crate::api::RotationRecord
@@ -56,25 +61,23 @@ use tokio::sync::watch;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::actors::retention::RetentionError;
 use crate::actors::runtime::{Addr, CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
-use crate::actors::task_supervisor::TaskSupMsg;
 use crate::actors::trigger::FireError;
 use crate::actors::workflow::TaskError;
 use crate::api::{
-    ApiError, ApplyRequest, CreateTaskRequest, DeleteRequest, FireRequest, ResourceQuery,
-    RotateRequest, SecretPatchRequest, TaskQuery, WebhookTestRequest,
+    ApiError, ApplyRequest, DeleteRequest, FireRequest, ResourceQuery, RotateRequest,
+    SecretPatchRequest, WebhookTestRequest,
 };
 use crate::domain::diagnostic::{Diagnostic, refused};
 use crate::domain::limits::{SecretValueError, TooLarge};
 use crate::domain::manifest::{DEFAULT_PROJECT, Kind};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::validate::check_name;
-use crate::domain::workflow::CancelReason;
 use crate::store::{StoreError, TaskStore, TriggerStore};
 
 use actors::TraceQuery;
-use tasks::LogQuery;
 use triggers::SuspendAction;
 
 /// Largest accepted request body (a big apply).
@@ -96,6 +99,8 @@ pub struct ControlContext {
     pub root: &'static str,
     pub tasks: Arc<dyn TaskStore>,
     pub triggers: Arc<dyn TriggerStore>,
+    /// The daemon's retention of finished tasks (shown by `daemon status`).
+    pub retention: crate::actors::retention::Retention,
     pub rotations: crate::rotation::RotationContext,
     /// The daemon's actors, by the names operators see.
     pub actors: Registry,
@@ -111,6 +116,15 @@ impl ControlContext {
 // Routes
 // ---------------------------------------------------------------------------------------------
 
+/// One group of routes. Each group is boxed: a long chain of `or` over warp's nested filter
+/// types makes the compiler's work grow very fast; boxing keeps every type small.
+type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+fn any_of(first: Route, rest: Vec<Route>) -> Route {
+    rest.into_iter()
+        .fold(first, |acc, r| acc.or(r).unify().boxed())
+}
+
 /// All control routes, with every rejection turned into an [`ErrorBody`](crate::api::ErrorBody).
 pub fn routes(
     ctx: ControlContext,
@@ -123,7 +137,9 @@ pub fn routes(
     let status = warp::path!("v1" / "status")
         .and(warp::get())
         .and(with_ctx.clone())
-        .map(|ctx: ControlContext| reply_result(Ok::<_, ControlError>(resources::status(&ctx))));
+        .then(|ctx: ControlContext| async move {
+            reply_result(Ok::<_, ControlError>(resources::status(&ctx).await))
+        });
     let apply = warp::path!("v1" / "apply")
         .and(warp::post())
         .and(json_body::<ApplyRequest>())
@@ -163,40 +179,6 @@ pub fn routes(
                 reply_result(resources::describe(&ctx, &kind, &name, &q).await)
             },
         );
-
-    let task_create = warp::path!("v1" / "tasks")
-        .and(warp::post())
-        .and(json_body::<CreateTaskRequest>())
-        .and(with_ctx.clone())
-        .then(|req: CreateTaskRequest, ctx: ControlContext| async move {
-            reply_result(tasks::create(&ctx, req).await)
-        });
-    let task_list = warp::path!("v1" / "tasks")
-        .and(warp::get())
-        .and(warp::query::<TaskQuery>())
-        .and(with_ctx.clone())
-        .map(|q: TaskQuery, ctx: ControlContext| reply_result(tasks::list(&ctx, &q)));
-    let task_show = warp::path!("v1" / "tasks" / u64)
-        .and(warp::get())
-        .and(with_ctx.clone())
-        .map(|id: u64, ctx: ControlContext| reply_result(tasks::show(&ctx, id)));
-    let task_cancel = warp::path!("v1" / "tasks" / u64 / "cancel")
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .then(|id: u64, ctx: ControlContext| async move {
-            reply_result(tasks::call(&ctx, |r| TaskSupMsg::Cancel(id, CancelReason::User, r)).await)
-        });
-    let task_start = warp::path!("v1" / "tasks" / u64 / "start")
-        .and(warp::post())
-        .and(with_ctx.clone())
-        .then(|id: u64, ctx: ControlContext| async move {
-            reply_result(tasks::call(&ctx, |r| TaskSupMsg::Start(id, r)).await)
-        });
-    let task_logs = warp::path!("v1" / "tasks" / u64 / "logs")
-        .and(warp::get())
-        .and(warp::query::<LogQuery>())
-        .and(with_ctx.clone())
-        .map(|id: u64, q: LogQuery, ctx: ControlContext| tasks::logs(ctx, id, q.follow));
 
     let trigger_fire = warp::path!("v1" / "triggers" / String / "fire")
         .and(warp::post())
@@ -253,13 +235,6 @@ pub fn routes(
             },
         );
 
-    // Each group is boxed: a long chain of `or` over warp's nested filter types makes the
-    // compiler's work grow very fast; boxing keeps every type small.
-    type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
-    fn any_of(first: Route, rest: Vec<Route>) -> Route {
-        rest.into_iter()
-            .fold(first, |acc, r| acc.or(r).unify().boxed())
-    }
     let secret_set = warp::path!("v1" / "secrets" / String / "keys" / String)
         .and(warp::put())
         .and(json_body::<SecretPatchRequest>())
@@ -306,16 +281,7 @@ pub fn routes(
         ],
     );
 
-    let tasks = any_of(
-        task_create.boxed(),
-        vec![
-            task_list.boxed(),
-            task_show.boxed(),
-            task_cancel.boxed(),
-            task_start.boxed(),
-            task_logs.boxed(),
-        ],
-    );
+    let tasks = tasks::routes(ctx.clone());
     let triggers_and_actors = any_of(
         trigger_fire.boxed(),
         vec![
@@ -492,6 +458,11 @@ pub enum ControlError {
     Unlowered { trigger: String, why: String },
     #[error("the root supervisor cannot be killed: stop the daemon instead (SIGTERM)")]
     RootUnkillable,
+    #[error(
+        "olderThanSeconds {0} is out of range: use 1 to {max} seconds (1s to 36500d)",
+        max = crate::domain::retention::MAX_AGE_SECS
+    )]
+    PruneAge(u64),
 
     // 404: nothing at that name or path.
     #[error("unknown control API path: the CLI and the daemon may be different versions")]
@@ -578,6 +549,11 @@ pub enum ControlError {
     #[error(transparent)]
     Task(#[from] TaskError),
 
+    /// A `task delete` or `task prune` the `retention` actor refused: 404 for a task that is
+    /// not there, 409 for one that has not finished (or is the newest), 500 for the store.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
+
     /// A fire that created no task: the task supervisor's answer, or 503 when it is not there.
     #[error(transparent)]
     Fire(#[from] FireError),
@@ -610,7 +586,8 @@ impl ControlError {
             | NoSuchKey { .. }
             | WebhookDisabled
             | Unlowered { .. }
-            | RootUnkillable => 400,
+            | RootUnkillable
+            | PruneAge(_) => 400,
             UnknownPath
             | NotFound { .. }
             | NoTask(_)
@@ -649,6 +626,11 @@ impl ControlError {
                 }
             }
             Task(e) => task_status(e),
+            Retention(e) => match e {
+                RetentionError::NotFound(_) => 404,
+                RetentionError::NotFinished { .. } | RetentionError::Newest(_) => 409,
+                RetentionError::Store(_) => 500,
+            },
             Fire(FireError::Task(e)) => task_status(e),
             Fire(FireError::Tasks(_)) => 503,
             Answered(e) => e.status,

@@ -11,9 +11,10 @@ use super::{
     ACTOR_TIMEOUT, ControlContext, ControlError, SecretStoreMsg, check_size, project_of,
     store_actor,
 };
+use crate::actors::retention::disk_usage;
 use crate::api::{
-    ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, FireTime, ResourceList,
-    ResourceQuery, ResourceView, Source, TriggerStatus,
+    ApplyRequest, ChangeResponse, DaemonStatus, DeleteRequest, Describe, FireTime, OldestTask,
+    ResourceList, ResourceQuery, ResourceView, Source, StorageStatus, TriggerStatus,
 };
 use crate::domain::diagnostic::{Diagnostic, sort_in_source_order};
 use crate::domain::limits;
@@ -23,8 +24,9 @@ use crate::domain::manifest::{
 use crate::domain::snapshot::ResourceKey;
 use crate::domain::validate::{Unparsed, resolve_root_path, validate_documents};
 
-pub(super) fn status(ctx: &ControlContext) -> DaemonStatus {
+pub(super) async fn status(ctx: &ControlContext) -> DaemonStatus {
     let snapshot = ctx.snapshot();
+    let storage = storage(ctx).await;
     DaemonStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: crate::process::own_pid(),
@@ -35,7 +37,39 @@ pub(super) fn status(ctx: &ControlContext) -> DaemonStatus {
         webhook_addr: ctx.webhook_addr.clone(),
         revision: snapshot.revision,
         resources: snapshot.counts(),
+        storage,
     }
+}
+
+/// The database's and the run logs' size, the oldest task and the retention in force; `None`
+/// (logged) when the store cannot be read.
+async fn storage(ctx: &ControlContext) -> Option<StorageStatus> {
+    let info = match ctx.tasks.storage() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the database's size for the status");
+            return None;
+        }
+    };
+    let runs = Path::new(&ctx.data_dir).join(crate::layout::RUNS_DIR);
+    // A walk over every task's directory: off the async threads.
+    let run_log_bytes = tokio::task::spawn_blocking(move || disk_usage(&runs))
+        .await
+        .unwrap_or(0);
+    let policy = ctx.retention.policy;
+    Some(StorageStatus {
+        database_bytes: info.db_bytes,
+        wal_bytes: info.wal_bytes,
+        free_bytes: info.free_bytes,
+        run_log_bytes,
+        tasks: info.tasks,
+        finished_tasks: info.finished_tasks,
+        oldest_task: info
+            .oldest
+            .map(|(id, created_at)| OldestTask { id, created_at }),
+        retention_age: policy.max_age.to_string(),
+        retention_count: policy.max_count,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,91 @@
-//! The task commands: `task run` (create), `task list`, `task show`, `task cancel|start` and
-//! `task logs`. Creating, cancelling and starting ask the `tasks` supervisor; listing, showing and
-//! the logs read the task store and the run logs directly.
+//! The task commands: `task run` (create), `task list`, `task show`, `task cancel|start`,
+//! `task logs`, `task delete` and `task prune`. Creating, cancelling and starting ask the
+//! `tasks` supervisor; deleting and pruning ask the `retention` actor (which removes rows and
+//! run logs together); listing, showing and the logs read the task store and the run logs
+//! directly.
 
 use std::time::Duration;
 
-use super::{ACTOR_TIMEOUT, ControlContext, ControlError, check_size, project_of, reply_error};
+use warp::Filter;
+
+use super::{
+    ACTOR_TIMEOUT, ControlContext, ControlError, Route, any_of, check_size, json_body, project_of,
+    reply_error, reply_result,
+};
+use crate::actors::retention::{self, PruneRequest, RetentionMsg};
 use crate::actors::runtime::Addr;
 use crate::actors::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
 use crate::actors::workflow::TaskError;
-use crate::api::{CreateTaskRequest, TaskDetail, TaskInfo, TaskList, TaskQuery};
+use crate::api::{
+    CreateTaskRequest, DeleteTaskResponse, PruneTasksRequest, PruneTasksResponse, TaskDetail,
+    TaskInfo, TaskList, TaskQuery,
+};
 use crate::domain::limits;
+use crate::domain::retention::Age;
 use crate::domain::validate::check_name;
+use crate::domain::workflow::CancelReason;
+
+/// The task routes (listed in the module doc of `control`).
+pub(super) fn routes(ctx: ControlContext) -> Route {
+    let with_ctx = warp::any().map(move || ctx.clone());
+    let task_create = warp::path!("v1" / "tasks")
+        .and(warp::post())
+        .and(json_body::<CreateTaskRequest>())
+        .and(with_ctx.clone())
+        .then(|req: CreateTaskRequest, ctx: ControlContext| async move {
+            reply_result(create(&ctx, req).await)
+        });
+    let task_list = warp::path!("v1" / "tasks")
+        .and(warp::get())
+        .and(warp::query::<TaskQuery>())
+        .and(with_ctx.clone())
+        .map(|q: TaskQuery, ctx: ControlContext| reply_result(list(&ctx, &q)));
+    let task_show = warp::path!("v1" / "tasks" / u64)
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .map(|id: u64, ctx: ControlContext| reply_result(show(&ctx, id)));
+    let task_cancel = warp::path!("v1" / "tasks" / u64 / "cancel")
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .then(|id: u64, ctx: ControlContext| async move {
+            reply_result(call(&ctx, |r| TaskSupMsg::Cancel(id, CancelReason::User, r)).await)
+        });
+    let task_start = warp::path!("v1" / "tasks" / u64 / "start")
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .then(|id: u64, ctx: ControlContext| async move {
+            reply_result(call(&ctx, |r| TaskSupMsg::Start(id, r)).await)
+        });
+    let task_delete = warp::path!("v1" / "tasks" / u64)
+        .and(warp::delete())
+        .and(with_ctx.clone())
+        .then(|id: u64, ctx: ControlContext| async move { reply_result(delete(&ctx, id).await) });
+    let task_prune = warp::path!("v1" / "tasks" / "prune")
+        .and(warp::post())
+        .and(json_body::<PruneTasksRequest>())
+        .and(with_ctx.clone())
+        .then(|req: PruneTasksRequest, ctx: ControlContext| async move {
+            reply_result(prune(&ctx, req).await)
+        });
+    let task_logs = warp::path!("v1" / "tasks" / u64 / "logs")
+        .and(warp::get())
+        .and(warp::query::<LogQuery>())
+        .and(with_ctx.clone())
+        .map(|id: u64, q: LogQuery, ctx: ControlContext| logs(ctx, id, q.follow));
+
+    any_of(
+        task_create.boxed(),
+        vec![
+            task_list.boxed(),
+            task_show.boxed(),
+            task_cancel.boxed(),
+            task_start.boxed(),
+            task_logs.boxed(),
+            task_delete.boxed(),
+            task_prune.boxed(),
+        ],
+    )
+}
 
 async fn tasks_actor(ctx: &ControlContext) -> Result<Addr<TaskSupMsg>, ControlError> {
     ctx.actors
@@ -31,10 +106,7 @@ pub(super) async fn call(
         .map_err(ControlError::ActorCall)??)
 }
 
-pub(super) async fn create(
-    ctx: &ControlContext,
-    req: CreateTaskRequest,
-) -> Result<TaskInfo, ControlError> {
+async fn create(ctx: &ControlContext, req: CreateTaskRequest) -> Result<TaskInfo, ControlError> {
     let project = project_of(req.project.as_deref())?;
     if let Some(g) = &req.goal {
         check_size("goal", g.len(), limits::MAX_GOAL_BYTES)?;
@@ -66,7 +138,7 @@ pub(super) async fn create(
     call(ctx, |r| TaskSupMsg::Create(request, r)).await
 }
 
-pub(super) fn list(ctx: &ControlContext, q: &TaskQuery) -> Result<TaskList, ControlError> {
+fn list(ctx: &ControlContext, q: &TaskQuery) -> Result<TaskList, ControlError> {
     if let Some(s) = &q.state
         && crate::api::TaskState::parse(s).is_none()
     {
@@ -84,7 +156,7 @@ pub(super) fn list(ctx: &ControlContext, q: &TaskQuery) -> Result<TaskList, Cont
     Ok(TaskList { tasks })
 }
 
-pub(super) fn show(ctx: &ControlContext, id: u64) -> Result<TaskDetail, ControlError> {
+fn show(ctx: &ControlContext, id: u64) -> Result<TaskDetail, ControlError> {
     let task = ctx
         .tasks
         .get(id)
@@ -99,18 +171,68 @@ pub(super) fn show(ctx: &ControlContext, id: u64) -> Result<TaskDetail, ControlE
 }
 
 // ---------------------------------------------------------------------------------------------
+// Delete and prune
+// ---------------------------------------------------------------------------------------------
+
+/// How long a prune may take before the answer gives up (the prune itself goes on); below the
+/// CLI's own deadline.
+const PRUNE_TIMEOUT: Duration = Duration::from_secs(110);
+
+async fn retention_actor(ctx: &ControlContext) -> Result<Addr<RetentionMsg>, ControlError> {
+    ctx.actors
+        .resolve(retention::NAME, Duration::from_secs(5))
+        .await
+        .map_err(ControlError::ActorDown)
+}
+
+/// `task delete`: a finished task with its rows and run logs.
+async fn delete(ctx: &ControlContext, id: u64) -> Result<DeleteTaskResponse, ControlError> {
+    let actor = retention_actor(ctx).await?;
+    actor
+        .call(|r| RetentionMsg::Delete(id, r), ACTOR_TIMEOUT)
+        .await
+        .map_err(ControlError::ActorCall)??;
+    Ok(DeleteTaskResponse { id, deleted: true })
+}
+
+/// `task prune --older-than`: the finished tasks of a project (or all) that finished before
+/// then.
+async fn prune(
+    ctx: &ControlContext,
+    req: PruneTasksRequest,
+) -> Result<PruneTasksResponse, ControlError> {
+    let older_than = Age::from_secs(req.older_than_seconds)
+        .ok_or(ControlError::PruneAge(req.older_than_seconds))?;
+    let project = if req.all {
+        None
+    } else {
+        Some(project_of(req.project.as_deref())?)
+    };
+    let actor = retention_actor(ctx).await?;
+    let request = PruneRequest {
+        older_than,
+        project,
+    };
+    let removed = actor
+        .call(|r| RetentionMsg::Prune(request, r), PRUNE_TIMEOUT)
+        .await
+        .map_err(ControlError::ActorCall)??;
+    Ok(PruneTasksResponse { removed })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Logs
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, serde::Deserialize)]
-pub(super) struct LogQuery {
+struct LogQuery {
     #[serde(default)]
-    pub(super) follow: bool,
+    follow: bool,
 }
 
 /// The task's run logs as one text stream: a header per step run, then its lines. With
 /// `follow`, new lines are sent as they are written until the task has finished.
-pub(super) fn logs(ctx: ControlContext, id: u64, follow: bool) -> warp::reply::Response {
+fn logs(ctx: ControlContext, id: u64, follow: bool) -> warp::reply::Response {
     use warp::Reply;
     match ctx.tasks.get(id) {
         Ok(Some(_)) => {}

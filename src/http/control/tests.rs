@@ -162,6 +162,30 @@ fn actor_answers_get_their_statuses_here() {
         404,
         "task 3 not found",
     );
+    check(
+        RetentionError::NotFound(4).into(),
+        404,
+        "task 4 not found (orchestrator task list shows the tasks)",
+    );
+    check(
+        RetentionError::NotFinished {
+            id: 5,
+            state: TaskState::Pending,
+        }
+        .into(),
+        409,
+        "task 5 is pending: only a finished task can be deleted; cancel it first (orchestrator task cancel 5)",
+    );
+    check(
+        RetentionError::Newest(6).into(),
+        409,
+        "task 6 is the newest task and is kept so that its id is never given to another task; it can be deleted once a newer task exists",
+    );
+    check(
+        ControlError::PruneAge(0),
+        400,
+        "olderThanSeconds 0 is out of range: use 1 to 3153600000 seconds (1s to 36500d)",
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ use super::{Result, StoreError, Stores};
 use crate::layout::DB_FILE;
 
 mod resources;
+mod retention;
 mod rotations;
 mod tasks;
 mod triggers;
@@ -37,6 +38,7 @@ pub use verifications::Verifications;
 /// the secret key file, runs the migrations, and opens each table group's connections.
 pub fn open(data_dir: &Path) -> Result<Stores> {
     let resources = Resources::open(data_dir)?;
+    retention::switch_to_incremental_vacuum(data_dir);
     Ok(Stores {
         resources: Arc::new(resources),
         tasks: Arc::new(Tasks::open(data_dir)?),

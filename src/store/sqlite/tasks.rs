@@ -7,10 +7,12 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Pair, immediate, parse_ts, ts};
+use super::{Pair, immediate, parse_ts, retention, ts};
 use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
+use crate::domain::retention::HistoryLimited;
 use crate::store::{
-    Interrupted, NewTask, Output, Queued, Result, RunEnd, StoreError, TaskRecord, TaskStore,
+    AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, StorageInfo,
+    StoreError, Swept, TaskRecord, TaskStore,
 };
 
 /// The task tables of one SQLite database.
@@ -325,32 +327,50 @@ impl TaskStore for Tasks {
         trigger: &str,
         keep_succeeded: Option<u32>,
         keep_failed: Option<u32>,
+        batch: usize,
     ) -> Result<Vec<u64>> {
-        self.pair.write(|c| {
-            let tx = immediate(c)?;
-            let mut gone = Vec::new();
-            for (states, keep) in [
-                ("'succeeded'", keep_succeeded),
-                ("'failed', 'cancelled'", keep_failed),
-            ] {
-                let Some(keep) = keep else { continue };
-                let ids: Vec<i64> = {
-                    let mut stmt = tx.prepare_cached(&format!(
-                        "SELECT id FROM tasks WHERE project = ?1 AND trigger = ?2 AND state IN ({states})
-                         ORDER BY id DESC LIMIT -1 OFFSET ?3"
-                    ))?;
-                    let rows = stmt.query_map(params![project, trigger, keep as i64], |r| r.get(0))?;
-                    rows.collect::<rusqlite::Result<_>>()?
-                };
-                for id in ids {
-                    tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
-                        .execute(params![id])?;
-                    gone.push(id as u64);
-                }
-            }
-            tx.commit()?;
-            Ok(gone)
-        })
+        retention::prune_trigger(
+            &self.pair,
+            project,
+            trigger,
+            (keep_succeeded, keep_failed),
+            batch,
+        )
+    }
+
+    fn delete_finished(&self, id: u64) -> Result<Deleted> {
+        self.pair.write(|c| retention::delete_task(c, id))
+    }
+
+    fn over_count(&self, keep: u64, limited: &HistoryLimited) -> Result<Vec<(String, String)>> {
+        self.pair.read(|c| retention::over_count(c, keep, limited))
+    }
+
+    fn prune_workflow(
+        &self,
+        project: &str,
+        workflow: &str,
+        keep: u64,
+        limited: &HistoryLimited,
+        batch: usize,
+    ) -> Result<Vec<u64>> {
+        retention::prune_workflow(&self.pair, project, workflow, keep, limited, batch)
+    }
+
+    fn prune_older(&self, scan: &AgeScan<'_>) -> Result<Swept> {
+        retention::prune_older(&self.pair, scan)
+    }
+
+    fn existing(&self, ids: &[u64]) -> Result<Vec<u64>> {
+        self.pair.read(|c| retention::existing(c, ids))
+    }
+
+    fn reclaim(&self, max_pages: u32) -> Result<u64> {
+        self.pair.write(|c| retention::reclaim(c, max_pages))
+    }
+
+    fn storage(&self) -> Result<StorageInfo> {
+        self.pair.read(retention::storage)
     }
 
     fn get(&self, id: u64) -> Result<Option<TaskInfo>> {
