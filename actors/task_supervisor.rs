@@ -4,6 +4,11 @@
 //! the shared [`ChildSet`]: a WorkflowActor that fails is restarted and resumes from the task's
 //! durable state; one that keeps failing is given up on and its task fails. At start it kills
 //! the process groups that a crashed daemon left behind and resumes the tasks that were running.
+//!
+//! A creation is answered only once its row is durable, and without holding up the mailbox: the
+//! request is checked here, the row is written by the store's group commit on a blocking thread
+//! (concurrent creations share one fsync), and the commit comes back as a message
+//! (`Committed`) that queues the task and answers the caller.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -25,7 +30,7 @@ use crate::domain::manifest::{Kind, Spec};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{CancelReason, TaskState};
 use crate::process;
-use crate::store::{NewTask, StoreError};
+use crate::store::{NewTask, SeenDelivery, StoreError};
 
 /// Registry name of the task supervisor.
 pub const TASKS: &str = "tasks";
@@ -43,10 +48,27 @@ pub struct TaskRequest {
     pub trigger: Option<String>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub start: bool,
+    /// The webhook delivery this task answers: recorded in the task's commit, so that the
+    /// replay window outlives a restart.
+    pub delivery: Option<SeenDelivery>,
+}
+
+/// A checked request, ready for its commit.
+struct Prepared {
+    new: NewTask,
+    delivery: Option<SeenDelivery>,
+    start: bool,
 }
 
 pub enum TaskSupMsg {
     Create(TaskRequest, TaskReply),
+    /// A creation's commit came back (from the blocking thread that waited for it).
+    Committed {
+        result: Result<TaskInfo, StoreError>,
+        start: bool,
+        trigger: Option<String>,
+        reply: TaskReply,
+    },
     /// Start a task created with `start: false`.
     Start(u64, TaskReply),
     /// Cancel a pending or running task; answers once it is cancelled.
@@ -67,6 +89,7 @@ impl Message for TaskSupMsg {
     fn kind(&self) -> &'static str {
         match self {
             TaskSupMsg::Create(..) => "Create",
+            TaskSupMsg::Committed { .. } => "Committed",
             TaskSupMsg::Start(..) => "Start",
             TaskSupMsg::Cancel(..) => "Cancel",
             TaskSupMsg::Active { .. } => "Active",
@@ -125,7 +148,8 @@ impl TaskSupState {
         }
     }
 
-    fn create(&mut self, req: TaskRequest) -> Result<(TaskInfo, bool), TaskError> {
+    /// Checks a creation request against the current snapshot and builds its row.
+    fn prepare(&self, req: TaskRequest) -> Result<Prepared, TaskError> {
         let snapshot = self.snapshot();
         let project = &req.project;
         let workflow = match snapshot
@@ -190,17 +214,44 @@ impl TaskSupState {
             reason: None,
             held: !req.start,
         };
-        let info = self.ctx.store.create(&new, now()).map_err(store_err)?;
+        Ok(Prepared {
+            new,
+            delivery: req.delivery,
+            start: req.start,
+        })
+    }
+
+    /// Hands a checked creation to the store's group commit on a blocking thread (which also
+    /// keeps paused test time from jumping ahead while it waits); the commit comes back as
+    /// [`TaskSupMsg::Committed`].
+    fn commit(&self, me: &Addr<TaskSupMsg>, p: Prepared, reply: TaskReply) {
+        let (store, me) = (self.ctx.store.clone(), me.clone());
+        let at = now();
+        tokio::task::spawn_blocking(move || {
+            let result = store.create_with(&p.new, p.delivery.as_ref(), at);
+            if let Err(e) = me.cast(TaskSupMsg::Committed {
+                result,
+                start: p.start,
+                trigger: p.new.trigger,
+                reply,
+            }) {
+                // The supervisor is restarting: it finds the task in the store when it starts.
+                tracing::warn!(error = %e, "a created task's commit came back to no supervisor");
+            }
+        });
+    }
+
+    /// A creation is durable: track and queue it, then answer.
+    fn committed(&mut self, info: &TaskInfo, start: bool, trigger: Option<&str>) {
         tracing::debug!(task = info.id, workflow = %info.workflow, origin = %info.origin, "task created");
         self.created += 1;
-        self.track_trigger(info.id, project, req.trigger.as_deref());
-        if req.start {
+        self.track_trigger(info.id, &info.project, trigger);
+        if start && self.shutting_down.is_none() {
             self.queues
-                .entry((project.clone(), req.workflow))
+                .entry((info.project.clone(), info.workflow.clone()))
                 .or_default()
                 .push_back(info.id);
         }
-        Ok((info, req.start))
     }
 
     /// Starts queued tasks while their workflow is under its `max_parallel`.
@@ -422,18 +473,30 @@ impl Behaviour for TaskSupervisor {
                     let _ = reply.send(Err(TaskError::ShuttingDown));
                     return Ok(());
                 }
-                match state.create(req) {
-                    Ok((info, start)) => {
-                        let _ = reply.send(Ok(info));
-                        if start {
-                            state.fill(me).await;
-                        }
-                    }
+                match state.prepare(req) {
+                    Ok(prepared) => state.commit(me, prepared, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 }
             }
+            TaskSupMsg::Committed {
+                result,
+                start,
+                trigger,
+                reply,
+            } => match result {
+                Ok(info) => {
+                    state.committed(&info, start, trigger.as_deref());
+                    let _ = reply.send(Ok(info));
+                    if start {
+                        state.fill(me).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(store_err(e)));
+                }
+            },
             TaskSupMsg::Start(id, reply) => {
                 let result = match state.ctx.store.get(id) {
                     Ok(Some(t))

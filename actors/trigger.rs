@@ -35,7 +35,7 @@ use crate::domain::trigger_plan::{
     resume,
 };
 use crate::domain::workflow::CancelReason;
-use crate::store::{TaskStore, TriggerStore};
+use crate::store::{SeenDelivery, TaskStore, TriggerStore};
 
 /// How long before its instant a trigger's timer wakes (then it waits out the rest).
 const EARLY_WAKE_MICROS: i64 = 1_500;
@@ -90,7 +90,9 @@ pub enum FireError {
     Task(#[from] TaskError),
 }
 
-/// Applies `spec.concurrencyPolicy` and creates the trigger's task.
+/// Applies `spec.concurrencyPolicy` and creates the trigger's task (answering once it is
+/// durable); `delivery` is the webhook delivery the task answers, recorded in its commit.
+#[allow(clippy::too_many_arguments)]
 pub async fn fire(
     actors: &Registry,
     project: &str,
@@ -99,6 +101,7 @@ pub async fn fire(
     origin: String,
     scheduled_at: Option<DateTime<Utc>>,
     payload: Option<String>,
+    delivery: Option<SeenDelivery>,
 ) -> Result<Fired, FireError> {
     let tasks = actors
         .resolve::<TaskSupMsg>(TASKS, Duration::from_secs(5))
@@ -158,6 +161,7 @@ pub async fn fire(
         trigger: Some(name.to_owned()),
         scheduled_at,
         start: spec.action.start,
+        delivery,
     };
     let info = tasks
         .call(|reply| TaskSupMsg::Create(request, reply), TASKS_TIMEOUT)
@@ -306,6 +310,7 @@ impl TriggerActorState {
             &c.spec,
             format!("trigger/{}", c.name),
             Some(scheduled),
+            None,
             None,
         )
         .await;

@@ -104,6 +104,7 @@ impl Harness {
             trigger: None,
             scheduled_at: None,
             start: true,
+            delivery: None,
         };
         tasks
             .call(|r| TaskSupMsg::Create(req, r), Duration::from_secs(10))

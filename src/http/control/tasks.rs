@@ -62,6 +62,7 @@ pub(super) async fn create(
         trigger: None,
         scheduled_at: None,
         start: req.start,
+        delivery: None,
     };
     call(ctx, |r| TaskSupMsg::Create(request, r)).await
 }
