@@ -209,3 +209,141 @@ fn prune(tx: &Transaction<'_>, batch: &[Job]) -> Result<()> {
     .execute(params![ts(now), (2 * added + 16) as i64])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::{Durability, connect, migrate};
+    use super::*;
+    use crate::api::TaskState;
+    use crate::store::ReplayStore;
+
+    fn task(n: usize) -> NewTask {
+        NewTask {
+            project: "default".into(),
+            workflow: "w".into(),
+            workspace: "default".into(),
+            workspace_root: "/tmp".into(),
+            workflow_spec: serde_json::json!({"steps": []}),
+            goal: None,
+            payload: Some(format!("{{\"n\": {n}}}")),
+            origin: "webhook/hook".into(),
+            trigger: Some("hook".into()),
+            scheduled_at: None,
+            state: TaskState::Pending,
+            reason: None,
+            held: true,
+        }
+    }
+
+    fn delivery(id: &str, expires_at: DateTime<Utc>) -> SeenDelivery {
+        SeenDelivery {
+            project: "default".into(),
+            trigger: "hook".into(),
+            id: id.into(),
+            expires_at,
+        }
+    }
+
+    fn migrated() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        migrate(&mut connect(dir.path(), Durability::Full).expect("connect")).expect("migrate");
+        dir
+    }
+
+    #[test]
+    fn concurrent_creations_share_one_commit_and_each_gets_its_own_row() {
+        let dir = migrated();
+        let pair = Arc::new(Pair::open(dir.path()).expect("pair"));
+        let commits = Arc::new(GroupCommit::start(pair.clone()).expect("writer"));
+        const N: usize = 32;
+        let now = Utc::now();
+        // Hold the writer connection: the thread takes what has arrived and waits for it while
+        // the rest queue, so at most two transactions can hold the 32 creations.
+        let held = lock(&pair.writer.0);
+        let callers: Vec<_> = (0..N)
+            .map(|n| {
+                let commits = commits.clone();
+                std::thread::spawn(move || {
+                    let d = delivery(&format!("d-{n}"), now + chrono::Duration::minutes(5));
+                    commits.create(&task(n), Some(&d), now)
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while commits.counts.sent.load(Ordering::Relaxed) < N as u64 {
+            assert!(Instant::now() < deadline, "the creations were not all sent");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(held);
+        let mut ids: Vec<u64> = callers
+            .into_iter()
+            .map(|c| c.join().expect("caller").expect("created"))
+            .collect();
+        let commits_made = commits.counts.commits.load(Ordering::Relaxed);
+        assert!(
+            (1..=2).contains(&commits_made),
+            "{N} creations took {commits_made} commits"
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), N, "every caller has a task of its own");
+        // Committed: another connection sees every task and the delivery it answers.
+        let other = connect(dir.path(), Durability::Full).expect("connect");
+        for n in 0..N {
+            let (payload, task_id): (String, i64) = other
+                .query_row(
+                    "SELECT t.payload, d.task_id FROM webhook_deliveries d JOIN tasks t ON t.id = d.task_id
+                     WHERE d.delivery = ?1",
+                    params![format!("d-{n}")],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("the delivery and its task");
+            assert_eq!(payload, format!("{{\"n\": {n}}}"));
+            assert!(ids.contains(&(task_id as u64)));
+        }
+    }
+
+    #[test]
+    fn delivery_ids_are_kept_until_they_expire_then_pruned() {
+        let dir = migrated();
+        let stores = crate::store::sqlite::open(dir.path()).expect("stores");
+        // The store keeps milliseconds.
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+        let past = now - chrono::Duration::seconds(1);
+        for n in 0..5 {
+            let d = delivery(&format!("old-{n}"), past);
+            stores
+                .tasks
+                .create_with(&task(n), Some(&d), past - chrono::Duration::minutes(5))
+                .expect("created");
+        }
+        let count = || -> i64 {
+            connect(dir.path(), Durability::Full)
+                .expect("connect")
+                .query_row("SELECT count(*) FROM webhook_deliveries", [], |r| r.get(0))
+                .expect("count")
+        };
+        // Each creation prunes what had expired by its time (none of these had).
+        assert_eq!(count(), 5);
+        assert_eq!(stores.replay.seen(now, 100).expect("seen"), []);
+        let soon = delivery("soon", now + chrono::Duration::minutes(1));
+        let late = delivery("late", now + chrono::Duration::minutes(5));
+        for d in [&soon, &late] {
+            stores
+                .tasks
+                .create_with(&task(9), Some(d), now)
+                .expect("created");
+        }
+        assert_eq!(count(), 2, "the expired ids are gone");
+        assert_eq!(
+            stores.replay.seen(now, 100).expect("seen"),
+            [late.clone(), soon]
+        );
+        assert_eq!(stores.replay.seen(now, 1).expect("seen"), [late]);
+        // A creation without a delivery records none.
+        stores.tasks.create(&task(10), now).expect("created");
+        assert_eq!(count(), 2);
+    }
+}
