@@ -53,6 +53,13 @@ pub struct TaskRequest {
     pub delivery: Option<SeenDelivery>,
 }
 
+/// A trigger's tasks that are pending or running, and how many are still being committed.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveTasks {
+    pub ids: Vec<u64>,
+    pub creating: usize,
+}
+
 /// A checked request, ready for its commit.
 struct Prepared {
     new: NewTask,
@@ -66,6 +73,7 @@ pub enum TaskSupMsg {
     Committed {
         result: Result<TaskInfo, StoreError>,
         start: bool,
+        project: String,
         trigger: Option<String>,
         reply: TaskReply,
     },
@@ -73,11 +81,12 @@ pub enum TaskSupMsg {
     Start(u64, TaskReply),
     /// Cancel a pending or running task; answers once it is cancelled.
     Cancel(u64, CancelReason, TaskReply),
-    /// Tasks of a trigger that are pending or running (for concurrency policies).
+    /// Tasks of a trigger that are pending or running, or being created (for concurrency
+    /// policies).
     Active {
         project: String,
         trigger: String,
-        reply: RpcReplyPort<Vec<u64>>,
+        reply: RpcReplyPort<ActiveTasks>,
     },
     /// Stop every running task (agents get SIGTERM, then SIGKILL after the grace period);
     /// answers when all have ended.
@@ -111,6 +120,8 @@ pub struct TaskSupState {
     /// Pending or running tasks per (project, trigger).
     by_trigger: HashMap<(String, String), Vec<u64>>,
     trigger_of: HashMap<u64, (String, String)>,
+    /// Creations waiting for their commit per (project, trigger).
+    creating: HashMap<(String, String), usize>,
     shutting_down: Option<Vec<RpcReplyPort<()>>>,
     created: u64,
 }
@@ -224,7 +235,13 @@ impl TaskSupState {
     /// Hands a checked creation to the store's group commit on a blocking thread (which also
     /// keeps paused test time from jumping ahead while it waits); the commit comes back as
     /// [`TaskSupMsg::Committed`].
-    fn commit(&self, me: &Addr<TaskSupMsg>, p: Prepared, reply: TaskReply) {
+    fn commit(&mut self, me: &Addr<TaskSupMsg>, p: Prepared, reply: TaskReply) {
+        if let Some(t) = &p.new.trigger {
+            *self
+                .creating
+                .entry((p.new.project.clone(), t.clone()))
+                .or_default() += 1;
+        }
         let (store, me) = (self.ctx.store.clone(), me.clone());
         let at = now();
         tokio::task::spawn_blocking(move || {
@@ -232,6 +249,7 @@ impl TaskSupState {
             if let Err(e) = me.cast(TaskSupMsg::Committed {
                 result,
                 start: p.start,
+                project: p.new.project,
                 trigger: p.new.trigger,
                 reply,
             }) {
@@ -239,6 +257,18 @@ impl TaskSupState {
                 tracing::warn!(error = %e, "a created task's commit came back to no supervisor");
             }
         });
+    }
+
+    /// A creation's commit is over (whether or not it succeeded).
+    fn uncreating(&mut self, project: &str, trigger: Option<&str>) {
+        let Some(t) = trigger else { return };
+        let key = (project.to_owned(), t.to_owned());
+        if let Some(n) = self.creating.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.creating.remove(&key);
+            }
+        }
     }
 
     /// A creation is durable: track and queue it, then answer.
@@ -433,6 +463,7 @@ impl Behaviour for TaskSupervisor {
             running: HashMap::new(),
             by_trigger: HashMap::new(),
             trigger_of: HashMap::new(),
+            creating: HashMap::new(),
             shutting_down: None,
             created: 0,
         };
@@ -483,10 +514,12 @@ impl Behaviour for TaskSupervisor {
             TaskSupMsg::Committed {
                 result,
                 start,
+                project,
                 trigger,
                 reply,
             } => match result {
                 Ok(info) => {
+                    state.uncreating(&project, trigger.as_deref());
                     state.committed(&info, start, trigger.as_deref());
                     let _ = reply.send(Ok(info));
                     if start {
@@ -494,6 +527,7 @@ impl Behaviour for TaskSupervisor {
                     }
                 }
                 Err(e) => {
+                    state.uncreating(&project, trigger.as_deref());
                     let _ = reply.send(Err(store_err(e)));
                 }
             },
@@ -560,12 +594,11 @@ impl Behaviour for TaskSupervisor {
                 trigger,
                 reply,
             } => {
-                let ids = state
-                    .by_trigger
-                    .get(&(project, trigger))
-                    .cloned()
-                    .unwrap_or_default();
-                let _ = reply.send(ids);
+                let key = (project, trigger);
+                let _ = reply.send(ActiveTasks {
+                    ids: state.by_trigger.get(&key).cloned().unwrap_or_default(),
+                    creating: state.creating.get(&key).copied().unwrap_or(0),
+                });
             }
             TaskSupMsg::Shutdown(reply) => {
                 state.queues.clear();

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use super::clock::Clock;
 use super::runtime::{Addr, Behaviour, CallError, Message, Registry};
-use super::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
+use super::task_supervisor::{ActiveTasks, TASKS, TaskRequest, TaskSupMsg};
 use super::workflow::TaskError;
 use crate::api::TaskInfo;
 use crate::domain::manifest::{ConcurrencyPolicy, TriggerSpec};
@@ -109,7 +109,7 @@ pub async fn fire(
         .map_err(FireError::Tasks)?;
     let gone = FireError::Tasks;
     let active = match spec.concurrency_policy {
-        ConcurrencyPolicy::Allow => Vec::new(),
+        ConcurrencyPolicy::Allow => ActiveTasks::default(),
         ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace => tasks
             .call(
                 |reply| TaskSupMsg::Active {
@@ -125,14 +125,20 @@ pub async fn fire(
     match spec.concurrency_policy {
         ConcurrencyPolicy::Allow => {}
         ConcurrencyPolicy::Forbid => {
-            if let Some(id) = active.first() {
+            if let Some(id) = active.ids.first() {
                 return Ok(Fired::Skipped(format!(
                     "concurrencyPolicy Forbid: task {id} of this trigger is still pending or running"
                 )));
             }
+            if active.creating > 0 {
+                return Ok(Fired::Skipped(
+                    "concurrencyPolicy Forbid: a task of this trigger is being created".to_owned(),
+                ));
+            }
         }
         ConcurrencyPolicy::Replace => {
-            for id in active {
+            // A task still being committed cannot be cancelled yet: it runs.
+            for id in active.ids {
                 let why = format!("a newer fire of trigger {name:?} replaced it");
                 // A task that ended meanwhile answers with an error; either way it is gone.
                 let _ = tasks

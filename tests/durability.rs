@@ -34,7 +34,14 @@ fn deliver(addr: SocketAddr, id: &str) -> Option<(u16, serde_json::Value)> {
         "POST /webhook/hook HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
-    for (k, v) in sign(Scheme::Github, None, SECRET.as_bytes(), body.as_bytes(), 0, id) {
+    for (k, v) in sign(
+        Scheme::Github,
+        None,
+        SECRET.as_bytes(),
+        body.as_bytes(),
+        0,
+        id,
+    ) {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
@@ -131,22 +138,30 @@ fn every_delivery_answered_202_has_its_task_after_kill_9_and_stays_a_replay() {
 
     // The same deliveries again: each is a replay, after the daemon's restart and after the
     // webhook server's own restart; no task is added.
-    let again = |d: &TestDaemon| {
+    let again = || {
         for id in accepted.keys() {
             let (status, v) = deliver(addr, id).expect("an answer");
-            assert_eq!((status, v["status"].as_str()), (202, Some("duplicate")), "{id}: {v}");
+            assert_eq!(
+                (status, v["status"].as_str()),
+                (202, Some("duplicate")),
+                "{id}: {v}"
+            );
         }
     };
-    again(&d);
+    again();
     d.cli(&["actors", "kill", "webhook"]).ok();
     eventually(Duration::from_secs(10), "the webhook server back", || {
         (restarts(&d, "webhook") == 1).then_some(())
     });
-    again(&d);
+    again();
     assert_eq!(task_ids(&d), after, "a replayed delivery made a task");
     // A new delivery still makes one.
     let (status, v) = deliver(addr, "a-new-one").expect("an answer");
-    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (202, Some("accepted")),
+        "{v}"
+    );
     assert_eq!(task_ids(&d).len(), after.len() + 1);
 }
 
@@ -156,10 +171,18 @@ fn a_delivery_sent_before_and_after_a_graceful_restart_makes_one_task() {
     setup(&d);
     let addr = d.webhook.expect("webhook address");
     let (status, v) = deliver(addr, "once").expect("an answer");
-    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (202, Some("accepted")),
+        "{v}"
+    );
     d.restart();
     let addr = d.webhook.expect("webhook address");
     let (status, v) = deliver(addr, "once").expect("an answer");
-    assert_eq!((status, v["status"].as_str()), (202, Some("duplicate")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (202, Some("duplicate")),
+        "{v}"
+    );
     assert_eq!(task_ids(&d).len(), 1);
 }

@@ -142,7 +142,10 @@ mod tests {
         let at = Instant::now();
         let mut r = Replay::load(&store, now, at).expect("load");
         assert_eq!(*store.1.lock().expect("lock"), [REPLAY_CAPACITY]);
-        assert!(!r.first_time(key("late"), window), "a recorded id is a replay");
+        assert!(
+            !r.first_time(key("late"), window),
+            "a recorded id is a replay"
+        );
         assert!(!r.first_time(key("early"), window));
         assert!(r.first_time(key("gone"), window), "an expired id is not");
         // Each id keeps the expiry the store gave it, not a fresh window.

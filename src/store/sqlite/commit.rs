@@ -217,7 +217,6 @@ mod tests {
     use super::super::{Durability, connect, migrate};
     use super::*;
     use crate::api::TaskState;
-    use crate::store::ReplayStore;
 
     fn task(n: usize) -> NewTask {
         NewTask {
