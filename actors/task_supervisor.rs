@@ -4,6 +4,11 @@
 //! the shared [`ChildSet`]: a WorkflowActor that fails is restarted and resumes from the task's
 //! durable state; one that keeps failing is given up on and its task fails. At start it kills
 //! the process groups that a crashed daemon left behind and resumes the tasks that were running.
+//!
+//! A creation is answered only once its row is durable, and without holding up the mailbox: the
+//! request is checked here, the row is written by the store's group commit on a blocking thread
+//! (concurrent creations share one fsync), and the commit comes back as a message
+//! (`Committed`) that queues the task and answers the caller.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -26,7 +31,7 @@ use crate::domain::manifest::{Kind, Spec};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{CancelReason, TaskState};
 use crate::process;
-use crate::store::{NewTask, StoreError};
+use crate::store::{NewTask, SeenDelivery, StoreError};
 
 /// Registry name of the task supervisor.
 pub const TASKS: &str = "tasks";
@@ -44,19 +49,45 @@ pub struct TaskRequest {
     pub trigger: Option<String>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub start: bool,
+    /// The webhook delivery this task answers: recorded in the task's commit, so that the
+    /// replay window outlives a restart.
+    pub delivery: Option<SeenDelivery>,
+}
+
+/// A trigger's tasks that are pending or running, and how many are still being committed.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveTasks {
+    pub ids: Vec<u64>,
+    pub creating: usize,
+}
+
+/// A checked request, ready for its commit.
+struct Prepared {
+    new: NewTask,
+    delivery: Option<SeenDelivery>,
+    start: bool,
 }
 
 pub enum TaskSupMsg {
     Create(TaskRequest, TaskReply),
+    /// A creation's commit came back (from the blocking thread that waited for it).
+    Committed {
+        result: Result<TaskInfo, StoreError>,
+        start: bool,
+        project: String,
+        trigger: Option<String>,
+        reply: TaskReply,
+    },
     /// Start a task created with `start: false`.
     Start(u64, TaskReply),
     /// Cancel a pending or running task; answers once it is cancelled.
     Cancel(u64, CancelReason, TaskReply),
-    /// Tasks of a trigger that are pending or running (for concurrency policies).
+    /// Tasks of a trigger that are pending or running, or being created (for concurrency
+    /// policies).
     Active {
         project: String,
         trigger: String,
-        reply: RpcReplyPort<Vec<u64>>,
+        reply: RpcReplyPort<ActiveTasks>,
     },
     /// Stop every running task (agents get SIGTERM, then SIGKILL after the grace period);
     /// answers when all have ended.
@@ -68,6 +99,7 @@ impl Message for TaskSupMsg {
     fn kind(&self) -> &'static str {
         match self {
             TaskSupMsg::Create(..) => "Create",
+            TaskSupMsg::Committed { .. } => "Committed",
             TaskSupMsg::Start(..) => "Start",
             TaskSupMsg::Cancel(..) => "Cancel",
             TaskSupMsg::Active { .. } => "Active",
@@ -89,6 +121,8 @@ pub struct TaskSupState {
     /// Pending or running tasks per (project, trigger).
     by_trigger: HashMap<(String, String), Vec<u64>>,
     trigger_of: HashMap<u64, (String, String)>,
+    /// Creations waiting for their commit per (project, trigger).
+    creating: HashMap<(String, String), usize>,
     shutting_down: Option<Vec<RpcReplyPort<()>>>,
     created: u64,
     /// Where the retention actor is found (told of every task that finishes).
@@ -140,7 +174,8 @@ impl TaskSupState {
         }
     }
 
-    fn create(&mut self, req: TaskRequest) -> Result<(TaskInfo, bool), TaskError> {
+    /// Checks a creation request against the current snapshot and builds its row.
+    fn prepare(&self, req: TaskRequest) -> Result<Prepared, TaskError> {
         let snapshot = self.snapshot();
         let project = &req.project;
         let workflow = match snapshot
@@ -205,17 +240,67 @@ impl TaskSupState {
             reason: None,
             held: !req.start,
         };
-        let info = self.ctx.store.create(&new, now()).map_err(store_err)?;
+        Ok(Prepared {
+            new,
+            delivery: req.delivery,
+            start: req.start,
+        })
+    }
+
+    /// Hands a checked creation to the store's group commit on a blocking thread (which also
+    /// keeps paused test time from jumping ahead while it waits); the commit comes back as
+    /// [`TaskSupMsg::Committed`].
+    fn commit(&mut self, me: &Addr<TaskSupMsg>, p: Prepared, reply: TaskReply) {
+        if let Some(t) = &p.new.trigger {
+            *self
+                .creating
+                .entry((p.new.project.clone(), t.clone()))
+                .or_default() += 1;
+        }
+        let (store, me) = (self.ctx.store.clone(), me.clone());
+        let at = now();
+        // The answer is handled in the request's span (a fire's, a delivery's), as the request
+        // was: its log lines name what created the task.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let result = store.create_with(&p.new, p.delivery.as_ref(), at);
+            if let Err(e) = me.cast(TaskSupMsg::Committed {
+                result,
+                start: p.start,
+                project: p.new.project,
+                trigger: p.new.trigger,
+                reply,
+            }) {
+                // The supervisor is restarting: it finds the task in the store when it starts.
+                tracing::warn!(error = %e, "a created task's commit came back to no supervisor");
+            }
+        });
+    }
+
+    /// A creation's commit is over (whether or not it succeeded).
+    fn uncreating(&mut self, project: &str, trigger: Option<&str>) {
+        let Some(t) = trigger else { return };
+        let key = (project.to_owned(), t.to_owned());
+        if let Some(n) = self.creating.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.creating.remove(&key);
+            }
+        }
+    }
+
+    /// A creation is durable: track and queue it, then answer.
+    fn committed(&mut self, info: &TaskInfo, start: bool, trigger: Option<&str>) {
         tracing::debug!(task = info.id, workflow = %info.workflow, origin = %info.origin, "task created");
         self.created += 1;
-        self.track_trigger(info.id, project, req.trigger.as_deref());
-        if req.start {
+        self.track_trigger(info.id, &info.project, trigger);
+        if start && self.shutting_down.is_none() {
             self.queues
-                .entry((project.clone(), req.workflow))
+                .entry((info.project.clone(), info.workflow.clone()))
                 .or_default()
                 .push_back(info.id);
         }
-        Ok((info, req.start))
     }
 
     /// Starts queued tasks while their workflow is under its `max_parallel`.
@@ -401,6 +486,7 @@ impl Behaviour for TaskSupervisor {
             running: HashMap::new(),
             by_trigger: HashMap::new(),
             trigger_of: HashMap::new(),
+            creating: HashMap::new(),
             shutting_down: None,
             created: 0,
             registry: me.registry().clone(),
@@ -442,18 +528,33 @@ impl Behaviour for TaskSupervisor {
                     let _ = reply.send(Err(TaskError::ShuttingDown));
                     return Ok(());
                 }
-                match state.create(req) {
-                    Ok((info, start)) => {
-                        let _ = reply.send(Ok(info));
-                        if start {
-                            state.fill(me).await;
-                        }
-                    }
+                match state.prepare(req) {
+                    Ok(prepared) => state.commit(me, prepared, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 }
             }
+            TaskSupMsg::Committed {
+                result,
+                start,
+                project,
+                trigger,
+                reply,
+            } => match result {
+                Ok(info) => {
+                    state.uncreating(&project, trigger.as_deref());
+                    state.committed(&info, start, trigger.as_deref());
+                    let _ = reply.send(Ok(info));
+                    if start {
+                        state.fill(me).await;
+                    }
+                }
+                Err(e) => {
+                    state.uncreating(&project, trigger.as_deref());
+                    let _ = reply.send(Err(store_err(e)));
+                }
+            },
             TaskSupMsg::Start(id, reply) => {
                 let result = match state.ctx.store.get(id) {
                     Ok(Some(t))
@@ -517,12 +618,11 @@ impl Behaviour for TaskSupervisor {
                 trigger,
                 reply,
             } => {
-                let ids = state
-                    .by_trigger
-                    .get(&(project, trigger))
-                    .cloned()
-                    .unwrap_or_default();
-                let _ = reply.send(ids);
+                let key = (project, trigger);
+                let _ = reply.send(ActiveTasks {
+                    ids: state.by_trigger.get(&key).cloned().unwrap_or_default(),
+                    creating: state.creating.get(&key).copied().unwrap_or(0),
+                });
             }
             TaskSupMsg::Shutdown(reply) => {
                 state.queues.clear();

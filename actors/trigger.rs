@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use super::clock::Clock;
 use super::runtime::{Addr, Behaviour, CallError, Message, Registry};
-use super::task_supervisor::{TASKS, TaskRequest, TaskSupMsg};
+use super::task_supervisor::{ActiveTasks, TASKS, TaskRequest, TaskSupMsg};
 use super::workflow::TaskError;
 use crate::api::TaskInfo;
 use crate::domain::manifest::{ConcurrencyPolicy, TriggerSpec};
@@ -34,7 +34,7 @@ use crate::domain::trigger_plan::{
     resume,
 };
 use crate::domain::workflow::CancelReason;
-use crate::store::TriggerStore;
+use crate::store::{SeenDelivery, TriggerStore};
 
 /// How long before its instant a trigger's timer wakes (then it waits out the rest).
 const EARLY_WAKE_MICROS: i64 = 1_500;
@@ -88,7 +88,9 @@ pub enum FireError {
     Task(#[from] TaskError),
 }
 
-/// Applies `spec.concurrencyPolicy` and creates the trigger's task.
+/// Applies `spec.concurrencyPolicy` and creates the trigger's task (answering once it is
+/// durable); `delivery` is the webhook delivery the task answers, recorded in its commit.
+#[allow(clippy::too_many_arguments)]
 pub async fn fire(
     actors: &Registry,
     project: &str,
@@ -97,6 +99,7 @@ pub async fn fire(
     origin: String,
     scheduled_at: Option<DateTime<Utc>>,
     payload: Option<String>,
+    delivery: Option<SeenDelivery>,
 ) -> Result<Fired, FireError> {
     let tasks = actors
         .resolve::<TaskSupMsg>(TASKS, Duration::from_secs(5))
@@ -104,7 +107,7 @@ pub async fn fire(
         .map_err(FireError::Tasks)?;
     let gone = FireError::Tasks;
     let active = match spec.concurrency_policy {
-        ConcurrencyPolicy::Allow => Vec::new(),
+        ConcurrencyPolicy::Allow => ActiveTasks::default(),
         ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace => tasks
             .call(
                 |reply| TaskSupMsg::Active {
@@ -120,14 +123,20 @@ pub async fn fire(
     match spec.concurrency_policy {
         ConcurrencyPolicy::Allow => {}
         ConcurrencyPolicy::Forbid => {
-            if let Some(id) = active.first() {
+            if let Some(id) = active.ids.first() {
                 return Ok(Fired::Skipped(format!(
                     "concurrencyPolicy Forbid: task {id} of this trigger is still pending or running"
                 )));
             }
+            if active.creating > 0 {
+                return Ok(Fired::Skipped(
+                    "concurrencyPolicy Forbid: a task of this trigger is being created".to_owned(),
+                ));
+            }
         }
         ConcurrencyPolicy::Replace => {
-            for id in active {
+            // A task still being committed cannot be cancelled yet: it runs.
+            for id in active.ids {
                 let why = format!("a newer fire of trigger {name:?} replaced it");
                 // A task that ended meanwhile answers with an error; either way it is gone.
                 let _ = tasks
@@ -156,6 +165,7 @@ pub async fn fire(
         trigger: Some(name.to_owned()),
         scheduled_at,
         start: spec.action.start,
+        delivery,
     };
     let info = tasks
         .call(|reply| TaskSupMsg::Create(request, reply), TASKS_TIMEOUT)
@@ -304,6 +314,7 @@ impl TriggerActorState {
             &c.spec,
             format!("trigger/{}", c.name),
             Some(scheduled),
+            None,
             None,
         )
         .await;

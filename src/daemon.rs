@@ -430,6 +430,7 @@ pub async fn run(
         let serve = crate::http::webhook::serve_fn(
             snapshots.clone(),
             stores.verifications.clone(),
+            stores.replay.clone(),
             webhook_limits,
             actors.clone(),
         );

@@ -3,6 +3,7 @@
 
 mod actors;
 mod common;
+mod durability;
 mod hostile;
 mod inprocess;
 mod props;

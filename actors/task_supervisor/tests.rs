@@ -104,6 +104,7 @@ impl Harness {
             trigger: None,
             scheduled_at: None,
             start: true,
+            delivery: None,
         };
         tasks
             .call(|r| TaskSupMsg::Create(req, r), Duration::from_secs(10))
@@ -471,5 +472,63 @@ spec:
         assert!(Instant::now() < deadline, "left behind: {names:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    h.stop().await;
+}
+
+/// A creation is answered once its commit is back, and while it is on its way the trigger's
+/// concurrency policy already counts it (`Forbid` skips a fire while the previous fire's task is
+/// being committed).
+#[tokio::test]
+async fn a_creation_waiting_for_its_commit_counts_as_active_for_its_trigger() {
+    let mut h = Harness::new(
+        r#"
+kind: Workflow
+metadata: {name: w}
+spec:
+  steps: [{id: s, command: "true"}]
+"#,
+    )
+    .await;
+    let tasks = h.start().await;
+    let active = || async {
+        tasks
+            .call(
+                |reply| TaskSupMsg::Active {
+                    project: "default".into(),
+                    trigger: "t".into(),
+                    reply,
+                },
+                PATIENCE,
+            )
+            .await
+            .expect("the supervisor answers")
+    };
+    let req = TaskRequest {
+        project: "default".into(),
+        workflow: "w".into(),
+        workspace: None,
+        goal: None,
+        payload: None,
+        origin: "trigger/t".into(),
+        trigger: Some("t".into()),
+        scheduled_at: None,
+        start: false,
+        delivery: None,
+    };
+    // On this single-threaded runtime the supervisor handles the creation, then the question,
+    // before the commit can come back as a message.
+    let (reply, created) = ractor::concurrency::oneshot();
+    tasks
+        .cast(TaskSupMsg::Create(req, reply.into()))
+        .expect("sent");
+    let during = active().await;
+    assert_eq!((during.ids.len(), during.creating), (0, 1), "{during:?}");
+    let info = created
+        .await
+        .expect("answered")
+        .expect("the task is created");
+    let after = active().await;
+    assert_eq!((after.ids, after.creating), (vec![info.id], 0));
+    assert!(h.store.get(info.id).expect("get").is_some());
     h.stop().await;
 }

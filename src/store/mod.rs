@@ -1,7 +1,8 @@
 //! The durable store, behind one trait per concern: [`ResourceStore`] (desired state, per-key
 //! secret metadata, change history), [`TaskStore`] (tasks, step runs, task events),
 //! [`TriggerStore`] (cron trigger state and fire history), [`RotationStore`] (staged secret
-//! rotations) and [`VerificationStore`] (the "last verified at" stamps of webhook keys).
+//! rotations), [`VerificationStore`] (the "last verified at" stamps of webhook keys) and
+//! [`ReplayStore`] (the webhook delivery ids that created tasks, for the replay window).
 //!
 //! This module is the seam between the daemon and a storage backend: the traits and the records
 //! they take and give are backend-neutral, the sealing of secret values ([`crypto`]) is shared,
@@ -23,6 +24,7 @@ use thiserror::Error;
 use crate::layout::KEY_FILE;
 
 pub mod crypto;
+pub mod replay;
 pub mod resources;
 pub mod rotations;
 pub mod sqlite;
@@ -30,6 +32,7 @@ pub mod tasks;
 pub mod triggers;
 pub mod verifications;
 
+pub use replay::{ReplayStore, SeenDelivery};
 pub use resources::ResourceStore;
 pub use rotations::{NewRotation, RotationStore};
 pub use tasks::{
@@ -59,6 +62,10 @@ pub enum StoreError {
     Random,
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
+    #[error("cannot start the task writer thread: {0}")]
+    Thread(io::Error),
+    #[error("the task writer stopped; restart the daemon")]
+    WriterStopped,
     #[error(
         "database schema version {found} is newer than this binary supports ({supported}): upgrade orchestrator"
     )]
@@ -76,4 +83,5 @@ pub struct Stores {
     pub triggers: Arc<dyn TriggerStore>,
     pub rotations: Arc<dyn RotationStore>,
     pub verifications: Arc<dyn VerificationStore>,
+    pub replay: Arc<dyn ReplayStore>,
 }

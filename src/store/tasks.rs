@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Result;
+use super::{Result, SeenDelivery};
 use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
 use crate::domain::retention::HistoryLimited;
 
@@ -81,8 +81,22 @@ pub struct RunEnd {
 /// The task tables. The actors' writes must not hold up the control API's reads: a busy
 /// `task list` never waits behind a commit.
 pub trait TaskStore: Send + Sync {
-    /// Inserts a task and its first event; returns it.
-    fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo>;
+    /// Inserts a task and its first event; returns it once it is durable (as
+    /// [`create_with`](Self::create_with) does).
+    fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
+        self.create_with(t, None, now)
+    }
+
+    /// Inserts a task, its first event and (for a webhook delivery) the delivery id it answers
+    /// in one transaction, and returns only once that transaction is durable: fsynced, so the
+    /// task survives a power cut. Concurrent calls share one transaction and one fsync (group
+    /// commit). Blocks the calling thread while it waits.
+    fn create_with(
+        &self,
+        t: &NewTask,
+        delivery: Option<&SeenDelivery>,
+        now: DateTime<Utc>,
+    ) -> Result<TaskInfo>;
 
     /// Sets a task's state (and reason), with an event; sets the start or finish time.
     fn set_state(

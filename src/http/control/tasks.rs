@@ -134,6 +134,7 @@ async fn create(ctx: &ControlContext, req: CreateTaskRequest) -> Result<TaskInfo
         trigger: None,
         scheduled_at: None,
         start: req.start,
+        delivery: None,
     };
     call(ctx, |r| TaskSupMsg::Create(request, r)).await
 }

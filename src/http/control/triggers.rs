@@ -37,6 +37,7 @@ pub(super) async fn fire(
         format!("trigger/{name}"),
         None,
         req.payload,
+        None,
     )
     .await?;
     let (task, skipped) = match fired {

@@ -2,7 +2,7 @@
 //! `GET /healthz`, the context requests share, and [`serve_fn`], what the WebhookActor is given
 //! to serve them. The accept loop with its header deadline and connection cap is in `serve.rs`,
 //! body reading and payload decoding in `payload.rs`, the "last verified at" recorder in
-//! `verified.rs`.
+//! `verified.rs`, the replay window (in memory, loaded from the store) in `replay.rs`.
 //!
 //! A delivery is handled in this order, and each step answers on its own:
 //! 1. capacity: more than [`Limits::max_in_flight`] deliveries at once (1,024 by default) → 429;
@@ -19,22 +19,27 @@
 //! 7. `X-Orchestrator-Dry-Run: 1` → 200 with the key name that matched and whether the filter
 //!    matched, nothing fires;
 //! 8. filter (`filter.condition`, CEL) → `202 {"status":"filtered"}`;
-//! 9. replay: a delivery id seen within the window → `202 {"status":"duplicate"}`;
+//! 9. replay: a delivery id seen within the window → `202 {"status":"duplicate"}` (the window
+//!    survives restarts: the id is recorded in its task's commit);
 //! 10. suspended → `202 {"status":"skipped"}`; then the trigger fires (its concurrency policy
-//!     applies) → `202 {"status":"accepted","task":ID}` once the task row is committed.
+//!     applies) → `202 {"status":"accepted","task":ID}` once the task row is durable (fsynced,
+//!     in a group commit shared with the deliveries that arrived meanwhile).
 //!
 //! Which key verified a delivery, and when, is recorded per key (batched, every 200 ms) and shown
 //! by `describe secretstore` as "last verified at".
 
 mod payload;
+mod replay;
 mod serve;
 mod verified;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use replay::Replay;
 
 use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -47,7 +52,7 @@ use crate::actors::webhook::{ServeFn, ServerView, Serving};
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
-use crate::store::{Verification, VerificationStore};
+use crate::store::{ReplayStore, Verification, VerificationStore};
 
 pub use serve::{ConnectionCounts, Connections, serve};
 pub use verified::record_verifications;
@@ -79,9 +84,6 @@ impl Default for Limits {
         }
     }
 }
-/// Delivery ids remembered for replay detection.
-const REPLAY_CAPACITY: usize = 100_000;
-
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct WebhookContext {
@@ -103,36 +105,6 @@ struct Counters {
     by_status: [AtomicU64; STATUSES.len()],
 }
 
-/// Delivery ids seen recently, with their expiry.
-#[derive(Default)]
-struct Replay {
-    seen: HashMap<(String, String, String), Instant>,
-    order: VecDeque<((String, String, String), Instant)>,
-}
-
-impl Replay {
-    /// Records `key`; false if it was already seen and has not expired.
-    fn first_time(&mut self, key: (String, String, String), window: Duration) -> bool {
-        let now = Instant::now();
-        while let Some((k, until)) = self.order.front() {
-            if *until > now && self.order.len() < REPLAY_CAPACITY {
-                break;
-            }
-            if self.seen.get(k) == Some(until) {
-                self.seen.remove(k);
-            }
-            self.order.pop_front();
-        }
-        if self.seen.get(&key).is_some_and(|until| *until > now) {
-            return false;
-        }
-        let until = now + window;
-        self.seen.insert(key.clone(), until);
-        self.order.push_back((key, until));
-        true
-    }
-}
-
 impl WebhookContext {
     /// A context whose verification records go to `verified`.
     pub fn new(
@@ -151,6 +123,14 @@ impl WebhookContext {
             verified,
             actors,
         }
+    }
+
+    /// Loads the replay window the store remembers (before the server serves).
+    fn load_replay(&self, store: &dyn ReplayStore) -> Result<usize, crate::store::StoreError> {
+        let loaded = Replay::load(store, Utc::now(), Instant::now())?;
+        let n = loaded.len();
+        *self.replay.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(n)
     }
 
     /// The snapshot revision requests currently see.
@@ -220,20 +200,36 @@ impl ServerView for WebhookContext {
 }
 
 /// What the WebhookActor serves with: each call starts a fresh incarnation on the listener (new
-/// counters, replay window and delivery slots, as a restart should give), reading `snapshots`
-/// per request and writing "last verified at" stamps to `verifications`.
+/// counters and delivery slots, as a restart should give; the replay window as `replay`
+/// remembers it), reading `snapshots` per request and writing "last verified at" stamps to
+/// `verifications`. An incarnation that cannot load the replay window does not serve (the
+/// actor fails, and its supervisor restarts it), so that no replay gets through.
 pub fn serve_fn(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     verifications: Arc<dyn VerificationStore>,
+    replay: Arc<dyn ReplayStore>,
     limits: Limits,
     actors: Registry,
 ) -> ServeFn {
     Arc::new(move |listener, shutdown| {
         let (verified, stamps) = mpsc::channel(4096);
         let context = WebhookContext::new(snapshots.clone(), verified, limits, actors.clone());
+        let server = {
+            let (context, replay) = (context.clone(), replay.clone());
+            async move {
+                match context.load_replay(&*replay) {
+                    Ok(n) => tracing::debug!(deliveries = n, "replay window loaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the webhook replay window; not serving");
+                        return;
+                    }
+                }
+                serve(listener, context, shutdown).await
+            }
+        };
         Serving {
             recorder: Box::pin(record_verifications(verifications.clone(), stamps)),
-            server: Box::pin(serve(listener, context.clone(), shutdown)),
+            server: Box::pin(server),
             view: Box::new(context),
         }
     })
@@ -456,21 +452,26 @@ where
             })
             .flatten()
     });
-    if let Some(id) = delivery {
-        let window = Duration::from_secs(params.tolerance_secs.max(1));
-        let fresh = ctx
-            .replay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first_time((project.clone(), name.clone(), id), window);
-        if !fresh {
-            return reply(
-                ctx,
-                StatusCode::ACCEPTED,
-                serde_json::json!({"status": "duplicate"}),
-            );
+    let seen = match delivery {
+        Some(id) => {
+            let window = Duration::from_secs(params.tolerance_secs.max(1));
+            let key = (project.clone(), name.clone(), id);
+            let fresh = ctx
+                .replay
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first_time(key.clone(), window);
+            if !fresh {
+                return reply(
+                    ctx,
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({"status": "duplicate"}),
+                );
+            }
+            Some((replay::record(&key, Utc::now(), window), key))
         }
-    }
+        None => None,
+    };
     if webhook.spec.suspend {
         return reply(
             ctx,
@@ -486,6 +487,7 @@ where
         format!("webhook/{name}"),
         None,
         Some(text),
+        seen.as_ref().map(|(record, _)| record.clone()),
     )
     .await
     {
@@ -501,6 +503,13 @@ where
         ),
         Err(e) => {
             tracing::warn!(trigger = %name, error = %e, "webhook could not create its task");
+            // No task: a retry of this delivery is not a replay.
+            if let Some((_, key)) = &seen {
+                ctx.replay
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget(key);
+            }
             // The control API's status for the same refusal; only a server error is kept.
             let status = crate::http::control::ControlError::from(e).status();
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -528,19 +537,5 @@ mod tests {
         assert_eq!(route("team/hook"), Some(("team".into(), "hook".into())));
         assert_eq!(route("a/b/c"), None);
         assert_eq!(route(""), None);
-    }
-
-    #[test]
-    fn replay_window() {
-        let mut r = Replay::default();
-        let k = || ("p".to_string(), "t".to_string(), "id-1".to_string());
-        assert!(r.first_time(k(), Duration::from_secs(60)));
-        assert!(!r.first_time(k(), Duration::from_secs(60)));
-        let other = ("p".to_string(), "t".to_string(), "id-2".to_string());
-        assert!(r.first_time(other, Duration::from_secs(60)));
-        // An expired id is new again.
-        let mut r = Replay::default();
-        assert!(r.first_time(k(), Duration::ZERO));
-        assert!(r.first_time(k(), Duration::ZERO));
     }
 }

@@ -2,15 +2,17 @@
 //! versioned schema migrations, the one connection helper every table group opens its
 //! connections with, and the text form of the timestamps it stores. Each submodule implements
 //! one of the store's traits: [`Resources`], [`Tasks`], [`Triggers`], [`Rotations`],
-//! [`Verifications`].
+//! [`Verifications`], [`Replays`]; `commit.rs` is the group commit that creates tasks.
 //!
 //! Several connections write (desired state, tasks, triggers, rotations, verification stamps);
 //! every write transaction is `BEGIN IMMEDIATE`, so that a writer waits (`busy_timeout`)
 //! instead of failing when it would otherwise upgrade a stale read snapshot. Desired state and
-//! rotations commit with `synchronous=FULL`; the busy tables (tasks, triggers, verification
-//! stamps) with `synchronous=NORMAL`: a commit survives a crash or `kill -9` of the daemon (the
-//! WAL is in the operating system's cache) but the last few may be lost on power failure, a
-//! trade that keeps task throughput high.
+//! rotations commit with `synchronous=FULL`, and so does the creation of a task (with the webhook
+//! delivery id it answers), in group commits: whoever was told a task exists may rely on it. The
+//! busy updates (task progress, triggers, verification stamps) commit with `synchronous=NORMAL`:
+//! a commit survives a crash or `kill -9` of the daemon (the WAL is in the operating system's
+//! cache) but the last few may be lost on power failure — they roll back to an earlier state of
+//! a task that exists, which the crash recovery handles like any interrupted run.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +23,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::{Result, StoreError, Stores};
 use crate::layout::DB_FILE;
 
+mod commit;
+mod replay;
 mod resources;
 mod retention;
 mod rotations;
@@ -28,6 +32,7 @@ mod tasks;
 mod triggers;
 mod verifications;
 
+pub use replay::Replays;
 pub use resources::Resources;
 pub use rotations::Rotations;
 pub use tasks::Tasks;
@@ -45,6 +50,7 @@ pub fn open(data_dir: &Path) -> Result<Stores> {
         triggers: Arc::new(Triggers::open(data_dir)?),
         rotations: Arc::new(Rotations::open(data_dir)?),
         verifications: Arc::new(Verifications::open(data_dir)?),
+        replay: Arc::new(Replays::open(data_dir)?),
     })
 }
 
@@ -111,6 +117,12 @@ const MIGRATIONS: &[&str] = &[
         started_at TEXT NOT NULL, set_at TEXT, verified_at TEXT, finished_at TEXT,
         updated_at TEXT NOT NULL);
      CREATE INDEX rotations_by_store ON rotations (project, store, id DESC);",
+    // 5: webhook delivery ids that created a task, until their replay window ends.
+    "CREATE TABLE webhook_deliveries (
+        project TEXT NOT NULL, trigger TEXT NOT NULL, delivery TEXT NOT NULL,
+        expires_at TEXT NOT NULL, task_id INTEGER NOT NULL,
+        PRIMARY KEY (project, trigger, delivery));
+     CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_at);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).

@@ -1,23 +1,27 @@
 //! The task tables on SQLite (migration 2): [`Tasks`] implements [`TaskStore`] on a
 //! connection `Pair`: the task actors write through the writer (`synchronous=NORMAL`), the
-//! control API reads through the reader.
+//! control API reads through the reader. New tasks are the exception: they are written by the
+//! group commit (`commit.rs`) on the same writer connection, durably (`synchronous=FULL`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
+use super::commit::GroupCommit;
 use super::{Pair, immediate, parse_ts, retention, ts};
 use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
 use crate::domain::retention::HistoryLimited;
 use crate::store::{
-    AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, StorageInfo,
-    StoreError, Swept, TaskRecord, TaskStore,
+    AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, SeenDelivery,
+    StorageInfo, StoreError, Swept, TaskRecord, TaskStore,
 };
 
 /// The task tables of one SQLite database.
 pub struct Tasks {
-    pair: Pair,
+    pair: Arc<Pair>,
+    commits: GroupCommit,
 }
 
 const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at";
@@ -69,45 +73,22 @@ fn finish_task_row((mut info, times): (TaskInfo, [Option<String>; 5])) -> Result
 impl Tasks {
     /// Opens the task tables of the database in `data_dir` (migrations already ran).
     pub fn open(data_dir: &Path) -> Result<Tasks> {
+        let pair = Arc::new(Pair::open(data_dir)?);
         Ok(Tasks {
-            pair: Pair::open(data_dir)?,
+            commits: GroupCommit::start(pair.clone())?,
+            pair,
         })
     }
 }
 
 impl TaskStore for Tasks {
-    fn create(&self, t: &NewTask, now: DateTime<Utc>) -> Result<TaskInfo> {
-        let spec = t.workflow_spec.to_string();
-        let id = self.pair.write(|c| {
-            let tx = immediate(c)?;
-            tx.prepare_cached(
-                "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
-                   origin, trigger, scheduled_at, state, reason, created_at, finished_at, held)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(params![
-                t.project,
-                t.workflow,
-                t.workspace,
-                t.workspace_root,
-                spec,
-                t.goal,
-                t.payload,
-                t.origin,
-                t.trigger,
-                t.scheduled_at.map(ts),
-                t.state.as_str(),
-                t.reason,
-                ts(now),
-                t.state.is_finished().then(|| ts(now)),
-                t.held,
-            ])?;
-            let id = tx.last_insert_rowid();
-            tx.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
-                .execute(params![id, ts(now), format!("created by {}", t.origin)])?;
-            tx.commit()?;
-            Ok(id as u64)
-        })?;
+    fn create_with(
+        &self,
+        t: &NewTask,
+        delivery: Option<&SeenDelivery>,
+        now: DateTime<Utc>,
+    ) -> Result<TaskInfo> {
+        let id = self.commits.create(t, delivery, now)?;
         Ok(TaskInfo {
             id,
             project: t.project.clone(),
