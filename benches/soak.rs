@@ -13,6 +13,8 @@
 //!
 //! `cargo bench --bench soak` runs 15 minutes with 20 triggers and 50 deliveries/s; for a quick
 //! look: `SOAK_SECONDS=120 SOAK_WARMUP=30 SOAK_SAMPLE=10 cargo bench --bench soak`.
+//! `SOAK_DAEMON_ARGS` adds daemon flags (e.g. `--task-retention-count 1000`, so that retention
+//! bounds the database within the run: its default keeps 10,000 tasks per workflow).
 
 mod support;
 
@@ -157,6 +159,11 @@ fn main() {
         .arg("--data-dir")
         .arg(&data)
         .args(["--webhook-bind", "127.0.0.1:0"])
+        .args(
+            std::env::var("SOAK_DAEMON_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
