@@ -116,11 +116,15 @@ impl Triggers {
     }
 }
 
-/// The columns of a `trigger_state` row that make a [`TriggerState`], in this order.
-const STATE_COLUMNS: &str =
-    "generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed";
+/// The columns of a `trigger_state` row that make a [`TriggerState`], in this order (a macro, so
+/// that the statements below are built at compile time).
+macro_rules! state_columns {
+    () => {
+        "generation, last_scheduled, last_fire, last_task, next_fire, fires, skips, missed"
+    };
+}
 
-/// A [`TriggerState`] as its row holds it (timestamps as text), read from [`STATE_COLUMNS`]
+/// A [`TriggerState`] as its row holds it (timestamps as text), read from `state_columns!()`
 /// starting at column `at`.
 struct StateRow {
     generation: i64,
@@ -158,8 +162,10 @@ impl StateRow {
 impl TriggerStore for Triggers {
     fn all(&self) -> Result<HashMap<(String, String), TriggerState>> {
         self.pair.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT project, name, {STATE_COLUMNS} FROM trigger_state"
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT project, name, ",
+                state_columns!(),
+                " FROM trigger_state"
             ))?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -178,8 +184,10 @@ impl TriggerStore for Triggers {
 
     fn get(&self, project: &str, name: &str) -> Result<Option<TriggerState>> {
         self.pair.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {STATE_COLUMNS} FROM trigger_state WHERE project = ?1 AND name = ?2"
+            c.prepare_cached(concat!(
+                "SELECT ",
+                state_columns!(),
+                " FROM trigger_state WHERE project = ?1 AND name = ?2"
             ))?
             .query_row(params![project, name], |r| StateRow::read(r, 0))
             .optional()?
