@@ -150,13 +150,17 @@ enum Durability {
     Normal,
 }
 
+/// The size the write-ahead log is cut back to whenever a checkpoint has emptied it: a burst
+/// of writes (a big prune) grows it, and without a limit it would keep its high-water size.
+const WAL_SIZE_LIMIT: u64 = 8 << 20;
+
 /// Opens a connection to the database with the durability settings: the one way this backend
 /// connects.
 fn connect(data_dir: &Path, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(data_dir.join(DB_FILE))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};",
+    ))?;
     if let Durability::Normal = durability {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
     }
