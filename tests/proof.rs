@@ -286,13 +286,13 @@ spec:
     assert_eq!(deliver(&d, "custom", Scheme::HmacSha256, OLD), 401);
 
     // An outside request cannot pass for the daemon's own: with a made-up token in the header
-    // it is an ordinary delivery (a task is created, the key is verified, not tested).
+    // it is an ordinary delivery (202, which a dry run never answers: it answers 200).
     let body = br#"{"forged": true}"#;
     let mut h = sign(Scheme::HmacSha256, None, new.as_bytes(), body, 0, "");
     h.push(("X-Orchestrator-Own-Request".into(), "0".repeat(64)));
     let (status, answer) = post(d.webhook.expect("webhook"), "/webhook/custom", &h, body);
     assert_eq!(status, 202, "{answer}");
-    assert!(answer.contains("accepted"), "{answer}");
+    assert!(!answer.contains("verified"), "{answer}");
 }
 
 /// Reads the JSON lines of a streaming `secret rotate -o json` until its end line; calls
@@ -586,4 +586,17 @@ spec:
     assert!(!err.contains("for url ("), "{err}");
     assert_eq!(key_names(&d, "unreachable"), ["github"]);
     assert!(!err.contains("ghp_not_a_real_token_123456"));
+
+    // Only the manual provider takes the operator's value.
+    let err = d
+        .cli_stdin(
+            &["secret", "rotate", "refused", "--value-from-stdin"],
+            "a-value-of-my-own-123\n",
+        )
+        .fails()
+        .to_owned();
+    assert!(
+        err.contains("provider github makes the new value itself: leave out --value-from-stdin"),
+        "{err}"
+    );
 }
