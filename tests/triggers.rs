@@ -747,9 +747,9 @@ fn the_log_line_of_the_20th_fire_is_no_longer_than_the_first() {
 fn manual_fires_count_as_fires() {
     let mut d = TestDaemon::start();
     d.apply(&format!(
-        "{}{}---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{k: \"manual-fire-secret-0123\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}, scheme: hmac-sha256}}\n  action: {{workflow: quick, workspace: default}}\n",
+        "{}{}---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{k: \"manual-fire-secret-0123\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}, scheme: hmac-sha256}}\n  action: {{workflow: quick, workspace: default}}\n  concurrencyPolicy: Allow\n",
         base(&d),
-        trigger("weekly", "0 2 * * 0", "quick", "")
+        trigger("weekly", "0 2 * * 0", "quick", "  concurrencyPolicy: Allow\n")
     ));
     let status = |d: &TestDaemon, name: &str| {
         d.cli(&["get", "trigger", name, "-o", "json"]).json()["status"].clone()
