@@ -13,7 +13,7 @@ use crate::domain::trigger_plan::TriggerEvent;
 use super::{RotationRecord, TriggerStatus};
 
 /// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
-/// (Workspace `root_path`) are resolved against.
+/// (Workspace `root_path`, a `command` rotation's `workingDir`) are resolved against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -321,6 +321,15 @@ pub struct KeyMeta {
     pub fingerprint: String,
     pub length: usize,
     pub updated_at: DateTime<Utc>,
+    /// The last real delivery from an outside sender that verified with this key.
     pub last_verified_at: Option<DateTime<Utc>>,
     pub last_verified_trigger: Option<String>,
+    /// The last dry run or `webhook test` that verified with this key: a check, never a proof.
+    #[serde(default)]
+    pub last_tested_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_tested_trigger: Option<String>,
+    /// `dry run` or `webhook test`.
+    #[serde(default)]
+    pub last_tested_by: Option<String>,
 }

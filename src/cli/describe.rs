@@ -76,6 +76,7 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
             "LENGTH".into(),
             "UPDATED".into(),
             "LAST VERIFIED".into(),
+            "LAST TESTED".into(),
         ]];
         for k in &d.keys {
             rows.push(vec![
@@ -86,6 +87,17 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
                 match (&k.last_verified_at, &k.last_verified_trigger) {
                     (Some(t), Some(tr)) => format!("{} (trigger {tr})", t.to_rfc3339()),
                     (Some(t), None) => t.to_rfc3339(),
+                    _ => "never".into(),
+                },
+                match (&k.last_tested_at, &k.last_tested_trigger) {
+                    (Some(t), tr) => format!(
+                        "{} ({}{})",
+                        t.to_rfc3339(),
+                        k.last_tested_by.as_deref().unwrap_or("test"),
+                        tr.as_deref()
+                            .map(|tr| format!(", trigger {tr}"))
+                            .unwrap_or_default()
+                    ),
                     _ => "never".into(),
                 },
             ]);

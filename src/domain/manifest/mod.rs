@@ -254,6 +254,9 @@ pub struct SecretStoreSpec {
 pub enum RotationProvider {
     Github,
     Command,
+    /// The operator sets the platform by hand (Slack signing secrets): the new value comes from
+    /// `secret rotate --value-from-stdin`.
+    Manual,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

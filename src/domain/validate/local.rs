@@ -11,6 +11,7 @@ use crate::domain::manifest::{
     WorkflowSpec,
 };
 use crate::domain::render;
+use crate::domain::rotation::WORKING_DIR;
 use crate::domain::schedule::Schedule;
 use crate::domain::signature::Scheme;
 
@@ -243,7 +244,11 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
             &["repository", "hookId", "apiUrl", "testTimeoutSeconds"],
             &["repository", "hookId"],
         ),
-        RotationProvider::Command => (&["set", "test", "testTimeoutSeconds"], &["set"]),
+        RotationProvider::Command => (
+            &["set", "test", "testTimeoutSeconds", WORKING_DIR],
+            &["set"],
+        ),
+        RotationProvider::Manual => (&["testTimeoutSeconds"], &[]),
     };
     for name in r.settings.keys() {
         if !known.contains(&name.as_str()) {
@@ -328,6 +333,15 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
                 )),
             }
         }
+    }
+    if let Some(v) = get(WORKING_DIR)
+        && !v.as_str().is_some_and(|d| Path::new(d).is_absolute())
+    {
+        out.push(problem_hint(
+            format!("spec.rotation.settings.{WORKING_DIR}"),
+            format!("{WORKING_DIR} must be a directory path (absolute once applied)"),
+            "leave it out to run the programs in the manifest's directory, or give a path relative to it",
+        ));
     }
     if r.provider == RotationProvider::Github && r.credentials.is_none() {
         out.push(problem_hint(

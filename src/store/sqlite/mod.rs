@@ -123,6 +123,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at TEXT NOT NULL, task_id INTEGER NOT NULL,
         PRIMARY KEY (project, trigger, delivery));
      CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_at);",
+    // 6: "last tested at" of SecretStore keys (dry runs and `webhook test`), kept apart from
+    // "last verified at" (real deliveries).
+    "ALTER TABLE secret_keys ADD COLUMN last_tested_at TEXT;
+     ALTER TABLE secret_keys ADD COLUMN last_tested_trigger TEXT;
+     ALTER TABLE secret_keys ADD COLUMN last_tested_by TEXT;",
+    // 7: manual fires (`trigger fire`), counted apart from the TriggerActor's own columns.
+    "ALTER TABLE trigger_state ADD COLUMN manual_fires INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE trigger_state ADD COLUMN manual_skips INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE trigger_state ADD COLUMN last_manual_fire TEXT;
+     ALTER TABLE trigger_state ADD COLUMN last_manual_task INTEGER;",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).

@@ -174,22 +174,31 @@ impl ResourceStore for Resources {
 /// Per-key metadata of one SecretStore, ordered by key.
 fn key_meta(conn: &Connection, project: &str, store: &str) -> Result<Vec<KeyMeta>> {
     let mut stmt = conn.prepare(
-        "SELECT key, fingerprint, length, updated_at, last_verified_at, last_verified_trigger
+        "SELECT key, fingerprint, length, updated_at, last_verified_at, last_verified_trigger,
+           last_tested_at, last_tested_trigger, last_tested_by
          FROM secret_keys WHERE project = ?1 AND store = ?2 ORDER BY key",
     )?;
     let rows = stmt.query_map(params![project, store], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
+            (
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ),
+            [
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ],
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (key, fingerprint, length, updated, verified, trigger) = row?;
+        let ((key, fingerprint, length, updated), [verified, trigger, tested, tested_trigger, by]) =
+            row?;
         out.push(KeyMeta {
             key,
             fingerprint,
@@ -197,6 +206,9 @@ fn key_meta(conn: &Connection, project: &str, store: &str) -> Result<Vec<KeyMeta
             updated_at: parse_ts(&updated)?,
             last_verified_at: verified.as_deref().map(parse_ts).transpose()?,
             last_verified_trigger: trigger,
+            last_tested_at: tested.as_deref().map(parse_ts).transpose()?,
+            last_tested_trigger: tested_trigger,
+            last_tested_by: by,
         });
     }
     Ok(out)
@@ -315,7 +327,8 @@ fn update_key_meta(
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (project, store, key) DO UPDATE SET fingerprint = excluded.fingerprint,
                        length = excluded.length, updated_at = excluded.updated_at,
-                       last_verified_at = NULL, last_verified_trigger = NULL",
+                       last_verified_at = NULL, last_verified_trigger = NULL,
+                       last_tested_at = NULL, last_tested_trigger = NULL, last_tested_by = NULL",
                 )?
                 .execute(
                     params![k.project, k.name, key, fp, value.len() as i64, ts(now)],
