@@ -395,6 +395,7 @@ pub(super) async fn describe(
         armed,
         referenced_by: described.referenced_by,
         keys: described.keys,
+        pending: described.pending,
         history: described.history,
     })
 }

@@ -123,6 +123,10 @@ const MIGRATIONS: &[&str] = &[
         expires_at TEXT NOT NULL, task_id INTEGER NOT NULL,
         PRIMARY KEY (project, trigger, delivery));
      CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_at);",
+    // 6: the three-way merge of SecretStore applies: what the last apply declared per key
+    // (fingerprints and keep markers, JSON), and who set each key's live value.
+    "ALTER TABLE resources ADD COLUMN applied TEXT;
+     ALTER TABLE secret_keys ADD COLUMN set_by TEXT;",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
