@@ -6,6 +6,7 @@ mod common;
 mod durability;
 mod hostile;
 mod inprocess;
+mod merge;
 mod props;
 mod resources;
 mod rotation;

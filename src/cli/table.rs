@@ -147,9 +147,15 @@ fn diff_row(r: &ResultLine, d: &KeyDiff) -> Vec<String> {
             fp(&d.previous),
             origin.map(|o| format!("it was {o}")).unwrap_or_default(),
         ),
-        (KeyAction::Kept, Some(KeptBecause::Keep)) => {
-            ("=", "kept", fp(&d.fingerprint), "{keep: true}".into())
-        }
+        (KeyAction::Kept, Some(KeptBecause::Keep)) => (
+            "=",
+            "kept",
+            fp(&d.fingerprint),
+            match origin {
+                Some(o) => format!("{{keep: true}}; {o}"),
+                None => "{keep: true}".into(),
+            },
+        ),
         (KeyAction::Kept, Some(KeptBecause::Undeclared)) => (
             "=",
             "kept live",
