@@ -34,13 +34,19 @@ fn deliver(addr: SocketAddr, trigger: &str, secret: &str, scheme: Scheme) -> u16
         ts,
         &format!("delivery-{n}-{ts}"),
     );
-    post(addr, &format!("/webhook/{trigger}"), &headers, body.as_bytes()).0
+    post(
+        addr,
+        &format!("/webhook/{trigger}"),
+        &headers,
+        body.as_bytes(),
+    )
+    .0
 }
 
 /// A platform outside the daemon: it signs deliveries with the secret it holds, takes a new one
 /// when its settings file changes (what a `command` provider's set program or an agent writes
-/// there stands in for the platform's API), and then sends one signed delivery to the daemon's
-/// webhook listener, as GitHub sends a ping.
+/// there stands in for the platform's API), and sends a signed delivery to the daemon's webhook
+/// listener at once and then every 50 ms, as a platform with traffic does.
 struct Platform {
     secret: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
@@ -52,19 +58,22 @@ impl Platform {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (secret.clone(), stop.clone());
         std::thread::spawn(move || {
+            let mut since_delivery = 0;
             while !st.load(Ordering::Relaxed) {
                 let written = std::fs::read_to_string(&settings).unwrap_or_default();
-                let changed = {
+                let (current, changed) = {
                     let mut current = s.lock().expect("lock");
                     let changed = !written.is_empty() && *current != written;
                     if changed {
                         current.clone_from(&written);
                     }
-                    changed
+                    (current.clone(), changed)
                 };
-                if changed {
-                    deliver(addr, trigger, &written, Scheme::HmacSha256);
+                if changed || since_delivery >= 5 {
+                    deliver(addr, trigger, &current, Scheme::HmacSha256);
+                    since_delivery = 0;
                 }
+                since_delivery += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
@@ -90,7 +99,8 @@ fn apply_file(d: &TestDaemon, path: &Path, extra: &[&str]) -> String {
 }
 
 fn keys(d: &TestDaemon, store: &str) -> Vec<serde_json::Value> {
-    d.cli(&["describe", "secretstore", store, "-o", "json"]).json()["keys"]
+    d.cli(&["describe", "secretstore", store, "-o", "json"])
+        .json()["keys"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -142,7 +152,7 @@ spec:
 
 #[test]
 fn a_rotated_key_survives_reapplying_its_manifest_and_a_changed_key_replaces_it() {
-    let d = TestDaemon::start();
+    let mut d = TestDaemon::start();
     let addr = d.webhook.expect("webhook");
     let settings = d.dir.path().join("platform-secret");
     let platform = Platform::start(addr, settings.clone(), OLD, "custom");
@@ -158,6 +168,10 @@ fn a_rotated_key_survives_reapplying_its_manifest_and_a_changed_key_replaces_it(
     assert!(out.contains("key signing rotated with command"), "{out}");
     let rotated = platform.secret();
     assert_ne!(rotated, OLD);
+    // What the last apply declared is durable: a restarted daemon merges the same way.
+    drop(platform);
+    d.restart();
+    let addr = d.webhook.expect("webhook");
 
     // Re-applying the original file keeps the rotated value, and says why.
     let out = apply_file(&d, &file, &[]);
@@ -174,7 +188,10 @@ fn a_rotated_key_survives_reapplying_its_manifest_and_a_changed_key_replaces_it(
 
     // The dry run of the same file shows the decision with fingerprints.
     let out = apply_file(&d, &file, &["--dry-run"]);
-    assert!(out.contains("secretstore/hooks unchanged (dry run)"), "{out}");
+    assert!(
+        out.contains("secretstore/hooks unchanged (dry run)"),
+        "{out}"
+    );
     let row = out
         .lines()
         .find(|l| l.trim_start().starts_with("= signing"))
@@ -281,15 +298,18 @@ fn a_rotated_key_survives_reapplying_its_manifest_and_a_changed_key_replaces_it(
     assert_eq!(names, ["extra", "signing"]);
 
     // History says who changed what, by fingerprint.
-    let desc = d
-        .cli(&["describe", "secretstore", "hooks"])
-        .ok()
-        .to_owned();
+    let desc = d.cli(&["describe", "secretstore", "hooks"]).ok().to_owned();
     assert!(desc.contains("configured by rotation keys:"), "{desc}");
     assert!(desc.contains("configured by secret-set keys:"), "{desc}");
     assert_no_value(
         &format!("{desc}{}", d.log()),
-        &[OLD, &rotated, FRESH, "extra-live-value-55", "retired-value-77"],
+        &[
+            OLD,
+            &rotated,
+            FRESH,
+            "extra-live-value-55",
+            "retired-value-77",
+        ],
     );
 }
 
@@ -328,7 +348,10 @@ fn the_bundle_declares_its_keys_without_values_and_keeps_what_was_set_live() {
         .ok();
     assert_eq!(deliver(addr, "github-events", OLD, Scheme::Github), 202);
     let out = apply_file(&d, &bundle, &[]);
-    assert!(out.contains("secretstore/webhook-secrets unchanged"), "{out}");
+    assert!(
+        out.contains("secretstore/webhook-secrets unchanged"),
+        "{out}"
+    );
     assert!(!out.contains("pending"), "{out}");
     assert_eq!(deliver(addr, "github-events", OLD, Scheme::Github), 202);
 
@@ -337,7 +360,10 @@ fn the_bundle_declares_its_keys_without_values_and_keeps_what_was_set_live() {
     d.cli_stdin(&["secret", "set", "webhook-secrets", "github"], rotated)
         .ok();
     let out = apply_file(&d, &bundle, &[]);
-    assert!(out.contains("secretstore/webhook-secrets unchanged"), "{out}");
+    assert!(
+        out.contains("secretstore/webhook-secrets unchanged"),
+        "{out}"
+    );
     assert_eq!(deliver(addr, "github-events", rotated, Scheme::Github), 202);
     assert_eq!(deliver(addr, "github-events", OLD, Scheme::Github), 401);
     let out = apply_file(&d, &bundle, &["--dry-run"]);
@@ -455,7 +481,10 @@ spec:
     ));
     d.cli_stdin(&["secret", "set", "partner-hooks", "signing"], OLD)
         .ok();
-    assert_eq!(deliver(addr, "partner-events", OLD, Scheme::HmacSha256), 202);
+    assert_eq!(
+        deliver(addr, "partner-events", OLD, Scheme::HmacSha256),
+        202
+    );
 
     // Deliveries signed with whatever the platform holds keep verifying through the rotation.
     let stop = AtomicBool::new(false);
@@ -500,8 +529,14 @@ spec:
     // The new key verifies, the old one is refused, and only the new one is left.
     let new = platform.secret();
     assert_ne!(new, OLD);
-    assert_eq!(deliver(addr, "partner-events", &new, Scheme::HmacSha256), 202);
-    assert_eq!(deliver(addr, "partner-events", OLD, Scheme::HmacSha256), 401);
+    assert_eq!(
+        deliver(addr, "partner-events", &new, Scheme::HmacSha256),
+        202
+    );
+    assert_eq!(
+        deliver(addr, "partner-events", OLD, Scheme::HmacSha256),
+        401
+    );
     let k = keys(&d, "partner-hooks");
     assert_eq!(k.len(), 1, "{k:#?}");
     assert_eq!(k[0]["key"], "signing");
@@ -509,11 +544,17 @@ spec:
     // The file in git still says `{keep: true}`: re-applying it keeps the new key.
     let out = d.apply(store_doc);
     assert!(out.contains("secretstore/partner-hooks"), "{out}");
-    assert_eq!(deliver(addr, "partner-events", &new, Scheme::HmacSha256), 202);
+    assert_eq!(
+        deliver(addr, "partner-events", &new, Scheme::HmacSha256),
+        202
+    );
     // The agent never had the old value: not in its environment, its prompt, or anything a
     // command answered it (which it all wrote down).
     let seen = std::fs::read_to_string(&seen).expect("what the agent saw");
-    assert!(seen.contains("KEY: {keep: true}"), "the record is incomplete");
+    assert!(
+        seen.contains("KEY: {keep: true}"),
+        "the record is incomplete"
+    );
     assert!(seen.contains("signing.next"), "the record is incomplete");
     assert_no_value(&seen, &[OLD]);
     assert_no_value(&logs, &[OLD, &new]);

@@ -96,7 +96,10 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
         write_rows(&mut o, &rows)?;
     }
     if !d.pending.is_empty() {
-        writeln!(o, "Pending keys (declared `{{keep: true}}`, no value yet; they verify nothing):")?;
+        writeln!(
+            o,
+            "Pending keys (declared `{{keep: true}}`, no value yet; they verify nothing):"
+        )?;
         let project = match r.metadata.project.as_str() {
             crate::domain::manifest::DEFAULT_PROJECT => String::new(),
             p => format!("-p {p} "),
@@ -219,7 +222,9 @@ fn history_detail(h: &HistoryEntry) -> String {
         .map(|(k, fp)| format!("{k}={fp}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let by = c.by.map(|b| format!(" by {}", b.as_str())).unwrap_or_default();
+    let by =
+        c.by.map(|b| format!(" by {}", b.as_str()))
+            .unwrap_or_default();
     format!(
         "{by} keys: {fps}{}{}{}",
         list("added", &c.added),

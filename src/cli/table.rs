@@ -55,11 +55,7 @@ pub(super) fn print_changes(out: Output, resp: &ChangeResponse) -> anyhow::Resul
             write_rows(&mut stdout, &rows)?;
             continue;
         }
-        let notes: Vec<String> = r
-            .keys
-            .iter()
-            .filter_map(|d| key_note(r, d))
-            .collect();
+        let notes: Vec<String> = r.keys.iter().filter_map(|d| key_note(r, d)).collect();
         let notes = if notes.is_empty() {
             String::new()
         } else {

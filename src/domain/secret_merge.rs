@@ -193,7 +193,8 @@ pub fn merge(live: Option<&SecretStoreSpec>, new: &SecretStoreSpec) -> Merged {
         match (new.data.get(k), new.keep.contains(k)) {
             (Some(value), _) => {
                 let fp = fingerprint(value.expose());
-                let unchanged_since_last = declared_before == Some(&Declared::Fingerprint(fp.clone()));
+                let unchanged_since_last =
+                    declared_before == Some(&Declared::Fingerprint(fp.clone()));
                 record.insert(k.to_owned(), Declared::Fingerprint(fp.clone()));
                 match current {
                     None => {
@@ -224,7 +225,13 @@ pub fn merge(live: Option<&SecretStoreSpec>, new: &SecretStoreSpec) -> Merged {
                 match current {
                     Some(v) => {
                         data.insert(k.to_owned(), v.clone());
-                        diff(KeyAction::Kept, Some(KeptBecause::Keep), current_fp, None, None);
+                        diff(
+                            KeyAction::Kept,
+                            Some(KeptBecause::Keep),
+                            current_fp,
+                            None,
+                            None,
+                        );
                     }
                     None => diff(KeyAction::Pending, None, None, None, None),
                 }
@@ -344,9 +351,19 @@ mod tests {
     #[test]
     fn a_rotated_key_survives_reapplying_the_original_manifest() {
         let rotated = || live(&[&["github=old"]], &["github=rotated"]);
-        check(rotated(), &["github=old"], "github=rotated", "github:kept/unchanged");
+        check(
+            rotated(),
+            &["github=old"],
+            "github=rotated",
+            "github:kept/unchanged",
+        );
         // Changing the value in the file replaces it.
-        check(rotated(), &["github=fresh"], "github=fresh", "github:replaced");
+        check(
+            rotated(),
+            &["github=fresh"],
+            "github=fresh",
+            "github:replaced",
+        );
         // Writing the live value itself is no change at all.
         check(rotated(), &["github=rotated"], "github=rotated", "");
     }
@@ -354,10 +371,25 @@ mod tests {
     #[test]
     fn keys_removed_from_the_manifest_go_and_keys_added_live_stay() {
         let l = || live(&[&["a=1", "b=2"]], &["staged=3"]);
-        check(l(), &["a=1"], "a=1 staged=3", "b:removed staged:kept/undeclared");
-        check(l(), &[], "staged=3", "a:removed b:removed staged:kept/undeclared");
+        check(
+            l(),
+            &["a=1"],
+            "a=1 staged=3",
+            "b:removed staged:kept/undeclared",
+        );
+        check(
+            l(),
+            &[],
+            "staged=3",
+            "a:removed b:removed staged:kept/undeclared",
+        );
         // A manifest that now gives a value for a key set live wins.
-        check(l(), &["a=1", "b=2", "staged=9"], "a=1 b=2 staged=9", "staged:replaced");
+        check(
+            l(),
+            &["a=1", "b=2", "staged=9"],
+            "a=1 b=2 staged=9",
+            "staged:replaced",
+        );
     }
 
     #[test]
@@ -409,7 +441,10 @@ mod tests {
         let mut old = manifest(&["a=1"]);
         old.applied = None;
         let m = merge(Some(&old), &manifest(&["a=1"]));
-        assert_eq!(m.spec, old, "no record is invented, so the apply is unchanged");
+        assert_eq!(
+            m.spec, old,
+            "no record is invented, so the apply is unchanged"
+        );
         // Its live keys stand for the last apply: a key left out is removed.
         let mut two = manifest(&["a=1", "b=2"]);
         two.applied = None;

@@ -393,8 +393,13 @@ impl Snapshot {
                             _ => None,
                         });
                         let merged = secret_merge::merge(live, new);
-                        let mut change =
-                            Self::change(key, old, &m.metadata, Spec::SecretStore(merged.spec), now);
+                        let mut change = Self::change(
+                            key,
+                            old,
+                            &m.metadata,
+                            Spec::SecretStore(merged.spec),
+                            now,
+                        );
                         change.keys = merged.keys;
                         change
                     }

@@ -23,8 +23,13 @@ pub trait ResourceStore: Send + Sync {
     /// Commits `changes` as `revision` in one transaction. Unchanged entries are skipped; when
     /// nothing changed nothing is written. SecretStore keys whose value changes are recorded as
     /// set by `by`.
-    fn commit(&self, changes: &[Change], revision: u64, now: DateTime<Utc>, by: SetBy)
-    -> Result<()>;
+    fn commit(
+        &self,
+        changes: &[Change],
+        revision: u64,
+        now: DateTime<Utc>,
+        by: SetBy,
+    ) -> Result<()>;
 
     /// The newest `limit` history rows of one resource, newest first.
     fn history(&self, key: &ResourceKey, limit: usize) -> Result<Vec<HistoryEntry>>;

@@ -478,7 +478,10 @@ mod tests {
             ("{keep: false}", "`{keep: false}` keeps nothing"),
             ("{keep: \"sup3r-secret\"}", "`keep` must be `true`"),
             ("{kep: true}", "must be exactly `{keep: true}`"),
-            ("{keep: true, value: sup3r-secret}", "must be exactly `{keep: true}`"),
+            (
+                "{keep: true, value: sup3r-secret}",
+                "must be exactly `{keep: true}`",
+            ),
             ("{}", "must be exactly `{keep: true}`"),
             ("[sup3r-secret]", "value is a list"),
             ("", "value is empty"),

@@ -271,9 +271,8 @@ impl<'de> de::DeserializeSeed<'de> for KeepFlag {
                 Ok(v)
             }
         }
-        d.deserialize_any(Flag).map_err(|_: D::Error| {
-            de::Error::custom(format!("`keep` must be `true`: {KEEP_HINT}"))
-        })
+        d.deserialize_any(Flag)
+            .map_err(|_: D::Error| de::Error::custom(format!("`keep` must be `true`: {KEEP_HINT}")))
     }
 }
 

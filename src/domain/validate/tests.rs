@@ -169,7 +169,9 @@ fn keys_declared_without_a_value_count_as_keys() {
     assert_eq!(store.pending().collect::<Vec<_>>(), ["k"]);
     let (mut docs, _) = parse_documents(
         "f.yaml",
-        &format!("{BUNDLE}---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: pend, keys: [k]}}, scheme: github}}\n  action: {{workflow: secret-rotation, workspace: default}}\n"),
+        &format!(
+            "{BUNDLE}---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: pend, keys: [k]}}, scheme: github}}\n  action: {{workflow: secret-rotation, workspace: default}}\n"
+        ),
     );
     let problems = validate_apply(&mut docs, &s, None);
     assert!(problems.is_empty(), "{problems:?}");

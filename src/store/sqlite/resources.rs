@@ -85,8 +85,18 @@ impl ResourceStore for Resources {
         let cipher = self.key.cipher();
         let mut resources = Vec::new();
         for row in rows {
-            let (project, kind, name, generation, metadata, spec, sealed, created, updated, applied) =
-                row?;
+            let (
+                project,
+                kind,
+                name,
+                generation,
+                metadata,
+                spec,
+                sealed,
+                created,
+                updated,
+                applied,
+            ) = row?;
             let corrupt = |what: &str, detail: String| StoreError::Corrupt {
                 what: format!("{what} of {kind}/{name} in project {project}"),
                 detail,
@@ -445,6 +455,23 @@ mod tests {
         assert_eq!(loaded.revision, 2);
         let data = &loaded.secret_store("default", "hooks").expect("store").data;
         assert_eq!(data["new"].expose(), "plain-new-value");
+        // What the last apply declared survives the reload (fingerprints only).
+        let applied = loaded
+            .secret_store("default", "hooks")
+            .and_then(|s| s.applied.clone())
+            .expect("a record of the last apply");
+        assert_eq!(
+            applied,
+            s2.secret_store("default", "hooks")
+                .and_then(|s| s.applied.clone())
+                .expect("planned")
+        );
+        assert_eq!(
+            applied.get("new"),
+            Some(&crate::domain::manifest::Declared::Fingerprint(
+                fingerprint("plain-new-value")
+            ))
+        );
         let hist = store
             .history(&ResourceKey::new("default", Kind::SecretStore, "hooks"), 10)
             .expect("history");
@@ -458,6 +485,7 @@ mod tests {
         assert_eq!(meta.len(), 2);
         assert_eq!(meta[0].key, "new");
         assert_eq!(meta[0].length, 15);
+        assert_eq!(meta[0].set_by, Some(SetBy::Apply));
     }
 
     #[test]
