@@ -6,6 +6,7 @@ mod common;
 mod durability;
 mod hostile;
 mod inprocess;
+mod merge;
 mod proof;
 mod props;
 mod resources;

@@ -1,5 +1,5 @@
 //! `describe KIND NAME`: one resource in detail — metadata, spec and status as YAML, a
-//! SecretStore's key metadata and rotations, where a cron trigger is armed and its recent fires,
+//! SecretStore's key metadata (who set each value), pending keys and rotations, where a cron trigger is armed and its recent fires,
 //! what references it, and its change history.
 
 use std::io::Write;
@@ -83,7 +83,10 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
                 format!("  {}", k.key),
                 k.fingerprint.clone(),
                 k.length.to_string(),
-                k.updated_at.to_rfc3339(),
+                match k.set_by {
+                    Some(by) => format!("{} ({})", k.updated_at.to_rfc3339(), by.as_str()),
+                    None => k.updated_at.to_rfc3339(),
+                },
                 match (&k.last_verified_at, &k.last_verified_trigger) {
                     (Some(t), Some(tr)) => format!("{} (trigger {tr})", t.to_rfc3339()),
                     (Some(t), None) => t.to_rfc3339(),
@@ -103,6 +106,23 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
             ]);
         }
         write_rows(&mut o, &rows)?;
+    }
+    if !d.pending.is_empty() {
+        writeln!(
+            o,
+            "Pending keys (declared `{{keep: true}}`, no value yet; they verify nothing):"
+        )?;
+        let project = match r.metadata.project.as_str() {
+            crate::domain::manifest::DEFAULT_PROJECT => String::new(),
+            p => format!("-p {p} "),
+        };
+        for k in &d.pending {
+            writeln!(
+                o,
+                "  {k}   set it: orchestrator {project}secret set {} {k} < FILE",
+                r.metadata.name
+            )?;
+        }
     }
     match &d.armed {
         Some(Armed::Actor { actor }) => {
@@ -214,8 +234,11 @@ fn history_detail(h: &HistoryEntry) -> String {
         .map(|(k, fp)| format!("{k}={fp}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let by =
+        c.by.map(|b| format!(" by {}", b.as_str()))
+            .unwrap_or_default();
     format!(
-        " keys: {fps}{}{}{}",
+        "{by} keys: {fps}{}{}{}",
         list("added", &c.added),
         list("changed", &c.changed),
         list("removed", &c.removed)

@@ -71,7 +71,9 @@ pub enum RotationError {
     NoRotationBlock { store: String },
     #[error("{key:?} is a rotation's staging key; name the key it rotates")]
     StagingKey { key: String },
-    #[error("secretstore/{store} has no key {key:?} to rotate")]
+    #[error(
+        "secretstore/{store} has no value for key {key:?} to rotate: give it one first with `orchestrator secret set {store} {key}`"
+    )]
     NoKey { store: String, key: String },
     #[error("secretstore/{store}: {source}")]
     Provider {
@@ -747,6 +749,7 @@ impl Run<'_> {
                 |reply| SecretStoreMsg::PatchSecret {
                     key: self.store.clone(),
                     changes,
+                    by: crate::domain::secret_merge::SetBy::Rotation,
                     reply,
                 },
                 Duration::from_secs(30),

@@ -205,17 +205,23 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
             out.push(problem_hint(
                 format!("spec.data.{k}"),
                 e,
-                "put the real value here, or set it with `orchestrator secret set` (the daemon \
-                 never shows secret values)",
+                "put the real value here, or write `{keep: true}` to keep the live value and set \
+                 it with `orchestrator secret set` (the daemon never shows secret values)",
             ));
         }
     }
-    if s.data.len() > crate::domain::limits::MAX_SECRET_KEYS {
+    for k in &s.keep {
+        if let Err(e) = check_data_key(k) {
+            out.push(problem(format!("spec.data.{k}"), e));
+        }
+    }
+    let keys = s.key_names();
+    if keys.len() > crate::domain::limits::MAX_SECRET_KEYS {
         out.push(problem_hint(
             "spec.data",
             format!(
                 "{} keys; the limit is {}",
-                s.data.len(),
+                keys.len(),
                 crate::domain::limits::MAX_SECRET_KEYS
             ),
             "split the secrets over several SecretStores",
@@ -225,11 +231,12 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
         if let Err(e) = check_data_key(&r.key) {
             out.push(problem("spec.rotation.key", e));
         }
-        if !s.data.contains_key(&r.key) {
+        if !keys.contains(r.key.as_str()) {
             out.push(problem_hint(
                 "spec.rotation.key",
                 format!("rotation key {:?} is not in data", r.key),
-                "rotation replaces an existing key: add it to `data` or fix the name",
+                "rotation replaces an existing key: add it to `data` (with its value, or as \
+                 `{keep: true}` to declare it without one) or fix the name",
             ));
         }
         rotation_settings_problems(r, out);

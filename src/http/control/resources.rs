@@ -433,6 +433,7 @@ pub(super) async fn describe(
         armed,
         referenced_by: described.referenced_by,
         keys: described.keys,
+        pending: described.pending,
         history: described.history,
     })
 }

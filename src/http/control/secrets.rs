@@ -53,6 +53,7 @@ pub(super) async fn patch(
             |reply| SecretStoreMsg::PatchSecret {
                 key: rk,
                 changes: vec![(key.to_owned(), value)],
+                by: crate::domain::secret_merge::SetBy::SecretSet,
                 reply,
             },
             ACTOR_TIMEOUT,

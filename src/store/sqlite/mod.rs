@@ -133,6 +133,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE trigger_state ADD COLUMN manual_skips INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE trigger_state ADD COLUMN last_manual_fire TEXT;
      ALTER TABLE trigger_state ADD COLUMN last_manual_task INTEGER;",
+    // 8: the three-way merge of SecretStore applies: what the last apply declared per key
+    // (fingerprints and keep markers, JSON), and who set each key's live value.
+    "ALTER TABLE resources ADD COLUMN applied TEXT;
+     ALTER TABLE secret_keys ADD COLUMN set_by TEXT;",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
