@@ -196,10 +196,11 @@ spec:
     assert_eq!(key_names(&d, "hooks"), ["signing"]);
     assert_eq!(
         keys(&d, "hooks")[0]["fingerprint"],
-        fingerprint(OLD),
-        "the re-apply put the file's value back"
+        fingerprint(&new),
+        "the re-apply (same value in the file) keeps the rotated value, and the rollback leaves it"
     );
-    assert_eq!(deliver(&d, "custom", Scheme::HmacSha256, OLD), 202);
+    assert_eq!(deliver(&d, "custom", Scheme::HmacSha256, &new), 202);
+    assert_eq!(deliver(&d, "custom", Scheme::HmacSha256, OLD), 401);
     // A set program that is not executable never started either.
     std::fs::write(bundle.join("plain.sh"), "#!/bin/sh\ncat > /dev/null\n").expect("plain");
     std::fs::write(bundle.join("hooks.yaml"), store("./plain.sh")).expect("manifest");
