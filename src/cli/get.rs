@@ -110,6 +110,8 @@ fn cells(v: &ResourceView) -> anyhow::Result<Vec<String>> {
                 .map_or("-", |r| match r.provider {
                     RotationProvider::Github => "github",
                     RotationProvider::Command => "command",
+                    RotationProvider::Oauth2 => "oauth2",
+                    RotationProvider::GithubApp => "github-app",
                 })
                 .to_owned(),
         ],

@@ -19,6 +19,7 @@ pub mod rotation;
 pub mod schedule;
 pub mod signature;
 pub mod snapshot;
+pub mod token;
 pub mod trigger_plan;
 pub mod validate;
 pub mod workflow;

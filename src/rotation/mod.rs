@@ -16,6 +16,9 @@
 
 mod command;
 mod github;
+mod github_app;
+mod oauth2;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -81,6 +84,14 @@ pub enum RotationError {
     Random,
     #[error("the rotation stopped without an outcome (see the daemon log)")]
     NoOutcome,
+    #[error(
+        "secretstore/{store} refreshes its token {token:?}, not {key:?}: run `orchestrator secret rotate {store}` without --key"
+    )]
+    NotTheToken {
+        store: String,
+        key: String,
+        token: String,
+    },
 }
 
 /// Why a provider cannot be used, or why one of its calls failed.
@@ -90,6 +101,9 @@ pub enum ProviderError {
     Github(#[from] GithubError),
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// A token provider (`oauth2`, `github-app`): refreshed, never rotated in stages.
+    #[error("the {0} provider refreshes a token; it has no staged rotation")]
+    NotStaged(&'static str),
 }
 
 impl ProviderError {
@@ -99,6 +113,7 @@ impl ProviderError {
         match self {
             ProviderError::Github(e) => e.maybe_applied(),
             ProviderError::Command(_) => true,
+            ProviderError::NotStaged(_) => false,
         }
     }
 }
@@ -205,6 +220,8 @@ impl Provider {
                 Provider::Github(github::Github::from_spec(spec, project, snapshot)?)
             }
             RotationProvider::Command => Provider::Command(command::Command::from_spec(spec)?),
+            RotationProvider::Oauth2 => return Err(ProviderError::NotStaged("oauth2")),
+            RotationProvider::GithubApp => return Err(ProviderError::NotStaged("github-app")),
         })
     }
 
@@ -270,6 +287,9 @@ pub async fn rotate(
         .ok_or_else(|| RotationError::NoRotationBlock {
             store: store.to_owned(),
         })?;
+    if crate::domain::token::is_token_provider(rotation.provider) {
+        return tokens::on_demand(ctx, project, store, &rotation, key).await;
+    }
     let key = key.unwrap_or_else(|| rotation.key.clone());
     if key.ends_with(NEXT_SUFFIX) {
         return Err(RotationError::StagingKey { key });

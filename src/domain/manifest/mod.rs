@@ -254,6 +254,12 @@ pub struct SecretStoreSpec {
 pub enum RotationProvider {
     Github,
     Command,
+    /// The OAuth 2.0 refresh-token grant (Slack, Google, Atlassian, Zoom): see
+    /// `domain::token`.
+    Oauth2,
+    /// A GitHub App's installation token, minted with the App's private key.
+    #[serde(rename = "github-app")]
+    GithubApp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

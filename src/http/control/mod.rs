@@ -610,6 +610,7 @@ impl ControlError {
                     R::NoRotationBlock { .. }
                     | R::StagingKey { .. }
                     | R::NoKey { .. }
+                    | R::NotTheToken { .. }
                     | R::Provider { .. } => 400,
                     R::AlreadyRunning { .. } => 409,
                     R::Record(_) | R::Random | R::NoOutcome => 500,
