@@ -55,7 +55,10 @@ pub enum TokenRefreshMsg {
     /// The timer fired: start the refreshes that are due.
     Tick,
     /// A refresh ended.
-    Finished { store: ResourceKey, outcome: Outcome },
+    Finished {
+        store: ResourceKey,
+        outcome: Outcome,
+    },
     /// The status of one store's token (`describe secretstore`); `None` if it has none.
     Status {
         store: ResourceKey,
@@ -189,7 +192,11 @@ fn provider_name(p: RotationProvider) -> &'static str {
 
 /// The status of a store's token as the snapshot alone tells it (when this actor cannot be
 /// asked): its expiry and its scheduled refresh.
-pub fn status_of(snapshot: &Snapshot, store: &ResourceKey, now: DateTime<Utc>) -> Option<TokenStatus> {
+pub fn status_of(
+    snapshot: &Snapshot,
+    store: &ResourceKey,
+    now: DateTime<Utc>,
+) -> Option<TokenStatus> {
     let spec = snapshot.secret_store(&store.project, &store.name)?;
     Entry::of(spec, credentials(snapshot, &store.project, spec)).map(|e| e.status(now))
 }
@@ -323,7 +330,10 @@ impl TokenRefreshState {
             Outcome::Failed { permanent: false } => {
                 self.failed += 1;
                 let delay = token::retry_delay(attempt);
-                entry.retry = Some((attempt, now + chrono::Duration::from_std(delay).unwrap_or_default()));
+                entry.retry = Some((
+                    attempt,
+                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                ));
             }
             Outcome::Busy => {
                 let at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();

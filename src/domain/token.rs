@@ -197,9 +197,7 @@ pub fn due(expiry: Expiry, refresh_before: Option<Duration>) -> Due {
 /// failed for a reason that may pass: 1 s, 2 s, 4 s, … up to 5 minutes.
 pub fn retry_delay(attempt: u32) -> Duration {
     let doublings = attempt.saturating_sub(1).min(20);
-    FIRST_RETRY
-        .saturating_mul(1u32 << doublings)
-        .min(MAX_RETRY)
+    FIRST_RETRY.saturating_mul(1u32 << doublings).min(MAX_RETRY)
 }
 
 /// The companion keys a refresh commits with the token: its expiry (`never` when the platform
@@ -211,7 +209,10 @@ pub fn companions(
 ) -> [(String, String); 2] {
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     [
-        (expires_key(key), expires.map_or_else(|| NEVER.to_owned(), ts)),
+        (
+            expires_key(key),
+            expires.map_or_else(|| NEVER.to_owned(), ts),
+        ),
         (issued_key(key), ts(issued)),
     ]
 }
@@ -258,7 +259,10 @@ impl Why {
         match self {
             Why::UnknownExpiry => "refresh: the token's expiry was not known".to_owned(),
             Why::Ahead { expires } => {
-                format!("refresh ahead of expiry (the token expires at {})", ts(expires))
+                format!(
+                    "refresh ahead of expiry (the token expires at {})",
+                    ts(expires)
+                )
             }
             Why::Retry {
                 attempt,
@@ -291,7 +295,9 @@ mod tests {
     use crate::domain::manifest::SecretValue;
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     fn store(pairs: &[(&str, &str)]) -> SecretStoreSpec {
@@ -323,7 +329,10 @@ mod tests {
             Expiry::Unknown,
         );
         check(
-            &[("tok", "x"), ("tok.expires_at", "2026-01-01T12:00:00+09:00")],
+            &[
+                ("tok", "x"),
+                ("tok.expires_at", "2026-01-01T12:00:00+09:00"),
+            ],
             Expiry::At {
                 at: t("2026-01-01T03:00:00Z"),
                 issued: None,

@@ -31,9 +31,13 @@ pub enum GithubAppError {
         "github-app rotation needs credentials {{fromRef, key}} naming the App's private key (PEM)"
     )]
     NoCredentials,
-    #[error("secretstore/{store} has no value for {key:?}: store the App's private key there (`orchestrator secret set {store} {key} --from-file app.private-key.pem`)")]
+    #[error(
+        "secretstore/{store} has no value for {key:?}: store the App's private key there (`orchestrator secret set {store} {key} --from-file app.private-key.pem`)"
+    )]
     NoKey { store: String, key: String },
-    #[error("secretstore/{store} key {key:?} is not an RSA private key in PEM form ({why}): store the .pem file GitHub generated for the App")]
+    #[error(
+        "secretstore/{store} key {key:?} is not an RSA private key in PEM form ({why}): store the .pem file GitHub generated for the App"
+    )]
     BadKey {
         store: String,
         key: String,
@@ -230,13 +234,12 @@ impl GithubApp {
                 hint,
             });
         }
-        let minted: Minted = serde_json::from_slice(&body).map_err(|_| {
-            GithubAppError::Unreadable {
+        let minted: Minted =
+            serde_json::from_slice(&body).map_err(|_| GithubAppError::Unreadable {
                 host: host.clone(),
                 path: path.clone(),
                 status,
-            }
-        })?;
+            })?;
         Ok(Issued {
             token: SecretValue::new(minted.token),
             refresh_token: None,

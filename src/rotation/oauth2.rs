@@ -82,7 +82,9 @@ impl OAuth2Error {
             OAuth2Error::Request { .. } => false,
             OAuth2Error::Refused { permanent, .. } => *permanent,
             // A proxy's error page or a half-deployed endpoint: worth another try.
-            OAuth2Error::Unreadable { status, .. } => *status < 500 && *status != 429 && *status != 200,
+            OAuth2Error::Unreadable { status, .. } => {
+                *status < 500 && *status != 429 && *status != 200
+            }
             OAuth2Error::NoTokenUrl
             | OAuth2Error::BadTokenUrl { .. }
             | OAuth2Error::NoCredentials
@@ -123,7 +125,10 @@ impl OAuth2 {
             .url()
             .host_str()
             .map_or_else(|| url.to_owned(), str::to_owned);
-        let creds = spec.credentials.as_ref().ok_or(OAuth2Error::NoCredentials)?;
+        let creds = spec
+            .credentials
+            .as_ref()
+            .ok_or(OAuth2Error::NoCredentials)?;
         let value = |from: &str, key: &str, hint: &'static str| {
             snapshot
                 .secret_store(project, from)
@@ -264,14 +269,17 @@ impl OAuth2 {
             }
             "bad_client_secret" | "invalid_client_id" => (true, fix_client),
             // Slack's and the RFC's "try again later".
-            "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable"
-            | "request_timeout" | "temporarily_unavailable" => {
-                (false, "retried with backoff".to_owned())
-            }
+            "ratelimited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout"
+            | "temporarily_unavailable" => (false, "retried with backoff".to_owned()),
             _ if status == 429 || status >= 500 => (false, "retried with backoff".to_owned()),
             _ => (
                 true,
-                "see the platform's documentation of this error; the old values are kept".to_owned(),
+                "see the platform's documentation of this error; the old values are kept"
+                    .to_owned(),
             ),
         };
         OAuth2Error::Refused {

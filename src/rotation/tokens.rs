@@ -196,12 +196,13 @@ async fn run(
 ) -> Result<(RotationRecord, Outcome), RotationError> {
     let started_at = now();
     let snapshot = ctx.snapshots.borrow().clone();
-    let spec = snapshot
-        .secret_store(project, store)
-        .ok_or_else(|| RotationError::StoreNotFound {
-            project: project.to_owned(),
-            store: store.to_owned(),
-        })?;
+    let spec =
+        snapshot
+            .secret_store(project, store)
+            .ok_or_else(|| RotationError::StoreNotFound {
+                project: project.to_owned(),
+                store: store.to_owned(),
+            })?;
     let rotation = spec
         .rotation
         .clone()
@@ -227,7 +228,10 @@ async fn run(
     let (issued, refresh_key) = match provider {
         Ok(TokenProvider::OAuth2(p)) => (
             p.refresh(&ctx.http).await.map_err(Failure::OAuth2),
-            Some((p.refresh_key.clone(), spec.data.get(&p.refresh_key).cloned())),
+            Some((
+                p.refresh_key.clone(),
+                spec.data.get(&p.refresh_key).cloned(),
+            )),
         ),
         Ok(TokenProvider::GithubApp(p)) => (
             p.mint(&ctx.http, Utc::now())
@@ -275,7 +279,10 @@ async fn run(
                             "; the new token expires at {}",
                             e.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                         ),
-                        None => "; the platform gave the new token no expiry (refreshed only on demand)".to_owned(),
+                        None => {
+                            "; the platform gave the new token no expiry (refreshed only on demand)"
+                                .to_owned()
+                        }
                     });
                     reason.push_str(&refresh_note);
                     Ok(new_fp)

@@ -286,9 +286,9 @@ fn check_key(kind: Kind, name: &str, spec: &Spec, key: &str) -> Result<(), (Stri
     }
     // A token provider's key exists from its first refresh on (right after apply).
     if let Spec::SecretStore(s) = spec
-        && s.rotation.as_ref().is_some_and(|r| {
-            r.key == key && crate::domain::token::is_token_provider(r.provider)
-        })
+        && s.rotation
+            .as_ref()
+            .is_some_and(|r| r.key == key && crate::domain::token::is_token_provider(r.provider))
     {
         return Ok(());
     }
