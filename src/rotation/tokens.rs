@@ -333,8 +333,8 @@ async fn commit(
     ctx: &RotationContext,
     store: &ResourceKey,
     changes: Vec<(String, Option<SecretValue>)>,
-) -> Result<(), String> {
-    let mut last = String::new();
+) -> Result<(), CommitError> {
+    let mut last = None;
     for attempt in 1..=COMMIT_TRIES {
         let actor = ctx
             .actors
@@ -357,12 +357,23 @@ async fn commit(
         };
         match answer {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(refused)) => return Err(refused.to_string()),
-            Err(e) => last = e.to_string(),
+            Ok(Err(refused)) => return Err(CommitError::Refused(refused)),
+            Err(e) => last = Some(e),
         }
         if attempt < COMMIT_TRIES {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
         }
     }
-    Err(last)
+    Err(CommitError::Actor(last.unwrap_or_else(|| {
+        CallError::Gone(secret_store::NAME.to_owned())
+    })))
+}
+
+/// Why a new token could not be committed.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Refused(SecretStoreError),
+    #[error(transparent)]
+    Actor(CallError),
 }
