@@ -424,3 +424,103 @@ impl Behaviour for TokenRefreshActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::manifest::{KeyRef, RotationSpec, SecretValue};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    fn store(provider: RotationProvider, pairs: &[(&str, &str)]) -> SecretStoreSpec {
+        SecretStoreSpec {
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), SecretValue::new((*v).to_owned())))
+                .collect(),
+            rotation: Some(RotationSpec {
+                key: "tok".into(),
+                provider,
+                settings: Default::default(),
+                credentials: Some(KeyRef {
+                    from_ref: "client".into(),
+                    key: "secret".into(),
+                }),
+                grace_seconds: 0,
+            }),
+            description: None,
+        }
+    }
+
+    const NOW: &str = "2026-01-01T06:00:00Z";
+
+    #[test]
+    fn only_token_providers_get_an_entry() {
+        assert!(Entry::of(&store(RotationProvider::Github, &[]), None).is_none());
+        assert!(Entry::of(&store(RotationProvider::Command, &[]), None).is_none());
+        assert!(Entry::of(&store(RotationProvider::Oauth2, &[]), None).is_some());
+        assert!(Entry::of(&store(RotationProvider::GithubApp, &[]), None).is_some());
+    }
+
+    #[test]
+    fn an_entry_is_due_at_its_refresh_unless_retrying_blocked_or_running() {
+        let now = t(NOW);
+        let known = store(
+            RotationProvider::Oauth2,
+            &[
+                ("tok", "a"),
+                ("tok.expires_at", "2026-01-01T12:00:00Z"),
+                ("tok.issued_at", "2026-01-01T00:00:00Z"),
+            ],
+        );
+        let mut e = Entry::of(&known, None).expect("entry");
+        assert_eq!(e.next(now), Some(t("2026-01-01T10:48:00Z")));
+        assert_eq!(
+            e.why(),
+            Why::Ahead {
+                expires: t("2026-01-01T12:00:00Z")
+            }
+        );
+        let s = e.status(now);
+        assert_eq!(s.state, TokenState::Scheduled);
+        assert_eq!(s.expires_at, Some(t("2026-01-01T12:00:00Z")));
+        assert_eq!(s.issued_at, Some(t("2026-01-01T00:00:00Z")));
+        assert_eq!(s.refreshes_at, Some(t("2026-01-01T10:48:00Z")));
+
+        e.retry = Some((3, t("2026-01-01T06:00:04Z")));
+        assert_eq!(e.next(now), Some(t("2026-01-01T06:00:04Z")));
+        assert!(matches!(e.why(), Why::Retry { attempt: 3, .. }));
+        assert_eq!(e.status(now).state, TokenState::Retrying);
+
+        e.in_flight = true;
+        assert_eq!(e.next(now), None);
+        assert_eq!(e.status(now).state, TokenState::Refreshing);
+
+        e.in_flight = false;
+        e.blocked = Some(e.inputs.clone());
+        assert_eq!(e.next(now), None);
+        assert_eq!(e.status(now).state, TokenState::Blocked);
+    }
+
+    #[test]
+    fn an_unknown_expiry_is_due_now_and_none_only_on_demand() {
+        let now = t(NOW);
+        let unknown = Entry::of(&store(RotationProvider::GithubApp, &[]), None).expect("entry");
+        assert_eq!(unknown.next(now), Some(now));
+        assert_eq!(unknown.why(), Why::UnknownExpiry);
+        let never = Entry::of(
+            &store(
+                RotationProvider::Oauth2,
+                &[("tok", "a"), ("tok.expires_at", "never")],
+            ),
+            None,
+        )
+        .expect("entry");
+        assert_eq!(never.next(now), None);
+        assert_eq!(never.status(now).state, TokenState::OnDemand);
+    }
+}

@@ -451,4 +451,17 @@ fn bad_oauth2_settings_are_refused_at_apply() {
         assert!(err.contains(want), "{want:?} not in {err}");
     }
     assert!(d.cli(&["get", "secretstore", "t"]).code != 0);
+    let run = d.cli_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {name: g}\nspec:\n  rotation: {key: token, provider: github-app, settings: {installationId: abc, refreshBefore: 0}}\n",
+    );
+    let err = run.fails();
+    for want in [
+        "missing setting `appId`",
+        "installationId must be a number",
+        "refreshBefore must be a positive number",
+        "github-app rotation needs credentials with the App's private key",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
 }

@@ -61,6 +61,18 @@ pub fn issued_key(key: &str) -> String {
     format!("{key}{ISSUED_SUFFIX}")
 }
 
+/// Whether `key` of `store` is a companion of its refreshed token (`<key>.expires_at`,
+/// `<key>.issued_at`): metadata, not a secret. Agents' output is not redacted for it and a
+/// webhook never verifies with it (a time, or `never`, is no key).
+pub fn is_companion(store: &SecretStoreSpec, key: &str) -> bool {
+    store.rotation.as_ref().is_some_and(|r| {
+        is_token_provider(r.provider)
+            && key
+                .strip_prefix(r.key.as_str())
+                .is_some_and(|rest| rest == EXPIRES_SUFFIX || rest == ISSUED_SUFFIX)
+    })
+}
+
 /// What the store knows of a token's expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -478,6 +490,33 @@ mod tests {
         );
         let never = companions("tok", issued, None);
         assert_eq!(never[0], ("tok.expires_at".to_owned(), "never".to_owned()));
+    }
+
+    #[test]
+    fn companions_are_metadata_only_beside_a_refreshed_token() {
+        let mut s = store(&[]);
+        assert!(!is_companion(&s, "tok.expires_at"), "no rotation block");
+        s.rotation = Some(RotationSpec {
+            key: "tok".into(),
+            provider: RotationProvider::Oauth2,
+            settings: Default::default(),
+            credentials: None,
+            grace_seconds: 0,
+        });
+        for (key, want) in [
+            ("tok.expires_at", true),
+            ("tok.issued_at", true),
+            ("tok", false),
+            ("refresh_token", false),
+            ("other.expires_at", false),
+            ("tok.next", false),
+        ] {
+            assert_eq!(is_companion(&s, key), want, "{key}");
+        }
+        if let Some(r) = s.rotation.as_mut() {
+            r.provider = RotationProvider::Github;
+        }
+        assert!(!is_companion(&s, "tok.expires_at"), "not a token provider");
     }
 
     #[test]
