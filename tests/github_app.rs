@@ -199,7 +199,9 @@ spec:
 
     let desc = eventually(Duration::from_secs(20), "the installation token", || {
         let desc = describe(&d);
-        key_fingerprint(&desc, "token").map(|_| desc)
+        // Scheduled: the refresh has ended (its commit is visible a moment before).
+        (key_fingerprint(&desc, "token").is_some() && desc["token"]["state"] == "scheduled")
+            .then_some(desc)
     });
     let (token, expires) = gh
         .lock()

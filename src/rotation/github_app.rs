@@ -12,6 +12,7 @@
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use super::tokens::{Issued, error_chain};
 use crate::domain::manifest::{RotationSpec, SecretValue};
@@ -43,7 +44,9 @@ pub enum GithubAppError {
         key: String,
         why: String,
     },
-    #[error("signing the App's JWT failed: {0}")]
+    #[error(
+        "the App's private key could not sign its JWT ({0}): store the .pem file GitHub generated for the App"
+    )]
     Sign(String),
     /// No answer.
     #[error("{host}: POST {path} failed: {detail}")]
@@ -151,13 +154,14 @@ impl GithubApp {
                 store: creds.from_ref.clone(),
                 key: creds.key.clone(),
             })?;
-        let key = EncodingKey::from_rsa_pem(pem.expose().as_bytes()).map_err(|e| {
-            GithubAppError::BadKey {
+        let key = pkcs1_der(pem.expose())
+            .map(|der| EncodingKey::from_rsa_der(&der))
+            .map_err(|e| GithubAppError::BadKey {
                 store: creds.from_ref.clone(),
                 key: creds.key.clone(),
                 why: e.to_string(),
-            }
-        })?;
+            })?;
+        // A DER that is no RSA key is refused by *ring* on the first signature (`Sign`).
         Ok(GithubApp {
             api,
             host,
@@ -246,5 +250,60 @@ impl GithubApp {
             expires_in: None,
             expires_at: Some(minted.expires_at),
         })
+    }
+}
+
+/// Why the stored private key is not a PKCS#1 PEM.
+#[derive(Debug, Error)]
+enum PemError {
+    #[error("it is a PKCS#8 key; convert it with `openssl rsa -in KEY.pem -traditional`")]
+    Pkcs8,
+    #[error("it does not start with `-----BEGIN RSA PRIVATE KEY-----` and end with its END line")]
+    NotPem,
+    #[error("its body is not base64")]
+    Base64,
+}
+
+/// The DER inside a PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`, the form GitHub hands out).
+fn pkcs1_der(pem: &str) -> Result<Zeroizing<Vec<u8>>, PemError> {
+    use base64::Engine;
+    let text = pem.trim();
+    let Some(body) = text
+        .strip_prefix("-----BEGIN RSA PRIVATE KEY-----")
+        .and_then(|rest| rest.strip_suffix("-----END RSA PRIVATE KEY-----"))
+    else {
+        return Err(if text.starts_with("-----BEGIN PRIVATE KEY-----") {
+            PemError::Pkcs8
+        } else {
+            PemError::NotPem
+        });
+    };
+    let b64: Zeroizing<String> =
+        Zeroizing::new(body.chars().filter(|c| !c.is_whitespace()).collect());
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| PemError::Base64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_pkcs1_pem_is_taken() {
+        let pem = include_str!("../../tests/fixtures/github-app-test-only.private-key.pem");
+        let der = pkcs1_der(pem).expect("the fixture is PKCS#1");
+        // An RSAPrivateKey is a DER SEQUENCE.
+        assert_eq!(der.first(), Some(&0x30));
+        assert!(matches!(
+            pkcs1_der("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"),
+            Err(PemError::Pkcs8)
+        ));
+        assert!(matches!(pkcs1_der("ghp_not_a_key"), Err(PemError::NotPem)));
+        assert!(matches!(
+            pkcs1_der("-----BEGIN RSA PRIVATE KEY-----\n!!!\n-----END RSA PRIVATE KEY-----"),
+            Err(PemError::Base64)
+        ));
     }
 }

@@ -286,10 +286,24 @@ impl OAuth2 {
             host: self.host.clone(),
             status,
             error: code,
-            description: description.map(|d| d.chars().take(300).collect()),
+            description: description.map(|d| self.masked(&d)),
             hint,
             permanent,
         }
+    }
+}
+
+impl OAuth2 {
+    /// The platform's text cut to 300 characters, with the values this request sent masked (a
+    /// platform may quote what it refused).
+    fn masked(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for v in [&self.refresh_token, &self.client_secret] {
+            if !v.is_empty() {
+                out = out.replace(v.expose(), "***");
+            }
+        }
+        out.chars().take(300).collect()
     }
 }
 
