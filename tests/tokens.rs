@@ -362,6 +362,25 @@ fn agents_started_every_second_always_get_an_unexpired_token() {
         !log.contains(CLIENT_SECRET),
         "the client secret is in the log"
     );
+
+    // Slack refuses a revoked refresh token with HTTP 200 and `"ok": false`: a refusal all the
+    // same, with the advice, and the values stay.
+    platform.lock().expect("lock").revoke();
+    // The next scheduled refresh is refused (none can succeed after that).
+    eventually(Duration::from_secs(10), "a refused refresh", || {
+        (!platform.lock().expect("lock").refused.is_empty()).then_some(())
+    });
+    let err = d.cli(&["secret", "rotate", "api-token"]).fails().to_owned();
+    assert!(
+        err.contains("answered HTTP 200: invalid_refresh_token"),
+        "{err}"
+    );
+    assert!(err.contains("re-authorize the app"), "{err}");
+    let (kept, _) = platform.lock().expect("lock").last.clone();
+    assert_eq!(
+        key_fingerprint(&describe(&d), "access_token"),
+        Some(fingerprint(&kept))
+    );
 }
 
 #[test]
