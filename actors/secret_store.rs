@@ -26,6 +26,7 @@ use crate::api::{HistoryEntry, KeyMeta};
 use crate::domain::diagnostic::{Diagnostic, refused};
 use crate::domain::manifest::{Document, Kind, SecretValue};
 use crate::domain::redact::SecretRegistry;
+use crate::domain::secret_merge::SetBy;
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
 use crate::store::{ResourceStore, StoreError};
@@ -110,10 +111,12 @@ pub enum SecretStoreMsg {
         reply: RpcReplyPort<Result<ChangeResponse, SecretStoreError>>,
     },
     /// Sets (`Some`) or removes (`None`) keys of one SecretStore, all in one commit; the other
-    /// keys are kept (`secret set|unset`, rotation stages).
+    /// keys are kept (`secret set|unset`, rotation stages). The keys' metadata records `by` as
+    /// who set them; what the last apply declared is left as it is.
     PatchSecret {
         key: ResourceKey,
         changes: Vec<(String, Option<SecretValue>)>,
+        by: SetBy,
         reply: RpcReplyPort<Result<ChangeResponse, SecretStoreError>>,
     },
     /// History and key metadata of one resource.
@@ -139,6 +142,8 @@ impl Message for SecretStoreMsg {
 pub struct Described {
     pub history: Vec<HistoryEntry>,
     pub keys: Vec<KeyMeta>,
+    /// A SecretStore's declared keys without a value.
+    pub pending: Vec<String>,
     pub referenced_by: Vec<String>,
 }
 
@@ -170,12 +175,14 @@ impl SecretStoreState {
         SecretStoreError::Store(e)
     }
 
-    /// Commits `changes` (when not a dry run) and publishes the next snapshot.
+    /// Commits `changes` (when not a dry run) and publishes the next snapshot; SecretStore keys
+    /// whose value changes are recorded as set by `by`.
     fn commit(
         &mut self,
         changes: &[Change],
         dry_run: bool,
         now: DateTime<Utc>,
+        by: SetBy,
     ) -> Result<ChangeResponse, SecretStoreError> {
         let next = self.snapshot.apply(changes);
         if self.public_webhooks {
@@ -205,7 +212,7 @@ impl SecretStoreState {
                     .update(next.secret_values().map(SecretValue::expose));
             }
             let committed =
-                tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now));
+                tokio::task::block_in_place(|| self.store.commit(changes, next.revision, now, by));
             if let Err(e) = committed {
                 if secrets_change {
                     self.secrets
@@ -227,6 +234,7 @@ impl SecretStoreState {
                     name: c.resource.key.name.clone(),
                     outcome: c.outcome,
                     generation: c.resource.generation,
+                    keys: c.keys.clone(),
                 })
                 .collect(),
         })
@@ -247,8 +255,9 @@ impl SecretStoreState {
             });
         }
         let manifests: Vec<_> = docs.into_iter().map(|d| d.manifest).collect();
-        let changes = self.snapshot.plan(&manifests, now);
-        let response = self.commit(&changes, dry_run, now)?;
+        let mut changes = self.snapshot.plan(&manifests, now);
+        self.live_origins(&mut changes);
+        let response = self.commit(&changes, dry_run, now, SetBy::Apply)?;
         if !dry_run {
             self.applies += 1;
             let changed = changes
@@ -275,6 +284,7 @@ impl SecretStoreState {
                         changes.push(Change {
                             outcome: Outcome::Deleted,
                             resource: (**r).clone(),
+                            keys: Vec::new(),
                         });
                     }
                 }
@@ -288,7 +298,7 @@ impl SecretStoreState {
         if !problems.is_empty() {
             return Err(SecretStoreError::StillReferenced(problems));
         }
-        let response = self.commit(&changes, dry_run, now)?;
+        let response = self.commit(&changes, dry_run, now, SetBy::Apply)?;
         if !dry_run {
             self.deletes += 1;
         }
@@ -309,14 +319,15 @@ impl SecretStoreState {
             crate::domain::manifest::Spec::Trigger(t) => t.suspend = suspend,
             _ => return Err(SecretStoreError::NotATrigger(key.clone())),
         }
-        let changes = self.snapshot.plan(std::slice::from_ref(&manifest), now);
-        self.commit(&changes, false, now)
+        let change = self.snapshot.plan_replace(&manifest, now);
+        self.commit(&[change], false, now, SetBy::Apply)
     }
 
     fn patch_secret(
         &mut self,
         key: &ResourceKey,
         patch: Vec<(String, Option<SecretValue>)>,
+        by: SetBy,
         now: DateTime<Utc>,
     ) -> Result<ChangeResponse, SecretStoreError> {
         let Some(current) = self.snapshot.get(key) else {
@@ -358,8 +369,35 @@ impl SecretStoreState {
             });
         }
         doc.manifest.metadata.project = Some(key.project.clone());
-        let changes = self.snapshot.plan(std::slice::from_ref(&doc.manifest), now);
-        self.commit(&changes, false, now)
+        let change = self.snapshot.plan_replace(&doc.manifest, now);
+        self.commit(&[change], false, now, by)
+    }
+
+    /// Fills in who set, and when, the live values an apply keeps, replaces or removes that are
+    /// not what the last apply declared (for the report only: a store that cannot be read leaves
+    /// them out).
+    fn live_origins(&self, changes: &mut [Change]) {
+        for c in changes.iter_mut() {
+            if !c.keys.iter().any(|d| d.set_live) {
+                continue;
+            }
+            let k = &c.resource.key;
+            let meta = match tokio::task::block_in_place(|| {
+                self.store.key_meta(&k.project, &k.name)
+            }) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, store = %k, "cannot read the keys' metadata for the apply report");
+                    continue;
+                }
+            };
+            for d in c.keys.iter_mut().filter(|d| d.set_live) {
+                if let Some(m) = meta.iter().find(|m| m.key == d.key) {
+                    d.live_set_by = m.set_by;
+                    d.live_set_at = Some(m.updated_at);
+                }
+            }
+        }
     }
 
     fn describe(&self, key: &ResourceKey) -> Result<Described, SecretStoreError> {
@@ -374,6 +412,11 @@ impl SecretStoreState {
         } else {
             Vec::new()
         };
+        let pending = self
+            .snapshot
+            .secret_store(&key.project, &key.name)
+            .map(|s| s.pending().map(str::to_owned).collect())
+            .unwrap_or_default();
         let mut referenced_by = Vec::new();
         for r in self.snapshot.iter() {
             if r.key.project != key.project {
@@ -389,6 +432,7 @@ impl SecretStoreState {
         Ok(Described {
             history,
             keys,
+            pending,
             referenced_by,
         })
     }
@@ -478,9 +522,10 @@ impl Behaviour for SecretStoreActor {
             SecretStoreMsg::PatchSecret {
                 key,
                 changes,
+                by,
                 reply,
             } => {
-                let _ = reply.send(state.patch_secret(&key, changes, now));
+                let _ = reply.send(state.patch_secret(&key, changes, by, now));
             }
             SecretStoreMsg::Describe { key, reply } => {
                 let _ = reply.send(state.describe(&key));

@@ -187,6 +187,7 @@ fn provider_name(p: RotationProvider) -> &'static str {
         RotationProvider::GithubApp => "github-app",
         RotationProvider::Github => "github",
         RotationProvider::Command => "command",
+        RotationProvider::Manual => "manual",
     }
 }
 
@@ -453,6 +454,8 @@ mod tests {
                 grace_seconds: 0,
             }),
             description: None,
+            keep: Default::default(),
+            applied: None,
         }
     }
 

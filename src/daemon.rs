@@ -447,6 +447,9 @@ pub async fn run(
             (TokenRefreshActor, token_args.clone())
         }),
     });
+    // Marks `webhook test`'s requests to the daemon's own webhook server: they never prove a key.
+    let own = crate::http::webhook::OwnToken::generate()
+        .context("cannot draw the token of the daemon's own webhook requests")?;
     if let Some(listener) = &webhook_listener {
         let listener = listener.clone();
         let serve = crate::http::webhook::serve_fn(
@@ -455,6 +458,7 @@ pub async fn run(
             stores.replay.clone(),
             webhook_limits,
             actors.clone(),
+            own.clone(),
         );
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
@@ -499,6 +503,7 @@ pub async fn run(
         retention: config.retention,
         rotations: rotations.clone(),
         actors: actors.clone(),
+        own,
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {

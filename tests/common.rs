@@ -392,3 +392,81 @@ pub fn post(
     bytes.extend_from_slice(body);
     http_raw(addr, &bytes).unwrap_or_else(|| panic!("no answer to POST {path}"))
 }
+
+/// A platform that lives in files, for `command` rotation providers in tests: its secret is the
+/// file `secret` (the provider's set program writes it), and whenever the file `ping` appears
+/// (its test program creates it) the platform removes it and sends a delivery signed with its
+/// secret to the daemon's webhook `path`, from outside the daemon, as a platform does — a real
+/// delivery, or a dry run (`X-Orchestrator-Dry-Run: 1`) while [`FilePlatform::dry_runs`] is set.
+/// The answers' statuses are kept in `answers`. It stops when dropped.
+pub struct FilePlatform {
+    pub dry_runs: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub answers: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FilePlatform {
+    pub fn start(
+        secret: PathBuf,
+        ping: PathBuf,
+        addr: SocketAddr,
+        path: &str,
+        scheme: orchestrator::domain::signature::Scheme,
+    ) -> FilePlatform {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let dry_runs = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (dry_runs, answers, stop, path) = (
+                dry_runs.clone(),
+                answers.clone(),
+                stop.clone(),
+                path.to_owned(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if std::fs::remove_file(&ping).is_ok() {
+                        n += 1;
+                        let value = std::fs::read_to_string(&secret).unwrap_or_default();
+                        let body = format!(r#"{{"platform": "ping", "n": {n}}}"#);
+                        let now = chrono::Utc::now();
+                        let mut h = orchestrator::domain::signature::sign(
+                            scheme,
+                            None,
+                            value.as_bytes(),
+                            body.as_bytes(),
+                            now.timestamp(),
+                            &format!("platform-{n}-{}", now.timestamp_nanos_opt().unwrap_or(0)),
+                        );
+                        h.push(("Content-Type".into(), "application/json".into()));
+                        if dry_runs.load(Ordering::Relaxed) {
+                            h.push(("X-Orchestrator-Dry-Run".into(), "1".into()));
+                        }
+                        let (status, _) = post(addr, &path, &h, body.as_bytes());
+                        answers.lock().expect("answers").push(status);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        FilePlatform {
+            dry_runs,
+            answers,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FilePlatform {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

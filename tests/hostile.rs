@@ -434,6 +434,15 @@ fn the_command_providers_test_program_gets_the_new_value_on_stdin() {
     let d = TestDaemon::start();
     let platform = d.dir.path().join("platform-secret");
     let tested = d.dir.path().join("tested-with");
+    // The test program asks the platform for a delivery, which the platform sends from outside.
+    let ping = d.dir.path().join("ping-requested");
+    let _platform = crate::common::FilePlatform::start(
+        platform.clone(),
+        ping.clone(),
+        d.webhook.expect("webhook"),
+        "/webhook/custom",
+        orchestrator::domain::signature::Scheme::HmacSha256,
+    );
     // Row 12: the `test` program got an empty stdin; the README says it gets the value.
     d.apply(&format!(
         r#"{workspace}
@@ -454,7 +463,7 @@ spec:
     provider: command
     settings:
       set: "sh -c 'cat > {platform}'"
-      test: "sh -c 'cat > {tested} && orchestrator webhook test custom --key signing.next'"
+      test: "sh -c 'cat > {tested} && touch {ping}'"
       testTimeoutSeconds: 10
 ---
 apiVersion: orchestrator.dev/v2
@@ -469,6 +478,7 @@ spec:
         workspace = d.workspace(),
         platform = platform.display(),
         tested = tested.display(),
+        ping = ping.display(),
     ));
     let out = d.cli(&["secret", "rotate", "hooks"]).ok().to_owned();
     assert!(out.contains("rotated with command"), "{out}");

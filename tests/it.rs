@@ -8,6 +8,8 @@ mod fake_http;
 mod github_app;
 mod hostile;
 mod inprocess;
+mod merge;
+mod proof;
 mod props;
 mod resources;
 mod rotation;

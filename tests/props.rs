@@ -781,7 +781,11 @@ fn secret_store_spec() -> BoxedStrategy<Json> {
             "data",
             field(map_of(
                 prop_oneof![3 => strings(&["github", "token", "github.next"]), 1 => text()],
-                json_text(secret),
+                prop_oneof![
+                    6 => json_text(secret),
+                    2 => Just(json!({"keep": true})),
+                    1 => Just(json!({"keep": false})),
+                ],
             )),
         ),
         ("rotation", prop::option::weighted(0.3, rotation).boxed()),

@@ -12,7 +12,7 @@ use chrono::Utc;
 use orchestrator::domain::manifest::fingerprint;
 use orchestrator::domain::signature::{Scheme, sign};
 
-use crate::common::{TestDaemon, eventually, manifests_dir, post};
+use crate::common::{FilePlatform, TestDaemon, eventually, manifests_dir, post};
 
 const OLD: &str = "old-github-webhook-secret-0123456789";
 const TOKEN: &str = "ghp_faketoken_abcdefghijklmnopqrstuvwxyz";
@@ -572,7 +572,16 @@ fn secret_set_and_unset_patch_one_key() {
 fn the_command_provider_plugs_in_any_platform() {
     let d = TestDaemon::start();
     let platform = d.dir.path().join("platform-secret");
+    let ping = d.dir.path().join("ping-requested");
     std::fs::write(&platform, OLD).expect("platform");
+    // The test program asks the platform for a delivery; the platform sends it from outside.
+    let _platform = FilePlatform::start(
+        platform.clone(),
+        ping.clone(),
+        d.webhook.expect("webhook"),
+        "/webhook/custom",
+        Scheme::HmacSha256,
+    );
     d.apply(&format!(
         r#"{workspace}
 ---
@@ -592,7 +601,7 @@ spec:
     provider: command
     settings:
       set: "sh -c 'cat > {platform}'"
-      test: "orchestrator webhook test custom --key signing.next"
+      test: "touch {ping}"
       testTimeoutSeconds: 10
 ---
 apiVersion: orchestrator.dev/v2
@@ -605,7 +614,8 @@ spec:
   action: {{workflow: quick, workspace: default, start: false}}
 "#,
         workspace = d.workspace(),
-        platform = platform.display()
+        platform = platform.display(),
+        ping = ping.display(),
     ));
     let out = d.cli(&["secret", "rotate", "hooks"]).ok().to_owned();
     assert!(
@@ -670,6 +680,14 @@ fn values_that_become_secrets_while_an_agent_runs_never_reach_the_data_dir() {
     let d = TestDaemon::start();
     let dir = d.dir.path();
     let platform = dir.join("platform-secret");
+    let ping = dir.join("ping-requested");
+    let _platform = FilePlatform::start(
+        platform.clone(),
+        ping.clone(),
+        d.webhook.expect("webhook"),
+        "/webhook/custom",
+        Scheme::HmacSha256,
+    );
     let printed = dir.join("printed");
     let own = dir.join("own-value");
     let half = "?".repeat(32);
@@ -686,7 +704,7 @@ spec:
     provider: command
     settings:
       set: "sh -c 'cat > {platform}.tmp && mv {platform}.tmp {platform}'"
-      test: "sh -c 'while [ ! -e {printed} ]; do sleep 0.02; done; exec orchestrator webhook test custom --key signing.next'"
+      test: "sh -c 'while [ ! -e {printed} ]; do sleep 0.02; done; touch {ping}'"
       testTimeoutSeconds: 30
 ---
 apiVersion: orchestrator.dev/v2
@@ -734,6 +752,7 @@ spec:
         platform = platform.display(),
         printed = printed.display(),
         own = own.display(),
+        ping = ping.display(),
     ));
     let id = d
         .cli(&[

@@ -739,3 +739,62 @@ fn the_log_line_of_the_20th_fire_is_no_longer_than_the_first() {
         "the 20th fire's line grew:\n{first}\n{last}"
     );
 }
+
+/// Issue 15: a manual `trigger fire` counts as a fire — `get trigger` shows it under LAST FIRE
+/// and FIRES, `describe trigger` in its status and history — for a cron trigger (whose
+/// TriggerActor keeps its own counts) and a webhook trigger alike, and across a restart.
+#[test]
+fn manual_fires_count_as_fires() {
+    let mut d = TestDaemon::start();
+    d.apply(&format!(
+        "{}{}---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{k: \"manual-fire-secret-0123\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}, scheme: hmac-sha256}}\n  action: {{workflow: quick, workspace: default}}\n  concurrencyPolicy: Allow\n",
+        base(&d),
+        trigger("weekly", "0 2 * * 0", "quick", "  concurrencyPolicy: Allow\n")
+    ));
+    let status = |d: &TestDaemon, name: &str| {
+        d.cli(&["get", "trigger", name, "-o", "json"]).json()["status"].clone()
+    };
+    for name in ["weekly", "hook"] {
+        let before = status(&d, name);
+        assert_eq!(before["fires"], 0, "{name}: {before}");
+        assert!(before["lastFire"].is_null(), "{name}: {before}");
+        let first = d.cli(&["trigger", "fire", name]).ok().trim().to_owned();
+        let second = d.cli(&["trigger", "fire", name]).ok().trim().to_owned();
+        assert_ne!(first, second);
+        let after = status(&d, name);
+        assert_eq!(after["fires"], 2, "{name}: {after}");
+        assert!(after["lastFire"]["utc"].is_string(), "{name}: {after}");
+        assert_eq!(after["lastTask"].to_string(), second, "{name}: {after}");
+        let table = d.cli(&["get", "trigger", name]).ok().to_owned();
+        // The last columns are FIRES, GEN and AGE.
+        let row = table.lines().nth(1).expect("a row");
+        assert_eq!(
+            row.split_whitespace().rev().nth(2),
+            Some("2"),
+            "FIRES is not 2:\n{table}"
+        );
+        if name == "weekly" {
+            assert!(
+                !row.contains(" - "),
+                "LAST FIRE or NEXT FIRE is empty:\n{table}"
+            );
+        }
+        let desc = d.cli(&["describe", "trigger", name, "-o", "json"]).json();
+        assert_eq!(desc["resource"]["status"]["fires"], 2, "{desc:#}");
+        let history = desc["fires"].as_array().cloned().unwrap_or_default();
+        assert_eq!(history.len(), 2, "{desc:#}");
+        assert!(history.iter().all(|f| f["kind"] == "fired"), "{desc:#}");
+    }
+    // The TriggerActor's own writes (a restart resumes and saves its state) keep them.
+    d.restart();
+    for name in ["weekly", "hook"] {
+        eventually(
+            Duration::from_secs(10),
+            "the counts after a restart",
+            || (status(&d, name)["fires"] == 2).then_some(()),
+        );
+    }
+    d.cli(&["trigger", "fire", "weekly"]).ok();
+    assert_eq!(status(&d, "weekly")["fires"], 3);
+    assert!(status(&d, "weekly")["nextFire"]["utc"].is_string());
+}

@@ -380,7 +380,7 @@ fn a_webhook_triggers_history_limit_keeps_exactly_its_newest_tasks() {
 }
 
 #[test]
-fn dry_runs_forms_suspension_and_last_verified() {
+fn dry_runs_forms_suspension_and_last_verified_apart_from_last_tested() {
     let d = TestDaemon::start();
     setup(
         &d,
@@ -403,27 +403,71 @@ fn dry_runs_forms_suspension_and_last_verified() {
     );
     assert_eq!(tasks_of(&d, "probe"), 0, "a dry run created a task");
 
-    // "last verified at" shows the key that matched.
+    // A dry run is a test, never a verification: "last tested at" shows the key that matched,
+    // "last verified at" stays empty.
+    let key_of = |keys: &[serde_json::Value], name: &str| {
+        keys.iter()
+            .find(|k| k["key"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no key {name}: {keys:?}"))
+    };
+    let describe_keys = || {
+        d.cli(&["describe", "secretstore", "hooks", "-o", "json"])
+            .json()["keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
     let keys = eventually(
         Duration::from_secs(10),
-        "the next key to be stamped",
+        "the next key to be stamped as tested",
         || {
-            let desc = d
-                .cli(&["describe", "secretstore", "hooks", "-o", "json"])
-                .json();
-            let keys = desc["keys"].as_array().cloned().unwrap_or_default();
-            keys.iter()
-                .any(|k| k["key"] == "next" && k["last_verified_at"].is_string())
+            let keys = describe_keys();
+            key_of(&keys, "next")["last_tested_at"]
+                .is_string()
                 .then_some(keys)
         },
     );
-    let current = keys
-        .iter()
-        .find(|k| k["key"] == "current")
-        .expect("current key");
+    let next = key_of(&keys, "next");
+    assert_eq!(next["last_tested_by"], "dry run", "{next}");
+    assert_eq!(next["last_tested_trigger"], "probe", "{next}");
     assert!(
-        current["last_verified_at"].is_null(),
+        next["last_verified_at"].is_null(),
+        "a dry run verified: {next}"
+    );
+    let current = key_of(&keys, "current");
+    assert!(
+        current["last_verified_at"].is_null() && current["last_tested_at"].is_null(),
         "current was never used: {current}"
+    );
+    let text = d.cli(&["describe", "secretstore", "hooks"]).ok().to_owned();
+    assert!(text.contains("(dry run, trigger probe)"), "{text}");
+
+    // The daemon's own `webhook test` is a test too, named as such.
+    d.cli(&["webhook", "test", "probe", "--key", "current"])
+        .ok();
+    eventually(
+        Duration::from_secs(10),
+        "current to be stamped as tested",
+        || {
+            let current = key_of(&describe_keys(), "current");
+            (current["last_tested_by"] == "webhook test" && current["last_verified_at"].is_null())
+                .then_some(())
+        },
+    );
+
+    // A real delivery is what "last verified at" shows.
+    let h = signed(Scheme::Github, "next-signing-secret-value-222", body, "p-3");
+    let (status, v) = status_of(&post(a, "/webhook/probe", &h, body.as_bytes()));
+    assert_eq!(status, 202, "{v}");
+    eventually(
+        Duration::from_secs(10),
+        "next to be stamped as verified",
+        || {
+            key_of(&describe_keys(), "next")["last_verified_at"]
+                .is_string()
+                .then_some(())
+        },
     );
     let text = d.cli(&["describe", "secretstore", "hooks"]).ok().to_owned();
     assert!(text.contains("(trigger probe)"), "{text}");

@@ -123,6 +123,7 @@ impl Rig {
         let change = Change {
             outcome: Outcome::Deleted,
             resource: (**resource).clone(),
+            keys: Vec::new(),
         };
         self.snapshot = Arc::new(self.snapshot.apply(&[change]));
         self.publish.send_replace(self.snapshot.clone());

@@ -21,11 +21,15 @@ while read -r store provider; do
         unchanged=$((unchanged + 1))
         continue
     fi
+    # `secret rotate` prints each stage as it happens, then its outcome on the last line.
     if out=$(orchestrator -p "$project" secret rotate "$store" 2>&1); then
-        echo "rotated:   $out"
+        printf '%s\n' "$out" | sed '$d' | sed 's/^/           /'
+        echo "rotated:   $(printf '%s\n' "$out" | tail -n 1)"
         rotated=$((rotated + 1))
     else
-        echo "failed:    ${out#orchestrator: }"
+        printf '%s\n' "$out" | sed '$d' | sed 's/^/           /'
+        last=$(printf '%s\n' "$out" | tail -n 1)
+        echo "failed:    ${last#orchestrator: }"
         echo "           the old value stays in force"
         failed=$((failed + 1))
     fi

@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::manifest::{API_VERSION, Kind, SecretValue, Spec, fingerprint};
+use crate::domain::secret_merge::{KeyDiff, SetBy};
 use crate::domain::snapshot::{Outcome, Resource};
 use crate::domain::trigger_plan::TriggerEvent;
 
 use super::{RotationRecord, TriggerStatus};
 
 /// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
-/// (Workspace `root_path`) are resolved against.
+/// (Workspace `root_path`, a `command` rotation's `workingDir`) are resolved against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -44,6 +45,10 @@ pub struct ResultLine {
     pub name: String,
     pub outcome: Outcome,
     pub generation: u64,
+    /// A SecretStore apply: what the three-way merge did (or, in a dry run, would do) to each
+    /// key whose live value is not simply the manifest's — fingerprints, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyDiff>,
 }
 
 /// Answer to an apply or a delete.
@@ -174,6 +179,10 @@ pub struct Describe {
     /// Per-key metadata of a SecretStore (never values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyMeta>,
+    /// A SecretStore's keys declared `{keep: true}` that have no value yet (they verify nothing
+    /// until `orchestrator secret set` gives them one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
     /// Recent changes, newest first.
     pub history: Vec<HistoryEntry>,
     /// A trigger's recent fires, skips and missed fires, newest first.
@@ -292,7 +301,8 @@ pub struct HistoryEntry {
     pub generation: u64,
     pub action: Outcome,
     /// For SecretStores: `{"keys": {name: fingerprint}, "added": [...], "removed": [...],
-    /// "changed": [...]}`; for other kinds the masked spec.
+    /// "changed": [...], "by": "apply"|"secret-set"|"rotation"}`; for other kinds the masked
+    /// spec.
     pub detail: serde_json::Value,
 }
 
@@ -315,6 +325,9 @@ pub struct KeyChanges {
     pub removed: Vec<String>,
     #[serde(default)]
     pub changed: Vec<String>,
+    /// Who made the change (absent in rows written before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<SetBy>,
 }
 
 /// Metadata of one SecretStore key (never its value).
@@ -324,6 +337,18 @@ pub struct KeyMeta {
     pub fingerprint: String,
     pub length: usize,
     pub updated_at: DateTime<Utc>,
+    /// The last real delivery from an outside sender that verified with this key.
     pub last_verified_at: Option<DateTime<Utc>>,
     pub last_verified_trigger: Option<String>,
+    /// The last dry run or `webhook test` that verified with this key: a check, never a proof.
+    #[serde(default)]
+    pub last_tested_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_tested_trigger: Option<String>,
+    /// `dry run` or `webhook test`.
+    #[serde(default)]
+    pub last_tested_by: Option<String>,
+    /// Who set the live value (absent for values set before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<SetBy>,
 }

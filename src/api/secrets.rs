@@ -26,8 +26,10 @@ impl std::fmt::Debug for SecretPatchRequest {
     }
 }
 
-/// `POST /v1/secrets/{store}/rotate`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// `POST /v1/secrets/{store}/rotate[?stream=true]`: with `stream`, the answer is the rotation's
+/// progress as JSON lines ([`RotationProgress`]), the last one with its record; without, the
+/// record alone once the rotation has ended.
+#[derive(Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     #[serde(default)]
@@ -35,6 +37,105 @@ pub struct RotateRequest {
     /// Default: the store's `rotation.key`.
     #[serde(default)]
     pub key: Option<String>,
+    /// The new value, for the `manual` provider only (from `--value-from-stdin`; never argv).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl std::fmt::Debug for RotateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateRequest")
+            .field("project", &self.project)
+            .field("key", &self.key)
+            .field("value", &self.value.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The query of `POST /v1/secrets/{store}/rotate`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct RotateQuery {
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// What a line of a rotation's progress tells ([`RotationProgress::event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// A stage (or the rollback) began.
+    Started,
+    /// A stage waits: for a delivery (`test`, with `timeoutSeconds`), for the grace (`finish`,
+    /// with `graceSeconds`), or for the operator (`set` of the `manual` provider).
+    Waiting,
+    /// `test`: a delivery from outside verified with the new value (`verifiedAt`).
+    Verified,
+    /// A stage completed.
+    Done,
+    /// A stage failed (`message` says why); a rollback follows.
+    Failed,
+    /// The last line: the rotation ended; `stage` is `done` or `failed`, `record` its record.
+    End,
+}
+
+/// Where a rotation is, for its progress: the stages of [`RotationStage`], and the rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressStage {
+    Create,
+    Set,
+    Test,
+    Finish,
+    Rollback,
+    Done,
+    Failed,
+}
+
+impl ProgressStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgressStage::Create => "create",
+            ProgressStage::Set => "set",
+            ProgressStage::Test => "test",
+            ProgressStage::Finish => "finish",
+            ProgressStage::Rollback => "rollback",
+            ProgressStage::Done => "done",
+            ProgressStage::Failed => "failed",
+        }
+    }
+}
+
+/// One line of a rotation's progress, as it happens (`orchestrator secret rotate -o json`). A
+/// stable shape: fields are only ever added. Fingerprints, never values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationProgress {
+    /// The rotation's id (its record's).
+    pub rotation: u64,
+    pub project: String,
+    pub store: String,
+    pub key: String,
+    pub provider: String,
+    pub at: DateTime<Utc>,
+    pub stage: ProgressStage,
+    pub event: ProgressEvent,
+    /// What happened, in a sentence (what the table output prints).
+    pub message: String,
+    /// `create` done: the new value's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_fingerprint: Option<String>,
+    /// `test` waiting: how long it waits for a delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// `finish` waiting: the grace before the old value is retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+    /// `test` verified: when the delivery verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// `end`: the rotation's record as it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RotationRecord>,
 }
 
 /// One rotation: stages, times, fingerprints (never values), outcome.

@@ -81,6 +81,7 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
+    tune_malloc();
     match start(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -121,6 +122,38 @@ fn start(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(daemon::start(config, shutdown_signal()))
+}
+
+/// glibc's malloc, set for a process that runs for months. By default each thread that
+/// allocates may get an arena of its own (up to 8 per core: the runtime's workers and SQLite's
+/// blocking threads), and memory freed inside an arena stays with the process: the daemon's RSS
+/// crept up by 20 MB over 100,000 tasks while its live heap never passed 8 MB (heaptrack;
+/// benches/README.md, "Memory over many tasks"). Two arenas, and a trim of every arena once a
+/// minute, hand freed pages back. (mimalloc, tried instead, started at 27 MB idle and held
+/// 120 MB after 10,000 tasks.)
+fn tune_malloc() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt changes a setting of the allocator and is called before any other
+        // thread exists; malloc_trim only returns free pages. Neither touches Rust's memory.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+        let trim = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                    // SAFETY: as above.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
+            });
+        if let Err(e) = trim {
+            tracing::warn!(error = %e, "cannot start the malloc-trim thread; freed memory is returned less often");
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -104,10 +104,32 @@ impl Client {
         query: &[(&str, String)],
         out: &mut impl Write,
     ) -> anyhow::Result<()> {
+        self.stream_request(Method::GET, &with_query(path, query), None, out)
+            .await
+    }
+
+    /// Posts `body` and copies the streamed answer to `out` as it arrives.
+    pub(super) async fn stream_post<B: Serialize>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: &B,
+        out: &mut impl Write,
+    ) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(body).context("cannot encode the request")?;
+        self.stream_request(Method::POST, &with_query(path, query), Some(body), out)
+            .await
+    }
+
+    async fn stream_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        out: &mut impl Write,
+    ) -> anyhow::Result<()> {
         let copy = async {
-            let resp = self
-                .request(Method::GET, &with_query(path, query), None)
-                .await?;
+            let resp = self.request(method, path, body).await?;
             let status = resp.status();
             let mut body = resp.into_body();
             if !status.is_success() {

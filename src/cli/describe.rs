@@ -1,5 +1,5 @@
 //! `describe KIND NAME`: one resource in detail — metadata, spec and status as YAML, a
-//! SecretStore's key metadata and rotations, where a cron trigger is armed and its recent fires,
+//! SecretStore's key metadata (who set each value), pending keys and rotations, where a cron trigger is armed and its recent fires,
 //! what references it, and its change history.
 
 use std::io::Write;
@@ -76,16 +76,31 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
             "LENGTH".into(),
             "UPDATED".into(),
             "LAST VERIFIED".into(),
+            "LAST TESTED".into(),
         ]];
         for k in &d.keys {
             rows.push(vec![
                 format!("  {}", k.key),
                 k.fingerprint.clone(),
                 k.length.to_string(),
-                k.updated_at.to_rfc3339(),
+                match k.set_by {
+                    Some(by) => format!("{} ({})", k.updated_at.to_rfc3339(), by.as_str()),
+                    None => k.updated_at.to_rfc3339(),
+                },
                 match (&k.last_verified_at, &k.last_verified_trigger) {
                     (Some(t), Some(tr)) => format!("{} (trigger {tr})", t.to_rfc3339()),
                     (Some(t), None) => t.to_rfc3339(),
+                    _ => "never".into(),
+                },
+                match (&k.last_tested_at, &k.last_tested_trigger) {
+                    (Some(t), tr) => format!(
+                        "{} ({}{})",
+                        t.to_rfc3339(),
+                        k.last_tested_by.as_deref().unwrap_or("test"),
+                        tr.as_deref()
+                            .map(|tr| format!(", trigger {tr}"))
+                            .unwrap_or_default()
+                    ),
                     _ => "never".into(),
                 },
             ]);
@@ -94,6 +109,23 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
     }
     if let Some(t) = &d.token {
         print_token(&mut o, t, now)?;
+    }
+    if !d.pending.is_empty() {
+        writeln!(
+            o,
+            "Pending keys (declared `{{keep: true}}`, no value yet; they verify nothing):"
+        )?;
+        let project = match r.metadata.project.as_str() {
+            crate::domain::manifest::DEFAULT_PROJECT => String::new(),
+            p => format!("-p {p} "),
+        };
+        for k in &d.pending {
+            writeln!(
+                o,
+                "  {k}   set it: orchestrator {project}secret set {} {k} < FILE",
+                r.metadata.name
+            )?;
+        }
     }
     match &d.armed {
         Some(Armed::Actor { actor }) => {
@@ -205,8 +237,11 @@ fn history_detail(h: &HistoryEntry) -> String {
         .map(|(k, fp)| format!("{k}={fp}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let by =
+        c.by.map(|b| format!(" by {}", b.as_str()))
+            .unwrap_or_default();
     format!(
-        " keys: {fps}{}{}{}",
+        "{by} keys: {fps}{}{}{}",
         list("added", &c.added),
         list("changed", &c.changed),
         list("removed", &c.removed)

@@ -87,6 +87,7 @@ fn columns(kind: Kind) -> &'static [&'static str] {
             "SUSPENDED",
             "LAST FIRE",
             "NEXT FIRE",
+            "FIRES",
         ],
     }
 }
@@ -112,6 +113,7 @@ fn cells(v: &ResourceView) -> anyhow::Result<Vec<String>> {
                     RotationProvider::Command => "command",
                     RotationProvider::Oauth2 => "oauth2",
                     RotationProvider::GithubApp => "github-app",
+                    RotationProvider::Manual => "manual",
                 })
                 .to_owned(),
         ],
@@ -172,6 +174,7 @@ fn cells(v: &ResourceView) -> anyhow::Result<Vec<String>> {
                 s.suspend.to_string(),
                 fire(status.as_ref().and_then(|s| s.last_fire.as_ref())),
                 fire(status.as_ref().and_then(|s| s.next_fire.as_ref())),
+                status.as_ref().map_or(0, |s| s.fires).to_string(),
             ]
         }
     })

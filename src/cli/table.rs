@@ -1,5 +1,7 @@
 //! Output shared by the commands: `-o yaml|json` of any API type, the one-line-per-resource
-//! report of an apply or a delete, aligned columns, and short ages and truncations for cells.
+//! report of an apply or a delete (with a SecretStore's key-level merge: one clause per key on
+//! its line, one row per key in a dry run), aligned columns, and short ages and truncations for
+//! cells.
 
 use std::io::Write;
 
@@ -7,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Output;
-use crate::api::ChangeResponse;
+use crate::api::{ChangeResponse, ResultLine};
+use crate::domain::secret_merge::{KeptBecause, KeyAction, KeyDiff, SetBy};
+use crate::domain::snapshot::Outcome;
 
 /// Prints an API value as YAML or pretty JSON.
 pub(super) fn print_structured<T: Serialize>(out: Output, value: &T) -> anyhow::Result<()> {
@@ -25,7 +29,9 @@ pub(super) fn print_structured<T: Serialize>(out: Output, value: &T) -> anyhow::
     Ok(())
 }
 
-/// `kind/name outcome` per resource of an apply, a delete or a key change.
+/// `kind/name outcome` per resource of an apply, a delete or a key change. A SecretStore's line
+/// names what the merge did to its keys (`: key github replaced (it was rotated at …)`); a dry
+/// run lists them one per line, with fingerprints.
 pub(super) fn print_changes(out: Output, resp: &ChangeResponse) -> anyhow::Result<()> {
     if out != Output::Table {
         return print_structured(out, resp);
@@ -37,16 +43,147 @@ pub(super) fn print_changes(out: Output, resp: &ChangeResponse) -> anyhow::Resul
         } else {
             format!(" (project {})", r.project)
         };
-        let dry = if resp.dry_run { " (dry run)" } else { "" };
+        if resp.dry_run {
+            writeln!(
+                stdout,
+                "{}/{} {}{project} (dry run)",
+                r.kind.lower(),
+                r.name,
+                r.outcome.as_str()
+            )?;
+            let rows: Vec<Vec<String>> = r.keys.iter().map(|d| diff_row(r, d)).collect();
+            write_rows(&mut stdout, &rows)?;
+            continue;
+        }
+        let notes: Vec<String> = r.keys.iter().filter_map(|d| key_note(r, d)).collect();
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", notes.join(", "))
+        };
         writeln!(
             stdout,
-            "{}/{} {}{project}{dry}",
+            "{}/{} {}{project}{notes}",
             r.kind.lower(),
             r.name,
             r.outcome.as_str()
         )?;
     }
     Ok(())
+}
+
+/// `rotated at 2026-…`: who set a live value and when, when that was not the last apply.
+fn live_origin(d: &KeyDiff) -> Option<String> {
+    let at = d
+        .live_set_at?
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Some(match d.live_set_by {
+        Some(SetBy::Rotation) if d.key.ends_with(crate::domain::rotation::NEXT_SUFFIX) => {
+            format!("staged by a rotation at {at}")
+        }
+        Some(SetBy::Rotation) => format!("rotated at {at}"),
+        Some(SetBy::SecretSet) => format!("set with `secret set` at {at}"),
+        Some(SetBy::Apply) => format!("set by an earlier apply at {at}"),
+        None => format!("set at {at}"),
+    })
+}
+
+/// The fix for a pending key.
+fn set_command(r: &ResultLine, key: &str) -> String {
+    let project = if r.project == crate::domain::manifest::DEFAULT_PROJECT {
+        String::new()
+    } else {
+        format!("-p {} ", r.project)
+    };
+    format!("orchestrator {project}secret set {} {key}", r.name)
+}
+
+/// One key's part of a SecretStore's result line; `None` for keys kept by `{keep: true}` and
+/// for the keys of a store being created (all added).
+fn key_note(r: &ResultLine, d: &KeyDiff) -> Option<String> {
+    let origin = live_origin(d);
+    let k = &d.key;
+    Some(match (d.action, d.because) {
+        (KeyAction::Added, _) if r.outcome == Outcome::Created => return None,
+        (KeyAction::Kept, Some(KeptBecause::Keep)) => return None,
+        (KeyAction::Added, _) => format!("key {k} added"),
+        (KeyAction::Replaced | KeyAction::Removed, _) => match origin {
+            Some(o) => format!("key {k} {} (it was {o})", d.action.as_str()),
+            None => format!("key {k} {}", d.action.as_str()),
+        },
+        (KeyAction::Kept, Some(KeptBecause::Undeclared)) => match origin {
+            Some(o) => format!("key {k} kept live (in no manifest; {o})"),
+            None => format!("key {k} kept live (in no manifest)"),
+        },
+        (KeyAction::Kept, _) => match origin {
+            Some(o) => format!("key {k} kept live (it was {o})"),
+            None => format!("key {k} kept live"),
+        },
+        (KeyAction::Pending, _) => {
+            format!("key {k} pending (no value yet: {})", set_command(r, k))
+        }
+    })
+}
+
+/// One key of a dry run: `~ github   replaced   sha256:… -> sha256:…   it was rotated at …`.
+fn diff_row(r: &ResultLine, d: &KeyDiff) -> Vec<String> {
+    let fp = |f: &Option<String>| f.clone().unwrap_or_else(|| "-".into());
+    let origin = live_origin(d);
+    let (sign, action, fingerprints, note) = match (d.action, d.because) {
+        (KeyAction::Added, _) => ("+", "added", fp(&d.fingerprint), String::new()),
+        (KeyAction::Replaced, _) => (
+            "~",
+            "replaced",
+            format!("{} -> {}", fp(&d.previous), fp(&d.fingerprint)),
+            origin.map(|o| format!("it was {o}")).unwrap_or_default(),
+        ),
+        (KeyAction::Removed, _) => (
+            "-",
+            "removed",
+            fp(&d.previous),
+            origin.map(|o| format!("it was {o}")).unwrap_or_default(),
+        ),
+        (KeyAction::Kept, Some(KeptBecause::Keep)) => (
+            "=",
+            "kept",
+            fp(&d.fingerprint),
+            match origin {
+                Some(o) => format!("{{keep: true}}; {o}"),
+                None => "{keep: true}".into(),
+            },
+        ),
+        (KeyAction::Kept, Some(KeptBecause::Undeclared)) => (
+            "=",
+            "kept live",
+            fp(&d.fingerprint),
+            match origin {
+                Some(o) => format!("in no manifest; {o}"),
+                None => "in no manifest".into(),
+            },
+        ),
+        (KeyAction::Kept, _) => (
+            "=",
+            "kept live",
+            fp(&d.fingerprint),
+            format!(
+                "{}the manifest's {} is unchanged since the last apply",
+                origin.map(|o| format!("{o}; ")).unwrap_or_default(),
+                fp(&d.declared)
+            ),
+        ),
+        (KeyAction::Pending, _) => (
+            "?",
+            "pending",
+            "-".into(),
+            format!("no value yet: {}", set_command(r, &d.key)),
+        ),
+    };
+    vec![
+        format!("  {sign} {}", d.key),
+        action.into(),
+        fingerprints,
+        note,
+    ]
 }
 
 /// A short age: `42s`, `5m`, `3h`, `12d`.

@@ -1,9 +1,10 @@
 //! The pure core of orchestrator: manifests, validation, lowering into typed values, the
-//! snapshot, schedules, the cron trigger plan (cursor, missed fires, resident or dormant),
-//! signatures, filters, prompt rendering, what a step run launches, redaction, the retention
-//! rules, and the workflow (with its resume) and rotation state machines. Nothing in here performs IO, reads the clock or
-//! touches tokio, warp or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so
-//! every rule of the product can be unit-tested as plain functions.
+//! snapshot, the three-way merge of SecretStore keys at apply, schedules, the cron trigger plan
+//! (cursor, missed fires, resident or dormant), signatures, filters, prompt rendering, what a
+//! step run launches, redaction, the retention rules, and the workflow (with its resume) and
+//! rotation state machines. Nothing in here performs IO, reads the clock or touches tokio, warp
+//! or ractor (the `domain_is_pure` test in `tests/tidy.rs` enforces it), so every rule of the
+//! product can be unit-tested as plain functions.
 
 pub mod diagnostic;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod render;
 pub mod retention;
 pub mod rotation;
 pub mod schedule;
+pub mod secret_merge;
 pub mod signature;
 pub mod snapshot;
 pub mod token;

@@ -30,6 +30,10 @@ pub const NEXT_SUFFIX: &str = ".next";
 /// How long the test stage waits for a verified delivery unless `testTimeoutSeconds` says.
 pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The `command` provider's setting that holds where its programs run: the directory of the
+/// manifest that declared the store (relative paths resolve against it), made absolute at apply.
+pub const WORKING_DIR: &str = "workingDir";
+
 /// The staging key of `key`: `github` → `github.next`.
 pub fn staging_key(key: &str) -> String {
     format!("{key}{NEXT_SUFFIX}")
@@ -418,6 +422,9 @@ pub struct Rollback {
 pub enum Reset {
     Done,
     Failed(String),
+    /// The provider does not set the platform (`manual`): the operator does, so nothing was
+    /// set back; the new value, never proven, is removed all the same.
+    ByHand,
 }
 
 /// How removing the staging key went.
@@ -458,6 +465,9 @@ impl Rollback {
                     "; setting the platform back to the old value failed ({e}), so both values stay valid"
                 ));
             }
+            Reset::ByHand => self.reason.push_str(
+                "; the platform is set by hand (provider manual), so nothing was set back there: if it already uses the new value, rotate again with that value",
+            ),
         }
     }
 

@@ -20,6 +20,7 @@ use super::manifest::{
     AgentSpec, Kind, Manifest, Metadata, SecretStoreSpec, SecretValue, Spec, TriggerSpec,
 };
 use super::schedule::Schedule;
+use super::secret_merge::{self, KeyDiff};
 
 /// Identity of a resource: project, kind and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,6 +95,8 @@ impl Outcome {
 pub struct Change {
     pub outcome: Outcome,
     pub resource: Resource,
+    /// A SecretStore apply: what the three-way merge does to each key (empty otherwise).
+    pub keys: Vec<KeyDiff>,
 }
 
 /// The whole desired state at `revision`.
@@ -382,43 +385,90 @@ impl Snapshot {
 
     /// Plans an apply of already validated manifests (with `metadata.project` set): each becomes
     /// created, configured (spec, labels or annotations differ) or unchanged. Unchanged resources
-    /// keep their generation and times.
+    /// keep their generation and times. A SecretStore is merged three ways with the live one
+    /// ([`secret_merge::merge`]): keys the manifest did not change keep their live values.
     pub fn plan(&self, manifests: &[Manifest], now: DateTime<Utc>) -> Vec<Change> {
         manifests
             .iter()
             .map(|m| {
-                let project = m.metadata.project.clone().unwrap_or_default();
-                let key = ResourceKey::new(project, m.kind(), m.name());
-                match self.resources.get(&key) {
-                    None => Change {
-                        outcome: Outcome::Created,
-                        resource: Resource {
+                let key = Self::key_of(m);
+                let old = self.resources.get(&key);
+                match &m.spec {
+                    Spec::SecretStore(new) => {
+                        let live = old.and_then(|r| match &r.spec {
+                            Spec::SecretStore(s) => Some(s),
+                            _ => None,
+                        });
+                        let merged = secret_merge::merge(live, new);
+                        let mut change = Self::change(
                             key,
-                            metadata: m.metadata.clone(),
-                            spec: m.spec.clone(),
-                            generation: 1,
-                            created_at: now,
-                            updated_at: now,
-                        },
-                    },
-                    Some(old) if old.metadata == m.metadata && old.spec == m.spec => Change {
-                        outcome: Outcome::Unchanged,
-                        resource: (**old).clone(),
-                    },
-                    Some(old) => Change {
-                        outcome: Outcome::Configured,
-                        resource: Resource {
-                            key,
-                            metadata: m.metadata.clone(),
-                            spec: m.spec.clone(),
-                            generation: old.generation + 1,
-                            created_at: old.created_at,
-                            updated_at: now,
-                        },
-                    },
+                            old,
+                            &m.metadata,
+                            Spec::SecretStore(merged.spec),
+                            now,
+                        );
+                        change.keys = merged.keys;
+                        change
+                    }
+                    spec => Self::change(key, old, &m.metadata, spec.clone(), now),
                 }
             })
             .collect()
+    }
+
+    /// Plans a live change of one resource, replacing its spec whole (`secret set|unset`, a
+    /// rotation's stages, `trigger suspend`): no merge, and a SecretStore's record of its last
+    /// apply is the one `manifest` carries.
+    pub fn plan_replace(&self, manifest: &Manifest, now: DateTime<Utc>) -> Change {
+        let key = Self::key_of(manifest);
+        let old = self.resources.get(&key);
+        Self::change(key, old, &manifest.metadata, manifest.spec.clone(), now)
+    }
+
+    fn key_of(m: &Manifest) -> ResourceKey {
+        let project = m.metadata.project.clone().unwrap_or_default();
+        ResourceKey::new(project, m.kind(), m.name())
+    }
+
+    fn change(
+        key: ResourceKey,
+        old: Option<&Arc<Resource>>,
+        metadata: &Metadata,
+        spec: Spec,
+        now: DateTime<Utc>,
+    ) -> Change {
+        let (outcome, resource) = match old {
+            None => (
+                Outcome::Created,
+                Resource {
+                    key,
+                    metadata: metadata.clone(),
+                    spec,
+                    generation: 1,
+                    created_at: now,
+                    updated_at: now,
+                },
+            ),
+            Some(old) if old.metadata == *metadata && old.spec == spec => {
+                (Outcome::Unchanged, (**old).clone())
+            }
+            Some(old) => (
+                Outcome::Configured,
+                Resource {
+                    key,
+                    metadata: metadata.clone(),
+                    spec,
+                    generation: old.generation + 1,
+                    created_at: old.created_at,
+                    updated_at: now,
+                },
+            ),
+        };
+        Change {
+            outcome,
+            resource,
+            keys: Vec::new(),
+        }
     }
 
     /// The snapshot after `changes` (created/configured replace, deleted remove). The revision is
@@ -563,6 +613,7 @@ mod tests {
                 .map(|r| Change {
                     outcome: Outcome::Deleted,
                     resource: (**r).clone(),
+                    keys: Vec::new(),
                 })
                 .collect()
         };
@@ -577,6 +628,7 @@ mod tests {
                 .expect("d")
                 .clone())
             .clone(),
+            keys: Vec::new(),
         }]);
         assert_eq!(s3.schedules.len(), 1, "only d's schedule is left");
         assert_eq!(s3.schedules.entries(), 1, "and only its entry");

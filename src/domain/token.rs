@@ -47,7 +47,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 pub fn is_token_provider(provider: RotationProvider) -> bool {
     match provider {
         RotationProvider::Oauth2 | RotationProvider::GithubApp => true,
-        RotationProvider::Github | RotationProvider::Command => false,
+        RotationProvider::Github | RotationProvider::Command | RotationProvider::Manual => false,
     }
 }
 
@@ -318,8 +318,10 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), SecretValue::new((*v).to_owned())))
                 .collect(),
+            keep: Default::default(),
             rotation: None,
             description: None,
+            applied: None,
         }
     }
 

@@ -372,7 +372,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         .rev()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_str());
-    let resolved = resolve_program(&program, path_var, &cwd)?;
+    let resolved = resolve_program(&program, path_var, &cwd, "agent")?;
     let log = open_log(&log_path)?;
 
     let mut command = Command::new(&resolved);
@@ -440,12 +440,14 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
 }
 
 /// Finds the executable for `program`: a path if it contains `/` (relative to `cwd`), otherwise
-/// the first executable file of that name in the agent's `PATH`, whose relative entries are taken
-/// relative to `cwd` and whose empty entries are skipped.
+/// the first executable file of that name in the child's `PATH`, whose relative entries are taken
+/// relative to `cwd` and whose empty entries are skipped. `who` names the child in the hints
+/// (`agent`, `rotation program`).
 fn resolve_program(
     program: &str,
     path_var: Option<&str>,
     cwd: &Path,
+    who: &str,
 ) -> Result<PathBuf, ProcessError> {
     let not_found = |hint: String| ProcessError::NotFound {
         program: program.to_owned(),
@@ -462,15 +464,15 @@ fn resolve_program(
             Probe::Executable => Ok(path),
             Probe::NotExecutable => Err(denied(path)),
             Probe::Missing => Err(not_found(format!(
-                "{} is not a file: fix the path in the agent command",
+                "{} is not a file: fix the path in the {who} command",
                 path.display()
             ))),
         };
     }
     let Some(path_var) = path_var.filter(|p| !p.is_empty()) else {
-        return Err(not_found(
-            "the agent's environment has no PATH: set PATH or give an absolute path".to_owned(),
-        ));
+        return Err(not_found(format!(
+            "the {who}'s environment has no PATH: set PATH or give an absolute path"
+        )));
     };
     let mut not_executable = None;
     for dir in path_var.split(':').filter(|dir| !dir.is_empty()) {
@@ -486,7 +488,7 @@ fn resolve_program(
     match not_executable {
         Some(path) => Err(denied(path)),
         None => Err(not_found(format!(
-            "it is in no directory of the agent's PATH ({path_var}): install it, add its directory to PATH, or use an absolute path"
+            "it is in no directory of the {who}'s PATH ({path_var}): install it, add its directory to PATH, or use an absolute path"
         ))),
     }
 }

@@ -1,11 +1,16 @@
 //! A short program run to completion, as rotation providers run theirs: executed directly (no
-//! shell) with exactly the environment given, a value written to its stdin, stdout discarded and
-//! stderr kept for the error. It leads its own process group, which is killed (SIGKILL) when the
-//! timeout fires or when the caller stops waiting, so nothing it started is left behind. A failing
-//! program's stderr is redacted before it is quoted: it may echo what it was given.
+//! shell) in the working directory given, with exactly the environment given, a value written to
+//! its stdin, stdout discarded and stderr kept for the error. The program is found the way an
+//! agent's is (`super::resolve_program`: a relative path against the working directory, a bare
+//! name on the `PATH` of the environment given), and a program that cannot be found or is not
+//! executable, or a working directory that is missing, is a [`ProgramError::NotStarted`]: nothing
+//! ran, which a caller may rely on. It leads its own process group, which is killed (SIGKILL)
+//! when the timeout fires or when the caller stops waiting, so nothing it started is left behind.
+//! A failing program's stderr is redacted before it is quoted: it may echo what it was given.
 
 use std::ffi::OsString;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::group::GroupGuard;
+use super::{ProcessError, resolve_program, spawn_error};
 use crate::domain::redact::Redactor;
 
 /// How much of a failing program's stderr (its end, in characters) the error quotes.
@@ -21,7 +27,8 @@ const STDERR_TAIL: usize = 300;
 
 /// One program to run.
 pub struct ProgramSpec<'a> {
-    /// Looked up on the `PATH` in `env` unless it contains `/`.
+    /// Looked up on the `PATH` in `env` unless it contains `/`; a relative path is taken
+    /// relative to `cwd`.
     pub program: &'a str,
     pub args: &'a [String],
     /// The complete environment, applied in order: nothing is inherited from the daemon.
@@ -30,13 +37,22 @@ pub struct ProgramSpec<'a> {
     pub stdin: Option<&'a [u8]>,
     /// Counted from the moment stdin was written.
     pub timeout: Duration,
+    /// The working directory (made absolute against the daemon's own).
+    pub cwd: &'a Path,
 }
 
 /// Why a program did not succeed.
 #[derive(Debug, Error)]
 pub enum ProgramError {
-    #[error("cannot start {program}: {source}")]
-    Start { program: String, source: io::Error },
+    /// Nothing ran: the program is missing or not executable, or the spawn failed.
+    #[error("{0}")]
+    NotStarted(ProcessError),
+    /// Nothing ran: the working directory is missing.
+    #[error(
+        "working directory {} does not exist or is not a directory: create it or fix the path",
+        path.display()
+    )]
+    NoDir { path: PathBuf },
     #[error("{program} did not finish within {} s", timeout.as_secs())]
     TimedOut { program: String, timeout: Duration },
     #[error("{program}: {source}")]
@@ -48,6 +64,18 @@ pub enum ProgramError {
         status: ExitStatus,
         stderr: String,
     },
+}
+
+impl ProgramError {
+    /// Whether the program never ran (so it cannot have done anything).
+    pub fn never_started(&self) -> bool {
+        match self {
+            ProgramError::NotStarted(_) | ProgramError::NoDir { .. } => true,
+            ProgramError::TimedOut { .. }
+            | ProgramError::Wait { .. }
+            | ProgramError::Failed { .. } => false,
+        }
+    }
 }
 
 /// Runs `spec` and waits for it to exit and close stderr. `redactor` is called only when the
@@ -62,10 +90,28 @@ pub async fn run_program(
         env,
         stdin,
         timeout,
+        cwd,
     } = spec;
-    let mut command = Command::new(program);
+    let cwd = match std::path::absolute(cwd) {
+        Ok(abs) if abs.is_dir() => abs,
+        _ => {
+            return Err(ProgramError::NoDir {
+                path: cwd.to_owned(),
+            });
+        }
+    };
+    let path_var = env
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "PATH")
+        .and_then(|(_, value)| value.to_str());
+    let resolved = resolve_program(program, path_var, &cwd, "rotation program")
+        .map_err(ProgramError::NotStarted)?;
+    let mut command = Command::new(&resolved);
     command
+        .arg0(program)
         .args(args)
+        .current_dir(&cwd)
         .env_clear()
         .envs(env)
         .stdin(Stdio::piped())
@@ -73,9 +119,8 @@ pub async fn run_program(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| ProgramError::Start {
-        program: program.to_owned(),
-        source,
+    let mut child = command.spawn().map_err(|source| {
+        ProgramError::NotStarted(spawn_error(program, &resolved, &cwd, source))
     })?;
     // Declared after `child`, so it is dropped first: on an early return or a drop of this future
     // the group is killed while the leader is still unreaped (or was only just reaped).
@@ -159,6 +204,7 @@ mod tests {
             env: env(),
             stdin,
             timeout,
+            cwd: Path::new("."),
         };
         run_program(spec, || Redactor::new(["s3cret"])).await
     }
@@ -223,22 +269,61 @@ mod tests {
             .map(|(_, pgrp)| pgrp)
     }
 
-    #[tokio::test]
-    async fn a_missing_program_cannot_start() {
+    /// Runs `program` in `cwd` with no arguments.
+    async fn start(program: &str, cwd: &Path) -> Result<(), ProgramError> {
         let spec = ProgramSpec {
-            program: "no-such-program-anywhere",
+            program,
             args: &[],
             env: env(),
             stdin: None,
             timeout: Duration::from_secs(30),
+            cwd,
         };
-        let err = run_program(spec, Redactor::none)
+        run_program(spec, Redactor::none).await
+    }
+
+    #[tokio::test]
+    async fn a_program_that_cannot_start_says_why_and_never_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = dir.path().join("plain.sh");
+        std::fs::write(&plain, "#!/bin/sh\nexit 0\n").expect("write");
+        for (program, cwd, want) in [
+            (
+                "no-such-program-anywhere",
+                dir.path().to_owned(),
+                "command not found: no-such-program-anywhere: it is in no directory of the rotation program's PATH",
+            ),
+            (
+                "./missing.sh",
+                dir.path().to_owned(),
+                "command not found: ./missing.sh: ",
+            ),
+            ("./plain.sh", dir.path().to_owned(), "is not executable"),
+            ("true", dir.path().join("gone"), "working directory "),
+        ] {
+            let err = start(program, &cwd).await.expect_err(program);
+            assert!(err.never_started(), "{err}");
+            assert!(err.to_string().contains(want), "{program}: {err}");
+        }
+        let err = sh("exit 3", None, Duration::from_secs(30))
             .await
-            .expect_err("missing");
-        assert!(
-            err.to_string()
-                .starts_with("cannot start no-such-program-anywhere: "),
-            "{err}"
-        );
+            .expect_err("fails");
+        assert!(!err.never_started(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_relative_program_runs_in_the_working_directory_given() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("here.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n[ -e ./marker ] || exit 7\ntouch ./ran\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(dir.path().join("marker"), "").expect("marker");
+        start("./here.sh", dir.path()).await.expect("runs");
+        assert!(dir.path().join("ran").exists());
     }
 }

@@ -2,11 +2,19 @@
 //! puts the new value at the platform, an optional `settings.test` asks it for a delivery; each
 //! runs without a shell through `process::run_program`, with the value on stdin, a cleared
 //! environment (the agents' base environment plus `ROTATION_STORE`, `ROTATION_KEY` and
-//! `ORCHESTRATOR_SOCKET`) and a timeout. A failing program's stderr is quoted with every secret
-//! redacted: it may echo what it was given.
+//! `ORCHESTRATOR_SOCKET`) and a timeout, in `settings.workingDir`: the directory of the manifest
+//! that declared the store, which `apply` records (`http::control::resources`), so that
+//! `set: ./set-secret.sh` finds the script beside the manifest wherever the CLI and the daemon
+//! run. A program that never started (not found, not executable, no such directory) cannot have
+//! set anything, which the rollback relies on. A failing program's stderr is quoted with every
+//! secret redacted: it may echo what it was given.
+//!
+//! A test program's delivery proves the new value only if it reaches the webhook listener from
+//! outside the daemon: `orchestrator webhook test` (and any dry run) is recorded as a test and
+//! never satisfies the test stage.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,14 +42,32 @@ pub enum CommandError {
     NoSet,
     #[error("the provider command is empty")]
     Empty,
+    #[error("the daemon's working directory is unreadable: {0}")]
+    Cwd(std::io::Error),
     #[error(transparent)]
     Program(#[from] ProgramError),
 }
 
-/// The programs that set and test a value.
+impl CommandError {
+    /// Whether the program may have run (and so may have set the value at the platform).
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            CommandError::Program(e) => !e.never_started(),
+            CommandError::Setting { .. }
+            | CommandError::NoSet
+            | CommandError::Empty
+            | CommandError::Cwd(_) => false,
+        }
+    }
+}
+
+/// The programs that set and test a value, and where they run.
 pub struct Command {
     set: Vec<String>,
     test: Option<Vec<String>>,
+    /// `settings.workingDir`; `None` for a store applied before apply recorded it: the daemon's
+    /// working directory, as then.
+    dir: Option<PathBuf>,
 }
 
 /// What a program run needs from the daemon: its control socket (for the program's own
@@ -65,7 +91,19 @@ impl Command {
         Ok(Command {
             set,
             test: split("test")?,
+            dir: spec
+                .settings
+                .get(WORKING_DIR)
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from),
         })
+    }
+
+    fn dir(&self) -> Result<PathBuf, CommandError> {
+        match &self.dir {
+            Some(d) => Ok(d.clone()),
+            None => std::env::current_dir().map_err(CommandError::Cwd),
+        }
     }
 
     /// Runs the set program with `value` on stdin.
@@ -76,7 +114,7 @@ impl Command {
         key: &str,
         value: &SecretValue,
     ) -> Result<(), CommandError> {
-        run(host, &self.set, store, key, value).await
+        run(host, &self.set, &self.dir()?, store, key, value).await
     }
 
     /// Runs the test program, if there is one, with the new value on stdin.
@@ -88,16 +126,20 @@ impl Command {
         new: &SecretValue,
     ) -> Result<(), CommandError> {
         match &self.test {
-            Some(test) => run(host, test, store, key, new).await,
+            Some(test) => run(host, test, &self.dir()?, store, key, new).await,
             None => Ok(()),
         }
     }
 }
 
-/// Runs a provider program without a shell: cleared environment, the value on stdin.
+/// The setting that holds the programs' working directory (absolute once applied).
+pub const WORKING_DIR: &str = "workingDir";
+
+/// Runs a provider program without a shell, in `dir`: cleared environment, the value on stdin.
 async fn run(
     host: &Host<'_>,
     argv: &[String],
+    dir: &Path,
     store: &str,
     key: &str,
     value: &SecretValue,
@@ -123,6 +165,7 @@ async fn run(
         env,
         stdin: Some(value.expose().as_bytes()),
         timeout: PROGRAM_TIMEOUT,
+        cwd: dir,
     };
     // The program may echo what it was given: redact every secret before quoting it.
     let redactor = || {

@@ -5,10 +5,12 @@
 //! action the machine names: record writes in the [`RotationStore`] (each stage recorded before
 //! the next begins), patches of the store through the SecretStoreActor, the provider's calls
 //! (`github.rs`: the repository webhook over HTTPS; `command.rs`: the user's programs through
-//! `process`), and the test stage's wait for a "last verified at" stamp in the
-//! [`VerificationStore`]. It also holds the `rotate` entry point (one rotation per store at a
-//! time, the caller waiting for its end) and [`resume_all`], which takes up the rotations a
-//! stopped daemon left unfinished.
+//! `process`; `manual`: the operator, who gives the new value and sets the platform by hand),
+//! and the test stage's wait for a "last verified at" stamp in the [`VerificationStore`] — a
+//! real delivery from outside, never a dry run or the daemon's own `webhook test`. Each stage's
+//! progress is reported as it happens (`progress.rs`). It also holds the [`start`] and
+//! [`rotate`] entry points (one rotation per store at a time) and [`resume_all`], which takes up
+//! the rotations a stopped daemon left unfinished.
 //!
 //! At no moment does neither key verify: the new value is valid (as `<key>.next`, then as
 //! `<key>`) from before the platform uses it. Values never leave this module except into the
@@ -17,7 +19,10 @@
 mod command;
 mod github;
 mod github_app;
+mod manual;
 mod oauth2;
+mod platform;
+mod progress;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -27,14 +32,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use thiserror::Error;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 pub use command::CommandError;
 pub use github::GithubError;
 
 use crate::actors::runtime::{CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
-use crate::api::RotationRecord;
+use crate::api::{ProgressEvent as E, ProgressStage as P, RotationProgress, RotationRecord};
+use crate::domain::limits::SecretValueError;
 use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
 use crate::domain::rotation::{
     self, Abandon, Action, End, Event, Gone, NEXT_SUFFIX, Record, Removal, Reset, Rollback,
@@ -42,6 +48,7 @@ use crate::domain::rotation::{
 };
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::store::{NewRotation, RotationStore, StoreError, VerificationStore};
+use progress::Reporter;
 
 /// A builder of the daemon's outbound HTTP clients (the providers' APIs, `webhook test`): rustls
 /// with *ring* as its crypto provider, installed for the process on first use (reqwest's own
@@ -67,7 +74,9 @@ pub enum RotationError {
     NoRotationBlock { store: String },
     #[error("{key:?} is a rotation's staging key; name the key it rotates")]
     StagingKey { key: String },
-    #[error("secretstore/{store} has no key {key:?} to rotate")]
+    #[error(
+        "secretstore/{store} has no value for key {key:?} to rotate: give it one first with `orchestrator secret set {store} {key}`"
+    )]
     NoKey { store: String, key: String },
     #[error("secretstore/{store}: {source}")]
     Provider {
@@ -78,6 +87,31 @@ pub enum RotationError {
         "secretstore/{store} is already being rotated; wait for it (orchestrator describe secretstore {store})"
     )]
     AlreadyRunning { store: String },
+    #[error(
+        "secretstore/{store} is rotated by hand (provider manual): give the new value on stdin: orchestrator secret rotate {store} --value-from-stdin"
+    )]
+    NeedsValue { store: String },
+    #[error(
+        "secretstore/{store}'s provider {provider} makes the new value itself: leave out --value-from-stdin (it is for provider manual)"
+    )]
+    ValueNotWanted {
+        store: String,
+        provider: &'static str,
+    },
+    #[error("the new value of secretstore/{store} key {key}: {reason}")]
+    BadValue {
+        store: String,
+        key: String,
+        reason: SecretValueError,
+    },
+    #[error(
+        "the new value of secretstore/{store} key {key} is the one in force already: give the value the platform now has"
+    )]
+    SameValue { store: String, key: String },
+    #[error(
+        "secretstore/{store} already holds {staging} (left by an earlier rotation): remove it (orchestrator secret unset {store} {staging}) or rotate without a new value"
+    )]
+    StagingTaken { store: String, staging: String },
     #[error("rotation record: {0}")]
     Record(#[from] StoreError),
     #[error("the operating system's random source failed")]
@@ -112,7 +146,7 @@ impl ProviderError {
     fn maybe_applied(&self) -> bool {
         match self {
             ProviderError::Github(e) => e.maybe_applied(),
-            ProviderError::Command(_) => true,
+            ProviderError::Command(e) => e.maybe_applied(),
             ProviderError::NotStaged(_) => false,
         }
     }
@@ -137,6 +171,12 @@ fn now() -> DateTime<Utc> {
 
 /// Callers waiting for one rotation's end.
 type Waiters = Vec<oneshot::Sender<RotationRecord>>;
+
+/// A started rotation: its progress as it happens, and its record once it has ended.
+pub struct Started {
+    pub progress: broadcast::Receiver<RotationProgress>,
+    pub done: oneshot::Receiver<RotationRecord>,
+}
 
 /// What rotations share.
 #[derive(Clone)]
@@ -207,6 +247,9 @@ impl RotationContext {
 enum Provider {
     Github(github::Github),
     Command(command::Command),
+    /// The operator: gives the new value, sets the platform by hand; the daemon only waits for a
+    /// delivery verified with it.
+    Manual,
 }
 
 impl Provider {
@@ -220,6 +263,7 @@ impl Provider {
                 Provider::Github(github::Github::from_spec(spec, project, snapshot)?)
             }
             RotationProvider::Command => Provider::Command(command::Command::from_spec(spec)?),
+            RotationProvider::Manual => Provider::Manual,
             RotationProvider::Oauth2 => return Err(ProviderError::NotStaged("oauth2")),
             RotationProvider::GithubApp => return Err(ProviderError::NotStaged("github-app")),
         })
@@ -229,6 +273,27 @@ impl Provider {
         match self {
             Provider::Github(_) => "github",
             Provider::Command(_) => "command",
+            Provider::Manual => "manual",
+        }
+    }
+
+    /// What the set stage does, in a sentence.
+    fn set_says(&self, staging: &str) -> String {
+        match self {
+            Provider::Github(g) => format!("setting the new value at GitHub ({})", g.hook()),
+            Provider::Command(_) => "running the set program (the new value on its stdin)".into(),
+            Provider::Manual => format!(
+                "by the operator: the platform must use the new value ({staging}) now — set it there if it does not yet"
+            ),
+        }
+    }
+
+    /// What the test stage asks the platform for, in a sentence.
+    fn test_says(&self) -> &'static str {
+        match self {
+            Provider::Github(_) => "asking GitHub for a ping signed with the new value",
+            Provider::Command(_) => "running the test program (if any)",
+            Provider::Manual => "nothing to ask: the platform's next delivery is the test",
         }
     }
 
@@ -243,6 +308,8 @@ impl Provider {
         match self {
             Provider::Github(g) => Ok(g.set(&ctx.http, value).await?),
             Provider::Command(c) => Ok(c.set(&ctx.host(), store, key, value).await?),
+            // The operator's: nothing for the daemon to do.
+            Provider::Manual => Ok(()),
         }
     }
 
@@ -258,6 +325,7 @@ impl Provider {
         match self {
             Provider::Github(g) => Ok(g.ping(&ctx.http).await?),
             Provider::Command(c) => Ok(c.test(&ctx.host(), store, key, new).await?),
+            Provider::Manual => Ok(()),
         }
     }
 }
@@ -266,13 +334,28 @@ impl Provider {
 // Entry points
 // ---------------------------------------------------------------------------------------------
 
-/// Starts a rotation of `store` (its `rotation.key`, or `key`) and waits for its end.
+/// Starts a rotation of `store` (its `rotation.key`, or `key`) and waits for its end. `value` is
+/// the new value, for the `manual` provider only.
 pub async fn rotate(
     ctx: &RotationContext,
     project: &str,
     store: &str,
     key: Option<String>,
+    value: Option<SecretValue>,
 ) -> Result<RotationRecord, RotationError> {
+    let started = start(ctx, project, store, key, value)?;
+    started.done.await.map_err(|_| RotationError::NoOutcome)
+}
+
+/// Starts a rotation of `store` (its `rotation.key`, or `key`): its progress and its end are in
+/// what this returns. `value` is the new value, for the `manual` provider only.
+pub fn start(
+    ctx: &RotationContext,
+    project: &str,
+    store: &str,
+    key: Option<String>,
+    value: Option<SecretValue>,
+) -> Result<Started, RotationError> {
     let snapshot = ctx.snapshots.borrow().clone();
     let spec =
         snapshot
@@ -288,7 +371,7 @@ pub async fn rotate(
             store: store.to_owned(),
         })?;
     if crate::domain::token::is_token_provider(rotation.provider) {
-        return tokens::on_demand(ctx, project, store, &rotation, key).await;
+        return tokens::start(ctx, project, store, &rotation, key);
     }
     let key = key.unwrap_or_else(|| rotation.key.clone());
     if key.ends_with(NEXT_SUFFIX) {
@@ -304,6 +387,7 @@ pub async fn rotate(
             source,
         }
     })?;
+    manual::check_given(&provider, value.as_ref(), store, &key, spec)?;
     let (tx, rx) = oneshot::channel();
     {
         let mut running = ctx.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -331,8 +415,12 @@ pub async fn rotate(
         }
     };
     tracing::info!(project, store, key = %key, rotation = id, provider = provider.name(), "rotation started");
-    tokio::spawn(drive(ctx.clone(), id));
-    rx.await.map_err(|_| RotationError::NoOutcome)
+    let (progress, listener) = broadcast::channel(progress::BACKLOG);
+    tokio::spawn(drive(ctx.clone(), id, progress, value));
+    Ok(Started {
+        progress: listener,
+        done: rx,
+    })
 }
 
 /// Resumes the rotations a stopped daemon left unfinished.
@@ -352,13 +440,28 @@ pub async fn resume_all(ctx: &RotationContext) {
             .unwrap_or_else(|p| p.into_inner())
             .entry((r.project.clone(), r.store.clone()))
             .or_default();
-        tokio::spawn(drive(ctx.clone(), r.id));
+        // Nobody listens to a resumed rotation's progress (it is logged); a manual one's value
+        // was never stored anywhere but in the store itself.
+        let (progress, _) = broadcast::channel(progress::BACKLOG);
+        tokio::spawn(drive(ctx.clone(), r.id, progress, None));
     }
 }
 
-/// Runs a rotation from its recorded stage to its end, then wakes whoever waits for it.
-async fn drive(ctx: RotationContext, id: u64) {
-    let outcome = run(&ctx, id).await;
+/// Runs a rotation from its recorded stage to its end (`given`: the operator's new value, for
+/// the `manual` provider), reporting on `progress`, then wakes whoever waits for it.
+async fn drive(
+    ctx: RotationContext,
+    id: u64,
+    progress: broadcast::Sender<RotationProgress>,
+    given: Option<SecretValue>,
+) {
+    let outcome = match ctx.records.get(id) {
+        Ok(record) => {
+            let reporter = Reporter::new(progress.clone(), &record);
+            run(&ctx, record, &reporter, given).await
+        }
+        Err(e) => Err(e.into()),
+    };
     let record = match ctx.records.get(id) {
         Ok(r) => r,
         Err(e) => {
@@ -378,6 +481,8 @@ async fn drive(ctx: RotationContext, id: u64) {
             tracing::warn!(rotation = id, store = %record.store, key = %record.key, %reason, "rotation failed")
         }
     }
+    let error = outcome.err().map(|e| e.to_string());
+    Reporter::new(progress, &record).end(&record, error);
     for w in ctx.stop_running(&record.project, &record.store) {
         let _ = w.send(record.clone());
     }
@@ -387,9 +492,14 @@ async fn drive(ctx: RotationContext, id: u64) {
 // Driving one rotation
 // ---------------------------------------------------------------------------------------------
 
-/// Takes rotation `id` up at its recorded stage and runs the machine to its end.
-async fn run(ctx: &RotationContext, id: u64) -> Result<End, RotationError> {
-    let record = ctx.records.get(id)?;
+/// Takes the rotation of `record` up at its recorded stage and runs the machine to its end.
+async fn run(
+    ctx: &RotationContext,
+    record: RotationRecord,
+    reporter: &Reporter,
+    given: Option<SecretValue>,
+) -> Result<End, RotationError> {
+    let id = record.id;
     let snapshot = ctx.snapshots.borrow().clone();
     let spec = snapshot.secret_store(&record.project, &record.store);
     let block = spec.and_then(|s| s.rotation.as_ref());
@@ -414,6 +524,8 @@ async fn run(ctx: &RotationContext, id: u64) -> Result<End, RotationError> {
         store: ResourceKey::new(record.project.clone(), Kind::SecretStore, record.store),
         staging: rotation::staging_key(&record.key),
         key: record.key,
+        reporter,
+        given,
     };
     match provider {
         Ok(provider) => run.stages(&mut state, &provider).await,
@@ -421,13 +533,16 @@ async fn run(ctx: &RotationContext, id: u64) -> Result<End, RotationError> {
     }
 }
 
-/// One rotation being driven: its record's id, its store, the key it rotates and its staging key.
+/// One rotation being driven: its record's id, its store, the key it rotates and its staging key,
+/// where its progress goes, and the operator's new value (`manual` only).
 struct Run<'a> {
     ctx: &'a RotationContext,
     id: u64,
     store: ResourceKey,
     key: String,
     staging: String,
+    reporter: &'a Reporter,
+    given: Option<SecretValue>,
 }
 
 impl Run<'_> {
@@ -446,20 +561,44 @@ impl Run<'_> {
                     self.enter()
                 }
                 Action::Rollback(rb) => {
+                    self.say(P::Rollback, E::Started, "undoing the stages before");
                     let record = self.roll_back(Some(provider), rb).await;
                     self.write(state, &record)?;
                     self.enter()
                 }
                 Action::Create => {
-                    let value = random_value()?;
-                    let add = vec![(self.staging.clone(), Some(value.clone()))];
-                    match self.patch(add).await {
-                        Ok(()) => Event::Created { value },
-                        Err(e) => Event::CreateFailed(e.to_string()),
+                    let value = match &self.given {
+                        Some(v) => {
+                            self.say(P::Create, E::Started, format!("staging the operator's new value as {}", self.staging));
+                            Ok(v.clone())
+                        }
+                        None if matches!(provider, Provider::Manual) => Err(
+                            "the operator's new value is gone (the daemon restarted before it was staged); rotate again with it".to_owned(),
+                        ),
+                        None => {
+                            self.say(P::Create, E::Started, format!("adding a new random value as {}", self.staging));
+                            random_value().map_err(|e| e.to_string())
+                        }
+                    };
+                    match value {
+                        Err(e) => Event::CreateFailed(e),
+                        Ok(value) => {
+                            let add = vec![(self.staging.clone(), Some(value.clone()))];
+                            match self.patch(add).await {
+                                Ok(()) => Event::Created { value },
+                                Err(e) => Event::CreateFailed(e.to_string()),
+                            }
+                        }
                     }
                 }
                 Action::Set { mark, value } => {
                     self.write(state, &mark)?;
+                    let event = if matches!(provider, Provider::Manual) {
+                        E::Waiting
+                    } else {
+                        E::Started
+                    };
+                    self.say(P::Set, event, provider.set_says(&self.staging));
                     match provider
                         .set(self.ctx, &self.store.name, &self.key, &value)
                         .await
@@ -476,18 +615,23 @@ impl Run<'_> {
                     since,
                     timeout,
                 } => {
+                    self.say(P::Test, E::Started, provider.test_says());
                     match provider
                         .test(self.ctx, &self.store.name, &self.key, &value)
                         .await
                     {
                         Err(e) => Event::TestFailed(e.to_string()),
-                        Ok(()) => match self.wait_verified(since, timeout).await {
-                            Some(at) => Event::Verified { at },
-                            None => Event::TimedOut,
-                        },
+                        Ok(()) => {
+                            self.reporter.waiting_for_delivery(&self.staging, timeout);
+                            match self.wait_verified(since, timeout).await {
+                                Some(at) => Event::Verified { at },
+                                None => Event::TimedOut,
+                            }
+                        }
                     }
                 }
                 Action::Wait(grace) => {
+                    self.reporter.waiting_for_grace(&self.key, grace);
                     tokio::time::sleep(grace).await;
                     Event::GraceElapsed {
                         staged: self.staged(),
@@ -504,15 +648,30 @@ impl Run<'_> {
                     }
                 }
             };
+            let manual = matches!(provider, Provider::Manual);
+            self.reporter.told(
+                &event,
+                manual,
+                &self.key,
+                &self.staging,
+                state.timing.test_timeout,
+            );
             action = rotation::advance(state, event, now());
         }
+    }
+
+    fn say(&self, stage: P, event: E, message: impl Into<String>) {
+        self.reporter.say(stage, event, message);
     }
 
     /// Ends a rotation that cannot go on (its store, rotation block or provider is gone).
     async fn give_up(&self, state: &mut Rotation, gone: Gone) -> Result<End, RotationError> {
         let record = match rotation::give_up(state, gone, now()) {
             Abandon::Fail(record) => record,
-            Abandon::Rollback(rb) => self.roll_back(None, rb).await,
+            Abandon::Rollback(rb) => {
+                self.say(P::Rollback, E::Started, "undoing the stages before");
+                self.roll_back(None, rb).await
+            }
         };
         self.write(state, &record)?;
         Ok(End::Failed(record.set.reason.unwrap_or_default()))
@@ -523,12 +682,15 @@ impl Run<'_> {
     /// staging key unless that failed; returns the failed record to write.
     async fn roll_back(&self, provider: Option<&Provider>, mut rb: Rollback) -> Record {
         if let (Some(old), Some(provider)) = (rb.set_back.take(), provider) {
-            let reset = match provider
-                .set(self.ctx, &self.store.name, &self.key, &old)
-                .await
-            {
-                Ok(()) => Reset::Done,
-                Err(e) => Reset::Failed(e.to_string()),
+            let reset = match provider {
+                Provider::Manual => Reset::ByHand,
+                _ => match provider
+                    .set(self.ctx, &self.store.name, &self.key, &old)
+                    .await
+                {
+                    Ok(()) => Reset::Done,
+                    Err(e) => Reset::Failed(e.to_string()),
+                },
             };
             rb.platform_reset(reset);
         }
@@ -607,6 +769,7 @@ impl Run<'_> {
                 |reply| SecretStoreMsg::PatchSecret {
                     key: self.store.clone(),
                     changes,
+                    by: crate::domain::secret_merge::SetBy::Rotation,
                     reply,
                 },
                 Duration::from_secs(30),

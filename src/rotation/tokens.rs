@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::github_app::{GithubApp, GithubAppError};
 use super::oauth2::{OAuth2, OAuth2Error};
-use super::{RotationContext, RotationError, now};
+use super::{RotationContext, RotationError, Started, now, progress};
 use crate::actors::runtime::CallError;
 use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
 use crate::actors::token_refresh::Refresher;
-use crate::api::RotationRecord;
+use crate::api::{ProgressEvent, ProgressStage, RotationProgress, RotationRecord};
 use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
 use crate::domain::snapshot::ResourceKey;
 use crate::domain::token::{self, Outcome, Why};
@@ -128,14 +128,15 @@ impl Refresher for Tokens {
 }
 
 /// `secret rotate STORE` of a store whose provider refreshes a token: refreshes it now (or
-/// waits for the refresh that is running) and answers its record.
-pub(super) async fn on_demand(
+/// waits for the refresh that is running); its progress (one line as it starts, the end with
+/// the record) and its record are in what this returns.
+pub(super) fn start(
     ctx: &RotationContext,
     project: &str,
     store: &str,
     rotation: &RotationSpec,
     key: Option<String>,
-) -> Result<RotationRecord, RotationError> {
+) -> Result<Started, RotationError> {
     if let Some(k) = key
         && k != rotation.key
     {
@@ -145,6 +146,51 @@ pub(super) async fn on_demand(
             token: rotation.key.clone(),
         });
     }
+    let (progress, listener) = broadcast::channel(progress::BACKLOG);
+    let (done, rx) = oneshot::channel();
+    let _ = progress.send(RotationProgress {
+        rotation: 0,
+        project: project.to_owned(),
+        store: store.to_owned(),
+        key: rotation.key.clone(),
+        provider: provider_name(rotation.provider).to_owned(),
+        at: now(),
+        stage: ProgressStage::Set,
+        event: ProgressEvent::Started,
+        message: format!(
+            "asking the platform for a new {} (the old one stays valid there until it expires)",
+            rotation.key
+        ),
+        new_fingerprint: None,
+        timeout_seconds: None,
+        grace_seconds: None,
+        verified_at: None,
+        record: None,
+    });
+    let (ctx, project, store) = (ctx.clone(), project.to_owned(), store.to_owned());
+    tokio::spawn(async move {
+        match on_demand(&ctx, &project, &store).await {
+            Ok(record) => {
+                progress::Reporter::new(progress, &record).end(&record, None);
+                let _ = done.send(record);
+            }
+            Err(e) => {
+                tracing::warn!(project, store, error = %e, "token refresh could not start");
+            }
+        }
+    });
+    Ok(Started {
+        progress: listener,
+        done: rx,
+    })
+}
+
+/// Refreshes now, or waits for the refresh that is running: its record.
+async fn on_demand(
+    ctx: &RotationContext,
+    project: &str,
+    store: &str,
+) -> Result<RotationRecord, RotationError> {
     loop {
         if let Some((record, _)) = refresh(ctx, project, store, Why::OnDemand).await? {
             return Ok(record);
@@ -159,6 +205,16 @@ pub(super) async fn on_demand(
             }
         }
         return rx.await.map_err(|_| RotationError::NoOutcome);
+    }
+}
+
+fn provider_name(p: RotationProvider) -> &'static str {
+    match p {
+        RotationProvider::Oauth2 => "oauth2",
+        RotationProvider::GithubApp => "github-app",
+        RotationProvider::Github => "github",
+        RotationProvider::Command => "command",
+        RotationProvider::Manual => "manual",
     }
 }
 
@@ -212,11 +268,7 @@ async fn run(
         })?;
     let key = rotation.key.clone();
     let old = spec.data.get(&key).filter(|v| !v.is_empty()).cloned();
-    let provider_name = match rotation.provider {
-        RotationProvider::Oauth2 => "oauth2",
-        RotationProvider::GithubApp => "github-app",
-        RotationProvider::Github | RotationProvider::Command => "github",
-    };
+    let provider_name = provider_name(rotation.provider);
     let provider = match rotation.provider {
         RotationProvider::GithubApp => GithubApp::from_spec(&rotation, project, &snapshot)
             .map(TokenProvider::GithubApp)
@@ -347,6 +399,7 @@ async fn commit(
                         |reply| SecretStoreMsg::PatchSecret {
                             key: store.clone(),
                             changes: changes.clone(),
+                            by: crate::domain::secret_merge::SetBy::Rotation,
                             reply,
                         },
                         Duration::from_secs(30),

@@ -1,8 +1,9 @@
 //! The durable store, behind one trait per concern: [`ResourceStore`] (desired state, per-key
 //! secret metadata, change history), [`TaskStore`] (tasks, step runs, task events),
 //! [`TriggerStore`] (cron trigger state and fire history), [`RotationStore`] (staged secret
-//! rotations), [`VerificationStore`] (the "last verified at" stamps of webhook keys) and
-//! [`ReplayStore`] (the webhook delivery ids that created tasks, for the replay window).
+//! rotations), [`VerificationStore`] (the "last verified at" and "last tested at" stamps of
+//! webhook keys) and [`ReplayStore`] (the webhook delivery ids that created tasks, for the
+//! replay window).
 //!
 //! This module is the seam between the daemon and a storage backend: the traits and the records
 //! they take and give are backend-neutral, the sealing of secret values ([`crypto`]) is shared,
@@ -39,8 +40,8 @@ pub use tasks::{
     AgeScan, Deleted, Interrupted, NewTask, Output, Queued, RunEnd, StorageInfo, Swept, TaskRecord,
     TaskStore,
 };
-pub use triggers::{HISTORY_ROWS, SaveRow, TriggerStore};
-pub use verifications::{Verification, VerificationStore};
+pub use triggers::{HISTORY_ROWS, ManualFires, SaveRow, TriggerStore};
+pub use verifications::{Proof, Verification, VerificationStore};
 
 #[derive(Debug, Error)]
 pub enum StoreError {

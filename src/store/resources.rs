@@ -1,5 +1,6 @@
-//! Desired state: the applied resources (secret values sealed, see [`super::crypto`]), the
-//! per-key metadata of every SecretStore and one history row per change. The SecretStoreActor is
+//! Desired state: the applied resources (secret values sealed, see [`super::crypto`]; beside
+//! them what the last apply of each SecretStore declared, as fingerprints), the per-key metadata
+//! of every SecretStore (who set each value, and when) and one history row per change. The SecretStoreActor is
 //! its single writer; every apply is one transaction ([`ResourceStore::commit`]): resources,
 //! key metadata and history, all or nothing.
 
@@ -7,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::Result;
 use crate::api::{HistoryEntry, KeyMeta};
+use crate::domain::secret_merge::SetBy;
 use crate::domain::snapshot::{Change, ResourceKey, Snapshot};
 
 /// The desired-state store. Its calls block; the caller runs them where blocking is allowed.
@@ -19,8 +21,15 @@ pub trait ResourceStore: Send + Sync {
     fn revision(&self) -> Result<u64>;
 
     /// Commits `changes` as `revision` in one transaction. Unchanged entries are skipped; when
-    /// nothing changed nothing is written.
-    fn commit(&self, changes: &[Change], revision: u64, now: DateTime<Utc>) -> Result<()>;
+    /// nothing changed nothing is written. SecretStore keys whose value changes are recorded as
+    /// set by `by`.
+    fn commit(
+        &self,
+        changes: &[Change],
+        revision: u64,
+        now: DateTime<Utc>,
+        by: SetBy,
+    ) -> Result<()>;
 
     /// The newest `limit` history rows of one resource, newest first.
     fn history(&self, key: &ResourceKey, limit: usize) -> Result<Vec<HistoryEntry>>;

@@ -9,15 +9,15 @@
 mod parse;
 mod secret;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 pub use parse::{Document, declared_identity, parse_documents, split_documents};
-pub use secret::{SecretValue, fingerprint};
-use secret::{secret_map, string_map};
+pub use secret::{DataEntry, Declared, LastApplied, SecretValue, fingerprint};
+use secret::{SecretData, string_map};
 
 /// The only accepted `apiVersion`.
 pub const API_VERSION: &str = "orchestrator.dev/v2";
@@ -238,15 +238,72 @@ pub struct EnvStoreSpec {
     pub description: Option<String>,
 }
 
+/// A SecretStore. In a parsed manifest, `data` holds the values it gives and `keep` the keys it
+/// declares with `{keep: true}`; in a stored resource, `data` holds the live values, `keep` is
+/// empty and `applied` records what the last apply declared (the three-way merge of
+/// `domain::secret_merge` turns the one into the other).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawSecretStoreSpec")]
 pub struct SecretStoreSpec {
-    #[serde(default, deserialize_with = "secret_map")]
     pub data: BTreeMap<String, SecretValue>,
+    /// Keys a manifest declares without a value (`key: {keep: true}`).
+    #[serde(skip)]
+    pub keep: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the last apply declared per key (a stored resource's; `None` in a manifest, and in a
+    /// store written before the three-way merge existed, where the live keys stand for it).
+    #[serde(skip)]
+    pub applied: Option<LastApplied>,
+}
+
+impl SecretStoreSpec {
+    /// Keys the last apply declared with `{keep: true}` that have no value yet: they verify
+    /// nothing until `orchestrator secret set` gives them one.
+    pub fn pending(&self) -> impl Iterator<Item = &str> {
+        self.applied
+            .iter()
+            .flatten()
+            .filter(|(k, d)| **d == Declared::Keep && !self.data.contains_key(*k))
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Every key the store has or declares: its values, its `{keep: true}` keys and its pending
+    /// keys, in order.
+    pub fn key_names(&self) -> BTreeSet<&str> {
+        self.data
+            .keys()
+            .chain(&self.keep)
+            .map(String::as_str)
+            .chain(self.pending())
+            .collect()
+    }
+}
+
+/// `SecretStoreSpec` as written: `data` entries are values or `{keep: true}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename = "SecretStoreSpec")]
+struct RawSecretStoreSpec {
+    #[serde(default)]
+    data: SecretData,
+    #[serde(default)]
+    rotation: Option<RotationSpec>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl From<RawSecretStoreSpec> for SecretStoreSpec {
+    fn from(raw: RawSecretStoreSpec) -> SecretStoreSpec {
+        SecretStoreSpec {
+            data: raw.data.values,
+            keep: raw.data.keep,
+            rotation: raw.rotation,
+            description: raw.description,
+            applied: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +311,9 @@ pub struct SecretStoreSpec {
 pub enum RotationProvider {
     Github,
     Command,
+    /// The operator sets the platform by hand (Slack signing secrets): the new value comes from
+    /// `secret rotate --value-from-stdin`.
+    Manual,
     /// The OAuth 2.0 refresh-token grant (Slack, Google, Atlassian, Zoom): see
     /// `domain::token`.
     Oauth2,

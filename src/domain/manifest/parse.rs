@@ -457,6 +457,46 @@ mod tests {
     }
 
     #[test]
+    fn keys_declared_without_a_value_need_exactly_keep_true() {
+        let doc = |entry: &str| {
+            format!(
+                "{HEAD}kind: SecretStore\nmetadata:\n  name: s\nspec:\n  data:\n    token: \"t0ken-value\"\n    github: {entry}\n"
+            )
+        };
+        let (docs, problems) = parse_documents("f.yaml", &doc("{keep: true}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let Spec::SecretStore(s) = &docs[0].manifest.spec else {
+            panic!("not a SecretStore")
+        };
+        assert!(s.keep.contains("github") && !s.data.contains_key("github"));
+        assert_eq!(s.data["token"].expose(), "t0ken-value");
+        let block = format!(
+            "{HEAD}kind: SecretStore\nmetadata:\n  name: s\nspec:\n  data:\n    github:\n      keep: true\n"
+        );
+        assert_eq!(diag(&block), "ok 1");
+        for (entry, want) in [
+            ("{keep: false}", "`{keep: false}` keeps nothing"),
+            ("{keep: \"sup3r-secret\"}", "`keep` must be `true`"),
+            ("{kep: true}", "must be exactly `{keep: true}`"),
+            (
+                "{keep: true, value: sup3r-secret}",
+                "must be exactly `{keep: true}`",
+            ),
+            ("{}", "must be exactly `{keep: true}`"),
+            ("[sup3r-secret]", "value is a list"),
+            ("", "value is empty"),
+        ] {
+            let d = diag(&doc(entry));
+            assert!(
+                d.starts_with("f.yaml:8: document 1: spec.data.github: ") && d.contains(want),
+                "{entry:?}: {d}"
+            );
+            assert!(d.contains("write `{keep: true}`"), "{entry:?}: {d}");
+            assert!(!d.contains("sup3r-secret"), "{entry:?} echoed: {d}");
+        }
+    }
+
+    #[test]
     fn documents_are_split_and_counted() {
         let text = format!(
             "# leading comment\n---\n{HEAD}kind: StepTemplate\nmetadata:\n  name: a\nspec:\n  prompt: p\n---\n# empty\n---\n{HEAD}kind: StepTemplate\nmetadata:\n  name: b\nspec:\n  prompt: q\n  bogus: 1\n"

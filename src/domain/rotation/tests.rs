@@ -357,6 +357,12 @@ fn the_undo_steps_outcomes_are_told_in_the_reason() {
             false,
             "test: no; setting the platform back to the old value failed (github answered 500), so both values stay valid".to_owned(),
         ),
+        (
+            Reset::ByHand,
+            Removal::Removed,
+            true,
+            format!("test: no; the platform is set by hand (provider manual), so nothing was set back there: if it already uses the new value, rotate again with that value{REMOVED}"),
+        ),
     ];
     for (reset, removal, want_removed, reason) in table {
         let what = format!("{reset:?}, {removal:?}");

@@ -11,6 +11,7 @@ use crate::domain::manifest::{
     WorkflowSpec,
 };
 use crate::domain::render;
+use crate::domain::rotation::WORKING_DIR;
 use crate::domain::schedule::Schedule;
 use crate::domain::signature::Scheme;
 
@@ -204,17 +205,23 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
             out.push(problem_hint(
                 format!("spec.data.{k}"),
                 e,
-                "put the real value here, or set it with `orchestrator secret set` (the daemon \
-                 never shows secret values)",
+                "put the real value here, or write `{keep: true}` to keep the live value and set \
+                 it with `orchestrator secret set` (the daemon never shows secret values)",
             ));
         }
     }
-    if s.data.len() > crate::domain::limits::MAX_SECRET_KEYS {
+    for k in &s.keep {
+        if let Err(e) = check_data_key(k) {
+            out.push(problem(format!("spec.data.{k}"), e));
+        }
+    }
+    let keys = s.key_names();
+    if keys.len() > crate::domain::limits::MAX_SECRET_KEYS {
         out.push(problem_hint(
             "spec.data",
             format!(
                 "{} keys; the limit is {}",
-                s.data.len(),
+                keys.len(),
                 crate::domain::limits::MAX_SECRET_KEYS
             ),
             "split the secrets over several SecretStores",
@@ -225,11 +232,12 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
             out.push(problem("spec.rotation.key", e));
         }
         // A token provider creates its key on the first refresh.
-        if !s.data.contains_key(&r.key) && !crate::domain::token::is_token_provider(r.provider) {
+        if !keys.contains(r.key.as_str()) && !crate::domain::token::is_token_provider(r.provider) {
             out.push(problem_hint(
                 "spec.rotation.key",
                 format!("rotation key {:?} is not in data", r.key),
-                "rotation replaces an existing key: add it to `data` or fix the name",
+                "rotation replaces an existing key: add it to `data` (with its value, or as \
+                 `{keep: true}` to declare it without one) or fix the name",
             ));
         }
         rotation_settings_problems(r, out);
@@ -244,7 +252,11 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
             &["repository", "hookId", "apiUrl", "testTimeoutSeconds"],
             &["repository", "hookId"],
         ),
-        RotationProvider::Command => (&["set", "test", "testTimeoutSeconds"], &["set"]),
+        RotationProvider::Command => (
+            &["set", "test", "testTimeoutSeconds", WORKING_DIR],
+            &["set"],
+        ),
+        RotationProvider::Manual => (&["testTimeoutSeconds"], &[]),
         RotationProvider::Oauth2 => (
             &[
                 "tokenUrl",
@@ -346,6 +358,15 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
                 )),
             }
         }
+    }
+    if let Some(v) = get(WORKING_DIR)
+        && !v.as_str().is_some_and(|d| Path::new(d).is_absolute())
+    {
+        out.push(problem_hint(
+            format!("spec.rotation.settings.{WORKING_DIR}"),
+            format!("{WORKING_DIR} must be a directory path (absolute once applied)"),
+            "leave it out to run the programs in the manifest's directory, or give a path relative to it",
+        ));
     }
     token_settings_problems(r, out);
     if r.provider == RotationProvider::Github && r.credentials.is_none() {

@@ -277,7 +277,7 @@ fn suggest(name: &str, names: &[String], otherwise: &str) -> String {
 
 fn check_key(kind: Kind, name: &str, spec: &Spec, key: &str) -> Result<(), (String, String)> {
     let keys: Vec<&str> = match spec {
-        Spec::SecretStore(s) => s.data.keys().map(String::as_str).collect(),
+        Spec::SecretStore(s) => s.key_names().into_iter().collect(),
         Spec::EnvStore(e) => e.data.keys().map(String::as_str).collect(),
         _ => Vec::new(),
     };
@@ -355,7 +355,7 @@ pub fn unverifiable_webhooks(snapshot: &Snapshot) -> Vec<Diagnostic> {
                         "the webhook server listens beyond loopback and this trigger has no usable key in SecretStore {store:?}"
                     ),
                 )
-                .hint("give the store a non-empty value for the keys the trigger uses, or bind the webhook server to 127.0.0.1")
+                .hint(format!("give the store a non-empty value for the keys the trigger uses (`orchestrator secret set {store} KEY` for a key declared `{{keep: true}}`; apply the store before its trigger), or bind the webhook server to 127.0.0.1"))
             });
         }
     }

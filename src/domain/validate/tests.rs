@@ -145,6 +145,44 @@ fn references_in_the_same_apply_resolve() {
 }
 
 #[test]
+fn keys_declared_without_a_value_count_as_keys() {
+    // A rotation key, a credentials key and a trigger's key may each be declared `{keep: true}`.
+    check(
+        "kind: SecretStore\nmetadata: {name: hooks2}\nspec:\n  data: {github: {keep: true}}\n  rotation:\n    key: github\n    provider: github\n    settings: {repository: a/b, hookId: 1}\n    credentials: {fromRef: api, key: token}\n---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {name: api}\nspec: {data: {token: {keep: true}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {name: hook}\nspec:\n  event:\n    source: webhook\n    webhook: {secret: {fromRef: hooks2, keys: [github]}, scheme: github}\n  action: {workflow: secret-rotation, workspace: default}\n",
+        &[],
+    );
+    check(
+        "kind: SecretStore\nmetadata: {name: hooks2}\nspec:\n  data: {gihub: {keep: true}}\n  rotation: {key: github, provider: command, settings: {set: x}}\n",
+        &["rotation key \"github\" is not in data"],
+    );
+    // A pending key of a stored store (declared, no value yet) is one of its keys too.
+    let (mut base, _) = parse_documents(
+        "b.yaml",
+        "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {name: pend}\nspec: {data: {k: {keep: true}}}\n",
+    );
+    assert!(validate_apply(&mut base, &Snapshot::default(), None).is_empty());
+    let s0 = Snapshot::default();
+    let manifests: Vec<_> = base.into_iter().map(|d| d.manifest).collect();
+    let s = s0.apply(&s0.plan(&manifests, chrono::DateTime::UNIX_EPOCH));
+    let store = s.secret_store("default", "pend").expect("created");
+    assert!(store.data.is_empty(), "a pending key holds no value");
+    assert_eq!(store.pending().collect::<Vec<_>>(), ["k"]);
+    let (mut docs, _) = parse_documents(
+        "f.yaml",
+        &format!(
+            "{BUNDLE}---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: pend, keys: [k]}}, scheme: github}}\n  action: {{workflow: secret-rotation, workspace: default}}\n"
+        ),
+    );
+    let problems = validate_apply(&mut docs, &s, None);
+    assert!(problems.is_empty(), "{problems:?}");
+    // …and it verifies nothing: the trigger has no usable key.
+    let manifests: Vec<_> = docs.into_iter().map(|d| d.manifest).collect();
+    let s = s.apply(&s.plan(&manifests, chrono::DateTime::UNIX_EPOCH));
+    assert!(s.webhook("default", "hook").expect("indexed").keys.is_err());
+    assert_eq!(unverifiable_webhooks(&s).len(), 1);
+}
+
+#[test]
 fn local_rules() {
     check(
         "kind: Trigger\nmetadata: {name: t}\nspec:\n  cron: {schedule: '0 2 * *'}\n  action: {workflow: secret-rotation, workspace: default}\n",

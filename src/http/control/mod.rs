@@ -25,7 +25,10 @@
 //! - `POST /v1/triggers/{name}/suspend|resume?project=` → [`ChangeResponse`]
 //! - `POST /v1/actors/{name}/kill` → [`KillResponse`] (the name may contain `/`)
 //! - `PUT|DELETE /v1/secrets/{store}/keys/{key}` → [`ChangeResponse`] (`secret set|unset`)
-//! - `POST /v1/secrets/{store}/rotate` [`RotateRequest`] → [`RotationRecord`]
+//! - `POST /v1/secrets/{store}/rotate?stream=` [`RotateRequest`] → [`RotationRecord`], or with
+//!   `stream=true` its progress as JSON lines ([`RotationProgress`]) as it happens
+//!
+//! [`RotationProgress`]: crate::api::RotationProgress
 //! - `POST /v1/webhooks/{trigger}/test` [`WebhookTestRequest`] → [`WebhookTestResponse`]
 //!
 //! Every failure is an [`ErrorBody`] with the status [`ControlError::status`] gives it.
@@ -67,7 +70,7 @@ use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
 use crate::actors::trigger::FireError;
 use crate::actors::workflow::TaskError;
 use crate::api::{
-    ApiError, ApplyRequest, DeleteRequest, FireRequest, ResourceQuery, RotateRequest,
+    ApiError, ApplyRequest, DeleteRequest, FireRequest, ResourceQuery, RotateQuery, RotateRequest,
     SecretPatchRequest, WebhookTestRequest,
 };
 use crate::domain::diagnostic::{Diagnostic, refused};
@@ -104,6 +107,8 @@ pub struct ControlContext {
     pub rotations: crate::rotation::RotationContext,
     /// The daemon's actors, by the names operators see.
     pub actors: Registry,
+    /// Marks `webhook test`'s deliveries as the daemon's own (never a proof of a key).
+    pub own: crate::http::webhook::OwnToken,
 }
 
 impl ControlContext {
@@ -256,11 +261,12 @@ pub fn routes(
         );
     let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")
         .and(warp::post())
+        .and(warp::query::<RotateQuery>())
         .and(json_body::<RotateRequest>())
         .and(with_ctx.clone())
         .then(
-            |store: String, req: RotateRequest, ctx: ControlContext| async move {
-                reply_result(secrets::rotate(&ctx, &store, req).await)
+            |store: String, q: RotateQuery, req: RotateRequest, ctx: ControlContext| async move {
+                secrets::rotate(&ctx, &store, req, q.stream).await
             },
         );
     let webhook_test = warp::path!("v1" / "webhooks" / String / "test")
@@ -610,9 +616,13 @@ impl ControlError {
                     R::NoRotationBlock { .. }
                     | R::StagingKey { .. }
                     | R::NoKey { .. }
+                    | R::Provider { .. }
                     | R::NotTheToken { .. }
-                    | R::Provider { .. } => 400,
-                    R::AlreadyRunning { .. } => 409,
+                    | R::NeedsValue { .. }
+                    | R::ValueNotWanted { .. }
+                    | R::BadValue { .. }
+                    | R::SameValue { .. } => 400,
+                    R::AlreadyRunning { .. } | R::StagingTaken { .. } => 409,
                     R::Record(_) | R::Random | R::NoOutcome => 500,
                 }
             }

@@ -82,8 +82,8 @@ fn check_sources_size(what: &str, sources: &[Source]) -> Result<(), ControlError
     check_size(what, total, limits::MAX_APPLY_BYTES)
 }
 
-/// Parses every source; returns documents with Workspace paths resolved, every problem, and
-/// what the documents that failed to parse declare (see [`Unparsed`]).
+/// Parses every source; returns documents with relative paths resolved ([`resolve_paths`]),
+/// every problem, and what the documents that failed to parse declare (see [`Unparsed`]).
 fn parse_sources(
     sources: &[Source],
     project_flag: Option<&str>,
@@ -117,32 +117,59 @@ fn parse_sources(
         }
         problems.append(&mut p);
         for mut d in parsed {
-            let relative = match &d.manifest.spec {
-                Spec::Workspace(w)
-                    if !Path::new(&w.root_path).is_absolute() && !w.root_path.trim().is_empty() =>
-                {
-                    Some(w.root_path.clone())
-                }
-                _ => None,
-            };
-            if let Some(root) = relative {
-                if Path::new(&src.base_dir).is_absolute() {
-                    if let Spec::Workspace(w) = &mut d.manifest.spec {
-                        w.root_path = resolve_root_path(&root, Path::new(&src.base_dir));
-                    }
-                } else {
-                    problems.push(d.diagnostic(
-                        "spec.root_path",
-                        format!(
-                            "relative root_path {root:?} cannot be resolved: the request gave no absolute base directory"
-                        ),
-                    ));
-                }
+            if let Some(problem) = resolve_paths(&mut d, Path::new(&src.base_dir)) {
+                problems.push(problem);
             }
             docs.push(d);
         }
     }
     (docs, problems, unparsed)
+}
+
+/// Resolves the relative paths of `d` against `base_dir`, the directory of its manifest:
+/// a Workspace's `root_path`, and where a `command` rotation's programs run
+/// (`settings.workingDir`, which defaults to `base_dir` itself). A problem if a path is relative
+/// and the request gave no absolute base directory.
+fn resolve_paths(d: &mut Document, base_dir: &Path) -> Option<Diagnostic> {
+    use crate::domain::manifest::RotationProvider;
+    use crate::domain::rotation::WORKING_DIR;
+    let (field, path) = match &mut d.manifest.spec {
+        Spec::Workspace(w)
+            if !Path::new(&w.root_path).is_absolute() && !w.root_path.trim().is_empty() =>
+        {
+            ("root_path", &mut w.root_path)
+        }
+        Spec::SecretStore(s) => {
+            let r = s
+                .rotation
+                .as_mut()
+                .filter(|r| r.provider == RotationProvider::Command)?;
+            let dir = r
+                .settings
+                .entry(WORKING_DIR.to_owned())
+                .or_insert_with(|| serde_json::Value::String(".".into()));
+            // Not a string: validation says so.
+            let serde_json::Value::String(dir) = dir else {
+                return None;
+            };
+            if Path::new(dir.as_str()).is_absolute() {
+                return None;
+            }
+            ("rotation.settings.workingDir", dir)
+        }
+        _ => return None,
+    };
+    if !base_dir.is_absolute() {
+        let relative = path.clone();
+        return Some(d.diagnostic(
+            &format!("spec.{field}"),
+            format!(
+                "relative {field} {relative:?} cannot be resolved: the request gave no absolute base directory"
+            ),
+        ));
+    }
+    *path = resolve_root_path(path, base_dir);
+    None
 }
 
 pub(super) async fn apply(
@@ -320,12 +347,23 @@ fn trigger_status(
         (Some(s), false) => s.next_after(Utc::now()),
         _ => None,
     };
+    // Manual fires are counted apart from the TriggerActor's (see `store::ManualFires`).
+    let manual = ctx
+        .triggers
+        .manual_fires(project, name)
+        .ok()
+        .unwrap_or_default();
+    let (last_fire, last_task) = match (state.last_fire, manual.last_fire) {
+        (Some(cron), Some(by_hand)) if by_hand > cron => (Some(by_hand), manual.last_task),
+        (None, Some(by_hand)) => (Some(by_hand), manual.last_task),
+        (cron, _) => (cron, state.last_task),
+    };
     TriggerStatus {
-        last_fire: state.last_fire.map(|f| FireTime::new(f, tz)),
+        last_fire: last_fire.map(|f| FireTime::new(f, tz)),
         next_fire: next.map(|n| FireTime::new(n, tz)),
-        last_task: state.last_task,
-        fires: state.fires,
-        skips: state.skips,
+        last_task,
+        fires: state.fires + manual.fires,
+        skips: state.skips + manual.skips,
         missed: state.missed,
     }
 }
@@ -425,6 +463,7 @@ pub(super) async fn describe(
         },
         referenced_by: described.referenced_by,
         keys: described.keys,
+        pending: described.pending,
         history: described.history,
     })
 }

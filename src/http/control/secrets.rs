@@ -1,18 +1,21 @@
 //! The secret commands: `secret set|unset` (one key of a SecretStore, committed by the
-//! `secret-store` actor), `secret rotate` (handed to `rotation`) and `webhook test`, which signs
-//! a delivery with one of the trigger's keys and sends it, marked as a dry run, through the
-//! daemon's own webhook server.
+//! `secret-store` actor), `secret rotate` (handed to `rotation`, its stages streamed as JSON
+//! lines) and `webhook test`, which signs a delivery with one of the trigger's keys and sends it,
+//! marked as a dry run and as the daemon's own request (`http::webhook::OwnToken`), through the
+//! daemon's own webhook server: it is recorded as "last tested at", never as a verification.
 
 use std::time::Duration;
 
 use chrono::Utc;
 
+use warp::hyper::body::Bytes;
+
 use super::{
     ACTOR_TIMEOUT, ControlContext, ControlError, SecretStoreMsg, check_size, project_of,
-    store_actor,
+    reply_error, reply_result, store_actor,
 };
 use crate::api::{
-    ChangeResponse, RotateRequest, RotationRecord, WebhookTestRequest, WebhookTestResponse,
+    ChangeResponse, ProgressEvent, RotateRequest, WebhookTestRequest, WebhookTestResponse,
 };
 use crate::domain::manifest::Kind;
 use crate::domain::snapshot::ResourceKey;
@@ -50,6 +53,7 @@ pub(super) async fn patch(
             |reply| SecretStoreMsg::PatchSecret {
                 key: rk,
                 changes: vec![(key.to_owned(), value)],
+                by: crate::domain::secret_merge::SetBy::SecretSet,
                 reply,
             },
             ACTOR_TIMEOUT,
@@ -58,13 +62,62 @@ pub(super) async fn patch(
         .map_err(ControlError::ActorCall)??)
 }
 
+/// `secret rotate`: starts the rotation; with `stream`, answers its progress as JSON lines as
+/// it happens (the last line with the record), otherwise its record once it has ended.
 pub(super) async fn rotate(
     ctx: &ControlContext,
     store: &str,
     req: RotateRequest,
-) -> Result<RotationRecord, ControlError> {
-    let project = project_of(req.project.as_deref())?;
-    Ok(crate::rotation::rotate(&ctx.rotations, &project, store, req.key).await?)
+    stream: bool,
+) -> warp::reply::Response {
+    use warp::Reply;
+    let started = project_of(req.project.as_deref()).and_then(|project| {
+        let value = req.value.map(crate::domain::manifest::SecretValue::new);
+        Ok(crate::rotation::start(
+            &ctx.rotations,
+            &project,
+            store,
+            req.key,
+            value,
+        )?)
+    });
+    let mut started = match started {
+        Ok(s) => s,
+        Err(e) => return reply_error(&e),
+    };
+    if !stream {
+        let record = started
+            .done
+            .await
+            .map_err(|_| ControlError::from(crate::rotation::RotationError::NoOutcome));
+        return reply_result(record);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let line = match started.progress.recv().await {
+                Ok(line) => line,
+                // A line or more was missed; the rest (and the end) still come.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            let end = line.event == ProgressEvent::End;
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            // The CLI went away: the rotation goes on without it.
+            if tx.send(Ok(Bytes::from(bytes))).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut resp = warp::reply::stream(body).into_response();
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
 }
 
 /// Signs a test delivery with one key of the trigger's store and sends it, marked as a dry run,
@@ -151,6 +204,7 @@ pub(super) async fn test_webhook(
         .post(format!("http://{target}/webhook/{project}/{trigger}"))
         .header("Content-Type", "application/json")
         .header("X-Orchestrator-Dry-Run", "1")
+        .header(crate::http::webhook::OWN_HEADER, ctx.own.value())
         .body(body);
     for (k, v) in headers {
         request = request.header(k, v);

@@ -1,5 +1,5 @@
 //! The trigger commands: `trigger fire` (creates a task now, as the trigger would, and records
-//! the fire in the trigger's history) and `trigger suspend|resume` (a change committed by the
+//! the fire in the trigger's history and its fire counts, as `get trigger` shows them) and `trigger suspend|resume` (a change committed by the
 //! `secret-store` actor, like an apply).
 
 use chrono::Utc;
@@ -59,7 +59,7 @@ pub(super) async fn fire(
             None => "fired by request".to_owned(),
         }),
     };
-    if let Err(e) = ctx.triggers.event(&project, name, &event) {
+    if let Err(e) = ctx.triggers.manual_fire(&project, name, &event) {
         tracing::warn!(trigger = name, error = %e, "cannot record a manual fire");
     }
     Ok(FireResponse { task, skipped })

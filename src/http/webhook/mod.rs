@@ -2,7 +2,8 @@
 //! `GET /healthz`, the context requests share, and [`serve_fn`], what the WebhookActor is given
 //! to serve them. The accept loop with its header deadline and connection cap is in `serve.rs`,
 //! body reading and payload decoding in `payload.rs`, the "last verified at" recorder in
-//! `verified.rs`, the replay window (in memory, loaded from the store) in `replay.rs`.
+//! `verified.rs`, the replay window (in memory, loaded from the store) in `replay.rs`, and the
+//! token that marks the daemon's own requests (`orchestrator webhook test`) in `own.rs`.
 //!
 //! A delivery is handled in this order, and each step answers on its own:
 //! 1. capacity: more than [`Limits::max_in_flight`] deliveries at once (1,024 by default) → 429;
@@ -16,8 +17,8 @@
 //! 5. payload: JSON, or a form (`application/x-www-form-urlencoded`, as Slack slash commands send)
 //!    turned into a JSON object → else 400;
 //! 6. Slack `url_verification` → 200 with its challenge, nothing fires;
-//! 7. `X-Orchestrator-Dry-Run: 1` → 200 with the key name that matched and whether the filter
-//!    matched, nothing fires;
+//! 7. `X-Orchestrator-Dry-Run: 1`, or the daemon's own request (`own.rs`) → 200 with the key
+//!    name that matched and whether the filter matched, nothing fires;
 //! 8. filter (`filter.condition`, CEL) → `202 {"status":"filtered"}`;
 //! 9. replay: a delivery id seen within the window → `202 {"status":"duplicate"}` (the window
 //!    survives restarts: the id is recorded in its task's commit);
@@ -26,8 +27,11 @@
 //!     in a group commit shared with the deliveries that arrived meanwhile).
 //!
 //! Which key verified a delivery, and when, is recorded per key (batched, every 200 ms) and shown
-//! by `describe secretstore` as "last verified at".
+//! by `describe secretstore`: a real delivery from an outside sender as "last verified at", a dry
+//! run or the daemon's own `webhook test` as "last tested at" (by which trigger, and which of the
+//! two). Only "last verified at" satisfies a rotation's test stage.
 
+mod own;
 mod payload;
 mod replay;
 mod serve;
@@ -52,8 +56,9 @@ use crate::actors::webhook::{ServeFn, ServerView, Serving};
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
-use crate::store::{ReplayStore, Verification, VerificationStore};
+use crate::store::{Proof, ReplayStore, Verification, VerificationStore};
 
+pub use own::{NoRandom, OWN_HEADER, OwnToken};
 pub use serve::{ConnectionCounts, Connections, serve};
 pub use verified::record_verifications;
 
@@ -96,6 +101,8 @@ pub struct WebhookContext {
     verified: mpsc::Sender<Verification>,
     /// The daemon's actors: where a delivery's task is created.
     actors: Registry,
+    /// Marks the daemon's own requests (`webhook test`).
+    own: OwnToken,
 }
 
 const STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 408, 413, 429, 500, 503];
@@ -112,6 +119,7 @@ impl WebhookContext {
         verified: mpsc::Sender<Verification>,
         limits: Limits,
         actors: Registry,
+        own: OwnToken,
     ) -> WebhookContext {
         WebhookContext {
             snapshots,
@@ -122,6 +130,7 @@ impl WebhookContext {
             limits,
             verified,
             actors,
+            own,
         }
     }
 
@@ -202,7 +211,7 @@ impl ServerView for WebhookContext {
 /// What the WebhookActor serves with: each call starts a fresh incarnation on the listener (new
 /// counters and delivery slots, as a restart should give; the replay window as `replay`
 /// remembers it), reading `snapshots` per request and writing "last verified at" stamps to
-/// `verifications`. An incarnation that cannot load the replay window does not serve (the
+/// `verifications` (the daemon's own requests, marked with `own`, as tests). An incarnation that cannot load the replay window does not serve (the
 /// actor fails, and its supervisor restarts it), so that no replay gets through.
 pub fn serve_fn(
     snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -210,10 +219,17 @@ pub fn serve_fn(
     replay: Arc<dyn ReplayStore>,
     limits: Limits,
     actors: Registry,
+    own: OwnToken,
 ) -> ServeFn {
     Arc::new(move |listener, shutdown| {
         let (verified, stamps) = mpsc::channel(4096);
-        let context = WebhookContext::new(snapshots.clone(), verified, limits, actors.clone());
+        let context = WebhookContext::new(
+            snapshots.clone(),
+            verified,
+            limits,
+            actors.clone(),
+            own.clone(),
+        );
         let server = {
             let (context, replay) = (context.clone(), replay.clone());
             async move {
@@ -314,13 +330,15 @@ fn route(tail: &str) -> Option<(String, String)> {
 async fn deliver<S, B>(
     ctx: &WebhookContext,
     tail: &str,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: S,
 ) -> warp::reply::Response
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
+    // Before anything reads the headers: the own-request header never goes further.
+    let own = ctx.own.take(&mut headers);
     let Ok(_permit) = ctx.inflight.clone().try_acquire_owned() else {
         return reply(
             ctx,
@@ -384,12 +402,23 @@ where
         .get(verified.key_index)
         .map(|(n, _)| n.clone())
         .unwrap_or_default();
+    // The daemon's own requests are always dry runs: they never fire.
+    let dry_run = own
+        || headers
+            .get("x-orchestrator-dry-run")
+            .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let proof = match (own, dry_run) {
+        (true, _) => Proof::WebhookTest,
+        (false, true) => Proof::DryRun,
+        (false, false) => Proof::Delivery,
+    };
     let _ = ctx.verified.try_send(Verification {
         project: project.clone(),
         store: plan.store.clone(),
         key: key_name.clone(),
         trigger: name.clone(),
         at: Utc::now(),
+        proof,
     });
 
     let (value, text) = match payload::payload(&headers, &body) {
@@ -425,9 +454,6 @@ where
             }
         },
     };
-    let dry_run = headers
-        .get("x-orchestrator-dry-run")
-        .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes().eq_ignore_ascii_case(b"true"));
     if dry_run {
         return reply(
             ctx,

@@ -3,8 +3,15 @@
 //! on the hot path); its durable half is the store's [`ReplayStore`]: a delivery that creates a
 //! task is recorded in the task's own commit, and each incarnation of the server loads the
 //! unexpired ids before it serves, so a restart does not forget them.
+//!
+//! The map holds up to [`REPLAY_CAPACITY`] ids, so its memory is bounded by what it holds, not by
+//! the ids' lengths: each id is kept as a 128-bit keyed digest of (project, trigger, id) — two
+//! SipHash digests under keys drawn at random for each window, which a sender cannot aim
+//! collisions at — with its expiry in milliseconds, 24 bytes in the map and 24 in the expiry
+//! queue.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,11 +24,26 @@ pub(super) const REPLAY_CAPACITY: usize = 100_000;
 /// (project, trigger, delivery id).
 pub(super) type DeliveryKey = (String, String, String);
 
-/// Delivery ids seen recently, with their expiry.
-#[derive(Default)]
+/// What the window keeps of a [`DeliveryKey`].
+type Digest = [u64; 2];
+
+/// Delivery ids seen recently, with their expiry (milliseconds since `base`).
 pub(super) struct Replay {
-    seen: HashMap<DeliveryKey, Instant>,
-    order: VecDeque<(DeliveryKey, Instant)>,
+    keys: [RandomState; 2],
+    base: Instant,
+    seen: HashMap<Digest, u64>,
+    order: VecDeque<(Digest, u64)>,
+}
+
+impl Default for Replay {
+    fn default() -> Replay {
+        Replay {
+            keys: [RandomState::new(), RandomState::new()],
+            base: Instant::now(),
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
 }
 
 impl Replay {
@@ -36,14 +58,15 @@ impl Replay {
         records.reverse();
         for d in records {
             let left = (d.expires_at - now).to_std().unwrap_or(Duration::ZERO);
-            replay.insert((d.project, d.trigger, d.id), at + left);
+            let digest = replay.digest(&(d.project, d.trigger, d.id));
+            replay.insert(digest, replay.millis(at + left));
         }
         Ok(replay)
     }
 
     /// Records `key`; false if it was already seen and has not expired.
     pub(super) fn first_time(&mut self, key: DeliveryKey, window: Duration) -> bool {
-        let now = Instant::now();
+        let now = self.millis(Instant::now());
         while let Some((k, until)) = self.order.front() {
             if *until > now && self.order.len() < REPLAY_CAPACITY {
                 break;
@@ -53,10 +76,12 @@ impl Replay {
             }
             self.order.pop_front();
         }
-        if self.seen.get(&key).is_some_and(|until| *until > now) {
+        let digest = self.digest(&key);
+        if self.seen.get(&digest).is_some_and(|until| *until > now) {
             return false;
         }
-        self.insert(key, now + window);
+        let until = now.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        self.insert(digest, until);
         true
     }
 
@@ -67,12 +92,22 @@ impl Replay {
 
     /// Forgets `key`: its delivery created no task, so a retry of it is not a replay.
     pub(super) fn forget(&mut self, key: &DeliveryKey) {
-        self.seen.remove(key);
+        let digest = self.digest(key);
+        self.seen.remove(&digest);
     }
 
-    fn insert(&mut self, key: DeliveryKey, until: Instant) {
-        self.seen.insert(key.clone(), until);
-        self.order.push_back((key, until));
+    fn digest(&self, key: &DeliveryKey) -> Digest {
+        [self.keys[0].hash_one(key), self.keys[1].hash_one(key)]
+    }
+
+    /// `at` as milliseconds since the window's base (0 for an earlier instant).
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn insert(&mut self, digest: Digest, until: u64) {
+        self.seen.insert(digest, until);
+        self.order.push_back((digest, until));
     }
 }
 
@@ -110,6 +145,23 @@ mod tests {
         let mut r = Replay::default();
         assert!(r.first_time(key("id-1"), Duration::ZERO));
         assert!(r.first_time(key("id-1"), Duration::ZERO));
+        // The same id under another trigger is another delivery.
+        let mut r = Replay::default();
+        assert!(r.first_time(key("id-1"), Duration::from_secs(60)));
+        let other = ("p".to_string(), "u".to_string(), "id-1".to_string());
+        assert!(r.first_time(other, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn the_window_holds_at_most_its_capacity_and_forgets_the_oldest_first() {
+        let mut r = Replay::default();
+        let window = Duration::from_secs(600);
+        for n in 0..REPLAY_CAPACITY + 10 {
+            assert!(r.first_time(key(&format!("id-{n}")), window));
+        }
+        assert!(r.len() <= REPLAY_CAPACITY);
+        assert!(!r.first_time(key(&format!("id-{}", REPLAY_CAPACITY + 9)), window));
+        assert!(r.first_time(key("id-0"), window), "the oldest id made room");
     }
 
     /// A store that answers with fixed records (and remembers what it was asked).
@@ -149,8 +201,8 @@ mod tests {
         assert!(!r.first_time(key("early"), window));
         assert!(r.first_time(key("gone"), window), "an expired id is not");
         // Each id keeps the expiry the store gave it, not a fresh window.
-        let until = |r: &Replay, id: &str| r.seen[&key(id)] - at;
-        assert!(until(&r, "early") <= Duration::from_secs(100));
-        assert!(until(&r, "late") > Duration::from_secs(290));
+        let until = |r: &Replay, id: &str| r.seen[&r.digest(&key(id))] - r.millis(at);
+        assert!(until(&r, "early") <= 100_000);
+        assert!(until(&r, "late") > 290_000);
     }
 }

@@ -123,6 +123,20 @@ const MIGRATIONS: &[&str] = &[
         expires_at TEXT NOT NULL, task_id INTEGER NOT NULL,
         PRIMARY KEY (project, trigger, delivery));
      CREATE INDEX webhook_deliveries_by_expiry ON webhook_deliveries (expires_at);",
+    // 6: "last tested at" of SecretStore keys (dry runs and `webhook test`), kept apart from
+    // "last verified at" (real deliveries).
+    "ALTER TABLE secret_keys ADD COLUMN last_tested_at TEXT;
+     ALTER TABLE secret_keys ADD COLUMN last_tested_trigger TEXT;
+     ALTER TABLE secret_keys ADD COLUMN last_tested_by TEXT;",
+    // 7: manual fires (`trigger fire`), counted apart from the TriggerActor's own columns.
+    "ALTER TABLE trigger_state ADD COLUMN manual_fires INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE trigger_state ADD COLUMN manual_skips INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE trigger_state ADD COLUMN last_manual_fire TEXT;
+     ALTER TABLE trigger_state ADD COLUMN last_manual_task INTEGER;",
+    // 8: the three-way merge of SecretStore applies: what the last apply declared per key
+    // (fingerprints and keep markers, JSON), and who set each key's live value.
+    "ALTER TABLE resources ADD COLUMN applied TEXT;
+     ALTER TABLE secret_keys ADD COLUMN set_by TEXT;",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
@@ -150,13 +164,17 @@ enum Durability {
     Normal,
 }
 
+/// The size the write-ahead log is cut back to whenever a checkpoint has emptied it: a burst
+/// of writes (a big prune) grows it, and without a limit it would keep its high-water size.
+const WAL_SIZE_LIMIT: u64 = 8 << 20;
+
 /// Opens a connection to the database with the durability settings: the one way this backend
 /// connects.
 fn connect(data_dir: &Path, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(data_dir.join(DB_FILE))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};",
+    ))?;
     if let Durability::Normal = durability {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
     }

@@ -1,7 +1,9 @@
-//! Desired state on SQLite (migration 1): [`Resources`] implements [`ResourceStore`] on one
-//! connection (`synchronous=FULL`). The `sealed` column holds each SecretStore's values as one
-//! blob ([`crate::store::crypto`]); the spec column holds the masked form (`***` per key) so
-//! that the rows stay inspectable with the `sqlite3` CLI.
+//! Desired state on SQLite (migrations 1 and 6): [`Resources`] implements [`ResourceStore`] on
+//! one connection (`synchronous=FULL`). The `sealed` column holds each SecretStore's values as
+//! one blob ([`crate::store::crypto`]); the spec column holds the masked form (`***` per key) so
+//! that the rows stay inspectable with the `sqlite3` CLI; the `applied` column what the last
+//! apply declared per key (fingerprints and keep markers, JSON; `NULL` for stores written before
+//! the three-way merge). `secret_keys.set_by` says who set each key's live value.
 //!
 //! Every apply is one transaction ([`ResourceStore::commit`]): resources, the per-key secret
 //! metadata and one history row per change, all or nothing.
@@ -16,7 +18,8 @@ use rusqlite::{Connection, Transaction, params};
 
 use super::{Durability, connect, immediate, lock, migrate, parse_ts, ts};
 use crate::api::{HistoryEntry, KeyMeta};
-use crate::domain::manifest::{Kind, Metadata, SecretValue, Spec, fingerprint};
+use crate::domain::manifest::{Kind, LastApplied, Metadata, SecretValue, Spec, fingerprint};
+use crate::domain::secret_merge::SetBy;
 use crate::domain::snapshot::{Change, Outcome, Resource, ResourceKey, Snapshot};
 use crate::store::crypto::{SecretKey, open, seal};
 use crate::store::{ResourceStore, Result, StoreError};
@@ -63,7 +66,7 @@ impl ResourceStore for Resources {
         let conn = lock(&self.conn);
         let revision = read_revision(&conn)?;
         let mut stmt = conn.prepare(
-            "SELECT project, kind, name, generation, metadata, spec, sealed, created_at, updated_at FROM resources",
+            "SELECT project, kind, name, generation, metadata, spec, sealed, created_at, updated_at, applied FROM resources",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -76,12 +79,24 @@ impl ResourceStore for Resources {
                 r.get::<_, Option<Vec<u8>>>(6)?,
                 r.get::<_, String>(7)?,
                 r.get::<_, String>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         let cipher = self.key.cipher();
         let mut resources = Vec::new();
         for row in rows {
-            let (project, kind, name, generation, metadata, spec, sealed, created, updated) = row?;
+            let (
+                project,
+                kind,
+                name,
+                generation,
+                metadata,
+                spec,
+                sealed,
+                created,
+                updated,
+                applied,
+            ) = row?;
             let corrupt = |what: &str, detail: String| StoreError::Corrupt {
                 what: format!("{what} of {kind}/{name} in project {project}"),
                 detail,
@@ -100,6 +115,11 @@ impl ResourceStore for Resources {
                     Some(blob) => open(&cipher, &key, blob)?,
                     None => BTreeMap::new(),
                 };
+                s.applied = applied
+                    .as_deref()
+                    .map(serde_json::from_str::<LastApplied>)
+                    .transpose()
+                    .map_err(|e| corrupt("last applied keys", e.to_string()))?;
             }
             resources.push(Resource {
                 key,
@@ -113,7 +133,13 @@ impl ResourceStore for Resources {
         Ok(Snapshot::new(revision, resources))
     }
 
-    fn commit(&self, changes: &[Change], revision: u64, now: DateTime<Utc>) -> Result<()> {
+    fn commit(
+        &self,
+        changes: &[Change],
+        revision: u64,
+        now: DateTime<Utc>,
+        by: SetBy,
+    ) -> Result<()> {
         if changes.iter().all(|c| c.outcome == Outcome::Unchanged) {
             return Ok(());
         }
@@ -121,7 +147,7 @@ impl ResourceStore for Resources {
         let mut conn = lock(&self.conn);
         let tx = immediate(&mut conn)?;
         for c in changes {
-            write_change(&tx, &cipher, c, revision, now)?;
+            write_change(&tx, &cipher, c, revision, now, by)?;
         }
         tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'revision'")?
             .execute(params![revision.to_string()])?;
@@ -174,22 +200,34 @@ impl ResourceStore for Resources {
 /// Per-key metadata of one SecretStore, ordered by key.
 fn key_meta(conn: &Connection, project: &str, store: &str) -> Result<Vec<KeyMeta>> {
     let mut stmt = conn.prepare(
-        "SELECT key, fingerprint, length, updated_at, last_verified_at, last_verified_trigger
+        "SELECT key, fingerprint, length, updated_at, last_verified_at, last_verified_trigger,
+           last_tested_at, last_tested_trigger, last_tested_by, set_by
          FROM secret_keys WHERE project = ?1 AND store = ?2 ORDER BY key",
     )?;
     let rows = stmt.query_map(params![project, store], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
+            (
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ),
+            [
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ],
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (key, fingerprint, length, updated, verified, trigger) = row?;
+        let (
+            (key, fingerprint, length, updated),
+            [verified, trigger, tested, tested_trigger, by, set_by],
+        ) = row?;
         out.push(KeyMeta {
             key,
             fingerprint,
@@ -197,6 +235,10 @@ fn key_meta(conn: &Connection, project: &str, store: &str) -> Result<Vec<KeyMeta
             updated_at: parse_ts(&updated)?,
             last_verified_at: verified.as_deref().map(parse_ts).transpose()?,
             last_verified_trigger: trigger,
+            last_tested_at: tested.as_deref().map(parse_ts).transpose()?,
+            last_tested_trigger: tested_trigger,
+            last_tested_by: by,
+            set_by: set_by.as_deref().and_then(SetBy::parse),
         });
     }
     Ok(out)
@@ -208,6 +250,7 @@ fn write_change(
     c: &Change,
     revision: u64,
     now: DateTime<Utc>,
+    by: SetBy,
 ) -> Result<()> {
     let r = &c.resource;
     let k = &r.key;
@@ -231,19 +274,27 @@ fn write_change(
                 detail: e.to_string(),
             })?;
             let spec_json = r.spec.to_json();
-            let (sealed, detail) = match &r.spec {
+            let (sealed, applied, detail) = match &r.spec {
                 Spec::SecretStore(s) => (
                     Some(seal(cipher, k, &s.data)?),
-                    update_key_meta(tx, k, &s.data, now)?,
+                    s.applied
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt {
+                            what: "last applied keys".into(),
+                            detail: e.to_string(),
+                        })?,
+                    update_key_meta(tx, k, &s.data, now, by)?,
                 ),
-                _ => (None, spec_json.clone()),
+                _ => (None, None, spec_json.clone()),
             };
             tx.prepare_cached(
-                "INSERT INTO resources (project, kind, name, generation, metadata, spec, sealed, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO resources (project, kind, name, generation, metadata, spec, sealed, created_at, updated_at, applied)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (project, kind, name) DO UPDATE SET generation = excluded.generation,
                    metadata = excluded.metadata, spec = excluded.spec, sealed = excluded.sealed,
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at, applied = excluded.applied",
             )?
             .execute(
                 params![
@@ -255,7 +306,8 @@ fn write_change(
                     spec_json.to_string(),
                     sealed,
                     ts(r.created_at),
-                    ts(r.updated_at)
+                    ts(r.updated_at),
+                    applied
                 ],
             )?;
             detail
@@ -279,13 +331,14 @@ fn write_change(
 }
 
 /// Brings `secret_keys` in line with `data` and returns the history detail: fingerprints of all
-/// keys and which were added, removed or changed. Unchanged keys keep their `updated_at` and
-/// verification record.
+/// keys, which were added, removed or changed, and who changed them. Unchanged keys keep their
+/// `updated_at`, `set_by` and verification record.
 fn update_key_meta(
     tx: &Transaction<'_>,
     k: &ResourceKey,
     data: &BTreeMap<String, SecretValue>,
     now: DateTime<Utc>,
+    by: SetBy,
 ) -> Result<serde_json::Value> {
     let mut old: BTreeMap<String, String> = BTreeMap::new();
     {
@@ -311,15 +364,23 @@ fn update_key_meta(
                     added.push(key.clone());
                 }
                 tx.prepare_cached(
-                    "INSERT INTO secret_keys (project, store, key, fingerprint, length, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO secret_keys (project, store, key, fingerprint, length, updated_at, set_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (project, store, key) DO UPDATE SET fingerprint = excluded.fingerprint,
                        length = excluded.length, updated_at = excluded.updated_at,
-                       last_verified_at = NULL, last_verified_trigger = NULL",
+                       set_by = excluded.set_by,
+                       last_verified_at = NULL, last_verified_trigger = NULL,
+                       last_tested_at = NULL, last_tested_trigger = NULL, last_tested_by = NULL",
                 )?
-                .execute(
-                    params![k.project, k.name, key, fp, value.len() as i64, ts(now)],
-                )?;
+                .execute(params![
+                    k.project,
+                    k.name,
+                    key,
+                    fp,
+                    value.len() as i64,
+                    ts(now),
+                    by.as_str()
+                ])?;
             }
         }
         fingerprints.insert(key.clone(), fp);
@@ -336,6 +397,7 @@ fn update_key_meta(
         "added": added,
         "removed": removed,
         "changed": changed,
+        "by": by.as_str(),
     }))
 }
 
@@ -369,7 +431,7 @@ mod tests {
         let changes = snap.plan(m, Utc::now());
         let next = snap.apply(&changes);
         store
-            .commit(&changes, next.revision, Utc::now())
+            .commit(&changes, next.revision, Utc::now(), SetBy::Apply)
             .expect("commit");
         next
     }
@@ -408,6 +470,23 @@ mod tests {
         assert_eq!(loaded.revision, 2);
         let data = &loaded.secret_store("default", "hooks").expect("store").data;
         assert_eq!(data["new"].expose(), "plain-new-value");
+        // What the last apply declared survives the reload (fingerprints only).
+        let applied = loaded
+            .secret_store("default", "hooks")
+            .and_then(|s| s.applied.clone())
+            .expect("a record of the last apply");
+        assert_eq!(
+            applied,
+            s2.secret_store("default", "hooks")
+                .and_then(|s| s.applied.clone())
+                .expect("planned")
+        );
+        assert_eq!(
+            applied.get("new"),
+            Some(&crate::domain::manifest::Declared::Fingerprint(
+                fingerprint("plain-new-value")
+            ))
+        );
         let hist = store
             .history(&ResourceKey::new("default", Kind::SecretStore, "hooks"), 10)
             .expect("history");
@@ -421,6 +500,7 @@ mod tests {
         assert_eq!(meta.len(), 2);
         assert_eq!(meta[0].key, "new");
         assert_eq!(meta[0].length, 15);
+        assert_eq!(meta[0].set_by, Some(SetBy::Apply));
     }
 
     #[test]

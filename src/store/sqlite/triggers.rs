@@ -1,5 +1,5 @@
-//! The trigger tables on SQLite (migration 3): [`Triggers`] implements [`TriggerStore`] on a
-//! connection `Pair`, like the task tables.
+//! The trigger tables on SQLite (migration 3, and the manual fire columns of migration 7):
+//! [`Triggers`] implements [`TriggerStore`] on a connection `Pair`, like the task tables.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Pair, immediate, opt_ts, parse_ts, ts};
 use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
-use crate::store::{HISTORY_ROWS, Result, SaveRow, TriggerStore};
+use crate::store::{HISTORY_ROWS, ManualFires, Result, SaveRow, TriggerStore};
 
 /// A trigger's state and optional history row, inside the caller's transaction. Every 50th
 /// history row also trims the trigger's history to the newest [`HISTORY_ROWS`].
@@ -219,10 +219,60 @@ impl TriggerStore for Triggers {
         })
     }
 
-    fn event(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
-        self.pair.write(|c| {
-            insert_event(c, project, name, e)?;
+    fn manual_fire(&self, project: &str, name: &str, e: &TriggerEvent) -> Result<()> {
+        let fired = e.kind == EventKind::Fired;
+        self.write(|tx| {
+            insert_event(tx, project, name, e)?;
+            // A trigger without a state row yet gets one with generation 0, which its
+            // TriggerActor takes as "start afresh", as it would without a row.
+            tx.prepare_cached(
+                "INSERT INTO trigger_state (project, name, generation, manual_fires, manual_skips,
+                   last_manual_fire, last_manual_task, updated_at)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (project, name) DO UPDATE SET
+                   manual_fires = manual_fires + excluded.manual_fires,
+                   manual_skips = manual_skips + excluded.manual_skips,
+                   last_manual_fire = coalesce(excluded.last_manual_fire, last_manual_fire),
+                   last_manual_task = coalesce(excluded.last_manual_task, last_manual_task)",
+            )?
+            .execute(params![
+                project,
+                name,
+                i64::from(fired),
+                i64::from(!fired),
+                fired.then(|| ts(e.at)),
+                e.task.filter(|_| fired).map(|t| t as i64),
+                ts(e.at),
+            ])?;
             Ok(())
+        })
+    }
+
+    fn manual_fires(&self, project: &str, name: &str) -> Result<ManualFires> {
+        self.pair.read(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT manual_fires, manual_skips, last_manual_fire, last_manual_task
+                     FROM trigger_state WHERE project = ?1 AND name = ?2",
+                )?
+                .query_row(params![project, name], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .optional()?;
+            Ok(match row {
+                Some((fires, skips, last_fire, last_task)) => ManualFires {
+                    fires: fires as u64,
+                    skips: skips as u64,
+                    last_fire: opt_ts(last_fire)?,
+                    last_task: last_task.map(|t| t as u64),
+                },
+                None => ManualFires::default(),
+            })
         })
     }
 

@@ -1,5 +1,6 @@
 //! Verification stamps on SQLite: [`Verifications`] implements [`VerificationStore`] on the
-//! `last_verified_*` columns of `secret_keys` (migration 1), through a connection `Pair`.
+//! `last_verified_*` columns of `secret_keys` (migration 1) and its `last_tested_*` columns
+//! (migration 6), through a connection `Pair`.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Pair, opt_ts, ts};
-use crate::store::{Result, Verification, VerificationStore};
+use crate::store::{Proof, Result, Verification, VerificationStore};
 
 /// The verification stamps of one SQLite database.
 pub struct Verifications {
@@ -26,16 +27,37 @@ impl Verifications {
 impl VerificationStore for Verifications {
     fn record(&self, stamps: &[Verification]) -> Result<()> {
         self.pair.write(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE secret_keys SET last_verified_at = ?5, last_verified_trigger = ?4
-                 WHERE project = ?1 AND store = ?2 AND key = ?3
-                   AND (last_verified_at IS NULL OR last_verified_at < ?5)",
-            )?;
             conn.execute_batch("BEGIN IMMEDIATE")?;
             for v in stamps {
-                if let Err(e) =
-                    stmt.execute(params![v.project, v.store, v.key, v.trigger, ts(v.at)])
-                {
+                let done = match v.proof {
+                    Proof::Delivery => conn
+                        .prepare_cached(
+                            "UPDATE secret_keys SET last_verified_at = ?5, last_verified_trigger = ?4
+                             WHERE project = ?1 AND store = ?2 AND key = ?3
+                               AND (last_verified_at IS NULL OR last_verified_at < ?5)",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![v.project, v.store, v.key, v.trigger, ts(v.at)])
+                        }),
+                    Proof::DryRun | Proof::WebhookTest => conn
+                        .prepare_cached(
+                            "UPDATE secret_keys SET last_tested_at = ?5, last_tested_trigger = ?4,
+                               last_tested_by = ?6
+                             WHERE project = ?1 AND store = ?2 AND key = ?3
+                               AND (last_tested_at IS NULL OR last_tested_at < ?5)",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                v.project,
+                                v.store,
+                                v.key,
+                                v.trigger,
+                                ts(v.at),
+                                v.proof.as_str()
+                            ])
+                        }),
+                };
+                if let Err(e) = done {
                     let _ = conn.execute_batch("ROLLBACK");
                     return Err(e.into());
                 }
