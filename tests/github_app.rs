@@ -161,7 +161,7 @@ fn installation_tokens_are_minted_with_a_signed_jwt_land_in_the_store_and_surviv
     .ok();
     // The token's key is not in `data`: the first refresh creates it. An agent may reference
     // it all the same.
-    d.apply(&format!(
+    let bundle = format!(
         r#"apiVersion: orchestrator.dev/v2
 kind: SecretStore
 metadata: {{name: gh-token}}
@@ -195,7 +195,8 @@ spec:
 "#,
         fake.url(),
         d.workspace()
-    ));
+    );
+    d.apply(&bundle);
 
     let desc = eventually(Duration::from_secs(20), "the installation token", || {
         let desc = describe(&d);
@@ -226,6 +227,13 @@ spec:
     assert_eq!(record["stage"], "done", "{record:#}");
     assert_eq!(record["provider"], "github-app");
     assert_eq!(record["newFingerprint"], fingerprint(&token));
+
+    // Re-applying the bundle keeps the token and its expiry (they are in no manifest).
+    d.apply(&bundle);
+    let again = describe(&d);
+    assert_eq!(key_fingerprint(&again, "token"), Some(fingerprint(&token)));
+    assert_eq!(time(&again["token"]["expiresAt"]), expires);
+    assert_eq!(gh.lock().expect("lock").minted.len(), 1);
 
     // An agent gets the token at spawn.
     let run = d.cli(&["task", "create", "--workflow", "clone", "--wait"]);

@@ -484,3 +484,60 @@ fn bad_oauth2_settings_are_refused_at_apply() {
         assert!(err.contains(want), "{want:?} not in {err}");
     }
 }
+
+#[test]
+fn the_readme_flow_declares_the_keys_sets_the_values_and_the_token_refreshes() {
+    let platform = Platform::new(3600, true, true);
+    let (access, refresh) = platform.lock().expect("lock").grant();
+    let fake = start_platform(&platform);
+    let d = TestDaemon::start();
+    // The bundle holds no secret: every key is declared with `{keep: true}`.
+    let bundle = format!(
+        r#"apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: oauth-client}}
+spec:
+  data: {{client_id: {{keep: true}}, client_secret: {{keep: true}}}}
+---
+apiVersion: orchestrator.dev/v2
+kind: SecretStore
+metadata: {{name: api-token}}
+spec:
+  data: {{access_token: {{keep: true}}, refresh_token: {{keep: true}}}}
+  rotation:
+    key: access_token
+    provider: oauth2
+    settings: {{tokenUrl: "{}/api/oauth.v2.access"}}
+    credentials: {{fromRef: oauth-client, key: client_secret}}
+"#,
+        fake.url()
+    );
+    d.apply(&bundle);
+    for (store, key, value) in [
+        ("oauth-client", "client_id", CLIENT_ID),
+        ("oauth-client", "client_secret", CLIENT_SECRET),
+        ("api-token", "access_token", access.as_str()),
+        ("api-token", "refresh_token", refresh.as_str()),
+    ] {
+        d.cli_stdin(&["secret", "set", store, key], value).ok();
+    }
+    let desc = eventually(Duration::from_secs(20), "the first refresh", || {
+        let desc = describe(&d);
+        (desc["token"]["state"] == "scheduled" && desc["token"]["expiresAt"].is_string())
+            .then_some(desc)
+    });
+    let (new_access, new_refresh) = platform.lock().expect("lock").last.clone();
+    assert_ne!(new_access, access);
+    assert_eq!(
+        key_fingerprint(&desc, "access_token"),
+        Some(fingerprint(&new_access))
+    );
+    // The bundle applied again keeps the refreshed pair and its expiry.
+    d.apply(&bundle);
+    let again = describe(&d);
+    assert_eq!(
+        key_fingerprint(&again, "refresh_token"),
+        Some(fingerprint(&new_refresh))
+    );
+    assert_eq!(again["token"]["expiresAt"], desc["token"]["expiresAt"]);
+}
