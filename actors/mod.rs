@@ -13,6 +13,8 @@
 //! │   └── trigger/<project>/<name>   TriggerActor: one armed timer per cron trigger
 //! ├── retention                 RetentionActor (retention.rs): removes finished tasks and their
 //! │                             run logs in batches (historyLimit, age, count, delete, prune)
+//! ├── tokens                    TokenRefreshActor (token_refresh.rs): one timer for the tokens
+//! │                             that providers refresh ahead of expiry, retries with backoff
 //! └── webhook                   WebhookActor: owns the warp server; each request reads the
 //!                               newest Snapshot at its start
 //! ```
@@ -25,12 +27,13 @@
 //!
 //! Restart policy. Every parent embeds the same restart machinery (`supervisor::ChildSet`),
 //! counted per child: at most 5 restarts within 10 s.
-//! - root: `secret-store`, `tasks`, `triggers`, `retention` and `webhook` are `Permanent` and
+//! - root: `secret-store`, `tasks`, `triggers`, `retention`, `tokens` and `webhook` are `Permanent` and
 //!   escalate when they exceed the intensity; the root then fails and the daemon exits with
 //!   status 1, so that its service manager restarts it. A restarted `secret-store` reloads its
 //!   state from SQLite (same revision); a restarted `webhook` serves the listener the daemon
 //!   bound once (same port); a restarted `tasks` kills leftover agent groups and resumes the
-//!   running tasks; a restarted `retention` starts a pass (its queued work is found again).
+//!   running tasks; a restarted `retention` starts a pass (its queued work is found again); a
+//!   restarted `tokens` re-arms from the expiries kept in the store.
 //! - tasks: each WorkflowActor is `Transient` (restarted only when it fails; a finished task
 //!   stops it normally) and `GiveUp`: one that keeps failing is dropped and its task fails, so a
 //!   single bad task never takes the others down. A restarted WorkflowActor resumes from the
@@ -49,6 +52,7 @@ pub mod runtime;
 pub mod secret_store;
 pub mod supervisor;
 pub mod task_supervisor;
+pub mod token_refresh;
 pub mod trigger;
 pub mod trigger_supervisor;
 pub mod webhook;

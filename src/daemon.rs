@@ -24,6 +24,7 @@ use crate::actors::supervisor::{
     ChildSpec, Exhausted, Intensity, Restart, Supervisor, SupervisorArgs, start_fn,
 };
 use crate::actors::task_supervisor::{TASKS, TaskSupMsg, TaskSupervisor};
+use crate::actors::token_refresh::{self, TokenRefreshActor, TokenRefreshArgs};
 use crate::actors::trigger::TriggerContext;
 use crate::actors::trigger_supervisor::{TRIGGERS, TriggerSupervisor};
 use crate::actors::webhook::{self, WebhookActor, WebhookArgs};
@@ -382,6 +383,19 @@ pub async fn run(
     }
     // This daemon's actor names: a second daemon in the same process holds its own.
     let actors = Registry::new();
+    let rotations = crate::rotation::RotationContext::new(
+        stores.rotations.clone(),
+        stores.verifications.clone(),
+        snapshots.clone(),
+        socket_path.clone(),
+        actors.clone(),
+    )
+    .context("cannot prepare secret rotation")?;
+    let token_args = TokenRefreshArgs {
+        snapshots: snapshots.clone(),
+        refresher: Arc::new(crate::rotation::tokens::Tokens::new(rotations.clone())),
+        clock: Clock::System,
+    };
     let mut children = vec![ChildSpec {
         name: secret_store::NAME.to_owned(),
         restart: Restart::Permanent,
@@ -423,6 +437,14 @@ pub async fn run(
         exhausted: Exhausted::Escalate,
         start: start_fn(&actors, retention::NAME.to_owned(), move || {
             (RetentionActor, retention_args())
+        }),
+    });
+    children.push(ChildSpec {
+        name: token_refresh::NAME.to_owned(),
+        restart: Restart::Permanent,
+        exhausted: Exhausted::Escalate,
+        start: start_fn(&actors, token_refresh::NAME.to_owned(), move || {
+            (TokenRefreshActor, token_args.clone())
         }),
     });
     // Marks `webhook test`'s requests to the daemon's own webhook server: they never prove a key.
@@ -469,14 +491,6 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot start the actor system: {e}"))?;
 
     let listener = listeners.control;
-    let rotations = crate::rotation::RotationContext::new(
-        stores.rotations.clone(),
-        stores.verifications.clone(),
-        snapshots.clone(),
-        socket_path.clone(),
-        actors.clone(),
-    )
-    .context("cannot prepare secret rotation")?;
     let ctx = ControlContext {
         snapshots,
         started_at: Utc::now(),

@@ -4,6 +4,8 @@
 mod actors;
 mod common;
 mod durability;
+mod fake_http;
+mod github_app;
 mod hostile;
 mod inprocess;
 mod merge;
@@ -13,5 +15,6 @@ mod resources;
 mod rotation;
 mod tasks;
 mod tidy;
+mod tokens;
 mod triggers;
 mod webhooks;

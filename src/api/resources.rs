@@ -194,6 +194,9 @@ pub struct Describe {
     /// Where a cron trigger is armed right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub armed: Option<Armed>,
+    /// A SecretStore's token that a provider refreshes: its expiry and next refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<super::TokenStatus>,
 }
 
 /// Where a cron trigger is armed (`describe trigger`).

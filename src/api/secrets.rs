@@ -204,3 +204,58 @@ pub struct WebhookTestResponse {
     pub matched_key: Option<String>,
     pub body: serde_json::Value,
 }
+
+/// A token that a provider (`oauth2`, `github-app`) refreshes, in `describe secretstore`: when
+/// it expires and when the daemon refreshes it next (never its value).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenStatus {
+    /// The store's `rotation.key`.
+    pub key: String,
+    pub provider: String,
+    /// When the token expires (none: unknown, or the platform gave no expiry; see `state`).
+    #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the daemon received it.
+    #[serde(rename = "issuedAt", default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
+    /// When the daemon refreshes it next (none: only on demand, or not until the operator fixes
+    /// what the last failure names).
+    #[serde(
+        rename = "refreshesAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refreshes_at: Option<DateTime<Utc>>,
+    pub state: TokenState,
+    /// What the state means for the operator (a retry's attempt, why it is blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Where a token's refresh stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenState {
+    /// Refreshed ahead of its expiry, at `refreshesAt`.
+    Scheduled,
+    /// A refresh is running.
+    Refreshing,
+    /// The last refresh failed for a reason that may pass; retried at `refreshesAt`.
+    Retrying,
+    /// The last refresh failed for good; not retried until the store or its credentials change.
+    Blocked,
+    /// The platform gave the token no expiry: refreshed only by `secret rotate`.
+    OnDemand,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Scheduled => "scheduled",
+            TokenState::Refreshing => "refreshing",
+            TokenState::Retrying => "retrying",
+            TokenState::Blocked => "blocked",
+            TokenState::OnDemand => "on demand",
+        }
+    }
+}

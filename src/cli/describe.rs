@@ -107,6 +107,9 @@ fn print_describe(d: &Describe) -> anyhow::Result<()> {
         }
         write_rows(&mut o, &rows)?;
     }
+    if let Some(t) = &d.token {
+        print_token(&mut o, t, now)?;
+    }
     if !d.pending.is_empty() {
         writeln!(
             o,
@@ -243,4 +246,42 @@ fn history_detail(h: &HistoryEntry) -> String {
         list("changed", &c.changed),
         list("removed", &c.removed)
     )
+}
+
+/// A refreshed token: its state, when it expires and when the daemon refreshes it.
+fn print_token(
+    o: &mut impl Write,
+    t: &crate::api::TokenStatus,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let when = |at: chrono::DateTime<Utc>| {
+        if at > now {
+            format!("{} (in {})", at.to_rfc3339(), age(now, at))
+        } else {
+            format!("{} ({} ago)", at.to_rfc3339(), age(at, now))
+        }
+    };
+    writeln!(
+        o,
+        "Token:       {} via {} ({})",
+        t.key,
+        t.provider,
+        t.state.as_str()
+    )?;
+    let expires = match (t.expires_at, t.state) {
+        (Some(at), _) => when(at),
+        (None, crate::api::TokenState::OnDemand) => "never (the platform gave no expiry)".into(),
+        (None, _) => "unknown (refreshed as soon as possible)".into(),
+    };
+    writeln!(o, "  expires at:   {expires}")?;
+    let refreshes = match (t.refreshes_at, t.state) {
+        (Some(at), _) => when(at),
+        (None, crate::api::TokenState::Refreshing) => "now (a refresh is running)".into(),
+        (None, _) => "- (only by `orchestrator secret rotate`)".into(),
+    };
+    writeln!(o, "  refreshes at: {refreshes}")?;
+    if let Some(note) = &t.note {
+        writeln!(o, "  {note}")?;
+    }
+    Ok(())
 }

@@ -111,6 +111,8 @@ fn cells(v: &ResourceView) -> anyhow::Result<Vec<String>> {
                 .map_or("-", |r| match r.provider {
                     RotationProvider::Github => "github",
                     RotationProvider::Command => "command",
+                    RotationProvider::Oauth2 => "oauth2",
+                    RotationProvider::GithubApp => "github-app",
                     RotationProvider::Manual => "manual",
                 })
                 .to_owned(),

@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod secret_merge;
 pub mod signature;
 pub mod snapshot;
+pub mod token;
 pub mod trigger_plan;
 pub mod validate;
 pub mod workflow;

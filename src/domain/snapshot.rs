@@ -227,7 +227,9 @@ impl Snapshot {
                 let keys: Vec<(String, SecretValue)> = store
                     .data
                     .iter()
-                    .filter(|(k, v)| !v.is_empty() && plan.allows(k))
+                    .filter(|(k, v)| {
+                        !v.is_empty() && plan.allows(k) && !super::token::is_companion(store, k)
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if keys.is_empty() {
@@ -310,7 +312,12 @@ impl Snapshot {
         self.resources
             .values()
             .flat_map(|r| match &r.spec {
-                Spec::SecretStore(s) => Some(s.data.values()),
+                Spec::SecretStore(s) => Some(
+                    s.data
+                        .iter()
+                        .filter(|(k, _)| !super::token::is_companion(s, k))
+                        .map(|(_, v)| v),
+                ),
                 _ => None,
             })
             .flatten()

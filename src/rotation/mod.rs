@@ -18,9 +18,12 @@
 
 mod command;
 mod github;
+mod github_app;
 mod manual;
+mod oauth2;
 mod platform;
 mod progress;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -115,6 +118,14 @@ pub enum RotationError {
     Random,
     #[error("the rotation stopped without an outcome (see the daemon log)")]
     NoOutcome,
+    #[error(
+        "secretstore/{store} refreshes its token {token:?}, not {key:?}: run `orchestrator secret rotate {store}` without --key"
+    )]
+    NotTheToken {
+        store: String,
+        key: String,
+        token: String,
+    },
 }
 
 /// Why a provider cannot be used, or why one of its calls failed.
@@ -124,6 +135,9 @@ pub enum ProviderError {
     Github(#[from] GithubError),
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// A token provider (`oauth2`, `github-app`): refreshed, never rotated in stages.
+    #[error("the {0} provider refreshes a token; it has no staged rotation")]
+    NotStaged(&'static str),
 }
 
 impl ProviderError {
@@ -133,6 +147,7 @@ impl ProviderError {
         match self {
             ProviderError::Github(e) => e.maybe_applied(),
             ProviderError::Command(e) => e.maybe_applied(),
+            ProviderError::NotStaged(_) => false,
         }
     }
 }
@@ -249,6 +264,8 @@ impl Provider {
             }
             RotationProvider::Command => Provider::Command(command::Command::from_spec(spec)?),
             RotationProvider::Manual => Provider::Manual,
+            RotationProvider::Oauth2 => return Err(ProviderError::NotStaged("oauth2")),
+            RotationProvider::GithubApp => return Err(ProviderError::NotStaged("github-app")),
         })
     }
 
@@ -353,6 +370,9 @@ pub fn start(
         .ok_or_else(|| RotationError::NoRotationBlock {
             store: store.to_owned(),
         })?;
+    if crate::domain::token::is_token_provider(rotation.provider) {
+        return tokens::start(ctx, project, store, &rotation, key);
+    }
     let key = key.unwrap_or_else(|| rotation.key.clone());
     if key.ends_with(NEXT_SUFFIX) {
         return Err(RotationError::StagingKey { key });

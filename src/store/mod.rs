@@ -35,7 +35,7 @@ pub mod verifications;
 
 pub use replay::{ReplayStore, SeenDelivery};
 pub use resources::ResourceStore;
-pub use rotations::{NewRotation, RotationStore};
+pub use rotations::{FinishedRefresh, NewRotation, REFRESHES_KEPT, RotationStore};
 pub use tasks::{
     AgeScan, Deleted, Interrupted, NewTask, Output, Queued, RunEnd, StorageInfo, Swept, TaskRecord,
     TaskStore,

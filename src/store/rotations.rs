@@ -20,8 +20,33 @@ pub struct NewRotation<'a> {
     pub started_at: DateTime<Utc>,
 }
 
+/// A token refresh that ended (providers `oauth2`, `github-app`): recorded in one write, done or
+/// failed, beside the staged rotations of the same store.
+#[derive(Debug, Clone)]
+pub struct FinishedRefresh<'a> {
+    pub project: &'a str,
+    pub store: &'a str,
+    pub key: &'a str,
+    pub provider: &'a str,
+    pub done: bool,
+    /// Why it ran and what it did, or why it failed.
+    pub reason: String,
+    /// The token before (none before the first refresh) and after (none when it failed).
+    pub old_fingerprint: Option<String>,
+    pub new_fingerprint: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// How many refresh records of one token are kept (older ones are removed as new ones come).
+pub const REFRESHES_KEPT: usize = 100;
+
 /// The rotation records.
 pub trait RotationStore: Send + Sync {
+    /// Records a finished token refresh, and removes that token's refresh records beyond the
+    /// newest [`REFRESHES_KEPT`]; returns the new record's id.
+    fn record_refresh(&self, r: &FinishedRefresh<'_>) -> Result<u64>;
+
     /// Records a new rotation in stage `create`; returns its id.
     fn create(&self, r: &NewRotation<'_>) -> Result<u64>;
 

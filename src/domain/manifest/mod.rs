@@ -314,6 +314,12 @@ pub enum RotationProvider {
     /// The operator sets the platform by hand (Slack signing secrets): the new value comes from
     /// `secret rotate --value-from-stdin`.
     Manual,
+    /// The OAuth 2.0 refresh-token grant (Slack, Google, Atlassian, Zoom): see
+    /// `domain::token`.
+    Oauth2,
+    /// A GitHub App's installation token, minted with the App's private key.
+    #[serde(rename = "github-app")]
+    GithubApp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

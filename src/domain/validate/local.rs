@@ -231,7 +231,8 @@ fn secret_store_problems(s: &SecretStoreSpec, out: &mut Vec<Problem>) {
         if let Err(e) = check_data_key(&r.key) {
             out.push(problem("spec.rotation.key", e));
         }
-        if !keys.contains(r.key.as_str()) {
+        // A token provider creates its key on the first refresh.
+        if !keys.contains(r.key.as_str()) && !crate::domain::token::is_token_provider(r.provider) {
             out.push(problem_hint(
                 "spec.rotation.key",
                 format!("rotation key {:?} is not in data", r.key),
@@ -256,6 +257,20 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
             &["set"],
         ),
         RotationProvider::Manual => (&["testTimeoutSeconds"], &[]),
+        RotationProvider::Oauth2 => (
+            &[
+                "tokenUrl",
+                "refreshBefore",
+                "clientAuth",
+                "scope",
+                "refreshTokenKey",
+            ],
+            &["tokenUrl"],
+        ),
+        RotationProvider::GithubApp => (
+            &["appId", "installationId", "apiUrl", "refreshBefore"],
+            &["appId", "installationId"],
+        ),
     };
     for name in r.settings.keys() {
         if !known.contains(&name.as_str()) {
@@ -278,6 +293,9 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
                 match *name {
                     "repository" => "add `repository: owner/name`",
                     "hookId" => "add `hookId:` with the repository webhook's id (Settings → Webhooks, or GET /repos/{owner}/{repo}/hooks)",
+                    "tokenUrl" => "add `tokenUrl:` with the platform's token endpoint, e.g. https://slack.com/api/oauth.v2.access",
+                    "appId" => "add `appId:` with the GitHub App's id (the App's settings page, \"App ID\")",
+                    "installationId" => "add `installationId:` with the installation's id (GET /app/installations, or the number in the installation's settings URL)",
                     _ => "add `set:` with the program that puts the new value (read from stdin) at the platform",
                 },
             ));
@@ -350,12 +368,90 @@ fn rotation_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &m
             "leave it out to run the programs in the manifest's directory, or give a path relative to it",
         ));
     }
+    token_settings_problems(r, out);
     if r.provider == RotationProvider::Github && r.credentials.is_none() {
         out.push(problem_hint(
             "spec.rotation.credentials",
             "github rotation needs credentials with an API token",
             "add `credentials: {fromRef: <SecretStore>, key: <key holding the token>}`",
         ));
+    }
+}
+
+/// The settings of the token providers (`oauth2`, `github-app`).
+fn token_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &mut Vec<Problem>) {
+    use crate::domain::manifest::RotationProvider;
+    if !crate::domain::token::is_token_provider(r.provider) {
+        return;
+    }
+    let get = |n: &str| r.settings.get(n);
+    if let Err(e) = crate::domain::token::refresh_before(r) {
+        out.push(problem_hint(
+            "spec.rotation.settings.refreshBefore",
+            e.to_string(),
+            "e.g. `refreshBefore: 10m`; without it, 10 % of the token's lifetime (at least 60 s)",
+        ));
+    }
+    if let Some(v) = get("tokenUrl")
+        && !v
+            .as_str()
+            .is_some_and(|s| s.starts_with("https://") || s.starts_with("http://"))
+    {
+        out.push(problem_hint(
+            "spec.rotation.settings.tokenUrl",
+            "tokenUrl must be an http(s) URL",
+            "e.g. `tokenUrl: https://slack.com/api/oauth.v2.access`",
+        ));
+    }
+    if let Some(v) = get("clientAuth")
+        && !matches!(v.as_str(), Some("basic" | "body"))
+    {
+        out.push(problem_hint(
+            "spec.rotation.settings.clientAuth",
+            "clientAuth must be `basic` or `body`",
+            "`basic` (the default) sends the client id and secret as HTTP Basic auth (RFC 6749 \u{a7}2.3.1); `body` sends them as form fields",
+        ));
+    }
+    for name in ["scope", "refreshTokenKey"] {
+        if let Some(v) = get(name)
+            && v.as_str().is_none_or(str::is_empty)
+        {
+            out.push(problem(
+                format!("spec.rotation.settings.{name}"),
+                format!("{name} must be a non-empty string"),
+            ));
+        }
+    }
+    if let Some(v) = get("refreshTokenKey").and_then(|v| v.as_str())
+        && let Err(e) = check_data_key(v)
+    {
+        out.push(problem("spec.rotation.settings.refreshTokenKey", e));
+    }
+    for name in ["appId", "installationId"] {
+        if let Some(v) = get(name)
+            && !(v.is_u64()
+                || v.as_str()
+                    .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())))
+        {
+            out.push(problem_hint(
+                format!("spec.rotation.settings.{name}"),
+                format!("{name} must be a number"),
+                format!("e.g. `{name}: 123456`"),
+            ));
+        }
+    }
+    if r.credentials.is_none() {
+        let (what, example) = match r.provider {
+            RotationProvider::GithubApp => (
+                "github-app rotation needs credentials with the App's private key (PEM)",
+                "add `credentials: {fromRef: <SecretStore>, key: private_key}`",
+            ),
+            _ => (
+                "oauth2 rotation needs credentials with the client secret (the same store holds `client_id`)",
+                "add `credentials: {fromRef: <SecretStore>, key: client_secret}`",
+            ),
+        };
+        out.push(problem_hint("spec.rotation.credentials", what, example));
     }
 }
 

@@ -110,6 +110,15 @@ pub fn references(spec: &Spec) -> Vec<Reference> {
                     "spec.rotation.credentials".into(),
                     named(Kind::SecretStore, &c.from_ref, Some(&c.key)),
                 );
+                // The oauth2 client's id is kept beside its secret.
+                if s.rotation.as_ref().map(|r| r.provider)
+                    == Some(crate::domain::manifest::RotationProvider::Oauth2)
+                {
+                    push(
+                        "spec.rotation.credentials".into(),
+                        named(Kind::SecretStore, &c.from_ref, Some("client_id")),
+                    );
+                }
             }
         }
         Spec::Workspace(_) | Spec::EnvStore(_) | Spec::StepTemplate(_) => {}
@@ -273,6 +282,14 @@ fn check_key(kind: Kind, name: &str, spec: &Spec, key: &str) -> Result<(), (Stri
         _ => Vec::new(),
     };
     if keys.contains(&key) {
+        return Ok(());
+    }
+    // A token provider's key exists from its first refresh on (right after apply).
+    if let Spec::SecretStore(s) = spec
+        && s.rotation
+            .as_ref()
+            .is_some_and(|r| r.key == key && crate::domain::token::is_token_provider(r.provider))
+    {
         return Ok(());
     }
     let hint = if keys.is_empty() {

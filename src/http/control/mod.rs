@@ -617,6 +617,7 @@ impl ControlError {
                     | R::StagingKey { .. }
                     | R::NoKey { .. }
                     | R::Provider { .. }
+                    | R::NotTheToken { .. }
                     | R::NeedsValue { .. }
                     | R::ValueNotWanted { .. }
                     | R::BadValue { .. }

@@ -394,6 +394,31 @@ async fn trigger_armed(
     .ok()
 }
 
+/// A SecretStore's refreshed token: as the TokenRefreshActor sees it (its retries and blocks
+/// included), or as the snapshot alone tells it when the actor cannot answer.
+async fn token_status(
+    ctx: &ControlContext,
+    project: &str,
+    name: &str,
+) -> Option<crate::api::TokenStatus> {
+    use crate::actors::token_refresh::{self, TokenRefreshMsg};
+    let store = ResourceKey::new(project, Kind::SecretStore, name);
+    if let Some(actor) = ctx.actors.lookup::<TokenRefreshMsg>(token_refresh::NAME)
+        && let Ok(status) = actor
+            .call(
+                |reply| TokenRefreshMsg::Status {
+                    store: store.clone(),
+                    reply,
+                },
+                ACTOR_TIMEOUT,
+            )
+            .await
+    {
+        return status;
+    }
+    token_refresh::status_of(&ctx.snapshot(), &store, chrono::Utc::now())
+}
+
 pub(super) async fn describe(
     ctx: &ControlContext,
     kind: &str,
@@ -431,6 +456,11 @@ pub(super) async fn describe(
             Vec::new()
         },
         armed,
+        token: if key_kind == Kind::SecretStore {
+            token_status(ctx, &key_project, name).await
+        } else {
+            None
+        },
         referenced_by: described.referenced_by,
         keys: described.keys,
         pending: described.pending,

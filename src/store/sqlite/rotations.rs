@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{Conn, Durability, parse_ts, ts};
 use crate::api::{RotationRecord, RotationStage};
 use crate::domain::rotation::RotationUpdate;
-use crate::store::{NewRotation, Result, RotationStore};
+use crate::store::{FinishedRefresh, NewRotation, REFRESHES_KEPT, Result, RotationStore};
 
 const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
 
@@ -50,6 +50,40 @@ impl Rotations {
 }
 
 impl RotationStore for Rotations {
+    fn record_refresh(&self, r: &FinishedRefresh<'_>) -> Result<u64> {
+        self.conn.run(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO rotations (project, store, key, provider, stage, reason, old_fingerprint,
+                   new_fingerprint, started_at, set_at, finished_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                params![
+                    r.project,
+                    r.store,
+                    r.key,
+                    r.provider,
+                    if r.done { "done" } else { "failed" },
+                    r.reason,
+                    r.old_fingerprint,
+                    r.new_fingerprint,
+                    ts(r.started_at),
+                    r.done.then(|| ts(r.finished_at)),
+                    ts(r.finished_at),
+                ],
+            )?;
+            let id = tx.last_insert_rowid() as u64;
+            tx.execute(
+                "DELETE FROM rotations WHERE project = ?1 AND store = ?2 AND key = ?3 AND provider = ?4
+                   AND stage IN ('done', 'failed') AND id NOT IN (
+                     SELECT id FROM rotations WHERE project = ?1 AND store = ?2 AND key = ?3
+                       AND provider = ?4 ORDER BY id DESC LIMIT ?5)",
+                params![r.project, r.store, r.key, r.provider, REFRESHES_KEPT as i64],
+            )?;
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
     fn create(&self, r: &NewRotation<'_>) -> Result<u64> {
         self.conn.run(|c| {
             c.execute(
