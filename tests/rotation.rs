@@ -316,6 +316,12 @@ fn the_weekly_rotation_rotates_under_traffic_without_a_single_refusal() {
         "{logs}"
     );
     assert!(logs.contains("1 rotated, 1 unchanged, 0 failed"), "{logs}");
+    // The report holds the stages `secret rotate` printed, before the outcome.
+    let stage = logs
+        .find("           create: ")
+        .expect("the create stage in the log");
+    let outcome = logs.find("rotated:   ").expect("the outcome");
+    assert!(stage < outcome, "{logs}");
 
     // The platform and the store agree on the new key; the old one is refused, the new accepted.
     let new = fake.secret();

@@ -10,6 +10,9 @@ if ! stores=$(orchestrator -p "$project" get secretstores); then
     echo "cannot list the SecretStores"
     exit 1
 fi
+last=$(mktemp)
+code=$(mktemp)
+trap 'rm -f "$last" "$code"' EXIT
 rotated=0
 unchanged=0
 failed=0
@@ -21,15 +24,21 @@ while read -r store provider; do
         unchanged=$((unchanged + 1))
         continue
     fi
-    # `secret rotate` prints each stage as it happens, then its outcome on the last line.
-    if out=$(orchestrator -p "$project" secret rotate "$store" 2>&1); then
-        printf '%s\n' "$out" | sed '$d' | sed 's/^/           /'
-        echo "rotated:   $(printf '%s\n' "$out" | tail -n 1)"
+    # `secret rotate` prints each stage as it happens, then its outcome on the last line; the
+    # stages are passed on as they come (indented), so `task logs --follow` shows a rotation
+    # that waits for its platform.
+    : > "$last"
+    { orchestrator -p "$project" secret rotate "$store" 2>&1; echo $? > "$code"; } |
+        while IFS= read -r line; do
+            printf '           %s\n' "$line"
+            printf '%s\n' "$line" > "$last"
+        done
+    outcome=$(cat "$last")
+    if [ "$(cat "$code")" = 0 ]; then
+        echo "rotated:   $outcome"
         rotated=$((rotated + 1))
     else
-        printf '%s\n' "$out" | sed '$d' | sed 's/^/           /'
-        last=$(printf '%s\n' "$out" | tail -n 1)
-        echo "failed:    ${last#orchestrator: }"
+        echo "failed:    ${outcome#orchestrator: }"
         echo "           the old value stays in force"
         failed=$((failed + 1))
     fi
