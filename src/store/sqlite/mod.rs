@@ -168,17 +168,12 @@ enum Durability {
 /// of writes (a big prune) grows it, and without a limit it would keep its high-water size.
 const WAL_SIZE_LIMIT: u64 = 8 << 20;
 
-/// SQLite's heap, all connections together (the pragma sets it for the process): above it, SQLite
-/// reuses page-cache memory instead of growing, so that each connection's cache (2 MiB by
-/// default, on about ten connections) does not fill up over months to the sum of their limits.
-const SQLITE_SOFT_HEAP_LIMIT: u64 = 8 << 20;
-
 /// Opens a connection to the database with the durability settings: the one way this backend
 /// connects.
 fn connect(data_dir: &Path, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(data_dir.join(DB_FILE))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA journal_size_limit={WAL_SIZE_LIMIT}; PRAGMA soft_heap_limit={SQLITE_SOFT_HEAP_LIMIT};",
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};",
     ))?;
     if let Durability::Normal = durability {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
