@@ -20,17 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use orchestrator::domain::signature::{Scheme, sign};
-use support::{Daemon, rss_kib, workspace_manifest};
+use support::{Daemon, env_u64, github_delivery, hook_manifests, rss_kib};
 
 const SECRET: &str = "memory-signing-secret";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Tasks the daemon holds and how many of them finished (`daemon status -o json`).
 fn task_counts(d: &Daemon) -> (u64, u64) {
@@ -57,10 +49,7 @@ fn main() {
 
     let d = Daemon::start_with(&extra);
     let ws = d.path("ws");
-    d.apply(&format!(
-        "{}---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{github: \"{SECRET}\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: quick}}\nspec:\n  max_parallel: 64\n  steps: [{{id: s, command: \"true\"}}]\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}, scheme: github}}\n  action: {{workflow: quick, workspace: default}}\n  concurrencyPolicy: Allow\n  historyLimit: {{successful: 10, failed: 10}}\n",
-        workspace_manifest(&ws)
-    ));
+    d.apply(&hook_manifests(&ws, SECRET));
     let url = format!(
         "http://{}/webhook/hook",
         d.webhook.as_deref().expect("webhook address")
@@ -149,18 +138,7 @@ fn send(url: &str, connections: u64, accepted: &AtomicU64, limit: &AtomicU64, st
                     continue;
                 }
                 let n = ids.fetch_add(1, Ordering::Relaxed);
-                let headers = sign(
-                    Scheme::Github,
-                    None,
-                    SECRET.as_bytes(),
-                    &body,
-                    0,
-                    &format!("memory-{n}"),
-                );
-                let mut req = client.post(url).body(body.clone());
-                for (k, v) in headers {
-                    req = req.header(k, v);
-                }
+                let req = github_delivery(&client, url, SECRET, &body, &format!("memory-{n}"));
                 match req.send().await {
                     Ok(resp) if resp.status().as_u16() == 202 => {
                         let _ = resp.bytes().await;

@@ -25,18 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use orchestrator::domain::signature::{Scheme, sign};
 use orchestrator::layout;
-use support::{rss_kib, workspace_manifest};
+use support::{env_u64, github_delivery, hook_manifests, rss_kib};
 
 const SECRET: &str = "soak-signing-secret";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Bytes of every file below `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
@@ -121,10 +113,7 @@ fn slope(xs: &[f64], ys: &[f64]) -> f64 {
 }
 
 fn manifests(ws: &Path, triggers: u64) -> String {
-    let mut text = workspace_manifest(ws);
-    text.push_str(&format!(
-        "---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{github: \"{SECRET}\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: quick}}\nspec:\n  max_parallel: 64\n  steps: [{{id: s, command: \"true\"}}]\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}, scheme: github}}\n  action: {{workflow: quick, workspace: default}}\n  concurrencyPolicy: Allow\n  historyLimit: {{successful: 10, failed: 10}}\n"
-    ));
+    let mut text = hook_manifests(ws, SECRET);
     for i in 0..triggers {
         let limit = if i % 2 == 0 {
             "  historyLimit: {successful: 10, failed: 10}\n"
@@ -277,18 +266,7 @@ fn feed(url: &str, rate: u64, stop: &AtomicBool, sent: &AtomicU64) {
             next += period;
             tokio::time::sleep_until(next).await;
             n += 1;
-            let headers = sign(
-                Scheme::Github,
-                None,
-                SECRET.as_bytes(),
-                &body,
-                0,
-                &format!("soak-{n}"),
-            );
-            let mut req = client.post(url).body(body.clone());
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
+            let req = github_delivery(&client, url, SECRET, &body, &format!("soak-{n}"));
             if let Ok(resp) = req.send().await {
                 let _ = resp.bytes().await;
                 sent.fetch_add(1, Ordering::Relaxed);

@@ -147,3 +147,37 @@ pub fn workspace_manifest(root: &Path) -> String {
         root.display()
     )
 }
+
+/// The value of the environment variable `name` as a number, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A workspace at `root`, a SecretStore `hooks` holding `secret` as `github`, a workflow `quick`
+/// whose one step is `true`, and a GitHub webhook trigger `hook` starting it
+/// (`concurrencyPolicy: Allow`, `historyLimit: {successful: 10, failed: 10}`).
+pub fn hook_manifests(root: &Path, secret: &str) -> String {
+    format!(
+        "{}---\napiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata: {{name: hooks}}\nspec: {{data: {{github: \"{secret}\"}}}}\n---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: quick}}\nspec:\n  max_parallel: 64\n  steps: [{{id: s, command: \"true\"}}]\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: hook}}\nspec:\n  event:\n    source: webhook\n    webhook: {{secret: {{fromRef: hooks}}, scheme: github}}\n  action: {{workflow: quick, workspace: default}}\n  concurrencyPolicy: Allow\n  historyLimit: {{successful: 10, failed: 10}}\n",
+        workspace_manifest(root)
+    )
+}
+
+/// A POST of `body` to `url`, signed the GitHub way with `secret` as delivery `id`.
+pub fn github_delivery(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: &[u8],
+    id: &str,
+) -> reqwest::RequestBuilder {
+    use orchestrator::domain::signature::{Scheme, sign};
+    let mut req = client.post(url).body(body.to_vec());
+    for (k, v) in sign(Scheme::Github, None, secret.as_bytes(), body, 0, id) {
+        req = req.header(k, v);
+    }
+    req
+}

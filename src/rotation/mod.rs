@@ -41,7 +41,9 @@ use crate::actors::runtime::{CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
 use crate::api::{ProgressEvent as E, ProgressStage as P, RotationProgress, RotationRecord};
 use crate::domain::limits::SecretValueError;
-use crate::domain::manifest::{Kind, RotationProvider, RotationSpec, SecretValue, fingerprint};
+use crate::domain::manifest::{
+    Kind, RotationProvider, RotationSpec, SecretStoreSpec, SecretValue, fingerprint,
+};
 use crate::domain::rotation::{
     self, Abandon, Action, End, Event, Gone, NEXT_SUFFIX, Record, Removal, Reset, Rollback,
     Rotation, RotationStage, Timing,
@@ -334,6 +336,28 @@ impl Provider {
 // Entry points
 // ---------------------------------------------------------------------------------------------
 
+/// The SecretStore `project/store` of `snapshot` and a copy of its rotation block.
+fn rotation_block<'s>(
+    snapshot: &'s Snapshot,
+    project: &str,
+    store: &str,
+) -> Result<(&'s SecretStoreSpec, RotationSpec), RotationError> {
+    let spec =
+        snapshot
+            .secret_store(project, store)
+            .ok_or_else(|| RotationError::StoreNotFound {
+                project: project.to_owned(),
+                store: store.to_owned(),
+            })?;
+    let rotation = spec
+        .rotation
+        .clone()
+        .ok_or_else(|| RotationError::NoRotationBlock {
+            store: store.to_owned(),
+        })?;
+    Ok((spec, rotation))
+}
+
 /// Starts a rotation of `store` (its `rotation.key`, or `key`) and waits for its end. `value` is
 /// the new value, for the `manual` provider only.
 pub async fn rotate(
@@ -357,19 +381,7 @@ pub fn start(
     value: Option<SecretValue>,
 ) -> Result<Started, RotationError> {
     let snapshot = ctx.snapshots.borrow().clone();
-    let spec =
-        snapshot
-            .secret_store(project, store)
-            .ok_or_else(|| RotationError::StoreNotFound {
-                project: project.to_owned(),
-                store: store.to_owned(),
-            })?;
-    let rotation = spec
-        .rotation
-        .clone()
-        .ok_or_else(|| RotationError::NoRotationBlock {
-            store: store.to_owned(),
-        })?;
+    let (spec, rotation) = rotation_block(&snapshot, project, store)?;
     if crate::domain::token::is_token_provider(rotation.provider) {
         return tokens::start(ctx, project, store, &rotation, key);
     }

@@ -252,20 +252,12 @@ async fn run(
 ) -> Result<(RotationRecord, Outcome), RotationError> {
     let started_at = now();
     let snapshot = ctx.snapshots.borrow().clone();
-    let spec =
-        snapshot
-            .secret_store(project, store)
-            .ok_or_else(|| RotationError::StoreNotFound {
-                project: project.to_owned(),
-                store: store.to_owned(),
-            })?;
-    let rotation = spec
-        .rotation
-        .clone()
-        .filter(|r| token::is_token_provider(r.provider))
-        .ok_or_else(|| RotationError::NoRotationBlock {
+    let (spec, rotation) = super::rotation_block(&snapshot, project, store)?;
+    if !token::is_token_provider(rotation.provider) {
+        return Err(RotationError::NoRotationBlock {
             store: store.to_owned(),
-        })?;
+        });
+    }
     let key = rotation.key.clone();
     let old = spec.data.get(&key).filter(|v| !v.is_empty()).cloned();
     let provider_name = provider_name(rotation.provider);
