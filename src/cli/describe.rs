@@ -231,12 +231,15 @@ fn history_detail(h: &HistoryEntry) -> String {
             format!(" {k}: {}", names.join(","))
         }
     };
-    let fps = c
-        .keys
-        .iter()
-        .map(|(k, fp)| format!("{k}={fp}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let fps = if c.keys.is_empty() {
+        "none with a value".to_owned()
+    } else {
+        c.keys
+            .iter()
+            .map(|(k, fp)| format!("{k}={fp}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let by =
         c.by.map(|b| format!(" by {}", b.as_str()))
             .unwrap_or_default();
