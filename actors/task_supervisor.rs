@@ -550,6 +550,11 @@ impl Behaviour for TaskSupervisor {
                         state.fill(me).await;
                     }
                 }
+                // A replayed delivery is an answer, not a store failure.
+                Err(e @ StoreError::DuplicateDelivery { .. }) => {
+                    state.uncreating(&project, trigger.as_deref());
+                    let _ = reply.send(Err(TaskError::Store(e)));
+                }
                 Err(e) => {
                     state.uncreating(&project, trigger.as_deref());
                     let _ = reply.send(Err(store_err(e)));

@@ -67,6 +67,10 @@ pub enum StoreError {
     Thread(io::Error),
     #[error("the task writer stopped; restart the daemon")]
     WriterStopped,
+    /// A task creation answering a webhook delivery whose id already created a task within its
+    /// replay window: nothing was written.
+    #[error("this delivery was already received: it created task {task}")]
+    DuplicateDelivery { task: u64 },
     #[error(
         "database schema version {found} is newer than this binary supports ({supported}): upgrade orchestrator"
     )]

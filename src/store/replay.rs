@@ -2,8 +2,11 @@
 //! `webhook-id`, Slack's `event_id`, …) that created a task, each with the instant it stops
 //! counting as a replay. The record is written in the same commit as the task it created
 //! ([`super::TaskStore::create_with`]), so a delivery that was answered `202 accepted` is
-//! remembered exactly as long as its task is; the webhook server loads the unexpired ids when it
-//! starts, so a restart does not forget them. Expired ids are pruned by the writer as it commits.
+//! remembered for its whole window, across restarts, however many deliveries arrive meanwhile.
+//! The record is the authority: the commit itself refuses a second task for an id it holds
+//! ([`super::StoreError::DuplicateDelivery`]), and the webhook server asks [`ReplayStore::seen`]
+//! before it fires (its in-memory window is only a cache of the most recent ids). Expired ids
+//! are pruned by the writer as it commits.
 
 use chrono::{DateTime, Utc};
 
@@ -19,10 +22,14 @@ pub struct SeenDelivery {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The replay window's durable record (the in-memory window in front of it stays the first
-/// check of every delivery).
+/// The replay window's durable record.
 pub trait ReplayStore: Send + Sync {
-    /// The delivery ids that have not expired at `now`, at most `limit`, those expiring last
-    /// first.
-    fn seen(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SeenDelivery>>;
+    /// The task that delivery `id` of `trigger` created, if its record has not expired at `now`.
+    fn seen(
+        &self,
+        project: &str,
+        trigger: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>>;
 }

@@ -2,7 +2,7 @@
 //! `GET /healthz`, the context requests share, and [`serve_fn`], what the WebhookActor is given
 //! to serve them. The accept loop with its header deadline and connection cap is in `serve.rs`,
 //! body reading and payload decoding in `payload.rs`, the "last verified at" recorder in
-//! `verified.rs`, the replay window (in memory, loaded from the store) in `replay.rs`, and the
+//! `verified.rs`, the replay window's cache of recent ids in `replay.rs`, and the
 //! token that marks the daemon's own requests (`orchestrator webhook test`) in `own.rs`.
 //!
 //! A delivery is handled in this order, and each step answers on its own:
@@ -20,8 +20,11 @@
 //! 7. `X-Orchestrator-Dry-Run: 1`, or the daemon's own request (`own.rs`) → 200 with the key
 //!    name that matched and whether the filter matched, nothing fires;
 //! 8. filter (`filter.condition`, CEL) → `202 {"status":"filtered"}`;
-//! 9. replay: a delivery id seen within the window → `202 {"status":"duplicate"}` (the window
-//!    survives restarts: the id is recorded in its task's commit);
+//! 9. replay: a delivery id that created a task within the window → `202
+//!    {"status":"duplicate","task":ID}`. The store's record decides (the id is written in its
+//!    task's commit, and that commit refuses a second task for it), so the window holds any
+//!    number of ids and survives restarts; a small cache of recent ids answers first. The store
+//!    cannot be read → 503, so the sender retries;
 //! 10. suspended → `202 {"status":"skipped"}`; then the trigger fires (its concurrency policy
 //!     applies) → `202 {"status":"accepted","task":ID}` once the task row is durable (fsynced,
 //!     in a group commit shared with the deliveries that arrived meanwhile).
@@ -41,7 +44,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use replay::Replay;
 
@@ -51,12 +54,13 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::{Buf, Filter, Rejection, Reply};
 
 use crate::actors::runtime::Registry;
-use crate::actors::trigger::{Fired, fire};
+use crate::actors::trigger::{FireError, Fired, fire};
 use crate::actors::webhook::{ServeFn, ServerView, Serving};
+use crate::actors::workflow::TaskError;
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
-use crate::store::{Proof, ReplayStore, Verification, VerificationStore};
+use crate::store::{Proof, ReplayStore, StoreError, Verification, VerificationStore};
 
 pub use own::{NoRandom, OWN_HEADER, OwnToken};
 pub use serve::{ConnectionCounts, Connections, serve};
@@ -95,6 +99,8 @@ pub struct WebhookContext {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     counters: Arc<Counters>,
     replay: Arc<Mutex<Replay>>,
+    /// The replay window's record: the authority behind `replay`.
+    seen: Arc<dyn ReplayStore>,
     inflight: Arc<Semaphore>,
     connections: Arc<Connections>,
     limits: Limits,
@@ -120,11 +126,13 @@ impl WebhookContext {
         limits: Limits,
         actors: Registry,
         own: OwnToken,
+        seen: Arc<dyn ReplayStore>,
     ) -> WebhookContext {
         WebhookContext {
             snapshots,
             counters: Arc::new(Counters::default()),
             replay: Arc::new(Mutex::new(Replay::default())),
+            seen,
             inflight: Arc::new(Semaphore::new(limits.max_in_flight)),
             connections: Arc::new(Connections::new(limits.max_connections)),
             limits,
@@ -132,14 +140,6 @@ impl WebhookContext {
             actors,
             own,
         }
-    }
-
-    /// Loads the replay window the store remembers (before the server serves).
-    fn load_replay(&self, store: &dyn ReplayStore) -> Result<usize, crate::store::StoreError> {
-        let loaded = Replay::load(store, Utc::now(), Instant::now())?;
-        let n = loaded.len();
-        *self.replay.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
-        Ok(n)
     }
 
     /// The snapshot revision requests currently see.
@@ -198,6 +198,10 @@ impl ServerView for WebhookContext {
                 json!(self.limits.header_timeout.as_secs_f64()),
             ),
             ("maxConnections", json!(self.limits.max_connections)),
+            (
+                "recentDeliveryIds",
+                json!(self.replay.lock().unwrap_or_else(|p| p.into_inner()).len()),
+            ),
             ("openConnections", json!(connections.open)),
             ("evictedConnections", json!(connections.evicted)),
             ("refusedConnections", json!(connections.refused)),
@@ -209,10 +213,9 @@ impl ServerView for WebhookContext {
 }
 
 /// What the WebhookActor serves with: each call starts a fresh incarnation on the listener (new
-/// counters and delivery slots, as a restart should give; the replay window as `replay`
-/// remembers it), reading `snapshots` per request and writing "last verified at" stamps to
-/// `verifications` (the daemon's own requests, marked with `own`, as tests). An incarnation that cannot load the replay window does not serve (the
-/// actor fails, and its supervisor restarts it), so that no replay gets through.
+/// counters, delivery slots and recent-id cache, as a restart should give; the replay window is
+/// `replay`'s record), reading `snapshots` per request and writing "last verified at" stamps to
+/// `verifications` (the daemon's own requests, marked with `own`, as tests).
 pub fn serve_fn(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     verifications: Arc<dyn VerificationStore>,
@@ -229,19 +232,11 @@ pub fn serve_fn(
             limits,
             actors.clone(),
             own.clone(),
+            replay.clone(),
         );
         let server = {
-            let (context, replay) = (context.clone(), replay.clone());
-            async move {
-                match context.load_replay(&*replay) {
-                    Ok(n) => tracing::debug!(deliveries = n, "replay window loaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot load the webhook replay window; not serving");
-                        return;
-                    }
-                }
-                serve(listener, context, shutdown).await
-            }
+            let context = context.clone();
+            async move { serve(listener, context, shutdown).await }
         };
         Serving {
             recorder: Box::pin(record_verifications(verifications.clone(), stamps)),
@@ -488,11 +483,24 @@ where
                 .unwrap_or_else(|p| p.into_inner())
                 .first_time(key.clone(), window);
             if !fresh {
-                return reply(
-                    ctx,
-                    StatusCode::ACCEPTED,
-                    serde_json::json!({"status": "duplicate"}),
-                );
+                return duplicate(ctx, None);
+            }
+            // Not among the recent ids: the record knows the rest of the window.
+            match ctx.seen.seen(&key.0, &key.1, &key.2, Utc::now()) {
+                Ok(None) => {}
+                Ok(Some(task)) => return duplicate(ctx, Some(task)),
+                Err(e) => {
+                    ctx.replay
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .forget(&key);
+                    tracing::error!(trigger = %name, error = %e, "cannot read the webhook replay record");
+                    return reply(
+                        ctx,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"error": "the delivery was verified but could not be checked for a replay; retry"}),
+                    );
+                }
             }
             Some((replay::record(&key, Utc::now(), window), key))
         }
@@ -527,6 +535,10 @@ where
             StatusCode::ACCEPTED,
             serde_json::json!({"status": "skipped", "reason": reason}),
         ),
+        // Another delivery with this id created its task after the record was read.
+        Err(FireError::Task(TaskError::Store(StoreError::DuplicateDelivery { task }))) => {
+            duplicate(ctx, Some(task))
+        }
         Err(e) => {
             tracing::warn!(trigger = %name, error = %e, "webhook could not create its task");
             // No task: a retry of this delivery is not a replay.
@@ -551,6 +563,15 @@ where
             )
         }
     }
+}
+
+/// `202 {"status":"duplicate"}`, with the task the first delivery created when that is known.
+fn duplicate(ctx: &WebhookContext, task: Option<u64>) -> warp::reply::Response {
+    let body = match task {
+        Some(task) => serde_json::json!({"status": "duplicate", "task": task}),
+        None => serde_json::json!({"status": "duplicate"}),
+    };
+    reply(ctx, StatusCode::ACCEPTED, body)
 }
 
 #[cfg(test)]

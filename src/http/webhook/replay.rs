@@ -1,14 +1,15 @@
-//! The replay window: the delivery ids seen recently, per (project, trigger), each until the
-//! trigger's tolerance has passed. The in-memory map is the first check of every delivery (no IO
-//! on the hot path); its durable half is the store's [`ReplayStore`]: a delivery that creates a
-//! task is recorded in the task's own commit, and each incarnation of the server loads the
-//! unexpired ids before it serves, so a restart does not forget them.
+//! The replay window's cache: the delivery ids seen most recently, per (project, trigger), each
+//! until the trigger's tolerance has passed. It answers a delivery repeated while the first is
+//! still being handled (no IO), and the common retry of a recent id; the authority is the
+//! store's record ([`ReplayStore`]): the server asks it about every id the cache does not hold,
+//! and the task's commit refuses a second task for a recorded id. So the window is exact for any
+//! number of ids and across restarts, while this cache stays the same size after ten thousand
+//! deliveries as after a million.
 //!
-//! The map holds up to [`REPLAY_CAPACITY`] ids, so its memory is bounded by what it holds, not by
-//! the ids' lengths: each id is kept as a 128-bit keyed digest of (project, trigger, id) — two
-//! SipHash digests under keys drawn at random for each window, which a sender cannot aim
-//! collisions at — with its expiry in milliseconds, 24 bytes in the map and 24 in the expiry
-//! queue.
+//! Each id is kept as a 128-bit keyed digest of (project, trigger, id) — two SipHash digests
+//! under keys drawn at random for each cache, which a sender cannot aim collisions at — with its
+//! expiry in milliseconds, 24 bytes in the map and 24 in the expiry queue; at most
+//! [`RECENT_CAPACITY`] of them, the oldest forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -16,15 +17,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{ReplayStore, SeenDelivery, StoreError};
+use crate::store::SeenDelivery;
 
-/// Delivery ids remembered for replay detection.
-pub(super) const REPLAY_CAPACITY: usize = 100_000;
+/// Delivery ids the cache holds (about 0.6 MiB full).
+pub(super) const RECENT_CAPACITY: usize = 8_192;
 
 /// (project, trigger, delivery id).
 pub(super) type DeliveryKey = (String, String, String);
 
-/// What the window keeps of a [`DeliveryKey`].
+/// What the cache keeps of a [`DeliveryKey`].
 type Digest = [u64; 2];
 
 /// Delivery ids seen recently, with their expiry (milliseconds since `base`).
@@ -40,35 +41,19 @@ impl Default for Replay {
         Replay {
             keys: [RandomState::new(), RandomState::new()],
             base: Instant::now(),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
+            seen: HashMap::with_capacity(RECENT_CAPACITY),
+            order: VecDeque::with_capacity(RECENT_CAPACITY),
         }
     }
 }
 
 impl Replay {
-    /// The window the store remembers at `now`: its unexpired ids, oldest expiry first.
-    pub(super) fn load(
-        store: &dyn ReplayStore,
-        now: DateTime<Utc>,
-        at: Instant,
-    ) -> Result<Replay, StoreError> {
-        let mut replay = Replay::default();
-        let mut records = store.seen(now, REPLAY_CAPACITY)?;
-        records.reverse();
-        for d in records {
-            let left = (d.expires_at - now).to_std().unwrap_or(Duration::ZERO);
-            let digest = replay.digest(&(d.project, d.trigger, d.id));
-            replay.insert(digest, replay.millis(at + left));
-        }
-        Ok(replay)
-    }
-
-    /// Records `key`; false if it was already seen and has not expired.
+    /// Records `key`; false if it is held and has not expired. True does not mean the id is new:
+    /// the store is asked next.
     pub(super) fn first_time(&mut self, key: DeliveryKey, window: Duration) -> bool {
         let now = self.millis(Instant::now());
         while let Some((k, until)) = self.order.front() {
-            if *until > now && self.order.len() < REPLAY_CAPACITY {
+            if *until > now && self.order.len() < RECENT_CAPACITY {
                 break;
             }
             if self.seen.get(k) == Some(until) {
@@ -81,7 +66,8 @@ impl Replay {
             return false;
         }
         let until = now.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
-        self.insert(digest, until);
+        self.seen.insert(digest, until);
+        self.order.push_back((digest, until));
         true
     }
 
@@ -100,14 +86,9 @@ impl Replay {
         [self.keys[0].hash_one(key), self.keys[1].hash_one(key)]
     }
 
-    /// `at` as milliseconds since the window's base (0 for an earlier instant).
+    /// `at` as milliseconds since the cache's base (0 for an earlier instant).
     fn millis(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn insert(&mut self, digest: Digest, until: u64) {
-        self.seen.insert(digest, until);
-        self.order.push_back((digest, until));
     }
 }
 
@@ -124,8 +105,6 @@ pub(super) fn record(key: &DeliveryKey, now: DateTime<Utc>, window: Duration) ->
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
 
     fn key(id: &str) -> DeliveryKey {
@@ -153,56 +132,14 @@ mod tests {
     }
 
     #[test]
-    fn the_window_holds_at_most_its_capacity_and_forgets_the_oldest_first() {
+    fn the_cache_holds_at_most_its_capacity_and_forgets_the_oldest_first() {
         let mut r = Replay::default();
         let window = Duration::from_secs(600);
-        for n in 0..REPLAY_CAPACITY + 10 {
+        for n in 0..RECENT_CAPACITY + 10 {
             assert!(r.first_time(key(&format!("id-{n}")), window));
         }
-        assert!(r.len() <= REPLAY_CAPACITY);
-        assert!(!r.first_time(key(&format!("id-{}", REPLAY_CAPACITY + 9)), window));
+        assert!(r.len() <= RECENT_CAPACITY);
+        assert!(!r.first_time(key(&format!("id-{}", RECENT_CAPACITY + 9)), window));
         assert!(r.first_time(key("id-0"), window), "the oldest id made room");
-    }
-
-    /// A store that answers with fixed records (and remembers what it was asked).
-    struct Fixed(Vec<SeenDelivery>, Mutex<Vec<usize>>);
-
-    impl ReplayStore for Fixed {
-        fn seen(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SeenDelivery>, StoreError> {
-            self.1.lock().expect("lock").push(limit);
-            Ok(self
-                .0
-                .iter()
-                .filter(|d| d.expires_at > now)
-                .cloned()
-                .collect())
-        }
-    }
-
-    #[test]
-    fn a_loaded_window_knows_what_the_store_recorded_until_it_expires() {
-        let now = Utc::now();
-        let window = Duration::from_secs(300);
-        let store = Fixed(
-            vec![
-                record(&key("late"), now, window),
-                record(&key("early"), now - chrono::Duration::seconds(200), window),
-                record(&key("gone"), now - chrono::Duration::seconds(400), window),
-            ],
-            Mutex::new(Vec::new()),
-        );
-        let at = Instant::now();
-        let mut r = Replay::load(&store, now, at).expect("load");
-        assert_eq!(*store.1.lock().expect("lock"), [REPLAY_CAPACITY]);
-        assert!(
-            !r.first_time(key("late"), window),
-            "a recorded id is a replay"
-        );
-        assert!(!r.first_time(key("early"), window));
-        assert!(r.first_time(key("gone"), window), "an expired id is not");
-        // Each id keeps the expiry the store gave it, not a fresh window.
-        let until = |r: &Replay, id: &str| r.seen[&r.digest(&key(id))] - r.millis(at);
-        assert!(until(&r, "early") <= 100_000);
-        assert!(until(&r, "late") > 290_000);
     }
 }

@@ -6,6 +6,11 @@
 //! every creation that arrived during the previous commit: N concurrent creations cost one fsync,
 //! not N, and a lone creation waits for nothing but its own.
 //!
+//! A creation whose delivery id the table already holds (unexpired) writes nothing and is
+//! answered [`StoreError::DuplicateDelivery`] with the task that id created: the table, not a
+//! map in memory, decides what is a replay, so the window holds however many ids arrive in it
+//! and survives a restart. Two creations of one id in a batch see each other the same way.
+//!
 //! The same transaction prunes expired delivery ids (a few more than it adds), so the replay
 //! table stays about as large as the window. A batch that fails is retried one creation at a
 //! time, so that each caller gets its own answer; a panic while writing fails that batch's callers
@@ -18,6 +23,7 @@ use std::sync::{Arc, mpsc};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, params};
 
+use super::replay::recorded;
 use super::{Pair, blocking, immediate, lock, ts};
 use crate::store::{NewTask, Result, SeenDelivery, StoreError};
 
@@ -106,6 +112,22 @@ fn run(pair: &Pair, queue: &mpsc::Receiver<Job>, counts: &Counts) {
     }
 }
 
+/// What one job's insert did.
+enum Inserted {
+    Task(u64),
+    /// The delivery was already recorded: it created this task, and nothing was written.
+    Duplicate(u64),
+}
+
+impl Inserted {
+    fn answer(self) -> Result<u64> {
+        match self {
+            Inserted::Task(id) => Ok(id),
+            Inserted::Duplicate(task) => Err(StoreError::DuplicateDelivery { task }),
+        }
+    }
+}
+
 /// Writes `batch` in one durable transaction; if that fails, each job in its own.
 fn commit(pair: &Pair, batch: &[Job], counts: &Counts) -> Vec<Result<u64>> {
     let mut conn = lock(&pair.writer.0);
@@ -113,14 +135,14 @@ fn commit(pair: &Pair, batch: &[Job], counts: &Counts) -> Vec<Result<u64>> {
         let ids = batch
             .iter()
             .map(|job| insert(tx, job))
-            .collect::<Result<Vec<u64>>>()?;
+            .collect::<Result<Vec<Inserted>>>()?;
         prune(tx, batch)?;
         Ok(ids)
     });
     match all {
         Ok(ids) => {
             counts.commits.fetch_add(1, Ordering::Relaxed);
-            ids.into_iter().map(Ok).collect()
+            ids.into_iter().map(Inserted::answer).collect()
         }
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(e) => {
@@ -128,9 +150,9 @@ fn commit(pair: &Pair, batch: &[Job], counts: &Counts) -> Vec<Result<u64>> {
             batch
                 .iter()
                 .map(|job| {
-                    let id = durable(&mut conn, |tx| insert(tx, job))?;
+                    let inserted = durable(&mut conn, |tx| insert(tx, job))?;
                     counts.commits.fetch_add(1, Ordering::Relaxed);
-                    Ok(id)
+                    inserted.answer()
                 })
                 .collect()
         }
@@ -154,9 +176,15 @@ fn durable<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<
     result
 }
 
-/// Inserts one task, its first event and its delivery id.
-fn insert(tx: &Transaction<'_>, job: &Job) -> Result<u64> {
+/// Inserts one task, its first event and its delivery id, unless the delivery was already
+/// recorded.
+fn insert(tx: &Transaction<'_>, job: &Job) -> Result<Inserted> {
     let (t, now) = (&job.task, job.now);
+    if let Some(d) = &job.delivery
+        && let Some(task) = recorded(tx, &d.project, &d.trigger, &d.id, now)?
+    {
+        return Ok(Inserted::Duplicate(task));
+    }
     tx.prepare_cached(
         "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
            origin, trigger, scheduled_at, state, reason, created_at, finished_at, held)
@@ -189,7 +217,7 @@ fn insert(tx: &Transaction<'_>, job: &Job) -> Result<u64> {
         )?
         .execute(params![d.project, d.trigger, d.id, ts(d.expires_at), id])?;
     }
-    Ok(id as u64)
+    Ok(Inserted::Task(id as u64))
 }
 
 /// Deletes delivery ids expired by the batch's time: twice as many as the batch adds (and a
@@ -326,23 +354,94 @@ mod tests {
         };
         // Each creation prunes what had expired by its time (none of these had).
         assert_eq!(count(), 5);
-        assert_eq!(stores.replay.seen(now, 100).expect("seen"), []);
+        let seen = |id: &str| {
+            stores
+                .replay
+                .seen("default", "hook", id, now)
+                .expect("seen")
+        };
+        assert_eq!(seen("old-0"), None, "an expired id is no replay");
         let soon = delivery("soon", now + chrono::Duration::minutes(1));
         let late = delivery("late", now + chrono::Duration::minutes(5));
+        let mut ids = Vec::new();
         for d in [&soon, &late] {
-            stores
-                .tasks
-                .create_with(&task(9), Some(d), now)
-                .expect("created");
+            ids.push(
+                stores
+                    .tasks
+                    .create_with(&task(9), Some(d), now)
+                    .expect("created")
+                    .id,
+            );
         }
         assert_eq!(count(), 2, "the expired ids are gone");
+        assert_eq!(seen("soon"), Some(ids[0]));
+        assert_eq!(seen("late"), Some(ids[1]));
         assert_eq!(
-            stores.replay.seen(now, 100).expect("seen"),
-            [late.clone(), soon]
+            stores
+                .replay
+                .seen("default", "other", "late", now)
+                .expect("seen"),
+            None,
+            "the same id under another trigger is another delivery"
         );
-        assert_eq!(stores.replay.seen(now, 1).expect("seen"), [late]);
         // A creation without a delivery records none.
         stores.tasks.create(&task(10), now).expect("created");
         assert_eq!(count(), 2);
+    }
+
+    #[test]
+    fn a_delivery_id_creates_one_task_within_its_window_and_a_new_one_after() {
+        let dir = migrated();
+        let stores = crate::store::sqlite::open(dir.path()).expect("stores");
+        let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+        let d = delivery("d-1", now + chrono::Duration::minutes(5));
+        let first = stores
+            .tasks
+            .create_with(&task(1), Some(&d), now)
+            .expect("created")
+            .id;
+        let tasks = || -> i64 {
+            connect(dir.path(), Durability::Full)
+                .expect("connect")
+                .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+                .expect("count")
+        };
+        match stores.tasks.create_with(&task(2), Some(&d), now) {
+            Err(StoreError::DuplicateDelivery { task }) => assert_eq!(task, first),
+            other => panic!("a replay was not refused: {other:?}"),
+        }
+        assert_eq!(tasks(), 1, "the replay wrote nothing");
+        // Two creations of one new id in one batch: one task, one duplicate.
+        let pair = Arc::new(Pair::open(dir.path()).expect("pair"));
+        let commits = GroupCommit::start(pair.clone()).expect("writer");
+        let twin = delivery("d-2", now + chrono::Duration::minutes(5));
+        let jobs: Vec<_> = (0..2)
+            .map(|n| {
+                let (done, answer) = mpsc::sync_channel(1);
+                let job = Job {
+                    task: task(n),
+                    delivery: Some(twin.clone()),
+                    now,
+                    done,
+                };
+                (job, answer)
+            })
+            .collect();
+        let (batch, answers): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+        let results = commit(&pair, &batch, &commits.counts);
+        drop(answers);
+        match (&results[0], &results[1]) {
+            (Ok(id), Err(StoreError::DuplicateDelivery { task })) => assert_eq!(id, task),
+            other => panic!("one batch made two tasks of one delivery: {other:?}"),
+        }
+        // After its window the id is new again.
+        let later = now + chrono::Duration::minutes(6);
+        let again = delivery("d-1", later + chrono::Duration::minutes(5));
+        let second = stores
+            .tasks
+            .create_with(&task(3), Some(&again), later)
+            .expect("created after the window")
+            .id;
+        assert_ne!(second, first);
     }
 }

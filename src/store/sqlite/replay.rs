@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Conn, Durability, parse_ts, ts};
-use crate::store::{ReplayStore, Result, SeenDelivery};
+use super::{Conn, Durability, ts};
+use crate::store::{ReplayStore, Result};
 
 /// The delivery ids of one SQLite database.
 pub struct Replays {
@@ -26,26 +26,33 @@ impl Replays {
 }
 
 impl ReplayStore for Replays {
-    fn seen(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<SeenDelivery>> {
-        self.reader.run(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT project, trigger, delivery, expires_at FROM webhook_deliveries
-                 WHERE expires_at > ?1 ORDER BY expires_at DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![ts(now), limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (project, trigger, id, expires_at) = row?;
-                out.push(SeenDelivery {
-                    project,
-                    trigger,
-                    id,
-                    expires_at: parse_ts(&expires_at)?,
-                });
-            }
-            Ok(out)
-        })
+    fn seen(
+        &self,
+        project: &str,
+        trigger: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>> {
+        self.reader.run(|c| recorded(c, project, trigger, id, now))
     }
+}
+
+/// The task an unexpired record of the delivery names (on the reader, or in the writer's
+/// transaction).
+pub(super) fn recorded(
+    c: &Connection,
+    project: &str,
+    trigger: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>> {
+    Ok(c.prepare_cached(
+        "SELECT task_id FROM webhook_deliveries
+         WHERE project = ?1 AND trigger = ?2 AND delivery = ?3 AND expires_at > ?4",
+    )?
+    .query_row(params![project, trigger, id, ts(now)], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()?
+    .map(|task| task as u64))
 }
