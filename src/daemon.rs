@@ -456,6 +456,7 @@ pub async fn run(
             snapshots.clone(),
             stores.verifications.clone(),
             stores.replay.clone(),
+            stores.deliveries.clone(),
             webhook_limits,
             actors.clone(),
             own.clone(),
@@ -504,6 +505,7 @@ pub async fn run(
         rotations: rotations.clone(),
         actors: actors.clone(),
         own,
+        deliveries: stores.deliveries.clone(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {

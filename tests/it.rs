@@ -3,6 +3,7 @@
 
 mod actors;
 mod common;
+mod deliveries;
 mod durability;
 mod fake_http;
 mod github_app;

@@ -10,9 +10,9 @@ use orchestrator::domain::signature::{Scheme, sign};
 
 use crate::common::{TestDaemon, eventually, http_raw, post};
 
-const STORE_OLD: &str = "old-signing-secret-value-111";
+pub(crate) const STORE_OLD: &str = "old-signing-secret-value-111";
 
-fn setup(d: &TestDaemon, triggers: &str) {
+pub(crate) fn setup(d: &TestDaemon, triggers: &str) {
     d.apply(&format!(
         r#"{}
 ---
@@ -32,17 +32,17 @@ spec:
     ));
 }
 
-fn hook(name: &str, scheme: &str, extra: &str) -> String {
+pub(crate) fn hook(name: &str, scheme: &str, extra: &str) -> String {
     format!(
         "---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: {name}}}\nspec:\n  event:\n    source: webhook\n    webhook:\n      secret: {{fromRef: hooks}}\n      scheme: {scheme}\n{extra}  action: {{workflow: quick, workspace: default, start: false}}\n  concurrencyPolicy: Allow\n"
     )
 }
 
-fn addr(d: &TestDaemon) -> SocketAddr {
+pub(crate) fn addr(d: &TestDaemon) -> SocketAddr {
     d.webhook.expect("webhook address")
 }
 
-fn signed(scheme: Scheme, secret: &str, body: &str, id: &str) -> Vec<(String, String)> {
+pub(crate) fn signed(scheme: Scheme, secret: &str, body: &str, id: &str) -> Vec<(String, String)> {
     let mut h = sign(
         scheme,
         None,
@@ -55,7 +55,7 @@ fn signed(scheme: Scheme, secret: &str, body: &str, id: &str) -> Vec<(String, St
     h
 }
 
-fn tasks_of(d: &TestDaemon, trigger: &str) -> usize {
+pub(crate) fn tasks_of(d: &TestDaemon, trigger: &str) -> usize {
     d.cli(&[
         "task",
         "list",
@@ -71,7 +71,7 @@ fn tasks_of(d: &TestDaemon, trigger: &str) -> usize {
         .map_or(0, Vec::len)
 }
 
-fn status_of(resp: &(u16, String)) -> (u16, serde_json::Value) {
+pub(crate) fn status_of(resp: &(u16, String)) -> (u16, serde_json::Value) {
     (
         resp.0,
         serde_json::from_str(&resp.1).unwrap_or(serde_json::Value::Null),

@@ -1,4 +1,4 @@
-//! `task create|list|show|logs|cancel|start|delete|prune`: tasks that run a workflow, their
+//! `task create|list|show|logs|cancel|start|rerun|delete|prune`: tasks that run a workflow, their
 //! steps, events and run logs (`logs --follow` streams them), `create --wait`, which polls until
 //! the task has finished and exits 0 only if it succeeded, and the removal of finished tasks
 //! with their run logs (`delete` one, `prune --older-than` many).
@@ -69,6 +69,9 @@ pub enum TaskCommand {
     Cancel { id: u64 },
     /// Start a task created with --no-start.
     Start { id: u64 },
+    /// Start a new task with the workflow (as applied now), workspace, goal and payload of task
+    /// ID, whatever its state; prints the new task's id.
+    Rerun { id: u64 },
     /// Delete a finished task with its step runs, events and run logs (a pending or running
     /// task is refused: cancel it first).
     Delete { id: u64 },
@@ -215,6 +218,18 @@ pub(super) async fn run(
             match out {
                 Output::Table => {
                     println!("task {} {}", info.id, task_outcome(&info));
+                    Ok(())
+                }
+                _ => print_structured(out, &info),
+            }
+        }
+        TaskCommand::Rerun { id } => {
+            let info: TaskInfo = client
+                .post(&format!("/v1/tasks/{id}/rerun"), &serde_json::json!({}))
+                .await?;
+            match out {
+                Output::Table => {
+                    println!("{}", info.id);
                     Ok(())
                 }
                 _ => print_structured(out, &info),

@@ -2,8 +2,8 @@
 //! secret metadata, change history), [`TaskStore`] (tasks, step runs, task events),
 //! [`TriggerStore`] (cron trigger state and fire history), [`RotationStore`] (staged secret
 //! rotations), [`VerificationStore`] (the "last verified at" and "last tested at" stamps of
-//! webhook keys) and [`ReplayStore`] (the webhook delivery ids that created tasks, for the
-//! replay window).
+//! webhook keys), [`ReplayStore`] (the webhook delivery ids that created tasks, for the
+//! replay window) and [`DeliveryStore`] (the webhook delivery log).
 //!
 //! This module is the seam between the daemon and a storage backend: the traits and the records
 //! they take and give are backend-neutral, the sealing of secret values ([`crypto`]) is shared,
@@ -25,6 +25,7 @@ use thiserror::Error;
 use crate::layout::KEY_FILE;
 
 pub mod crypto;
+pub mod deliveries;
 pub mod replay;
 pub mod resources;
 pub mod rotations;
@@ -33,6 +34,7 @@ pub mod tasks;
 pub mod triggers;
 pub mod verifications;
 
+pub use deliveries::{DELIVERIES_KEPT, DeliveryRecord, DeliveryStore, NewDelivery, PAYLOADS_KEPT};
 pub use replay::{ReplayStore, SeenDelivery};
 pub use resources::ResourceStore;
 pub use rotations::{FinishedRefresh, NewRotation, REFRESHES_KEPT, RotationStore};
@@ -89,4 +91,5 @@ pub struct Stores {
     pub rotations: Arc<dyn RotationStore>,
     pub verifications: Arc<dyn VerificationStore>,
     pub replay: Arc<dyn ReplayStore>,
+    pub deliveries: Arc<dyn DeliveryStore>,
 }

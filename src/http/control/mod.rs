@@ -30,6 +30,7 @@
 //!
 //! [`RotationProgress`]: crate::api::RotationProgress
 //! - `POST /v1/webhooks/{trigger}/test` [`WebhookTestRequest`] → [`WebhookTestResponse`]
+//! - `POST /v1/tasks/{id}/rerun` → [`TaskInfo`]; the delivery log's routes are in `webhooks.rs`
 //!
 //! Every failure is an [`ErrorBody`] with the status [`ControlError::status`] gives it.
 //!
@@ -54,6 +55,7 @@ mod resources;
 mod secrets;
 mod tasks;
 mod triggers;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -109,6 +111,8 @@ pub struct ControlContext {
     pub actors: Registry,
     /// Marks `webhook test`'s deliveries as the daemon's own (never a proof of a key).
     pub own: crate::http::webhook::OwnToken,
+    /// The webhook delivery log (`webhook deliveries`, `webhook redeliver`).
+    pub deliveries: Arc<dyn crate::store::DeliveryStore>,
 }
 
 impl ControlContext {
@@ -287,7 +291,10 @@ pub fn routes(
         ],
     );
 
-    let tasks = tasks::routes(ctx.clone());
+    let tasks = any_of(
+        tasks::routes(ctx.clone()),
+        vec![webhooks::routes(ctx.clone())],
+    );
     let triggers_and_actors = any_of(
         trigger_fire.boxed(),
         vec![
@@ -453,6 +460,8 @@ pub enum ControlError {
         key: String,
         reason: SecretValueError,
     },
+    #[error(transparent)]
+    Delivery(#[from] webhooks::DeliveryError),
     #[error("trigger/{0} is a cron trigger; only webhook triggers can be tested")]
     NotAWebhook(String),
     #[error("secretstore/{store} has no key {key:?}")]
@@ -603,6 +612,7 @@ impl ControlError {
             | UnknownActorPost
             | UnknownActorGet => 404,
             MethodNotAllowed => 405,
+            Delivery(e) => e.status(),
             LengthRequired => 411,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,

@@ -1,5 +1,5 @@
-//! The task commands: `task run` (create), `task list`, `task show`, `task cancel|start`,
-//! `task logs`, `task delete` and `task prune`. Creating, cancelling and starting ask the
+//! The task commands: `task run` (create), `task rerun`, `task list`, `task show`,
+//! `task cancel|start`, `task logs`, `task delete` and `task prune`. Creating, cancelling and starting ask the
 //! `tasks` supervisor; deleting and pruning ask the `retention` actor (which removes rows and
 //! run logs together); listing, showing and the logs read the task store and the run logs
 //! directly.
@@ -56,6 +56,10 @@ pub(super) fn routes(ctx: ControlContext) -> Route {
         .then(|id: u64, ctx: ControlContext| async move {
             reply_result(call(&ctx, |r| TaskSupMsg::Start(id, r)).await)
         });
+    let task_rerun = warp::path!("v1" / "tasks" / u64 / "rerun")
+        .and(warp::post())
+        .and(with_ctx.clone())
+        .then(|id: u64, ctx: ControlContext| async move { reply_result(rerun(&ctx, id).await) });
     let task_delete = warp::path!("v1" / "tasks" / u64)
         .and(warp::delete())
         .and(with_ctx.clone())
@@ -78,6 +82,7 @@ pub(super) fn routes(ctx: ControlContext) -> Route {
         vec![
             task_list.boxed(),
             task_show.boxed(),
+            task_rerun.boxed(),
             task_cancel.boxed(),
             task_start.boxed(),
             task_logs.boxed(),
@@ -134,6 +139,29 @@ async fn create(ctx: &ControlContext, req: CreateTaskRequest) -> Result<TaskInfo
         trigger: None,
         scheduled_at: None,
         start: req.start,
+        delivery: None,
+    };
+    call(ctx, |r| TaskSupMsg::Create(request, r)).await
+}
+
+/// A new task with the workflow (as it is now), workspace, goal and payload of task `id`, which
+/// may be in any state; it starts at once.
+async fn rerun(ctx: &ControlContext, id: u64) -> Result<TaskInfo, ControlError> {
+    let task = ctx
+        .tasks
+        .get(id)
+        .map_err(ControlError::ReadTasks)?
+        .ok_or(ControlError::NoTask(id))?;
+    let request = TaskRequest {
+        project: task.project,
+        workflow: task.workflow,
+        workspace: Some(task.workspace),
+        goal: task.goal,
+        payload: ctx.tasks.payload(id).map_err(ControlError::ReadTasks)?,
+        origin: format!("rerun/{id}"),
+        trigger: None,
+        scheduled_at: None,
+        start: true,
         delivery: None,
     };
     call(ctx, |r| TaskSupMsg::Create(request, r)).await

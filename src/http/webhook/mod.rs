@@ -34,6 +34,7 @@
 //! run or the daemon's own `webhook test` as "last tested at" (by which trigger, and which of the
 //! two). Only "last verified at" satisfies a rotation's test stage.
 
+mod log;
 mod own;
 mod payload;
 mod replay;
@@ -46,6 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use log::{LogSender, Logged};
 use replay::Replay;
 
 use chrono::Utc;
@@ -60,7 +62,9 @@ use crate::actors::workflow::TaskError;
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
-use crate::store::{Proof, ReplayStore, StoreError, Verification, VerificationStore};
+use crate::store::{
+    DeliveryStore, Proof, ReplayStore, StoreError, Verification, VerificationStore,
+};
 
 pub use own::{NoRandom, OWN_HEADER, OwnToken};
 pub use serve::{ConnectionCounts, Connections, serve};
@@ -101,6 +105,8 @@ pub struct WebhookContext {
     replay: Arc<Mutex<Replay>>,
     /// The replay window's record: the authority behind `replay`.
     seen: Arc<dyn ReplayStore>,
+    /// Where each delivery's log entry goes.
+    log: LogSender,
     inflight: Arc<Semaphore>,
     connections: Arc<Connections>,
     limits: Limits,
@@ -120,19 +126,21 @@ struct Counters {
 
 impl WebhookContext {
     /// A context whose verification records go to `verified`.
-    pub fn new(
+    fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         verified: mpsc::Sender<Verification>,
         limits: Limits,
         actors: Registry,
         own: OwnToken,
         seen: Arc<dyn ReplayStore>,
+        log: LogSender,
     ) -> WebhookContext {
         WebhookContext {
             snapshots,
             counters: Arc::new(Counters::default()),
             replay: Arc::new(Mutex::new(Replay::default())),
             seen,
+            log,
             inflight: Arc::new(Semaphore::new(limits.max_in_flight)),
             connections: Arc::new(Connections::new(limits.max_connections)),
             limits,
@@ -199,6 +207,10 @@ impl ServerView for WebhookContext {
             ),
             ("maxConnections", json!(self.limits.max_connections)),
             (
+                "deliveryLogDropped",
+                json!(self.log.dropped.load(Ordering::Relaxed)),
+            ),
+            (
                 "recentDeliveryIds",
                 json!(self.replay.lock().unwrap_or_else(|p| p.into_inner()).len()),
             ),
@@ -220,12 +232,14 @@ pub fn serve_fn(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     verifications: Arc<dyn VerificationStore>,
     replay: Arc<dyn ReplayStore>,
+    deliveries: Arc<dyn DeliveryStore>,
     limits: Limits,
     actors: Registry,
     own: OwnToken,
 ) -> ServeFn {
     Arc::new(move |listener, shutdown| {
         let (verified, stamps) = mpsc::channel(4096);
+        let (log, entries) = LogSender::channel();
         let context = WebhookContext::new(
             snapshots.clone(),
             verified,
@@ -233,13 +247,22 @@ pub fn serve_fn(
             actors.clone(),
             own.clone(),
             replay.clone(),
+            log,
         );
         let server = {
             let context = context.clone();
             async move { serve(listener, context, shutdown).await }
         };
         Serving {
-            recorder: Box::pin(record_verifications(verifications.clone(), stamps)),
+            recorder: Box::pin({
+                let (verifications, deliveries) = (verifications.clone(), deliveries.clone());
+                async move {
+                    tokio::join!(
+                        record_verifications(verifications, stamps),
+                        log::record_deliveries(deliveries, entries),
+                    );
+                }
+            }),
             server: Box::pin(server),
             view: Box::new(context),
         }
@@ -322,11 +345,32 @@ fn route(tail: &str) -> Option<(String, String)> {
     }
 }
 
+/// Handles a delivery and logs it (when its path named a webhook trigger) with the status it
+/// was answered with.
 async fn deliver<S, B>(
+    ctx: &WebhookContext,
+    tail: &str,
+    headers: HeaderMap,
+    body: S,
+) -> warp::reply::Response
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut log = Logged::default();
+    let response = handle(ctx, tail, headers, body, &mut log).await;
+    if let Some(entry) = log.entry(response.status().as_u16()) {
+        ctx.log.send(entry);
+    }
+    response
+}
+
+async fn handle<S, B>(
     ctx: &WebhookContext,
     tail: &str,
     mut headers: HeaderMap,
     body: S,
+    log: &mut Logged,
 ) -> warp::reply::Response
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
@@ -357,6 +401,7 @@ where
             serde_json::json!({"error": "no webhook trigger at this path"}),
         );
     };
+    log.trigger = Some((project.clone(), name.clone()));
     let plan = &webhook.plan;
     let body = match payload::read_within(ctx.limits.body_timeout, &headers, body).await {
         Ok(b) => b,
@@ -397,6 +442,9 @@ where
         .get(verified.key_index)
         .map(|(n, _)| n.clone())
         .unwrap_or_default();
+    log.payload_bytes = body.len() as u64;
+    log.key = Some(key_name.clone());
+    log.delivery_id = verified.delivery_id.clone();
     // The daemon's own requests are always dry runs: they never fire.
     let dry_run = own
         || headers
@@ -426,9 +474,13 @@ where
             );
         }
     };
+    if !dry_run {
+        log.payload = Some(text.clone());
+    }
     if scheme == Scheme::Slack
         && value.get("type").and_then(|t| t.as_str()) == Some("url_verification")
     {
+        log.outcome = Some("url verification");
         let challenge = value
             .get("challenge")
             .cloned()
@@ -450,6 +502,7 @@ where
         },
     };
     if dry_run {
+        log.outcome = Some(if own { "webhook test" } else { "dry run" });
         return reply(
             ctx,
             StatusCode::OK,
@@ -457,6 +510,7 @@ where
         );
     }
     if !matched {
+        log.outcome = Some("filtered");
         return reply(
             ctx,
             StatusCode::ACCEPTED,
@@ -483,12 +537,18 @@ where
                 .unwrap_or_else(|p| p.into_inner())
                 .first_time(key.clone(), window);
             if !fresh {
-                return duplicate(ctx, None);
+                // The record names the task, unless the first delivery is still being committed.
+                let task = ctx
+                    .seen
+                    .seen(&key.0, &key.1, &key.2, Utc::now())
+                    .ok()
+                    .flatten();
+                return duplicate(ctx, log, task);
             }
             // Not among the recent ids: the record knows the rest of the window.
             match ctx.seen.seen(&key.0, &key.1, &key.2, Utc::now()) {
                 Ok(None) => {}
-                Ok(Some(task)) => return duplicate(ctx, Some(task)),
+                Ok(Some(task)) => return duplicate(ctx, log, Some(task)),
                 Err(e) => {
                     ctx.replay
                         .lock()
@@ -507,6 +567,7 @@ where
         None => None,
     };
     if webhook.spec.suspend {
+        log.outcome = Some("skipped");
         return reply(
             ctx,
             StatusCode::ACCEPTED,
@@ -525,19 +586,25 @@ where
     )
     .await
     {
-        Ok(Fired::Created(task)) => reply(
-            ctx,
-            StatusCode::ACCEPTED,
-            serde_json::json!({"status": "accepted", "task": task.id}),
-        ),
-        Ok(Fired::Skipped(reason)) => reply(
-            ctx,
-            StatusCode::ACCEPTED,
-            serde_json::json!({"status": "skipped", "reason": reason}),
-        ),
+        Ok(Fired::Created(task)) => {
+            log.task = Some(task.id);
+            reply(
+                ctx,
+                StatusCode::ACCEPTED,
+                serde_json::json!({"status": "accepted", "task": task.id}),
+            )
+        }
+        Ok(Fired::Skipped(reason)) => {
+            log.outcome = Some("skipped");
+            reply(
+                ctx,
+                StatusCode::ACCEPTED,
+                serde_json::json!({"status": "skipped", "reason": reason}),
+            )
+        }
         // Another delivery with this id created its task after the record was read.
         Err(FireError::Task(TaskError::Store(StoreError::DuplicateDelivery { task }))) => {
-            duplicate(ctx, Some(task))
+            duplicate(ctx, log, Some(task))
         }
         Err(e) => {
             tracing::warn!(trigger = %name, error = %e, "webhook could not create its task");
@@ -566,7 +633,9 @@ where
 }
 
 /// `202 {"status":"duplicate"}`, with the task the first delivery created when that is known.
-fn duplicate(ctx: &WebhookContext, task: Option<u64>) -> warp::reply::Response {
+fn duplicate(ctx: &WebhookContext, log: &mut Logged, task: Option<u64>) -> warp::reply::Response {
+    log.outcome = Some("duplicate");
+    log.task = task;
     let body = match task {
         Some(task) => serde_json::json!({"status": "duplicate", "task": task}),
         None => serde_json::json!({"status": "duplicate"}),

@@ -2,7 +2,8 @@
 //! versioned schema migrations, the one connection helper every table group opens its
 //! connections with, and the text form of the timestamps it stores. Each submodule implements
 //! one of the store's traits: [`Resources`], [`Tasks`], [`Triggers`], [`Rotations`],
-//! [`Verifications`], [`Replays`]; `commit.rs` is the group commit that creates tasks.
+//! [`Verifications`], [`Replays`], [`Deliveries`]; `commit.rs` is the group commit that creates
+//! tasks.
 //!
 //! Several connections write (desired state, tasks, triggers, rotations, verification stamps);
 //! every write transaction is `BEGIN IMMEDIATE`, so that a writer waits (`busy_timeout`)
@@ -24,6 +25,7 @@ use super::{Result, StoreError, Stores};
 use crate::layout::DB_FILE;
 
 mod commit;
+mod deliveries;
 mod replay;
 mod resources;
 mod retention;
@@ -32,6 +34,7 @@ mod tasks;
 mod triggers;
 mod verifications;
 
+pub use deliveries::Deliveries;
 pub use replay::Replays;
 pub use resources::Resources;
 pub use rotations::Rotations;
@@ -44,13 +47,16 @@ pub use verifications::Verifications;
 pub fn open(data_dir: &Path) -> Result<Stores> {
     let resources = Resources::open(data_dir)?;
     retention::switch_to_incremental_vacuum(data_dir);
+    // The webhook server's two batched writers share one pair of connections.
+    let webhook = Arc::new(Pair::open(data_dir)?);
     Ok(Stores {
         resources: Arc::new(resources),
         tasks: Arc::new(Tasks::open(data_dir)?),
         triggers: Arc::new(Triggers::open(data_dir)?),
         rotations: Arc::new(Rotations::open(data_dir)?),
-        verifications: Arc::new(Verifications::open(data_dir)?),
+        verifications: Arc::new(Verifications::new(webhook.clone())),
         replay: Arc::new(Replays::open(data_dir)?),
+        deliveries: Arc::new(Deliveries::new(webhook)),
     })
 }
 
@@ -137,6 +143,13 @@ const MIGRATIONS: &[&str] = &[
     // (fingerprints and keep markers, JSON), and who set each key's live value.
     "ALTER TABLE resources ADD COLUMN applied TEXT;
      ALTER TABLE secret_keys ADD COLUMN set_by TEXT;",
+    // 9: the webhook delivery log (bounded per trigger by its writer).
+    "CREATE TABLE webhook_delivery_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL, trigger TEXT NOT NULL,
+        received_at TEXT NOT NULL, status INTEGER NOT NULL, outcome TEXT NOT NULL,
+        key_name TEXT, task_id INTEGER, delivery_id TEXT, payload_bytes INTEGER NOT NULL,
+        payload TEXT);
+     CREATE INDEX webhook_delivery_log_by_trigger ON webhook_delivery_log (project, trigger, id);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).

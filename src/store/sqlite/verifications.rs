@@ -1,8 +1,8 @@
 //! Verification stamps on SQLite: [`Verifications`] implements [`VerificationStore`] on the
 //! `last_verified_*` columns of `secret_keys` (migration 1) and its `last_tested_*` columns
-//! (migration 6), through a connection `Pair`.
+//! (migration 6), through the connection `Pair` it shares with the delivery log.
 
-use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -12,15 +12,13 @@ use crate::store::{Proof, Result, Verification, VerificationStore};
 
 /// The verification stamps of one SQLite database.
 pub struct Verifications {
-    pair: Pair,
+    pair: Arc<Pair>,
 }
 
 impl Verifications {
-    /// Opens the stamps' connections to the database in `data_dir` (migrations already ran).
-    pub fn open(data_dir: &Path) -> Result<Verifications> {
-        Ok(Verifications {
-            pair: Pair::open(data_dir)?,
-        })
+    /// The stamps on `pair` (shared with the delivery log; migrations already ran).
+    pub(super) fn new(pair: Arc<Pair>) -> Verifications {
+        Verifications { pair }
     }
 }
 
