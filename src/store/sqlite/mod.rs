@@ -137,6 +137,21 @@ const MIGRATIONS: &[&str] = &[
     // (fingerprints and keep markers, JSON), and who set each key's live value.
     "ALTER TABLE resources ADD COLUMN applied TEXT;
      ALTER TABLE secret_keys ADD COLUMN set_by TEXT;",
+    // 9: what stream-json agents report per step run (`turns` is set for such a run only; the
+    // tools called are JSON `[{name, count}]`), and each task's git worktree.
+    "ALTER TABLE step_runs ADD COLUMN turns INTEGER;
+     ALTER TABLE step_runs ADD COLUMN result TEXT;
+     ALTER TABLE step_runs ADD COLUMN result_truncated INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE step_runs ADD COLUMN result_subtype TEXT;
+     ALTER TABLE step_runs ADD COLUMN is_error INTEGER;
+     ALTER TABLE step_runs ADD COLUMN input_tokens INTEGER;
+     ALTER TABLE step_runs ADD COLUMN output_tokens INTEGER;
+     ALTER TABLE step_runs ADD COLUMN cost_usd REAL;
+     ALTER TABLE step_runs ADD COLUMN session_id TEXT;
+     ALTER TABLE step_runs ADD COLUMN tools TEXT;
+     ALTER TABLE step_runs ADD COLUMN bad_lines INTEGER;
+     ALTER TABLE tasks ADD COLUMN worktree_state TEXT;
+     ALTER TABLE tasks ADD COLUMN worktree_path TEXT;",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
