@@ -496,3 +496,79 @@ spec:
         .join("worktree");
     assert_eq!(pwd.trim(), worktree.join("src").display().to_string());
 }
+
+#[test]
+fn after_a_crash_a_resumed_task_reuses_its_worktree_and_still_passes_the_stream_result_on() {
+    let mut d = TestDaemon::start();
+    let repo = d.dir.path().join("repo");
+    repository(&repo);
+    let out = d.dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let answer = "resumed answer";
+    let mut lines = vec![system()];
+    lines.extend(turn(1, "Bash"));
+    lines.push(result(answer, 1, 0.01));
+    let (agent, transcript) = fake(&d, "resume", &lines);
+    // The relay's first attempt hangs until the daemon is killed; its retry writes what it got.
+    let relay = r#"sh -c 'if [ ! -e "$2/once" ]; then touch "$2/once"; exec sleep 4333; fi; printf %s "$1" > "$2/relayed.txt"; pwd > "$2/pwd"' sh {think_output} {goal}"#;
+    d.apply(&format!(
+        r#"apiVersion: orchestrator.dev/v2
+kind: Workspace
+metadata: {{name: default}}
+spec: {{root_path: "{repo}", worktree: true}}
+---
+apiVersion: orchestrator.dev/v2
+kind: Agent
+metadata: {{name: claude}}
+spec:
+  command: "{agent} -p {{prompt}}"
+  capabilities: [think]
+  output: stream-json
+  env: [{{name: TRANSCRIPT, value: "{transcript}"}}]
+---
+apiVersion: orchestrator.dev/v2
+kind: StepTemplate
+metadata: {{name: ask}}
+spec: {{prompt: "{{goal}}"}}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {{name: think}}
+spec:
+  steps:
+    - {{id: think, template: ask, required_capability: think}}
+    - {{id: relay, command: {relay:?}, retries: 1}}
+"#,
+        repo = repo.display(),
+        agent = agent.display(),
+        transcript = transcript.display(),
+    ));
+    let id = create(&d, "think", out.to_str().expect("utf-8"));
+    eventually(Duration::from_secs(60), "the relay's first attempt", || {
+        out.join("once").exists().then_some(())
+    });
+    let worktree = PathBuf::from(
+        show(&d, id)["task"]["worktree"]["path"]
+            .as_str()
+            .expect("path"),
+    );
+    d.kill9();
+    d.spawn();
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("relayed.txt")).expect("relayed"),
+        answer,
+        "the stored result, not the raw stream, after the restart"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("pwd"))
+            .expect("pwd")
+            .trim(),
+        worktree.display().to_string(),
+        "the retry ran in the same worktree"
+    );
+    assert_eq!(t["task"]["worktree"]["state"], "removed");
+    assert!(!worktree.exists());
+    assert!(!running("sleep 4333"), "the orphaned attempt was killed");
+}
