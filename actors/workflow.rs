@@ -43,11 +43,11 @@ use crate::domain::workflow::{
     CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
     TaskState, output_value,
 };
+use crate::process::{self, Outcome, ProcessError, SpawnSpec};
+use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
 use worktree::{Worktree, WorktreeMsg};
 
 mod worktree;
-use crate::process::{self, Outcome, ProcessError, SpawnSpec};
-use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
 
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
