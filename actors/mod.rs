@@ -8,6 +8,7 @@
 //! ├── tasks                     TaskSupervisor (task_supervisor.rs): creates and queues tasks,
 //! │   │                         max_parallel per workflow, crash recovery at start
 //! │   └── workflow/<task-id>    WorkflowActor (workflow.rs): drives one task through its steps
+//! │       │                     (in its own git worktree if its workspace says so)
 //! │       └── agent/<task-id>/<step>/<n>   AgentActor (agent.rs): wraps one agent subprocess
 //! ├── triggers                  TriggerSupervisor: reconciles cron triggers on each Snapshot
 //! │   └── trigger/<project>/<name>   TriggerActor: one armed timer per cron trigger

@@ -205,11 +205,11 @@ impl TaskSupState {
                 }
             }
         };
-        let root = match snapshot
+        let (root, worktree) = match snapshot
             .lookup(project, Kind::Workspace, &workspace)
             .map(|r| &r.spec)
         {
-            Some(Spec::Workspace(w)) => w.root_path.clone(),
+            Some(Spec::Workspace(w)) => (w.root_path.clone(), w.worktree),
             _ => {
                 return Err(TaskError::NoWorkspace {
                     workspace,
@@ -239,6 +239,7 @@ impl TaskSupState {
             state: TaskState::Pending,
             reason: None,
             held: !req.start,
+            worktree,
         };
         Ok(Prepared {
             new,

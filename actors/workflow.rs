@@ -11,6 +11,12 @@
 //! `domain::workflow` how to open the task: a resumed task treats the step that was running as an
 //! interrupted attempt, retried if the step has retries left, else the task fails with reason
 //! `interrupted`.
+//!
+//! A task of a Workspace with `worktree: true` runs in its own git worktree (`worktree.rs`):
+//! checked out before the first step, removed when the task ends (kept after a failure), both by
+//! spawned tasks that report back, so the mailbox stays free. A stream-json agent's run is
+//! judged by what its stream reported as well as by its exit (`domain::stream_json`), and its
+//! final result, not its raw stdout, is the step's output.
 
 use std::collections::HashMap;
 use std::io;
@@ -32,12 +38,16 @@ use crate::domain::lower::{self, LowerError, LoweredWorkflow};
 use crate::domain::manifest::WorkflowSpec;
 use crate::domain::redact::SecretRegistry;
 use crate::domain::snapshot::Snapshot;
+use crate::domain::stream_json::StreamSummary;
 use crate::domain::workflow::{
     CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
     TaskState, output_value,
 };
 use crate::process::{self, Outcome, ProcessError, SpawnSpec};
 use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
+use worktree::{Worktree, WorktreeMsg};
+
+mod worktree;
 
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
@@ -164,6 +174,8 @@ pub enum WorkflowMsg {
     },
     /// The task was already finished when this actor started: just stop.
     Halt,
+    /// The task's git worktree was prepared or removed (see `worktree.rs`).
+    Worktree(WorktreeMsg),
 }
 
 impl Message for WorkflowMsg {
@@ -173,6 +185,7 @@ impl Message for WorkflowMsg {
             WorkflowMsg::StepExited { .. } => "StepExited",
             WorkflowMsg::Cancel { .. } => "Cancel",
             WorkflowMsg::Halt => "Halt",
+            WorkflowMsg::Worktree(m) => m.kind(),
         }
     }
 }
@@ -209,6 +222,14 @@ pub struct WorkflowState {
     cancelling: Option<CancelReason>,
     waiters: Vec<TaskReply>,
     finished: bool,
+    /// Where the steps run: the workspace root, or the same place in the task's worktree.
+    workdir: String,
+    /// The task's git worktree, if its workspace asks for one.
+    worktree: Option<Worktree>,
+    /// The worktree is being checked out: the steps wait for it.
+    preparing: bool,
+    /// The task has ended and waits for its worktree to be removed: how it ended.
+    finishing: Option<(TaskState, Option<String>)>,
 }
 
 impl WorkflowState {
@@ -224,7 +245,7 @@ impl WorkflowState {
             project: &t.project,
             workflow: &t.workflow,
             goal: t.goal.as_deref(),
-            workspace_root: &self.task.workspace_root,
+            workspace_root: &self.workdir,
             payload: self.task.payload.as_deref(),
             payload_file,
             prev_stdout: &self.prev_stdout,
@@ -297,12 +318,13 @@ impl WorkflowState {
             env,
             stdin,
             timeout,
+            stream,
             ..
         } = launch;
         let program = argv.first().cloned().unwrap_or_default();
         let spec = SpawnSpec {
             argv,
-            cwd: PathBuf::from(&self.task.workspace_root),
+            cwd: PathBuf::from(&self.workdir),
             env,
             stdin,
             log_path: files.log.clone(),
@@ -311,6 +333,7 @@ impl WorkflowState {
             stream_cap: self.ctx.stream_cap,
             capture_cap: self.ctx.capture_cap,
             secrets,
+            stream,
         };
         let running = match process::spawn(spec) {
             Ok(r) => r,
@@ -364,17 +387,7 @@ impl WorkflowState {
 
     /// Records run `run_id` as an error with `reason`, which is the attempt's failure.
     fn run_failed(&self, run_id: u64, reason: StepError) -> Result<(), StepError> {
-        let why = Some(reason.to_string());
-        self.end_run(
-            run_id,
-            RunState::Error,
-            None,
-            None,
-            why,
-            String::new(),
-            0,
-            0,
-        );
+        self.end_run(run_id, &errored(reason.to_string()));
         Err(reason)
     }
 
@@ -414,28 +427,8 @@ impl WorkflowState {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn end_run(
-        &self,
-        run_id: u64,
-        state: RunState,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        reason: Option<String>,
-        stdout: String,
-        stdout_bytes: u64,
-        stderr_bytes: u64,
-    ) {
-        let end = RunEnd {
-            state,
-            exit_code,
-            signal,
-            reason,
-            stdout,
-            stdout_bytes,
-            stderr_bytes,
-        };
-        if let Err(e) = self.ctx.store.finish_run(run_id, &end, now()) {
+    fn end_run(&self, run_id: u64, end: &RunEnd) {
+        if let Err(e) = self.ctx.store.finish_run(run_id, end, now()) {
             tracing::error!(task = self.id(), run = run_id, error = %e, "cannot record the end of a step run");
         }
     }
@@ -443,69 +436,22 @@ impl WorkflowState {
     /// Handles the end of the current step's process and returns what comes next.
     fn step_exited(&mut self, result: Result<process::Finished, StepError>) -> Option<Next> {
         let current = self.current.take()?;
-        let (run_state, step_result, exit_code, signal, stdout, out_bytes, err_bytes) = match result
-        {
-            Ok(f) => {
-                let (code, sig) = match f.exit {
-                    process::Exit::Code(c) => (Some(c), None),
-                    process::Exit::Signal(s) => (None, Some(s)),
-                };
-                let (state, result) = match f.outcome {
-                    Outcome::Exited(0) => (RunState::Succeeded, StepResult::Succeeded),
-                    Outcome::Exited(c) => (
-                        RunState::Failed,
-                        StepResult::Failed(format!("exit code {c}")),
-                    ),
-                    Outcome::Signaled(s) => (
-                        RunState::Failed,
-                        StepResult::Failed(format!("killed by signal {s}")),
-                    ),
-                    Outcome::TimedOut => (
-                        RunState::TimedOut,
-                        StepResult::Failed(
-                            "timed out; the agent's process group was stopped".into(),
-                        ),
-                    ),
-                    Outcome::Cancelled => {
-                        (RunState::Cancelled, StepResult::Failed("cancelled".into()))
-                    }
-                };
-                (
-                    state,
-                    result,
-                    code,
-                    sig,
-                    f.stdout,
-                    f.stdout_bytes,
-                    f.stderr_bytes,
-                )
-            }
-            Err(e) => (
-                RunState::Error,
-                StepResult::Failed(e.to_string()),
-                None,
-                None,
-                String::new(),
-                0,
-                0,
-            ),
+        let end = match result {
+            Ok(f) => judge(f),
+            Err(e) => errored(e.to_string()),
         };
-        let reason = match &step_result {
-            StepResult::Failed(r) => Some(r.clone()),
-            StepResult::Succeeded => None,
+        self.end_run(current.run_id, &end);
+        let step_result = match (&end.reason, end.state) {
+            (None, RunState::Succeeded) => StepResult::Succeeded,
+            (reason, _) => StepResult::Failed(reason.clone().unwrap_or_else(|| "failed".into())),
         };
-        self.end_run(
-            current.run_id,
-            run_state,
-            exit_code,
-            signal,
-            reason,
-            stdout.clone(),
-            out_bytes,
-            err_bytes,
-        );
         if step_result == StepResult::Succeeded {
-            let value = output_value(&stdout).to_owned();
+            // A stream-json run's output is its final result, not the raw stream.
+            let output = match &end.stream {
+                Some(s) => s.result.as_deref().unwrap_or(""),
+                None => &end.stdout,
+            };
+            let value = output_value(output).to_owned();
             self.outputs.insert(current.step.clone(), value.clone());
             self.prev_stdout = value;
         }
@@ -515,7 +461,9 @@ impl WorkflowState {
         Some(self.plan.after(current.pos, &step_result))
     }
 
-    fn finish(&mut self, me: &Addr<WorkflowMsg>, state: TaskState, reason: Option<String>) {
+    /// Records the end of the task, answers who waits for it and stops the actor. Called through
+    /// `finish` (in `worktree.rs`), which removes or keeps the task's worktree first.
+    fn finish_now(&mut self, me: &Addr<WorkflowMsg>, state: TaskState, reason: Option<String>) {
         if self.finished {
             return;
         }
@@ -569,6 +517,64 @@ impl WorkflowState {
     }
 }
 
+/// How a run whose process ended is recorded: state and reason from its exit and, for a
+/// stream-json run, from what its stream reported — a guard's stop, a missing result line, an
+/// error the agent reported fail the run whatever its exit code.
+fn judge(f: process::Finished) -> RunEnd {
+    let (exit_code, signal) = match f.exit {
+        process::Exit::Code(c) => (Some(c), None),
+        process::Exit::Signal(s) => (None, Some(s)),
+    };
+    let (mut state, mut reason) = match f.outcome {
+        Outcome::Exited(0) => (RunState::Succeeded, None),
+        Outcome::Exited(c) => (RunState::Failed, Some(format!("exit code {c}"))),
+        Outcome::Signaled(s) => (RunState::Failed, Some(format!("killed by signal {s}"))),
+        Outcome::TimedOut => (
+            RunState::TimedOut,
+            Some("timed out; the agent's process group was stopped".into()),
+        ),
+        Outcome::Cancelled => (RunState::Cancelled, Some("cancelled".into())),
+        Outcome::Stopped => (RunState::Failed, Some("stopped by a guard".into())),
+    };
+    let stream: Option<&StreamSummary> = f.stream.as_deref();
+    let why = match (state, stream) {
+        (RunState::Succeeded, Some(s)) => s.failure(),
+        (RunState::Failed, Some(s)) => s.stopped.clone().or_else(|| {
+            let exit = reason.as_deref().unwrap_or("failed");
+            s.reported_error().map(|e| format!("{exit}: {e}"))
+        }),
+        _ => None,
+    };
+    if let Some(why) = why {
+        state = RunState::Failed;
+        reason = Some(why);
+    }
+    RunEnd {
+        state,
+        exit_code,
+        signal,
+        reason,
+        stdout: f.stdout,
+        stdout_bytes: f.stdout_bytes,
+        stderr_bytes: f.stderr_bytes,
+        stream: f.stream.map(|s| *s),
+    }
+}
+
+/// A run that ended without an exit of its own (it could not start, or its wait failed).
+fn errored(reason: String) -> RunEnd {
+    RunEnd {
+        state: RunState::Error,
+        exit_code: None,
+        signal: None,
+        reason: Some(reason),
+        stdout: String::new(),
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        stream: None,
+    }
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -600,6 +606,7 @@ impl Behaviour for WorkflowActor {
         let spec: WorkflowSpec = serde_json::from_value(task.workflow_spec.clone())
             .map_err(|e| format!("task {id}: stored workflow spec is unreadable: {e}"))?;
         let plan = Plan::new(&spec);
+        let task_dir = ctx.task_dir(id);
         let mut state = WorkflowState {
             span: {
                 // A root span per task, linked to what created it (a fire, a delivery, a
@@ -619,6 +626,10 @@ impl Behaviour for WorkflowActor {
             cancelling: None,
             waiters: Vec::new(),
             finished: false,
+            workdir: task.workspace_root.clone(),
+            worktree: Worktree::of(&task, &task_dir),
+            preparing: false,
+            finishing: None,
             task,
         };
         match Opening::of(state.task.info.state) {
@@ -661,8 +672,7 @@ impl Behaviour for WorkflowActor {
         state.outputs = resume.outputs;
         state.prev_stdout = resume.prev_stdout;
         state.cancelling = resume.cancelling;
-        let next = resume.next;
-        me.cast(WorkflowMsg::Advance(next))?;
+        state.open(&me, resume.next)?;
         Ok(state)
     }
 
@@ -683,6 +693,11 @@ impl Behaviour for WorkflowActor {
                 }
             }
             WorkflowMsg::Cancel { reason, reply } => {
+                if state.finishing.is_some() {
+                    // Ended already; answered once its worktree is removed.
+                    state.waiters.extend(reply);
+                    return Ok(());
+                }
                 if state.finished {
                     if let Some(r) = reply {
                         let _ = r.send(Err(TaskError::AlreadyFinished(state.id())));
@@ -699,10 +714,13 @@ impl Behaviour for WorkflowActor {
                     Some(agent) => {
                         let _ = agent.cast(AgentMsg::Cancel);
                     }
+                    // Ends once the checkout is done, so that it is removed too.
+                    None if state.preparing => {}
                     None => state.finish_cancelled(me),
                 }
             }
             WorkflowMsg::Halt => me.cell().stop(Some("task already finished".into())),
+            WorkflowMsg::Worktree(m) => state.worktree_done(me, m).await,
         }
         Ok(())
     }
@@ -724,6 +742,8 @@ impl Behaviour for WorkflowActor {
             "agentPid": c.and_then(|c| c.pid),
             "run": c.map(|c| c.run_id),
             "cancelling": state.cancelling.is_some(),
+            "workdir": state.workdir,
+            "worktree": state.worktree.as_ref().map(|w| w.inspect()),
         })
     }
 

@@ -2,6 +2,7 @@
 //! run in-process (`inprocess.rs`), plus repository-wide checks (`tidy.rs`).
 
 mod actors;
+mod agents;
 mod common;
 mod deliveries;
 mod durability;

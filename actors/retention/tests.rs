@@ -72,6 +72,7 @@ impl Harness {
             state: TaskState::Pending,
             reason: None,
             held: false,
+            worktree: false,
         };
         let id = self.store.create(&new, t0).expect("create").id;
         if state != TaskState::Pending {

@@ -362,6 +362,7 @@ fn interrupted_task(h: &Harness, workflow: &str) -> u64 {
         state: TaskState::Running,
         reason: None,
         held: false,
+        worktree: false,
     };
     let id = h.store.create(&new, now()).expect("task").id;
     h.store

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::stream_json::{StreamSummary, ToolCount};
 pub use crate::domain::workflow::{RunState, TaskState};
+pub use crate::domain::worktree::WorktreeState;
 
 /// `POST /v1/tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -63,6 +65,17 @@ pub struct TaskInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The task's own git worktree (a Workspace with `worktree: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeInfo>,
+}
+
+/// A task's git worktree: where it is (once created) and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorktreeInfo {
+    pub state: WorktreeState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// One run of one step.
@@ -99,6 +112,13 @@ pub struct StepRunInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub finished_at: Option<DateTime<Utc>>,
+    /// What a stream-json agent's run reported (its Agent has `output: stream-json`).
+    #[serde(
+        rename = "streamJson",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stream_json: Option<StreamSummary>,
 }
 
 /// Something that happened to a task.

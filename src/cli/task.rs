@@ -14,8 +14,8 @@ use super::client::Client;
 use super::table::{age, print_structured, truncate, write_rows};
 use super::{Output, check_payload};
 use crate::api::{
-    CreateTaskRequest, DeleteTaskResponse, PruneTasksRequest, PruneTasksResponse, TaskDetail,
-    TaskInfo, TaskList, TaskState,
+    CreateTaskRequest, DeleteTaskResponse, PruneTasksRequest, PruneTasksResponse, StreamSummary,
+    TaskDetail, TaskInfo, TaskList, TaskState,
 };
 use crate::domain::retention::Age;
 
@@ -57,7 +57,8 @@ pub enum TaskCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show a task: state, steps (agent, argv, exit code, times, log paths) and events.
+    /// Show a task: state, worktree, steps (agent, argv, exit code, times, log paths, what a
+    /// stream-json agent reported) and events.
     Show { id: u64 },
     /// Print a task's run logs; --follow streams them until the task finishes.
     Logs {
@@ -310,6 +311,12 @@ fn print_task(d: &TaskDetail) -> anyhow::Result<()> {
     writeln!(o, "Project:    {}", t.project)?;
     writeln!(o, "Workflow:   {}", t.workflow)?;
     writeln!(o, "Workspace:  {}", t.workspace)?;
+    if let Some(w) = &t.worktree {
+        match &w.path {
+            Some(p) => writeln!(o, "Worktree:   {p} ({})", w.state.as_str())?,
+            None => writeln!(o, "Worktree:   {}", w.state.as_str())?,
+        }
+    }
     writeln!(o, "State:      {}", task_outcome(t))?;
     writeln!(o, "Origin:     {}", t.origin)?;
     if let Some(g) = &t.goal {
@@ -381,10 +388,67 @@ fn print_task(d: &TaskDetail) -> anyhow::Result<()> {
             s.stdout_bytes, s.stderr_bytes
         )?;
         writeln!(o, "    log:     {}", s.log_path)?;
+        if let Some(j) = &s.stream_json {
+            print_stream(&mut o, j)?;
+        }
     }
     writeln!(o, "Events:")?;
     for e in &d.events {
         writeln!(o, "  {}  {}", e.at.to_rfc3339(), e.message)?;
+    }
+    Ok(())
+}
+
+/// Lines of a stream-json run's result shown by `task show` (all of it is in `-o json`).
+const RESULT_LINES: usize = 20;
+
+/// What a stream-json run reported: the counts, the tools and the start of the result.
+fn print_stream(o: &mut impl Write, j: &StreamSummary) -> anyhow::Result<()> {
+    let mut counts = format!("{} turns", j.turns);
+    if let (Some(i), Some(out)) = (j.input_tokens, j.output_tokens) {
+        counts.push_str(&format!(", {i} tokens in, {out} out"));
+    }
+    if let Some(c) = j.cost_usd {
+        counts.push_str(&format!(", ${c:.4}"));
+    }
+    writeln!(o, "    usage:   {counts}")?;
+    if let Some(id) = &j.session_id {
+        writeln!(o, "    session: {id}")?;
+    }
+    if !j.tools.is_empty() {
+        let tools: Vec<String> = j
+            .tools
+            .iter()
+            .map(|t| format!("{} ×{}", t.name, t.count))
+            .collect();
+        writeln!(o, "    tools:   {}", tools.join(", "))?;
+    }
+    if j.bad_lines > 0 {
+        writeln!(
+            o,
+            "    ignored: {} lines that are not stream-json",
+            j.bad_lines
+        )?;
+    }
+    let Some(result) = &j.result else {
+        return Ok(());
+    };
+    // Printable text only: the agent wrote it, and a terminal would obey its escapes.
+    let clean: String = result
+        .chars()
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect();
+    let lines: Vec<&str> = clean.trim_end().lines().collect();
+    writeln!(o, "    result:")?;
+    for l in lines.iter().take(RESULT_LINES) {
+        writeln!(o, "      {}", truncate(l, 200))?;
+    }
+    if lines.len() > RESULT_LINES || j.result_truncated {
+        writeln!(o, "      … (the whole result: task show -o json)")?;
     }
     Ok(())
 }

@@ -12,8 +12,9 @@
 //! (`file`). The environment is the base environment, then the prompt variable, then the agent's
 //! `env` resolved from the snapshot (a later entry replaces an earlier one of the same name; a
 //! `fromRef` store key that is not a variable name is skipped and reported), then the
-//! `ORCHESTRATOR_*` variables. The timeout is the step's, else the agent's, else 30 minutes; a
-//! command step has no agent and renders its own words.
+//! `ORCHESTRATOR_*` variables. The timeout is the step's, else the agent's, else 30 minutes; an
+//! agent with `output: stream-json` has its stdout parsed with its guards (`maxTurns`,
+//! `maxCostUsd`); a command step has no agent and renders its own words.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,9 +24,10 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::lower::{EnvSource, LowerError, LoweredAgent, LoweredWorkflow, Step};
-use super::manifest::{Kind, PromptDelivery, Spec, StepSpec};
+use super::manifest::{AgentOutput, Kind, PromptDelivery, Spec, StepSpec};
 use super::render;
 use super::snapshot::Snapshot;
+use super::stream_json::Guards;
 use super::validate::is_env_name;
 use super::workflow::Position;
 
@@ -154,7 +156,7 @@ pub struct StepRun<'a> {
 }
 
 /// What to start for a step run.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Launch {
     /// The agent that runs a template step; `None` for a command step.
     pub agent: Option<String>,
@@ -164,6 +166,8 @@ pub struct Launch {
     /// The prompt file to write (mode 0600) before the process starts, and its contents.
     pub prompt_file: Option<(PathBuf, String)>,
     pub timeout: Duration,
+    /// The agent prints stream-json (`output: stream-json`), read with these guards.
+    pub stream: Option<Guards>,
     /// Store keys left out of the environment (the caller logs them).
     pub skipped: Vec<SkippedKey>,
 }
@@ -178,6 +182,7 @@ impl std::fmt::Debug for Launch {
             .field("stdin", &self.stdin.as_ref().map(Vec::len))
             .field("prompt_file", &self.prompt_file.as_ref().map(|(p, _)| p))
             .field("timeout", &self.timeout)
+            .field("stream", &self.stream)
             .field("skipped", &self.skipped)
             .finish()
     }
@@ -254,6 +259,10 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 .timeout_secs
                 .or(agent.spec.timeout_secs)
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+            let stream = (agent.spec.output == AgentOutput::StreamJson).then_some(Guards {
+                max_turns: agent.spec.max_turns,
+                max_cost_usd: agent.spec.max_cost_usd,
+            });
             Launch {
                 agent: Some(agent_name),
                 argv,
@@ -261,6 +270,7 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 stdin,
                 prompt_file,
                 timeout,
+                stream,
                 skipped,
             }
         }
@@ -274,6 +284,7 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 .step
                 .timeout_secs
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            stream: None,
             skipped: Vec::new(),
         },
         None => return Err(LaunchError::StepGone(r.pos.step)),

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use super::ProcessError;
 use crate::domain::redact::{Secrets, StreamRedactor};
+use crate::domain::stream_json::{Guards, StreamParser, StreamSummary};
 
 /// The longest run-log line; longer output lines are split (at a character boundary if one is
 /// near) instead of being buffered without limit.
@@ -61,30 +62,45 @@ pub(super) struct LogTasks {
     pub(super) stdout: JoinHandle<StreamReport>,
     pub(super) stderr: JoinHandle<StreamReport>,
     pub(super) writer: JoinHandle<io::Result<()>>,
+    /// Turns true when a guard of a stream-json run was exceeded (see [`StreamWatch`]).
+    pub(super) tripped: watch::Receiver<bool>,
 }
 
 /// Starts logging a run into `log`, which [`open_log`] created: the writer, then a reader for
-/// stdout (which also captures up to `capture_cap` bytes) and one for stderr. Must be called
-/// inside a tokio runtime.
+/// stdout and one for stderr. The stdout reader captures up to `capture_cap` bytes, or, for a
+/// stream-json run (`stream`), parses the stream as it arrives and keeps up to `capture_cap`
+/// bytes of its result instead. Must be called inside a tokio runtime.
 pub(super) fn start<O, E>(
     log: std::fs::File,
     out_pipe: O,
     err_pipe: E,
     secrets: &Secrets,
-    stream_cap: u64,
-    capture_cap: usize,
+    caps: (u64, usize),
+    stream: Option<Guards>,
 ) -> LogTasks
 where
     O: AsyncRead + Unpin + Send + 'static,
     E: AsyncRead + Unpin + Send + 'static,
 {
+    let (stream_cap, capture_cap) = caps;
     let (log_tx, log_rx) = mpsc::channel(LOG_QUEUE);
     let (stop_readers, stop_rx) = watch::channel(false);
+    let (trip, tripped) = watch::channel(false);
     let writer = tokio::spawn(write_log(tokio::fs::File::from_std(log), log_rx));
     let reader = |stream, capture| Reader::new(stream, secrets, stream_cap, capture, &log_tx);
-    let stdout = tokio::spawn(
-        reader(Stream::Out, Some(Capture::new(capture_cap))).run(out_pipe, stop_rx.clone()),
-    );
+    let out = match stream {
+        Some(guards) => {
+            let mut r = reader(Stream::Out, None);
+            r.watch = Some(StreamWatch {
+                parser: StreamParser::new(guards, capture_cap),
+                trip,
+                secrets: secrets.clone(),
+            });
+            r
+        }
+        None => reader(Stream::Out, Some(Capture::new(capture_cap))),
+    };
+    let stdout = tokio::spawn(out.run(out_pipe, stop_rx.clone()));
     let stderr = tokio::spawn(reader(Stream::Err, None).run(err_pipe, stop_rx));
     // Only the readers hold senders now, so the writer ends when both are done.
     drop(log_tx);
@@ -93,7 +109,17 @@ where
         stdout,
         stderr,
         writer,
+        tripped,
     }
+}
+
+/// The parse of a stream-json run's stdout: every redacted byte goes to the parser, also after
+/// the log's cap (the result comes last); the first guard exceeded sets `trip`.
+struct StreamWatch {
+    parser: StreamParser,
+    trip: watch::Sender<bool>,
+    /// To redact the parsed texts once more (see [`StreamSummary::redact`]).
+    secrets: Secrets,
 }
 
 /// Creates the run log with mode 0600 (and missing parent directories with 0700), truncating an
@@ -178,6 +204,8 @@ pub(super) struct StreamReport {
     pub(super) raw_bytes: u64,
     pub(super) truncated: bool,
     pub(super) capture: Option<Capture>,
+    /// What a stream-json run's stdout said (redacted).
+    pub(super) stream: Option<StreamSummary>,
 }
 
 /// Reads one pipe to end-of-file: redacts, caps, splits lines, captures, and queues the lines for
@@ -198,6 +226,7 @@ struct Reader {
     last_read: Instant,
     read_at: DateTime<Utc>,
     capture: Option<Capture>,
+    watch: Option<StreamWatch>,
     log: mpsc::Sender<Batch>,
 }
 
@@ -221,6 +250,7 @@ impl Reader {
             last_read: Instant::now(),
             read_at: Utc::now(),
             capture,
+            watch: None,
             log: log.clone(),
         }
     }
@@ -268,9 +298,12 @@ impl Reader {
             }
         }
         drop(pipe);
-        if !self.capped {
+        if !self.capped || self.watch.is_some() {
             let rest = self.redactor.finish();
-            self.emit(&rest, true).await;
+            self.watch(&rest);
+            if !self.capped {
+                self.emit(&rest, true).await;
+            }
         }
         if abandoned {
             let note = format!(
@@ -283,20 +316,39 @@ impl Reader {
         if let Some(capture) = &mut self.capture {
             capture.truncated |= self.capped || abandoned;
         }
+        let stream = self.watch.map(|w| {
+            let mut summary = w.parser.finish();
+            let redactor = w.secrets.redactor();
+            summary.redact(|t| redactor.redact_str(t));
+            summary
+        });
         StreamReport {
             raw_bytes: self.raw,
             truncated: self.capped,
             capture: self.capture,
+            stream,
         }
     }
 
     async fn feed(&mut self, data: &[u8]) {
         self.raw += data.len() as u64;
-        if self.capped {
+        if self.capped && self.watch.is_none() {
             return;
         }
         let redacted = self.redactor.push(data);
-        self.emit(&redacted, false).await;
+        self.watch(&redacted);
+        if !self.capped {
+            self.emit(&redacted, false).await;
+        }
+    }
+
+    /// Hands redacted bytes to the stream-json parser, if this stream has one.
+    fn watch(&mut self, redacted: &[u8]) {
+        let Some(w) = &mut self.watch else { return };
+        if let Some(why) = w.parser.push(redacted) {
+            tracing::info!(reason = %why, "stopping the agent: a guard was exceeded");
+            w.trip.send_replace(true);
+        }
     }
 
     /// Passes redacted bytes on, up to the cap; `last` ends the final line.

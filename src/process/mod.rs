@@ -1,12 +1,14 @@
 //! Every child process the daemon starts, from spawn to reap (SPEC §6); nothing else in the crate
 //! spawns or signals a process. This file runs one agent: resolving the program on the agent's
 //! own `PATH` and executing it directly (never through a shell), a cleared environment, the
-//! working directory, the prompt on stdin, the child's own process group, the timeout and cancel
-//! escalation (SIGTERM to the group, grace, SIGKILL to the group, reap), and the [`GroupGuard`]
-//! that kills the group if the owner goes away without waiting. Beside it: `env.rs` (the base
+//! working directory, the prompt on stdin, the child's own process group, the timeout, cancel
+//! and stream-json guard escalation (SIGTERM to the group, grace, SIGKILL to the group, reap), and
+//! the [`GroupGuard`] that kills the group if the owner goes away without waiting. Beside it:
+//! `env.rs` (the base
 //! environment every child starts from), `group.rs` (process groups, `/proc` scans, orphan kill
-//! after a crash), `log.rs` (the run log, streamed and redacted) and `program.rs` (the short
-//! programs rotation providers run).
+//! after a crash), `log.rs` (the run log, streamed and redacted, and the parse of a stream-json
+//! agent's stdout), `program.rs` (the short programs rotation providers run) and `git.rs` (the
+//! git of task worktrees, through `program.rs`).
 //!
 //! An agent's background children do not outlive it: once the leader has exited and been reaped,
 //! the rest of its process group gets SIGKILL. Otherwise a grandchild holding stdout open would
@@ -15,6 +17,7 @@
 //! (`grace`, at least [`MIN_DRAIN`]) has passed, that stream stops being read and the log says so.
 
 mod env;
+pub mod git;
 mod group;
 mod log;
 mod program;
@@ -43,9 +46,10 @@ pub use group::{
     GroupGuard, group_alive, kill_group, kill_marked, kill_orphaned_group, own_pid, start_time,
 };
 pub use log::MAX_LINE;
-pub use program::{ProgramError, ProgramSpec, run_program};
+pub use program::{ProgramError, ProgramSpec, run_program, run_program_output};
 
 use crate::domain::redact::Secrets;
+use crate::domain::stream_json::{Guards, StreamSummary};
 use log::{LogTasks, StreamReport, open_log};
 
 /// The shortest time the log readers are given to reach end-of-file after the process group was
@@ -99,6 +103,9 @@ pub struct SpawnSpec {
     pub capture_cap: usize,
     /// What to redact from both streams and the capture; a live lease follows every change.
     pub secrets: Secrets,
+    /// The agent prints stream-json: stdout is parsed as it arrives (`domain::stream_json`)
+    /// and the run is stopped (like a timeout) when it exceeds these guards.
+    pub stream: Option<Guards>,
 }
 
 impl fmt::Debug for SpawnSpec {
@@ -117,6 +124,7 @@ impl fmt::Debug for SpawnSpec {
             .field("stream_cap", &self.stream_cap)
             .field("capture_cap", &self.capture_cap)
             .field("secrets", &self.secrets)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -132,6 +140,9 @@ pub enum Outcome {
     TimedOut,
     /// [`Canceller::cancel`] was called; the group was terminated.
     Cancelled,
+    /// A guard of the stream-json run was exceeded ([`Finished::stream`] says which); the group
+    /// was terminated.
+    Stopped,
 }
 
 impl Outcome {
@@ -152,8 +163,11 @@ pub enum Exit {
 pub struct Finished {
     pub outcome: Outcome,
     pub exit: Exit,
-    /// Captured stdout: redacted, at most `capture_cap` bytes, invalid UTF-8 replaced.
+    /// Captured stdout: redacted, at most `capture_cap` bytes, invalid UTF-8 replaced (empty for
+    /// a stream-json run, whose result is in `stream`).
     pub stdout: String,
+    /// What a stream-json run's stdout said, redacted (boxed: most runs have none).
+    pub stream: Option<Box<StreamSummary>>,
     /// Raw bytes the child wrote, including what was not logged.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
@@ -198,6 +212,8 @@ pub struct Running {
     stdout: JoinHandle<StreamReport>,
     stderr: JoinHandle<StreamReport>,
     writer: JoinHandle<io::Result<()>>,
+    /// Turns true when a stream-json guard was exceeded.
+    tripped: watch::Receiver<bool>,
     _stdin: Option<AbortOnDrop>,
     log_path: PathBuf,
     started_at: DateTime<Utc>,
@@ -222,8 +238,9 @@ impl Running {
         Canceller(self.cancel.clone())
     }
 
-    /// Waits for the run to end: the leader exits, the timeout fires or a cancel arrives. On
-    /// timeout or cancel the group gets SIGTERM, then SIGKILL after `grace`. The leader is always
+    /// Waits for the run to end: the leader exits, the timeout fires, a cancel arrives or a
+    /// stream-json guard is exceeded. On timeout, cancel or guard the group gets SIGTERM, then
+    /// SIGKILL after `grace`. The leader is always
     /// reaped and the rest of its group killed; this returns once both pipes reached end-of-file
     /// (or were given up, see [`MIN_DRAIN`]) and the log is flushed.
     pub async fn wait(self) -> Result<Finished, ProcessError> {
@@ -238,6 +255,7 @@ impl Running {
             stdout,
             stderr,
             writer,
+            mut tripped,
             _stdin,
             log_path,
             started_at,
@@ -251,6 +269,7 @@ impl Running {
             status = child.wait() => Ended::Exited(status),
             () = tokio::time::sleep_until(deadline) => Ended::Stopped(Outcome::TimedOut),
             true = was_cancelled(&mut cancelled) => Ended::Stopped(Outcome::Cancelled),
+            true = was_cancelled(&mut tripped) => Ended::Stopped(Outcome::Stopped),
         };
         let (status, outcome) = match ended {
             Ended::Exited(status) => {
@@ -307,6 +326,7 @@ impl Running {
             outcome,
             exit: classify(status).0,
             stdout,
+            stream: out.stream.map(Box::new),
             stdout_bytes: out.raw_bytes,
             stderr_bytes: err.raw_bytes,
             truncated: out.truncated || err.truncated,
@@ -357,6 +377,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         stream_cap,
         capture_cap,
         secrets,
+        stream,
     } = spec;
     let Some(program) = argv.first().cloned() else {
         return Err(ProcessError::EmptyCommand);
@@ -416,7 +437,15 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         stdout,
         stderr,
         writer,
-    } = log::start(log, out_pipe, err_pipe, &secrets, stream_cap, capture_cap);
+        tripped,
+    } = log::start(
+        log,
+        out_pipe,
+        err_pipe,
+        &secrets,
+        (stream_cap, capture_cap),
+        stream,
+    );
 
     let deadline = start
         .checked_add(timeout)
@@ -433,6 +462,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         stdout,
         stderr,
         writer,
+        tripped,
         _stdin: stdin_task,
         log_path,
         started_at,

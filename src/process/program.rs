@@ -1,6 +1,7 @@
-//! A short program run to completion, as rotation providers run theirs: executed directly (no
-//! shell) in the working directory given, with exactly the environment given, a value written to
-//! its stdin, stdout discarded and stderr kept for the error. The program is found the way an
+//! A short program run to completion, as rotation providers and the git of task worktrees run
+//! theirs: executed directly (no shell) in the working directory given, with exactly the
+//! environment given, a value written to its stdin, stdout discarded (or its first bytes kept,
+//! [`run_program_output`]) and stderr kept for the error. The program is found the way an
 //! agent's is (`super::resolve_program`: a relative path against the working directory, a bare
 //! name on the `PATH` of the environment given), and a program that cannot be found or is not
 //! executable, or a working directory that is missing, is a [`ProgramError::NotStarted`]: nothing
@@ -15,7 +16,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::group::GroupGuard;
@@ -84,6 +85,39 @@ pub async fn run_program(
     spec: ProgramSpec<'_>,
     redactor: impl FnOnce() -> Redactor,
 ) -> Result<(), ProgramError> {
+    run(spec, redactor, None).await.map(drop)
+}
+
+/// Like [`run_program`], and returns the first `max_stdout` bytes of its stdout (invalid UTF-8
+/// replaced); the rest is read and dropped.
+pub async fn run_program_output(
+    spec: ProgramSpec<'_>,
+    redactor: impl FnOnce() -> Redactor,
+    max_stdout: usize,
+) -> Result<String, ProgramError> {
+    let out = run(spec, redactor, Some(max_stdout)).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Reads `pipe` to its end, keeping the first `cap` bytes.
+async fn read_bounded(pipe: &mut (impl AsyncRead + Unpin), cap: usize) -> io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+async fn run(
+    spec: ProgramSpec<'_>,
+    redactor: impl FnOnce() -> Redactor,
+    stdout_cap: Option<usize>,
+) -> Result<Vec<u8>, ProgramError> {
     let ProgramSpec {
         program,
         args,
@@ -115,7 +149,11 @@ pub async fn run_program(
         .env_clear()
         .envs(env)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(if stdout_cap.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
@@ -135,6 +173,7 @@ pub async fn run_program(
         drop(pipe);
     }
     let mut stderr_pipe = child.stderr.take();
+    let mut stdout_pipe = child.stdout.take();
     let finished = tokio::time::timeout(timeout, async {
         let read_stderr = async {
             let mut stderr = Vec::new();
@@ -143,10 +182,16 @@ pub async fn run_program(
             }
             Ok(stderr)
         };
-        tokio::try_join!(child.wait(), read_stderr)
+        let read_stdout = async {
+            match (&mut stdout_pipe, stdout_cap) {
+                (Some(pipe), Some(cap)) => read_bounded(pipe, cap).await,
+                _ => Ok(Vec::new()),
+            }
+        };
+        tokio::try_join!(child.wait(), read_stderr, read_stdout)
     })
     .await;
-    let (status, stderr) = match finished {
+    let (status, stderr, stdout) = match finished {
         Ok(Ok(done)) => done,
         Ok(Err(source)) => {
             return Err(ProgramError::Wait {
@@ -167,7 +212,7 @@ pub async fn run_program(
         guard.disarm();
     }
     if status.success() {
-        return Ok(());
+        return Ok(stdout);
     }
     let stderr = redactor().redact_str(&String::from_utf8_lossy(&stderr));
     let tail: String = stderr

@@ -29,6 +29,7 @@ fn spec(argv: &[&str], dir: &Path) -> SpawnSpec {
         stream_cap: 16 << 20,
         capture_cap: 1 << 20,
         secrets: Secrets::fixed(Arc::new(Redactor::none())),
+        stream: None,
     }
 }
 
@@ -585,5 +586,77 @@ fn debug_shows_no_environment_values_or_prompt() {
     assert!(
         !shown.contains("hunter2") && !shown.contains("secret thing"),
         "{shown}"
+    );
+}
+
+/// Writes a stream-json transcript for `cat` to print, so the tests need no quoting in `sh`.
+fn transcript(dir: &Path, lines: &[&str]) -> String {
+    let path = dir.join("transcript.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write transcript");
+    path.display().to_string()
+}
+
+fn turn(id: &str, tool: &str) -> String {
+    format!(
+        r#"{{"type":"assistant","message":{{"id":"{id}","content":[{{"type":"tool_use","name":"{tool}"}}],"usage":{{"input_tokens":5,"output_tokens":2}}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_stream_json_run_is_parsed_past_the_log_cap_and_redacted_once_parsed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let filler = format!(
+        r#"{{"type":"user","message":{{"content":"{}"}}}}"#,
+        "x".repeat(4096)
+    );
+    let (t1, t2) = (turn("m1", "Bash"), turn("m2", "Edit"));
+    // The secret holds a quote, so the JSON text carries it escaped: only the parse shows it.
+    let result = r#"{"type":"result","subtype":"success","is_error":false,"result":"the key is s3\"cret","num_turns":2,"total_cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":4},"session_id":"abc"}"#;
+    let file = transcript(dir.path(), &[&t1, &filler, &t2, result]);
+    let mut spec = spec(&["cat", &file], dir.path());
+    spec.stream_cap = 1024;
+    spec.secrets = Secrets::fixed(Arc::new(Redactor::new(["s3\"cret"])));
+    spec.stream = Some(Guards::default());
+    let (f, log) = run(spec).await;
+    assert_eq!(f.outcome, Outcome::Exited(0));
+    assert!(f.truncated, "the log was capped");
+    assert!(
+        !log.contains("the key is"),
+        "the result line is past the cap"
+    );
+    assert_eq!(f.stdout, "", "a stream-json run captures no raw stdout");
+    let s = f.stream.expect("a summary");
+    assert_eq!(s.result.as_deref(), Some("the key is [REDACTED]"));
+    assert_eq!((s.turns, s.cost_usd), (2, Some(0.25)));
+    assert_eq!((s.input_tokens, s.output_tokens), (Some(10), Some(4)));
+    assert_eq!(s.session_id.as_deref(), Some("abc"));
+    let tools: Vec<&str> = s.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(tools, ["Bash", "Edit"]);
+}
+
+#[tokio::test]
+async fn a_stream_json_run_over_its_guard_is_stopped_while_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t1, t2, t3) = (turn("m1", "Bash"), turn("m2", "Bash"), turn("m3", "Bash"));
+    let file = transcript(dir.path(), &[&t1, &t2, &t3]);
+    let script = format!("cat {file}; exec sleep 3111");
+    let mut spec = sh(&script, dir.path());
+    spec.stream = Some(Guards {
+        max_turns: Some(2),
+        max_cost_usd: None,
+    });
+    let (f, log) = tokio::time::timeout(DEADLINE, run(spec))
+        .await
+        .expect("the guard stops the run long before the sleep ends");
+    assert_eq!(f.outcome, Outcome::Stopped);
+    assert_eq!(f.exit, Exit::Signal(15), "SIGTERM to the group");
+    let s = f.stream.expect("a summary");
+    assert_eq!(
+        s.stopped.as_deref(),
+        Some("stopped: 3 turns exceed maxTurns 2")
+    );
+    assert!(
+        log.contains(r#""id":"m3""#),
+        "the raw stream is logged: {log}"
     );
 }

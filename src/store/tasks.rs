@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{Result, SeenDelivery};
-use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
+use crate::api::{
+    RunState, StepRunInfo, StreamSummary, TaskEvent, TaskInfo, TaskQuery, TaskState, WorktreeState,
+};
 use crate::domain::retention::HistoryLimited;
 
 /// Everything a new task row needs.
@@ -26,6 +28,8 @@ pub struct NewTask {
     pub reason: Option<String>,
     /// Created with `--no-start`: pending until `task start`.
     pub held: bool,
+    /// The workspace has `worktree: true`: the task gets its own git worktree.
+    pub worktree: bool,
 }
 
 /// What a WorkflowActor loads to run (or resume) a task.
@@ -37,7 +41,8 @@ pub struct TaskRecord {
     pub payload: Option<String>,
 }
 
-/// A finished step run's output, for `{prev_stdout}` and `{<step>_output}` on resume.
+/// A finished step run's output, for `{prev_stdout}` and `{<step>_output}` on resume (a
+/// stream-json run's final result).
 #[derive(Debug, Clone)]
 pub struct Output {
     pub step: String,
@@ -76,6 +81,8 @@ pub struct RunEnd {
     pub stdout: String,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// What a stream-json run reported.
+    pub stream: Option<StreamSummary>,
 }
 
 /// The task tables. The actors' writes must not hold up the control API's reads: a busy
@@ -126,6 +133,9 @@ pub trait TaskStore: Send + Sync {
 
     /// Records the end of a step run.
     fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()>;
+
+    /// Records what became of a task's git worktree (and where it is).
+    fn set_worktree(&self, task: u64, state: WorktreeState, path: Option<&str>) -> Result<()>;
 
     /// Appends an event to a task.
     fn event(&self, task: u64, message: &str, now: DateTime<Utc>) -> Result<()>;

@@ -225,6 +225,10 @@ fn is_false(b: &bool) -> bool {
 pub struct WorkspaceSpec {
     /// Absolute after apply: the CLI's base directory resolves a relative path.
     pub root_path: String,
+    /// Each task gets its own `git worktree` of `root_path` (a git repository): see
+    /// `domain::worktree`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub worktree: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -364,7 +368,25 @@ pub enum PromptDelivery {
     Env,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an agent prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentOutput {
+    /// Plain text: `{<step>_output}` is its stdout.
+    #[default]
+    Text,
+    /// One JSON event per line, as `claude -p --output-format stream-json --verbose` prints
+    /// (see `domain::stream_json`): `{<step>_output}` is the final result.
+    StreamJson,
+}
+
+impl AgentOutput {
+    fn is_text(&self) -> bool {
+        *self == AgentOutput::Text
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// A command template split into argv with shell-word rules (never run through a shell).
@@ -379,6 +401,18 @@ pub struct AgentSpec {
     pub prompt_delivery: PromptDelivery,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "AgentOutput::is_text")]
+    pub output: AgentOutput,
+    /// Stops a stream-json run after this many turns.
+    #[serde(rename = "maxTurns", default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Stops a stream-json run whose reported cost exceeds this many US dollars.
+    #[serde(
+        rename = "maxCostUsd",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_cost_usd: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }

@@ -129,7 +129,7 @@ fn problem(path: impl Into<String>, message: impl ToString) -> Problem {
     (path.into(), message.to_string(), None)
 }
 
-fn problem_hint(
+pub(super) fn problem_hint(
     path: impl Into<String>,
     message: impl ToString,
     hint: impl Into<String>,
@@ -456,6 +456,7 @@ fn token_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &mut 
 }
 
 fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
+    super::output::output_problems(a, out);
     match render::split_command(&a.command) {
         Err(e) => out.push(problem_hint(
             "spec.command",

@@ -1,13 +1,14 @@
 //! Validation of an apply (or a delete) against the current snapshot, before anything is written.
 //! It returns every problem at once as [`Diagnostic`]s with file, document, line, field path and a
 //! hint. Resource-local rules (names, cron expressions, argv splitting, placeholders) live in
-//! `local.rs`; references between resources (trigger → workflow, step → template, agent env →
+//! `local.rs` (an Agent's `output` and guards in `output.rs`); references between resources (trigger → workflow, step → template, agent env →
 //! store key, …) in `references.rs`. A reference may point at a resource of the same apply.
 //!
 //! References are listed once, by [`references`], and used both to validate an apply and to refuse
 //! a delete that would leave a referrer dangling.
 
 mod local;
+mod output;
 mod references;
 #[cfg(test)]
 mod tests;

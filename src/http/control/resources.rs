@@ -172,6 +172,25 @@ fn resolve_paths(d: &mut Document, base_dir: &Path) -> Option<Diagnostic> {
     None
 }
 
+/// The Workspaces with `worktree: true` whose root is not a git work tree with a commit (the
+/// one rule of an apply that needs IO: git, through `process::git`).
+async fn worktree_problems(docs: &[Document]) -> Vec<Diagnostic> {
+    let env = crate::process::base_env();
+    let mut out = Vec::new();
+    for d in docs {
+        let Spec::Workspace(w) = &d.manifest.spec else {
+            continue;
+        };
+        if !w.worktree || !Path::new(&w.root_path).is_absolute() {
+            continue;
+        }
+        if let Err(e) = crate::process::git::inspect(Path::new(&w.root_path), &env).await {
+            out.push(d.diagnostic("spec.worktree", e.to_string()));
+        }
+    }
+    out
+}
+
 pub(super) async fn apply(
     ctx: &ControlContext,
     req: ApplyRequest,
@@ -184,6 +203,7 @@ pub(super) async fn apply(
     if docs.is_empty() && problems.is_empty() {
         return Err(ControlError::NoDocuments);
     }
+    problems.extend(worktree_problems(&docs).await);
     if !problems.is_empty() {
         // Report every problem of the documents that did parse as well, checked against the
         // live resources; only references to what the failed documents declare are left out.

@@ -25,6 +25,7 @@ use rusqlite::{Connection, Transaction, params};
 
 use super::replay::recorded;
 use super::{Pair, blocking, immediate, lock, ts};
+use crate::api::WorktreeState;
 use crate::store::{NewTask, Result, SeenDelivery, StoreError};
 
 /// The most creations one transaction takes.
@@ -187,8 +188,8 @@ fn insert(tx: &Transaction<'_>, job: &Job) -> Result<Inserted> {
     }
     tx.prepare_cached(
         "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
-           origin, trigger, scheduled_at, state, reason, created_at, finished_at, held)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+           origin, trigger, scheduled_at, state, reason, created_at, finished_at, held, worktree_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         t.project,
@@ -206,6 +207,7 @@ fn insert(tx: &Transaction<'_>, job: &Job) -> Result<Inserted> {
         ts(now),
         t.state.is_finished().then(|| ts(now)),
         t.held,
+        t.worktree.then(|| WorktreeState::Requested.as_str()),
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
@@ -261,6 +263,7 @@ mod tests {
             state: TaskState::Pending,
             reason: None,
             held: true,
+            worktree: false,
         }
     }
 

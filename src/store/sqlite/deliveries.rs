@@ -1,4 +1,4 @@
-//! The webhook delivery log on SQLite (migration 9): [`Deliveries`] implements
+//! The webhook delivery log on SQLite (migration 10): [`Deliveries`] implements
 //! [`DeliveryStore`] on the `webhook_delivery_log` table, on the connection pair it shares with
 //! the verification stamps (both are written by the webhook server's batches, with
 //! `synchronous=NORMAL`: the log is a record for the operator, not a promise to a sender).

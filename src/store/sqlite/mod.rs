@@ -143,7 +143,22 @@ const MIGRATIONS: &[&str] = &[
     // (fingerprints and keep markers, JSON), and who set each key's live value.
     "ALTER TABLE resources ADD COLUMN applied TEXT;
      ALTER TABLE secret_keys ADD COLUMN set_by TEXT;",
-    // 9: the webhook delivery log (bounded per trigger by its writer).
+    // 9: what stream-json agents report per step run (`turns` is set for such a run only; the
+    // tools called are JSON `[{name, count}]`), and each task's git worktree.
+    "ALTER TABLE step_runs ADD COLUMN turns INTEGER;
+     ALTER TABLE step_runs ADD COLUMN result TEXT;
+     ALTER TABLE step_runs ADD COLUMN result_truncated INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE step_runs ADD COLUMN result_subtype TEXT;
+     ALTER TABLE step_runs ADD COLUMN is_error INTEGER;
+     ALTER TABLE step_runs ADD COLUMN input_tokens INTEGER;
+     ALTER TABLE step_runs ADD COLUMN output_tokens INTEGER;
+     ALTER TABLE step_runs ADD COLUMN cost_usd REAL;
+     ALTER TABLE step_runs ADD COLUMN session_id TEXT;
+     ALTER TABLE step_runs ADD COLUMN tools TEXT;
+     ALTER TABLE step_runs ADD COLUMN bad_lines INTEGER;
+     ALTER TABLE tasks ADD COLUMN worktree_state TEXT;
+     ALTER TABLE tasks ADD COLUMN worktree_path TEXT;",
+    // 10: the webhook delivery log (bounded per trigger by its writer).
     "CREATE TABLE webhook_delivery_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL, trigger TEXT NOT NULL,
         received_at TEXT NOT NULL, status INTEGER NOT NULL, outcome TEXT NOT NULL,

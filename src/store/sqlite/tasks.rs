@@ -1,4 +1,5 @@
-//! The task tables on SQLite (migration 2): [`Tasks`] implements [`TaskStore`] on a
+//! The task tables on SQLite (migration 2; 9 added what stream-json runs report and the tasks'
+//! worktrees): [`Tasks`] implements [`TaskStore`] on a
 //! connection `Pair`: the task actors write through the writer (`synchronous=NORMAL`), the
 //! control API reads through the reader. New tasks are the exception: they are written by the
 //! group commit (`commit.rs`) on the same writer connection, durably (`synchronous=FULL`).
@@ -11,7 +12,10 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::commit::GroupCommit;
 use super::{Pair, immediate, parse_ts, retention, ts};
-use crate::api::{RunState, StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState};
+use crate::api::{
+    RunState, StepRunInfo, StreamSummary, TaskEvent, TaskInfo, TaskQuery, TaskState, ToolCount,
+    WorktreeInfo, WorktreeState,
+};
 use crate::domain::retention::HistoryLimited;
 use crate::store::{
     AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, SeenDelivery,
@@ -24,7 +28,7 @@ pub struct Tasks {
     commits: GroupCommit,
 }
 
-const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at";
+const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at, worktree_state, worktree_path";
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(TaskInfo, [Option<String>; 5])> {
     let state: String = r.get(4)?;
@@ -44,6 +48,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(TaskInfo, [Option<String>; 5]
             created_at: DateTime::UNIX_EPOCH,
             started_at: None,
             finished_at: None,
+            worktree: worktree_of(r.get(14)?, r.get(15)?),
         },
         [
             r.get(8)?,
@@ -53,6 +58,49 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(TaskInfo, [Option<String>; 5]
             Some(state),
         ],
     ))
+}
+
+/// A count as SQLite stores it (a signed 64-bit integer).
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The stream-json columns of a step run, from column `at` on (`turns` first): `None` for a
+/// run of a plain agent or command.
+fn stream_of(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<StreamSummary>> {
+    let Some(turns) = r.get::<_, Option<i64>>(at)? else {
+        return Ok(None);
+    };
+    let count = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(at + i)?.map(|n| n.max(0) as u64))
+    };
+    let tools: Option<String> = r.get(at + 9)?;
+    Ok(Some(StreamSummary {
+        turns: u32::try_from(turns.max(0)).unwrap_or(u32::MAX),
+        result: r.get(at + 1)?,
+        result_truncated: r.get(at + 2)?,
+        subtype: r.get(at + 3)?,
+        is_error: r.get(at + 4)?,
+        input_tokens: count(5)?,
+        output_tokens: count(6)?,
+        cost_usd: r.get(at + 7)?,
+        session_id: r.get(at + 8)?,
+        tools: tools
+            .and_then(|t| serde_json::from_str::<Vec<ToolCount>>(&t).ok())
+            .unwrap_or_default(),
+        bad_lines: count(10)?.unwrap_or(0),
+        stopped: None,
+        has_result: false,
+    }))
+}
+
+/// A task's worktree columns; an unknown state reads as `requested` (nothing known to exist).
+fn worktree_of(state: Option<String>, path: Option<String>) -> Option<WorktreeInfo> {
+    let state = state?;
+    Some(WorktreeInfo {
+        state: WorktreeState::parse(&state).unwrap_or(WorktreeState::Requested),
+        path,
+    })
 }
 
 fn finish_task_row((mut info, times): (TaskInfo, [Option<String>; 5])) -> Result<TaskInfo> {
@@ -104,6 +152,10 @@ impl TaskStore for Tasks {
             created_at: now,
             started_at: None,
             finished_at: t.state.is_finished().then_some(now),
+            worktree: t.worktree.then_some(WorktreeInfo {
+                state: WorktreeState::Requested,
+                path: None,
+            }),
         })
     }
 
@@ -171,7 +223,8 @@ impl TaskStore for Tasks {
 
     fn finish_run(&self, run: u64, end: &RunEnd, now: DateTime<Utc>) -> Result<()> {
         self.pair.write(|c| {
-            c.prepare_cached(
+            let tx = immediate(c)?;
+            tx.prepare_cached(
                 "UPDATE step_runs SET state = ?2, exit_code = ?3, signal = ?4, reason = ?5, stdout = ?6,
                    stdout_bytes = ?7, stderr_bytes = ?8, finished_at = ?9 WHERE id = ?1",
             )?
@@ -186,6 +239,40 @@ impl TaskStore for Tasks {
                 end.stderr_bytes as i64,
                 ts(now)
             ])?;
+            if let Some(s) = &end.stream {
+                let tools = serde_json::to_string(&s.tools).unwrap_or_else(|_| "[]".into());
+                tx.prepare_cached(
+                    "UPDATE step_runs SET turns = ?2, result = ?3, result_truncated = ?4,
+                       result_subtype = ?5, is_error = ?6, input_tokens = ?7, output_tokens = ?8,
+                       cost_usd = ?9, session_id = ?10, tools = ?11, bad_lines = ?12 WHERE id = ?1",
+                )?
+                .execute(params![
+                    run as i64,
+                    s.turns,
+                    s.result,
+                    s.result_truncated,
+                    s.subtype,
+                    s.is_error,
+                    s.input_tokens.map(clamp),
+                    s.output_tokens.map(clamp),
+                    s.cost_usd,
+                    s.session_id,
+                    tools,
+                    clamp(s.bad_lines),
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn set_worktree(&self, task: u64, state: WorktreeState, path: Option<&str>) -> Result<()> {
+        self.pair.write(|c| {
+            c.prepare_cached(
+                "UPDATE tasks SET worktree_state = ?2, worktree_path = COALESCE(?3, worktree_path)
+                 WHERE id = ?1",
+            )?
+            .execute(params![task as i64, state.as_str(), path])?;
             Ok(())
         })
     }
@@ -205,7 +292,7 @@ impl TaskStore for Tasks {
                     "SELECT {TASK_COLUMNS}, workspace_root, workflow_spec, payload FROM tasks WHERE id = ?1"
                 ))?
                 .query_row(params![id as i64], |r| {
-                    Ok((task_from_row(r)?, r.get::<_, String>(14)?, r.get::<_, String>(15)?, r.get::<_, Option<String>>(16)?))
+                    Ok((task_from_row(r)?, r.get::<_, String>(16)?, r.get::<_, String>(17)?, r.get::<_, Option<String>>(18)?))
                 })
                 .optional()?;
             let Some((t, root, spec, payload)) = row else {
@@ -227,7 +314,8 @@ impl TaskStore for Tasks {
     fn outputs(&self, task: u64) -> Result<Vec<Output>> {
         self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT step, cycle, attempt, state, COALESCE(stdout, '') FROM step_runs
+                "SELECT step, cycle, attempt, state,
+                   COALESCE(CASE WHEN turns IS NOT NULL THEN result END, stdout, '') FROM step_runs
                  WHERE task_id = ?1 AND state != 'running' ORDER BY id",
             )?;
             let rows = stmt.query_map(params![task as i64], |r| {
@@ -394,7 +482,9 @@ impl TaskStore for Tasks {
         self.pair.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason,
-                   stdout_bytes, stderr_bytes, log_path, started_at, finished_at
+                   stdout_bytes, stderr_bytes, log_path, started_at, finished_at,
+                   turns, result, result_truncated, result_subtype, is_error, input_tokens,
+                   output_tokens, cost_usd, session_id, tools, bad_lines
                  FROM step_runs WHERE task_id = ?1 ORDER BY id",
             )?;
             let rows = stmt.query_map(params![task as i64], |r| {
@@ -414,11 +504,12 @@ impl TaskStore for Tasks {
                     r.get::<_, String>(13)?,
                     r.get::<_, String>(14)?,
                     r.get::<_, Option<String>>(15)?,
+                    stream_of(r, 16)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason, bytes, log_path, started, finished) = row?;
+                let (id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason, bytes, log_path, started, finished, stream_json) = row?;
                 out.push(StepRunInfo {
                     id: id as u64,
                     step,
@@ -436,6 +527,7 @@ impl TaskStore for Tasks {
                     log_path,
                     started_at: parse_ts(&started)?,
                     finished_at: finished.as_deref().map(parse_ts).transpose()?,
+                    stream_json,
                 });
             }
             Ok(out)

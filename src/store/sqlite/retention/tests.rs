@@ -61,6 +61,7 @@ impl Db {
             state: TaskState::Pending,
             reason: None,
             held: false,
+            worktree: false,
         };
         let id = self.tasks.create(&new, at(created)).expect("create").id;
         if state != TaskState::Pending {
