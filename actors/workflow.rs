@@ -47,6 +47,7 @@ use crate::process::{self, Outcome, ProcessError, SpawnSpec};
 use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
 use worktree::{Worktree, WorktreeMsg};
 
+mod retry;
 mod worktree;
 
 /// Registry name of a task's WorkflowActor.
@@ -230,6 +231,8 @@ pub struct WorkflowState {
     preparing: bool,
     /// The task has ended and waits for its worktree to be removed: how it ended.
     finishing: Option<(TaskState, Option<String>)>,
+    /// The retry whose backoff has been waited for (see `retry.rs`).
+    backed_off: Option<Position>,
 }
 
 impl WorkflowState {
@@ -318,6 +321,7 @@ impl WorkflowState {
             env,
             stdin,
             timeout,
+            idle_timeout,
             stream,
             ..
         } = launch;
@@ -334,6 +338,7 @@ impl WorkflowState {
             capture_cap: self.ctx.capture_cap,
             secrets,
             stream,
+            idle_timeout,
         };
         let running = match process::spawn(spec) {
             Ok(r) => r,
@@ -508,6 +513,7 @@ impl WorkflowState {
                 Next::Failed(reason) => return self.finish(me, TaskState::Failed, Some(reason)),
                 // Boxed: the step start is a large future, and keeping it inline would make
                 // every idle WorkflowActor's message loop that large too.
+                Next::Run(pos) if self.wait_before(me, pos) => return,
                 Next::Run(pos) => match Box::pin(self.start_step(me, pos)).await {
                     Ok(()) => return,
                     Err(e) => next = self.plan.after(pos, &StepResult::Failed(e.to_string())),
@@ -535,6 +541,12 @@ fn judge(f: process::Finished) -> RunEnd {
         ),
         Outcome::Cancelled => (RunState::Cancelled, Some("cancelled".into())),
         Outcome::Stopped => (RunState::Failed, Some("stopped by a guard".into())),
+        Outcome::IdleTimedOut { secs } => (
+            RunState::TimedOut,
+            Some(format!(
+                "no output for {secs} s (idle_timeout_secs); the agent's process group was stopped"
+            )),
+        ),
     };
     let stream: Option<&StreamSummary> = f.stream.as_deref();
     let why = match (state, stream) {
@@ -630,6 +642,7 @@ impl Behaviour for WorkflowActor {
             worktree: Worktree::of(&task, &task_dir),
             preparing: false,
             finishing: None,
+            backed_off: None,
             task,
         };
         match Opening::of(state.task.info.state) {

@@ -848,3 +848,95 @@ spec:
     assert!(out.contains("out+ [REDACTED]\n"), "{out}");
     assert!(out.contains("out finished\n"), "{out}");
 }
+
+#[test]
+fn retries_wait_their_backoff_and_a_silent_agent_is_stopped_by_its_idle_timeout() {
+    let d = TestDaemon::start();
+    setup(
+        &d,
+        r#"apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: flaky}
+spec:
+  steps:
+    - id: s
+      command: "sh -c 'exit 3'"
+      retries: 3
+      backoff: {initial_delay_secs: 0.2, factor: 2}
+---
+apiVersion: orchestrator.dev/v2
+kind: Workflow
+metadata: {name: stalled}
+spec:
+  steps:
+    - {id: s, command: "sh -c 'echo waiting for an answer; exec sleep 61'", idle_timeout_secs: 1}
+"#,
+    );
+    let id = create(&d, "flaky", &[]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "failed", "{t}");
+    let steps = t["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 4, "one attempt and three retries: {t}");
+    // The recorded delays are the backoff's: 0.2 s doubling.
+    let waits: Vec<&str> = t["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("(backoff)"))
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            "step \"s\" attempt 2 starts in 0.200 s (backoff)",
+            "step \"s\" attempt 3 starts in 0.400 s (backoff)",
+            "step \"s\" attempt 4 starts in 0.800 s (backoff)",
+        ],
+        "{t}"
+    );
+    // Each retry started no sooner than its delay after the previous attempt ended (a lower
+    // bound only: a loaded machine may start it later).
+    let at = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("time")).expect("a time")
+    };
+    for (n, pair) in steps.windows(2).enumerate() {
+        let gap = at(&pair[1]["startedAt"]) - at(&pair[0]["finishedAt"]);
+        let want = 200 << n;
+        assert!(
+            gap.num_milliseconds() >= want,
+            "attempt {} started {} ms after the previous one ended, before its {want} ms backoff",
+            n + 2,
+            gap.num_milliseconds()
+        );
+    }
+
+    let id = create(&d, "stalled", &[]);
+    let t = finished(&d, id);
+    assert_eq!(t["task"]["state"], "failed", "{t}");
+    let run = &t["steps"][0];
+    assert_eq!(run["state"], "timed_out", "{t}");
+    assert!(
+        run["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("no output for 1 s (idle_timeout_secs)")),
+        "{t}"
+    );
+    wait_gone("exec sleep 61");
+    let logs = d.cli(&["task", "logs", &id.to_string()]);
+    assert!(logs.ok().contains("waiting for an answer"));
+
+    // Bad values are refused with the fix.
+    let refused = d.cli_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {name: bad}\nspec:\n  steps:\n    - {id: s, command: 'true', retries: 1, idle_timeout_secs: 0, backoff: {factor: 0.5, jitter: 2}}\n",
+    );
+    let err = refused.stderr.clone();
+    assert_ne!(refused.code, 0);
+    for want in [
+        "idle_timeout_secs is 0",
+        "factor 0.5 is out of range",
+        "jitter 2 is out of range",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+}

@@ -212,7 +212,7 @@ impl WorkflowState {
         }
     }
 
-    fn event(&self, message: &str) {
+    pub(super) fn event(&self, message: &str) {
         if let Err(e) = self.ctx.store.event(self.id(), message, now()) {
             tracing::error!(task = self.id(), error = %e, "cannot record a task event");
         }

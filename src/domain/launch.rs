@@ -166,6 +166,8 @@ pub struct Launch {
     /// The prompt file to write (mode 0600) before the process starts, and its contents.
     pub prompt_file: Option<(PathBuf, String)>,
     pub timeout: Duration,
+    /// Stop the run when it writes nothing for this long (the step's, else the agent's).
+    pub idle_timeout: Option<Duration>,
     /// The agent prints stream-json (`output: stream-json`), read with these guards.
     pub stream: Option<Guards>,
     /// Store keys left out of the environment (the caller logs them).
@@ -259,6 +261,11 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 .timeout_secs
                 .or(agent.spec.timeout_secs)
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+            let idle_timeout = r
+                .step
+                .idle_timeout_secs
+                .or(agent.spec.idle_timeout_secs)
+                .map(Duration::from_secs);
             let stream = (agent.spec.output == AgentOutput::StreamJson).then_some(Guards {
                 max_turns: agent.spec.max_turns,
                 max_cost_usd: agent.spec.max_cost_usd,
@@ -270,6 +277,7 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 stdin,
                 prompt_file,
                 timeout,
+                idle_timeout,
                 stream,
                 skipped,
             }
@@ -284,6 +292,7 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                 .step
                 .timeout_secs
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            idle_timeout: r.step.idle_timeout_secs.map(Duration::from_secs),
             stream: None,
             skipped: Vec::new(),
         },

@@ -15,10 +15,11 @@
 //! [`Opening`] and [`Plan::resume`] decide it from the recorded runs.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{LoopMode, WorkflowSpec};
+use super::manifest::{Backoff, LoopMode, WorkflowSpec};
 
 /// The life of a task: pending → running → succeeded | failed | cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,6 +143,7 @@ struct PlanStep {
     enabled: bool,
     repeatable: bool,
     retries: u32,
+    backoff: Backoff,
 }
 
 impl Plan {
@@ -160,6 +162,7 @@ impl Plan {
                     enabled: s.enabled,
                     repeatable: s.repeatable,
                     retries: s.retries.unwrap_or(0),
+                    backoff: s.backoff.unwrap_or_default(),
                 })
                 .collect(),
             max_cycles,
@@ -197,6 +200,15 @@ impl Plan {
             }
             cycle = next;
             from = 0;
+        }
+    }
+
+    /// How long to wait before the run at `pos`: nothing for a first attempt, the step's
+    /// backoff for a retry (`unit` in [0, 1) is the caller's draw for the jitter).
+    pub fn retry_delay(&self, pos: Position, unit: f64) -> Duration {
+        match self.steps.get(pos.step) {
+            Some(s) if pos.attempt > 1 => s.backoff.delay(pos.attempt - 1, unit),
+            _ => Duration::ZERO,
         }
     }
 
@@ -394,6 +406,8 @@ mod tests {
             repeatable,
             timeout_secs: None,
             retries: Some(retries),
+            backoff: None,
+            idle_timeout_secs: None,
             type_: None,
         }
     }
@@ -658,5 +672,47 @@ mod tests {
         for (reason, state, text) in endings {
             assert_eq!(reason.ending(), (state, text.to_owned()), "{reason:?}");
         }
+    }
+
+    #[test]
+    fn retries_wait_by_their_backoff_and_first_attempts_do_not() {
+        let mut spec = WorkflowSpec {
+            steps: vec![step("a", true, true, 3), step("b", true, true, 0)],
+            loop_: LoopSpec::default(),
+            max_parallel: 1,
+            description: None,
+        };
+        let at = |step, attempt| Position {
+            cycle: 1,
+            step,
+            attempt,
+        };
+        let secs = |p: &Plan, pos, unit| p.retry_delay(pos, unit).as_secs_f64();
+        // Temporal's defaults: 1 s, doubling.
+        let plan = Plan::new(&spec);
+        assert_eq!(secs(&plan, at(0, 1), 0.5), 0.0);
+        assert_eq!(secs(&plan, at(0, 2), 0.5), 1.0);
+        assert_eq!(secs(&plan, at(0, 3), 0.5), 2.0);
+        assert_eq!(secs(&plan, at(0, 4), 0.5), 4.0);
+        // 0.2 s × 2, at most 0.5 s, ± 10 %.
+        spec.steps[0].backoff = Some(Backoff {
+            initial_delay_secs: 0.2,
+            factor: 2.0,
+            max_delay_secs: Some(0.5),
+            jitter: 0.1,
+        });
+        let plan = Plan::new(&spec);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(secs(&plan, at(0, 2), 0.5), 0.2));
+        assert!(close(secs(&plan, at(0, 3), 0.5), 0.4));
+        assert!(close(secs(&plan, at(0, 4), 0.5), 0.5), "capped");
+        assert!(close(secs(&plan, at(0, 2), 0.0), 0.18));
+        assert!(close(secs(&plan, at(0, 3), 1.0), 0.44));
+        assert!(
+            close(secs(&plan, at(0, 4), 1.0), 0.5),
+            "the spread never passes the cap"
+        );
+        // A huge attempt number neither overflows nor passes the cap.
+        assert!(close(secs(&plan, at(0, u32::MAX), 0.5), 0.5));
     }
 }

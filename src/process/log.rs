@@ -24,6 +24,7 @@ use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -64,6 +65,27 @@ pub(super) struct LogTasks {
     pub(super) writer: JoinHandle<io::Result<()>>,
     /// Turns true when a guard of a stream-json run was exceeded (see [`StreamWatch`]).
     pub(super) tripped: watch::Receiver<bool>,
+    /// When either stream last delivered bytes (for the idle timeout).
+    pub(super) activity: Activity,
+}
+
+/// When either stream of a run last delivered bytes, on the runtime's clock; the run's start
+/// until then.
+#[derive(Clone)]
+pub(super) struct Activity(Arc<Mutex<Instant>>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    fn touch(&self, at: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    pub(super) fn last(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Starts logging a run into `log`, which [`open_log`] created: the writer, then a reader for
@@ -86,8 +108,13 @@ where
     let (log_tx, log_rx) = mpsc::channel(LOG_QUEUE);
     let (stop_readers, stop_rx) = watch::channel(false);
     let (trip, tripped) = watch::channel(false);
+    let activity = Activity::new();
     let writer = tokio::spawn(write_log(tokio::fs::File::from_std(log), log_rx));
-    let reader = |stream, capture| Reader::new(stream, secrets, stream_cap, capture, &log_tx);
+    let reader = |stream, capture| {
+        let mut r = Reader::new(stream, secrets, stream_cap, capture, &log_tx);
+        r.activity = Some(activity.clone());
+        r
+    };
     let out = match stream {
         Some(guards) => {
             let mut r = reader(Stream::Out, None);
@@ -110,6 +137,7 @@ where
         stderr,
         writer,
         tripped,
+        activity,
     }
 }
 
@@ -227,6 +255,8 @@ struct Reader {
     read_at: DateTime<Utc>,
     capture: Option<Capture>,
     watch: Option<StreamWatch>,
+    /// Shared by the run's two readers.
+    activity: Option<Activity>,
     log: mpsc::Sender<Batch>,
 }
 
@@ -251,6 +281,7 @@ impl Reader {
             read_at: Utc::now(),
             capture,
             watch: None,
+            activity: None,
             log: log.clone(),
         }
     }
@@ -284,6 +315,9 @@ impl Reader {
                 Ok(0) => break,
                 Ok(n) => {
                     self.last_read = Instant::now();
+                    if let Some(a) = &self.activity {
+                        a.touch(self.last_read);
+                    }
                     self.read_at = Utc::now();
                     self.feed(&buf[..n]).await;
                     if n == buf.len() && buf.len() < READ_CHUNK {

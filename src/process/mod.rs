@@ -106,6 +106,8 @@ pub struct SpawnSpec {
     /// The agent prints stream-json: stdout is parsed as it arrives (`domain::stream_json`)
     /// and the run is stopped (like a timeout) when it exceeds these guards.
     pub stream: Option<Guards>,
+    /// Stop the run (like a timeout) when neither stream delivers a byte for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for SpawnSpec {
@@ -125,6 +127,7 @@ impl fmt::Debug for SpawnSpec {
             .field("capture_cap", &self.capture_cap)
             .field("secrets", &self.secrets)
             .field("stream", &self.stream)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -143,6 +146,8 @@ pub enum Outcome {
     /// A guard of the stream-json run was exceeded ([`Finished::stream`] says which); the group
     /// was terminated.
     Stopped,
+    /// Neither stream delivered a byte for the idle timeout (seconds); the group was terminated.
+    IdleTimedOut { secs: u64 },
 }
 
 impl Outcome {
@@ -214,6 +219,8 @@ pub struct Running {
     writer: JoinHandle<io::Result<()>>,
     /// Turns true when a stream-json guard was exceeded.
     tripped: watch::Receiver<bool>,
+    /// The idle timeout and when the streams last delivered bytes.
+    idle: Option<(Duration, log::Activity)>,
     _stdin: Option<AbortOnDrop>,
     log_path: PathBuf,
     started_at: DateTime<Utc>,
@@ -256,6 +263,7 @@ impl Running {
             stderr,
             writer,
             mut tripped,
+            idle,
             _stdin,
             log_path,
             started_at,
@@ -270,6 +278,7 @@ impl Running {
             () = tokio::time::sleep_until(deadline) => Ended::Stopped(Outcome::TimedOut),
             true = was_cancelled(&mut cancelled) => Ended::Stopped(Outcome::Cancelled),
             true = was_cancelled(&mut tripped) => Ended::Stopped(Outcome::Stopped),
+            secs = stalled(idle.as_ref()) => Ended::Stopped(Outcome::IdleTimedOut { secs }),
         };
         let (status, outcome) = match ended {
             Ended::Exited(status) => {
@@ -343,6 +352,21 @@ enum Ended {
     Stopped(Outcome),
 }
 
+/// Resolves (with the limit in seconds) once neither stream has delivered a byte for the idle
+/// limit; never without one.
+async fn stalled(idle: Option<&(Duration, log::Activity)>) -> u64 {
+    let Some((limit, activity)) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let due = activity.last() + *limit;
+        if tokio::time::Instant::now() >= due {
+            return limit.as_secs();
+        }
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 async fn was_cancelled(rx: &mut watch::Receiver<bool>) -> bool {
     rx.wait_for(|cancelled| *cancelled).await.is_ok()
 }
@@ -378,6 +402,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         capture_cap,
         secrets,
         stream,
+        idle_timeout,
     } = spec;
     let Some(program) = argv.first().cloned() else {
         return Err(ProcessError::EmptyCommand);
@@ -438,6 +463,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         stderr,
         writer,
         tripped,
+        activity,
     } = log::start(
         log,
         out_pipe,
@@ -463,6 +489,7 @@ pub fn spawn(spec: SpawnSpec) -> Result<Running, ProcessError> {
         stderr,
         writer,
         tripped,
+        idle: idle_timeout.map(|limit| (limit, activity)),
         _stdin: stdin_task,
         log_path,
         started_at,

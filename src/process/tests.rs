@@ -30,6 +30,7 @@ fn spec(argv: &[&str], dir: &Path) -> SpawnSpec {
         capture_cap: 1 << 20,
         secrets: Secrets::fixed(Arc::new(Redactor::none())),
         stream: None,
+        idle_timeout: None,
     }
 }
 
@@ -659,4 +660,23 @@ async fn a_stream_json_run_over_its_guard_is_stopped_while_it_runs() {
         log.contains(r#""id":"m3""#),
         "the raw stream is logged: {log}"
     );
+}
+
+#[tokio::test]
+async fn a_run_that_stays_silent_past_its_idle_timeout_is_stopped_and_one_that_talks_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut silent = sh("echo started; exec sleep 60", dir.path());
+    silent.idle_timeout = Some(Duration::from_secs(1));
+    let finished = spawn(silent).expect("spawn").wait().await.expect("wait");
+    assert_eq!(finished.outcome, Outcome::IdleTimedOut { secs: 1 });
+    assert_eq!(finished.stdout, "started\n");
+    // Output resets the clock: a run that prints every 0.2 s outlives a 5 s idle limit.
+    let mut talking = sh(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.2; done",
+        dir.path(),
+    );
+    talking.idle_timeout = Some(Duration::from_secs(5));
+    talking.log_path = dir.path().join("logs/talking.log");
+    let finished = spawn(talking).expect("spawn").wait().await.expect("wait");
+    assert_eq!(finished.outcome, Outcome::Exited(0));
 }

@@ -401,6 +401,13 @@ pub struct AgentSpec {
     pub prompt_delivery: PromptDelivery,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Stops a run that writes nothing for this many seconds (a step's own value wins).
+    #[serde(
+        default,
+        alias = "idleTimeoutSecs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "AgentOutput::is_text")]
     pub output: AgentOutput,
     /// Stops a stream-json run after this many turns.
@@ -486,9 +493,81 @@ pub struct StepSpec {
     pub timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// The wait before each retry (Temporal's defaults when `retries` is set without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Stops a run that writes nothing (stdout or stderr) for this many seconds; the agent's
+    /// when the step sets none.
+    #[serde(
+        default,
+        alias = "idleTimeoutSecs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout_secs: Option<u64>,
     /// Accepted for compatibility with older manifests and ignored.
     #[serde(rename = "type", default, skip_serializing)]
     pub type_: Option<Ignored>,
+}
+
+/// A step's wait before retry `n` (1 for the second attempt): `initial_delay_secs ×
+/// factor^(n-1)`, at most `max_delay_secs`, spread by ± `jitter` (a fraction) so that the
+/// retries of many tasks do not arrive together. The defaults are Temporal's: 1 s, × 2, at most
+/// 100 × the initial delay, no jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "Backoff::default_initial", alias = "initialDelaySecs")]
+    pub initial_delay_secs: f64,
+    #[serde(default = "Backoff::default_factor")]
+    pub factor: f64,
+    #[serde(
+        default,
+        alias = "maxDelaySecs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_delay_secs: Option<f64>,
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+/// Validation refuses what is not finite, so equality is total.
+impl Eq for Backoff {}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            initial_delay_secs: Backoff::default_initial(),
+            factor: Backoff::default_factor(),
+            max_delay_secs: None,
+            jitter: 0.0,
+        }
+    }
+}
+
+impl Backoff {
+    fn default_initial() -> f64 {
+        1.0
+    }
+
+    fn default_factor() -> f64 {
+        2.0
+    }
+
+    /// The cap: `max_delay_secs`, else 100 × the initial delay.
+    pub fn max_delay(&self) -> f64 {
+        self.max_delay_secs
+            .unwrap_or(100.0 * self.initial_delay_secs)
+    }
+
+    /// The wait before retry `retry` (≥ 1), with `unit` in [0, 1) drawn by the caller for the
+    /// jitter (0.5 gives the middle of the spread).
+    pub fn delay(&self, retry: u32, unit: f64) -> std::time::Duration {
+        let exp = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base = (self.initial_delay_secs * self.factor.powi(exp)).min(self.max_delay());
+        let spread = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        let secs = (base * spread).clamp(0.0, self.max_delay());
+        std::time::Duration::try_from_secs_f64(secs).unwrap_or_default()
+    }
 }
 
 /// A field that is accepted and ignored (its value is skipped, whatever its shape).

@@ -457,6 +457,7 @@ fn token_settings_problems(r: &crate::domain::manifest::RotationSpec, out: &mut 
 
 fn agent_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
     super::output::output_problems(a, out);
+    super::retry::idle_timeout(a.idle_timeout_secs, "spec.idle_timeout_secs", out);
     match render::split_command(&a.command) {
         Err(e) => out.push(problem_hint(
             "spec.command",
@@ -629,6 +630,7 @@ fn workflow_problems(w: &WorkflowSpec, out: &mut Vec<Problem>) {
                 "use a positive number of seconds or leave it out",
             ));
         }
+        super::retry::step_timing(s, &format!("spec.steps[{i}]"), out);
         if s.retries.is_some_and(|r| r > 100) {
             out.push(problem_hint(
                 p("retries"),

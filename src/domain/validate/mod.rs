@@ -10,6 +10,7 @@
 mod local;
 mod output;
 mod references;
+mod retry;
 #[cfg(test)]
 mod tests;
 
