@@ -233,6 +233,8 @@ pub struct WorkflowState {
     finishing: Option<(TaskState, Option<String>)>,
     /// The retry whose backoff has been waited for (see `retry.rs`).
     backed_off: Option<Position>,
+    /// The session the last failed stream-json run reported, by step index (a retry resumes it).
+    session: Option<(usize, String)>,
 }
 
 impl WorkflowState {
@@ -284,6 +286,7 @@ impl WorkflowState {
             base_env: &self.ctx.base_env,
             socket: &self.ctx.socket,
             files: &files,
+            resume_session: self.session_of(pos),
         });
         let mut launch = match planned {
             Ok(l) => l,
@@ -450,6 +453,12 @@ impl WorkflowState {
             (None, RunState::Succeeded) => StepResult::Succeeded,
             (reason, _) => StepResult::Failed(reason.clone().unwrap_or_else(|| "failed".into())),
         };
+        self.session = end
+            .stream
+            .as_ref()
+            .and_then(|s| s.session_id.clone())
+            .filter(|_| step_result != StepResult::Succeeded)
+            .map(|id| (current.pos.step, id));
         if step_result == StepResult::Succeeded {
             // A stream-json run's output is its final result, not the raw stream.
             let output = match &end.stream {
@@ -643,6 +652,7 @@ impl Behaviour for WorkflowActor {
             preparing: false,
             finishing: None,
             backed_off: None,
+            session: None,
             task,
         };
         match Opening::of(state.task.info.state) {

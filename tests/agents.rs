@@ -572,3 +572,80 @@ spec:
     assert!(!worktree.exists());
     assert!(!running("sleep 4333"), "the orphaned attempt was killed");
 }
+
+/// An agent that fails unless it is resuming: without `--resume` it prints an interrupted
+/// transcript and exits 1; with it, a result naming the session it resumed.
+const RESUMING_AGENT: &str = r#"#!/bin/sh
+printf '%s\n' "$@" >> "$TRANSCRIPT.args"
+for a in "$@"; do
+  if [ "$resume" = next ]; then resume="$a"; fi
+  if [ "$a" = --resume ]; then resume=next; fi
+done
+if [ -z "$resume" ]; then cat "$TRANSCRIPT"; exit 1; fi
+printf '{"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"resumed %s","session_id":"%s"}\n' "$resume" "$resume"
+"#;
+
+#[test]
+fn a_retried_stream_json_step_resumes_the_session_its_failed_attempt_reported() {
+    let d = TestDaemon::start();
+    let mut lines = vec![system()];
+    lines.extend(turn(1, "Bash"));
+    let (_, transcript) = fake(&d, "interrupted", &lines);
+    let agent = d.write("resuming-claude", RESUMING_AGENT);
+    make_executable(&agent);
+    let resume = "  resumeArgs: \"--resume {session_id}\"\n";
+    d.apply(&format!(
+        "{}---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: again}}\nspec:\n  steps:\n    - {{id: think, template: ask, required_capability: think, retries: 1, backoff: {{initial_delay_secs: 0.1}}}}\n",
+        manifests(&d, &agent, &transcript, resume, "")
+    ));
+    let t = finished(&d, create(&d, "again", "x"));
+    assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
+    let steps = t["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{t:#}");
+    assert_eq!(
+        steps[0]["streamJson"]["sessionId"], "5f1c-test-session",
+        "{t:#}"
+    );
+    let argv: Vec<&str> = steps[1]["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(
+        argv[argv.len() - 2..],
+        ["--resume", "5f1c-test-session"],
+        "{argv:?}"
+    );
+    assert_eq!(
+        steps[1]["streamJson"]["result"],
+        "resumed 5f1c-test-session"
+    );
+    // The first attempt started fresh: no --resume.
+    let first: Vec<&str> = steps[0]["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(!first.contains(&"--resume"), "{first:?}");
+
+    // resumeArgs knows only {session_id}, and needs stream-json.
+    let bad = d.cli_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: orchestrator.dev/v2\nkind: Agent\nmetadata: {name: bad}\nspec: {command: \"x {prompt}\", capabilities: [z], resumeArgs: \"--resume {goal}\"}\n",
+    );
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr
+            .contains("unknown placeholder {goal} in resumeArgs"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr
+            .contains("resumeArgs needs `output: stream-json`"),
+        "{}",
+        bad.stderr
+    );
+}

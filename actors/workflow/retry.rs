@@ -2,6 +2,8 @@
 //! (`domain::manifest::Backoff`, drawn with jitter here), announced as a task event; a timer
 //! brings the attempt back to [`WorkflowState::advance`]. A cancel meanwhile ends the task at
 //! once (no step is running), and the timer's message then finds no actor.
+//! A stream-json step's retry resumes the session its failed attempt reported, when the agent
+//! has `resumeArgs`.
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -28,6 +30,16 @@ impl WorkflowState {
         ));
         me.send_after(delay, move || WorkflowMsg::Advance(Next::Run(pos)));
         true
+    }
+}
+
+impl WorkflowState {
+    /// The session a retry at `pos` resumes: the one its step's failed attempt reported.
+    pub(super) fn session_of(&self, pos: Position) -> Option<&str> {
+        self.session
+            .as_ref()
+            .filter(|(step, _)| *step == pos.step && pos.attempt > 1)
+            .map(|(_, id)| id.as_str())
     }
 }
 

@@ -153,6 +153,9 @@ pub struct StepRun<'a> {
     /// The control socket, handed to the agent as `ORCHESTRATOR_SOCKET`.
     pub socket: &'a Path,
     pub files: &'a RunFiles,
+    /// The session a failed attempt of this step reported (stream-json): a retry resumes it
+    /// when the agent has `resumeArgs`.
+    pub resume_session: Option<&'a str>,
 }
 
 /// What to start for a step run.
@@ -244,7 +247,7 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                     }
                 })?;
             merge_env(&mut env, extra);
-            let argv = agent
+            let mut argv: Vec<String> = agent
                 .lowered
                 .words
                 .iter()
@@ -256,6 +259,11 @@ pub fn launch(r: &StepRun<'_>) -> Result<Launch, LaunchError> {
                     })
                 })
                 .collect();
+            if let Some(session) = r.resume_session.filter(|_| r.pos.attempt > 1) {
+                argv.extend(agent.lowered.resume.iter().map(|w| {
+                    render::render(w, |n| (n == "session_id").then_some(Cow::Borrowed(session)))
+                }));
+            }
             let timeout = r
                 .step
                 .timeout_secs

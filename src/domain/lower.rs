@@ -96,6 +96,8 @@ pub fn key_listed(listed: &[String], k: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct LoweredAgent {
     pub words: Vec<String>,
+    /// `resumeArgs`, split into words (each still a template).
+    pub resume: Vec<String>,
     pub env: Vec<EnvSource>,
 }
 
@@ -246,7 +248,14 @@ fn lower_agent(a: &AgentSpec) -> Result<LoweredAgent, LowerError> {
         .enumerate()
         .map(|(index, e)| env_source(e).ok_or(LowerError::EnvShape { index }))
         .collect::<Result<_, _>>()?;
-    Ok(LoweredAgent { words, env })
+    let resume = match &a.resume_args {
+        Some(r) => render::split_command(r).map_err(|source| LowerError::Command {
+            what: "the agent's resumeArgs".into(),
+            source,
+        })?,
+        None => Vec::new(),
+    };
+    Ok(LoweredAgent { words, resume, env })
 }
 
 fn env_source(e: &EnvEntry) -> Option<EnvSource> {

@@ -115,6 +115,7 @@ fn run(agents: &str, step: &str, payload: Option<&str>) -> Result<Launch, Launch
         base_env: &base_env,
         socket: Path::new("/data/orchestrator.sock"),
         files: &files,
+        resume_session: None,
     })
 }
 
@@ -414,6 +415,7 @@ fn workflows_that_no_longer_lower_or_lost_the_step() {
             base_env: &[],
             socket: Path::new("/s"),
             files: &files,
+            resume_session: None,
         });
         let err = got.expect_err("fails");
         assert_eq!(err.to_string(), want);

@@ -410,6 +410,14 @@ pub struct AgentSpec {
     pub idle_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "AgentOutput::is_text")]
     pub output: AgentOutput,
+    /// Words added to `command` when a stream-json step is retried after a run that reported
+    /// its session id, with `{session_id}` (e.g. `--resume {session_id}` for `claude -p`).
+    #[serde(
+        rename = "resumeArgs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resume_args: Option<String>,
     /// Stops a stream-json run after this many turns.
     #[serde(rename = "maxTurns", default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,

@@ -1,11 +1,32 @@
-//! The rules of an Agent's `output` and its guards (`maxTurns`, `maxCostUsd`): the guards read
-//! what a stream-json run reports, so they need `output: stream-json`, and each must be a
-//! positive limit.
+//! The rules of an Agent's `output`, its guards (`maxTurns`, `maxCostUsd`) and `resumeArgs`:
+//! they read what a stream-json run reports, so they need `output: stream-json`; each guard must
+//! be a positive limit, and `resumeArgs` may use only `{session_id}`.
 
 use super::local::{Problem, problem_hint};
 use crate::domain::manifest::{AgentOutput, AgentSpec};
+use crate::domain::render;
 
 pub(super) fn output_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
+    if let Some(r) = &a.resume_args {
+        match render::split_command(r) {
+            Err(e) => out.push(problem_hint(
+                "spec.resumeArgs",
+                e.to_string(),
+                "quote words that hold spaces",
+            )),
+            Ok(words) => {
+                for name in words.iter().flat_map(|w| render::placeholders(w)) {
+                    if name != "session_id" {
+                        out.push(problem_hint(
+                            "spec.resumeArgs",
+                            format!("unknown placeholder {{{name}}} in resumeArgs"),
+                            "resumeArgs knows only {session_id}, e.g. `--resume {session_id}`",
+                        ));
+                    }
+                }
+            }
+        }
+    }
     if a.max_turns == Some(0) {
         out.push(problem_hint(
             "spec.maxTurns",
@@ -26,6 +47,7 @@ pub(super) fn output_problems(a: &AgentSpec, out: &mut Vec<Problem>) {
         for (field, set) in [
             ("maxTurns", a.max_turns.is_some()),
             ("maxCostUsd", a.max_cost_usd.is_some()),
+            ("resumeArgs", a.resume_args.is_some()),
         ] {
             if set {
                 out.push(problem_hint(
