@@ -8,6 +8,7 @@ mod fake_http;
 mod github_app;
 mod hostile;
 mod inprocess;
+mod integrations;
 mod merge;
 mod proof;
 mod props;
