@@ -1133,6 +1133,10 @@ fn the_token_refresh_bundle_validates_refreshes_both_tokens_and_its_agents_use_t
         assert!(logs.contains("installation repositories"), "{logs}");
     }
 
+    // One refresh each: the first, when the last value was set.
+    assert_eq!(platform.lock().expect("lock").refreshes, 1);
+    assert_eq!(gh.lock().expect("lock").minted.len(), 1);
+
     // Re-applying the bundle keeps the refreshed values; nothing secret is in the log.
     let out = apply_bundle(&d, &copy, &[]);
     assert!(out.contains("secretstore/slack-token unchanged"), "{out}");

@@ -19,9 +19,9 @@ use warp::http::{HeaderValue, StatusCode};
 use crate::domain::signature::Scheme;
 
 /// The header that carries a Slack form delivery's status (`accepted`, `filtered`, …).
-pub const STATUS_HEADER: &str = "x-orchestrator-status";
+pub(super) const STATUS_HEADER: &str = "x-orchestrator-status";
 /// The header that carries the task a Slack form delivery created.
-pub const TASK_HEADER: &str = "x-orchestrator-task";
+pub(super) const TASK_HEADER: &str = "x-orchestrator-task";
 
 /// The JSON body of an answer, kept with the response so that [`acknowledge`] can restate it.
 #[derive(Debug, Clone)]

@@ -64,7 +64,6 @@ use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
 use crate::store::{Proof, ReplayStore, Verification, VerificationStore};
 
-pub use ack::{STATUS_HEADER, TASK_HEADER};
 pub use own::{NoRandom, OWN_HEADER, OwnToken};
 pub use serve::{ConnectionCounts, Connections, serve};
 pub use verified::record_verifications;
