@@ -17,25 +17,26 @@ use sha2::Digest;
 use crate::common::{TestDaemon, eventually};
 use crate::fake_http::{FakeServer, Request};
 
-const APP_ID: u64 = 12345;
-const INSTALLATION: u64 = 77;
+pub(crate) const APP_ID: u64 = 12345;
+pub(crate) const INSTALLATION: u64 = 77;
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
 
+/// The fake GitHub's state (also the GitHub of `integrations.rs`).
 #[derive(Default)]
-struct Github {
+pub(crate) struct Github {
     /// Tokens minted, newest last, with their expiry.
-    minted: Vec<(String, DateTime<Utc>)>,
+    pub(crate) minted: Vec<(String, DateTime<Utc>)>,
     /// Why JWTs were refused.
     refused: Vec<String>,
 }
 
 /// The App's public key as *ring* takes it (PKCS#1 `RSAPublicKey` DER).
-fn public_key() -> Vec<u8> {
+pub(crate) fn public_key() -> Vec<u8> {
     let pem = std::fs::read_to_string(fixture("github-app-test-only.public-key.pem")).expect("pem");
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD
@@ -80,7 +81,7 @@ fn check_jwt(jwt: &str, key: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn handle(gh: &Mutex<Github>, key: &[u8], req: &Request) -> (u16, String) {
+pub(crate) fn handle(gh: &Mutex<Github>, key: &[u8], req: &Request) -> (u16, String) {
     if req.method != "POST"
         || req.path != format!("/app/installations/{INSTALLATION}/access_tokens")
     {

@@ -10,6 +10,7 @@ mod fake_http;
 mod github_app;
 mod hostile;
 mod inprocess;
+mod integrations;
 mod merge;
 mod proof;
 mod props;

@@ -67,37 +67,123 @@ fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The bundles under `dir`: every directory that holds `*.yaml`/`*.yml` files itself
+/// (`manifests/secret-rotation/`, `manifests/integrations/github/`, …), at any depth.
+fn bundle_dirs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    if entries
+        .iter()
+        .any(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+    {
+        out.push(dir.to_path_buf());
+    }
+    for p in entries.iter().filter(|p| p.is_dir()) {
+        bundle_dirs(p, out);
+    }
+}
+
+/// The documents of every manifest file under `dir`, as `apply -f DIR` reads them (name order,
+/// recursively; a Workspace's relative `root_path` resolved against its file's directory).
+fn bundle_documents(dir: &Path) -> Vec<orchestrator::domain::manifest::Document> {
+    let mut files = Vec::new();
+    yaml_files(dir, &mut files);
+    files.sort();
+    let mut docs = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read manifest");
+        let (mut parsed, problems) = parse_documents(&f.display().to_string(), &text);
+        assert!(problems.is_empty(), "{}: {problems:#?}", f.display());
+        for d in &mut parsed {
+            if let orchestrator::domain::manifest::Spec::Workspace(w) = &mut d.manifest.spec {
+                let base = f.parent().expect("parent");
+                w.root_path = resolve_root_path(&w.root_path, base);
+            }
+        }
+        docs.extend(parsed);
+    }
+    docs
+}
+
+/// Every bundle validates on its own, and all of them together (so that applying every
+/// bundle into one project, `apply -f manifests/`, has no clash of names).
 #[test]
 fn every_example_manifest_validates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-    let mut bundles: Vec<_> = std::fs::read_dir(&root)
-        .expect("manifests/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
+    let mut bundles = Vec::new();
+    bundle_dirs(&root, &mut bundles);
+    let names: Vec<String> = bundles
+        .iter()
+        .filter_map(|b| b.strip_prefix(&root).ok())
+        .map(|b| b.display().to_string())
         .collect();
-    bundles.sort();
-    assert!(!bundles.is_empty(), "manifests/ holds no bundle");
-    for bundle in bundles {
-        let mut files = Vec::new();
-        yaml_files(&bundle, &mut files);
-        files.sort();
-        let mut docs = Vec::new();
-        for f in &files {
-            let text = std::fs::read_to_string(f).expect("read manifest");
-            let (mut parsed, problems) = parse_documents(&f.display().to_string(), &text);
-            assert!(problems.is_empty(), "{}: {problems:#?}", f.display());
-            for d in &mut parsed {
-                if let orchestrator::domain::manifest::Spec::Workspace(w) = &mut d.manifest.spec {
-                    let base = f.parent().expect("parent");
-                    w.root_path = resolve_root_path(&w.root_path, base);
-                }
-            }
-            docs.extend(parsed);
-        }
+    for want in [
+        "secret-rotation",
+        "integrations/github",
+        "integrations/slack",
+        "integrations/line",
+        "integrations/stripe",
+        "integrations/standard-webhooks",
+        "integrations/token-refresh",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "no bundle {want} in {names:?}"
+        );
+    }
+    for bundle in bundles.iter().chain([&root]) {
+        let mut docs = bundle_documents(bundle);
+        assert!(!docs.is_empty(), "{}: no documents", bundle.display());
         let problems = validate_apply(&mut docs, &Snapshot::default(), None);
         let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         assert!(shown.is_empty(), "bundle {}: {shown:#?}", bundle.display());
+    }
+}
+
+/// Every script a bundle's agent runs (`sh ./NAME.sh …`) is in the bundle, and is POSIX sh
+/// that `sh -n` parses.
+#[test]
+fn every_bundle_script_is_shipped_and_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let mut bundles = Vec::new();
+    bundle_dirs(&root, &mut bundles);
+    for bundle in &bundles {
+        let mut docs = bundle_documents(bundle);
+        let _ = validate_apply(&mut docs, &Snapshot::default(), None);
+        for d in &docs {
+            let orchestrator::domain::manifest::Spec::Agent(a) = &d.manifest.spec else {
+                continue;
+            };
+            let Some(script) = a
+                .command
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("./"))
+            else {
+                continue;
+            };
+            let path = bundle.join(script);
+            assert!(
+                path.is_file(),
+                "{}: {} is not in the bundle",
+                d.manifest.metadata.name,
+                path.display()
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .expect("run sh -n");
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 

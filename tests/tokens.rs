@@ -18,11 +18,11 @@ use sha2::Digest;
 use crate::common::{TestDaemon, eventually};
 use crate::fake_http::{FakeServer, Request};
 
-const CLIENT_ID: &str = "4711.0815";
-const CLIENT_SECRET: &str = "client-secret-7c1e0a9f3b5d";
+pub(crate) const CLIENT_ID: &str = "4711.0815";
+pub(crate) const CLIENT_SECRET: &str = "client-secret-7c1e0a9f3b5d";
 
-/// The fake platform's state.
-struct Platform {
+/// The fake platform's state (also the Slack of `integrations.rs`).
+pub(crate) struct Platform {
     lifetime: chrono::Duration,
     /// Refusals as Slack sends them (HTTP 200, `ok: false`), else as RFC 6749 says.
     slack: bool,
@@ -35,8 +35,8 @@ struct Platform {
     /// Every access token issued, by the hex SHA-256 of its value: (issued, expires).
     issued: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
     /// The newest access and refresh token.
-    last: (String, String),
-    refreshes: u64,
+    pub(crate) last: (String, String),
+    pub(crate) refreshes: u64,
     refused: Vec<String>,
     n: u64,
 }
@@ -46,7 +46,7 @@ fn sha256_hex(s: &str) -> String {
 }
 
 impl Platform {
-    fn new(lifetime_secs: i64, slack: bool, basic: bool) -> Arc<Mutex<Platform>> {
+    pub(crate) fn new(lifetime_secs: i64, slack: bool, basic: bool) -> Arc<Mutex<Platform>> {
         Arc::new(Mutex::new(Platform {
             lifetime: chrono::Duration::seconds(lifetime_secs),
             slack,
@@ -62,7 +62,7 @@ impl Platform {
     }
 
     /// A new access and refresh token, as an authorization (or a refresh) hands them out.
-    fn grant(&mut self) -> (String, String) {
+    pub(crate) fn grant(&mut self) -> (String, String) {
         self.n += 1;
         let salt = Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let access = format!("xoxe.xoxp-1-{}-{salt:x}", self.n);
@@ -95,7 +95,7 @@ impl Platform {
         }
     }
 
-    fn handle(&mut self, req: &Request) -> (u16, String) {
+    pub(crate) fn handle(&mut self, req: &Request) -> (u16, String) {
         if req.method != "POST" || req.path != "/api/oauth.v2.access" {
             return (404, r#"{"ok": false, "error": "unknown_method"}"#.into());
         }

@@ -106,7 +106,9 @@ fn every_scheme_accepts_its_platform_format_and_refuses_forgeries() {
             &signed(scheme, STORE_OLD, body, &id),
             body.as_bytes(),
         ));
-        assert_eq!(status, 202, "{}: {v}", scheme.name());
+        // LINE counts only a 200 as delivered (README, Webhooks).
+        let want = if scheme == Scheme::Line { 200 } else { 202 };
+        assert_eq!(status, want, "{}: {v}", scheme.name());
         assert_eq!(v["status"], "accepted");
         assert!(v["task"].as_u64().is_some());
         // A wrong key, one flipped body byte, a missing header: 401 with a generic body.
@@ -486,9 +488,14 @@ fn dry_runs_forms_suspension_and_last_verified_apart_from_last_tested() {
         "Content-Type".into(),
         "application/x-www-form-urlencoded".into(),
     ));
-    let (status, v) = status_of(&post(a, "/webhook/slash", &h, form.as_bytes()));
-    assert_eq!(status, 202, "{v}");
-    let id = v["task"].as_u64().expect("task");
+    // Slack wants a 200 without a body for a command (a body would be posted as its reply).
+    let answer = post(a, "/webhook/slash", &h, form.as_bytes());
+    assert_eq!(answer, (200, String::new()));
+    let id = d
+        .cli(&["task", "list", "--trigger", "slash", "-o", "json"])
+        .json()["tasks"][0]["id"]
+        .as_u64()
+        .expect("task");
     let detail = d
         .cli(&["task", "show", &id.to_string(), "-o", "json"])
         .json();

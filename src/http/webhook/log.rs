@@ -37,7 +37,8 @@ impl Logged {
     pub(super) fn entry(self, status: u16) -> Option<NewDelivery> {
         let (project, trigger) = self.trigger?;
         let outcome = self.outcome.unwrap_or(match status {
-            202 => "accepted",
+            // 200: LINE's and Slack forms' answer to an accepted delivery (`ack.rs`).
+            200 | 202 => "accepted",
             400 => "bad request",
             401 => "unauthorized",
             408 => "body timeout",

@@ -1,8 +1,9 @@
 //! The webhook server's routes: `POST /webhook/{trigger}`, `POST /webhook/{project}/{trigger}` and
 //! `GET /healthz`, the context requests share, and [`serve_fn`], what the WebhookActor is given
 //! to serve them. The accept loop with its header deadline and connection cap is in `serve.rs`,
-//! body reading and payload decoding in `payload.rs`, the "last verified at" recorder in
-//! `verified.rs`, the replay window's cache of recent ids in `replay.rs`, and the
+//! body reading and payload decoding in `payload.rs`, how LINE and Slack forms want their
+//! answers in `ack.rs`, the "last verified at" recorder in `verified.rs`, what each delivery
+//! logs in `log.rs`, the replay window's cache of recent ids in `replay.rs`, and the
 //! token that marks the daemon's own requests (`orchestrator webhook test`) in `own.rs`.
 //!
 //! A delivery is handled in this order, and each step answers on its own:
@@ -15,7 +16,8 @@
 //!    SecretStore (or the listed keys), read from the snapshot that is current when the request
 //!    starts → else 401 with a generic body (the reason goes to the daemon log at debug level);
 //! 5. payload: JSON, or a form (`application/x-www-form-urlencoded`, as Slack slash commands send)
-//!    turned into a JSON object → else 400;
+//!    turned into a JSON object (a form whose only field `payload` holds a JSON object, as Slack
+//!    interactivity sends, is that object) → else 400;
 //! 6. Slack `url_verification` → 200 with its challenge, nothing fires;
 //! 7. `X-Orchestrator-Dry-Run: 1`, or the daemon's own request (`own.rs`) → 200 with the key
 //!    name that matched and whether the filter matched, nothing fires;
@@ -29,11 +31,15 @@
 //!     applies) → `202 {"status":"accepted","task":ID}` once the task row is durable (fsynced,
 //!     in a group commit shared with the deliveries that arrived meanwhile).
 //!
+//! The `202` answers of 8–10 reach LINE as `200` and Slack's slash commands and interactivity
+//! as `200` with an empty body (`ack.rs`): those platforms count anything else as a failure.
+//!
 //! Which key verified a delivery, and when, is recorded per key (batched, every 200 ms) and shown
 //! by `describe secretstore`: a real delivery from an outside sender as "last verified at", a dry
 //! run or the daemon's own `webhook test` as "last tested at" (by which trigger, and which of the
 //! two). Only "last verified at" satisfies a rotation's test stage.
 
+mod ack;
 mod log;
 mod own;
 mod payload;
@@ -186,6 +192,17 @@ impl WebhookContext {
             self.counters.by_status[i].fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// An answer counted as `from` went out as `to` (see `ack.rs`).
+    fn recount(&self, from: StatusCode, to: StatusCode) {
+        if from == to {
+            return;
+        }
+        if let Some(i) = STATUSES.iter().position(|s| *s == from.as_u16()) {
+            self.counters.by_status[i].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.count(to);
+    }
 }
 
 impl ServerView for WebhookContext {
@@ -284,7 +301,30 @@ fn reply(
     body: serde_json::Value,
 ) -> warp::reply::Response {
     ctx.count(status);
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    response.extensions_mut().insert(ack::Answer(body));
+    response
+}
+
+/// The answer as the platform of the trigger at `tail` wants it (`ack.rs`).
+fn acknowledged(
+    ctx: &WebhookContext,
+    tail: &str,
+    form: bool,
+    answer: warp::reply::Response,
+) -> warp::reply::Response {
+    if answer.status() != StatusCode::ACCEPTED {
+        return answer;
+    }
+    let scheme = route(tail).and_then(|(project, name)| {
+        ctx.snapshots
+            .borrow()
+            .webhook(&project, &name)
+            .map(|w| w.plan.scheme)
+    });
+    let answer = ack::acknowledge(scheme, form, answer);
+    ctx.recount(StatusCode::ACCEPTED, answer.status());
+    answer
 }
 
 /// All webhook routes.
@@ -311,7 +351,8 @@ pub fn routes(
                 let ctx = ctx.clone();
                 // The delivery's span reaches every actor the delivery touches.
                 let span = tracing::info_span!(parent: None, "delivery", id = NEXT.fetch_add(1, Ordering::Relaxed), path = %tail.as_str());
-                async move { deliver(&ctx, tail.as_str(), headers, body).await }.instrument(span)
+                async move { deliver(&ctx, tail.as_str(), headers, body).await }
+                .instrument(span)
             })
     };
     let fallback = ctx.clone();
@@ -345,8 +386,8 @@ fn route(tail: &str) -> Option<(String, String)> {
     }
 }
 
-/// Handles a delivery and logs it (when its path named a webhook trigger) with the status it
-/// was answered with.
+/// Handles a delivery, answers it as its platform wants (`ack.rs`) and logs it (when its path
+/// named a webhook trigger) with the status it was answered with.
 async fn deliver<S, B>(
     ctx: &WebhookContext,
     tail: &str,
@@ -358,7 +399,9 @@ where
     B: Buf,
 {
     let mut log = Logged::default();
+    let form = payload::is_form(&headers);
     let response = handle(ctx, tail, headers, body, &mut log).await;
+    let response = acknowledged(ctx, tail, form, response);
     if let Some(entry) = log.entry(response.status().as_u16()) {
         ctx.log.send(entry);
     }

@@ -1,6 +1,9 @@
 //! A delivery's body and payload: reading the body within its size limit and deadline
 //! ([`read_within`]), and decoding it as JSON, or as a form turned into a JSON object
-//! ([`payload`]). Each refusal is a typed error that names its HTTP status.
+//! ([`payload`]). A form whose only field is `payload` holding a JSON object — what Slack sends
+//! for interactivity (buttons, shortcuts, modal submissions) and GitHub for a webhook whose
+//! content type is `application/x-www-form-urlencoded` — is that object. Each refusal is a
+//! typed error that names its HTTP status.
 
 use std::time::Duration;
 
@@ -94,7 +97,24 @@ where
     Ok(Bytes::from(out))
 }
 
-/// The delivery's payload as JSON: a JSON body, or a form turned into an object.
+/// Whether the request declares a form body (`application/x-www-form-urlencoded`).
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(warp::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| {
+            c.trim_start()
+                .get(..FORM.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(FORM))
+        })
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The delivery's payload as JSON, and as the text `{payload}` gives the task: a JSON body as
+/// sent; a form turned into an object of strings (a Slack slash command), except a form whose
+/// only field is `payload` holding a JSON object, which is that object, its text as sent (Slack
+/// interactivity, GitHub's form deliveries).
 pub(super) fn payload(
     headers: &HeaderMap,
     body: &[u8],
@@ -103,15 +123,18 @@ pub(super) fn payload(
         return Err(PayloadError::Empty);
     }
     let text = std::str::from_utf8(body).map_err(|_| PayloadError::NotUtf8)?;
-    let form = headers
-        .get(warp::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if form {
-        let mut map = serde_json::Map::new();
-        for (k, v) in form_pairs(text)? {
-            map.insert(k, serde_json::Value::String(v));
+    if is_form(headers) {
+        let pairs = form_pairs(text)?;
+        if let [(name, inner)] = pairs.as_slice()
+            && name == "payload"
+            && let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_str(inner)
+        {
+            return Ok((value, inner.clone()));
         }
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
         let value = serde_json::Value::Object(map);
         let text = value.to_string();
         return Ok((value, text));
@@ -169,5 +192,89 @@ mod tests {
             ]
         );
         assert!(form_pairs("a=%zz").is_err());
+    }
+
+    fn form_headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = content_type.parse() {
+            h.insert(warp::http::header::CONTENT_TYPE, v);
+        }
+        h
+    }
+
+    /// `(content type, body)` → the payload's JSON and its text, or the error's words.
+    fn check(content_type: &str, body: &str, want: Result<(&str, &str), &str>) {
+        let got = payload(&form_headers(content_type), body.as_bytes());
+        match (got, want) {
+            (Ok((value, text)), Ok((json, want_text))) => {
+                let json: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                assert_eq!((&value, text.as_str()), (&json, want_text), "{body}");
+            }
+            (Err(e), Err(words)) => assert!(e.to_string().contains(words), "{e}"),
+            (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn payloads_of_each_platform_shape() {
+        let form = "application/x-www-form-urlencoded";
+        // JSON as sent, byte for byte.
+        check(
+            "application/json",
+            r#"{"ref": "refs/heads/main"}"#,
+            Ok((
+                r#"{"ref":"refs/heads/main"}"#,
+                r#"{"ref": "refs/heads/main"}"#,
+            )),
+        );
+        // A slash command: every field a string.
+        check(
+            form,
+            "command=%2Fdeploy&text=prod+now",
+            Ok((
+                r#"{"command":"/deploy","text":"prod now"}"#,
+                r#"{"command":"/deploy","text":"prod now"}"#,
+            )),
+        );
+        // Interactivity: the `payload` field's JSON object is the payload, as sent.
+        let inner = r#"{"type": "block_actions", "actions": [{"action_id": "approve"}]}"#;
+        let body = format!(
+            "payload={}",
+            inner
+                .replace('%', "%25")
+                .replace(' ', "+")
+                .replace('"', "%22")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+        );
+        check(
+            "application/x-www-form-urlencoded; charset=utf-8",
+            &body,
+            Ok((inner, inner)),
+        );
+        // Not an object, or beside other fields: an ordinary form.
+        check(
+            form,
+            "payload=%5B1%5D",
+            Ok((r#"{"payload":"[1]"}"#, r#"{"payload":"[1]"}"#)),
+        );
+        check(
+            form,
+            "payload=%7B%7D&x=1",
+            Ok((r#"{"payload":"{}","x":"1"}"#, r#"{"payload":"{}","x":"1"}"#)),
+        );
+        check(
+            form,
+            "payload=%7Bnot+json",
+            Ok((r#"{"payload":"{not json"}"#, r#"{"payload":"{not json"}"#)),
+        );
+        check(
+            "Application/X-WWW-Form-Urlencoded",
+            "a=1",
+            Ok((r#"{"a":"1"}"#, r#"{"a":"1"}"#)),
+        );
+        check(form, "a=%zz", Err("bad %-escape"));
+        check("application/json", "a=1", Err("not valid JSON"));
+        check("application/json", "", Err("empty"));
     }
 }
