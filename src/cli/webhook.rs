@@ -13,11 +13,16 @@ use crate::api::{WebhookTestRequest, WebhookTestResponse};
 pub enum WebhookCommand {
     /// Sign a delivery with one key of the trigger's store and send it through the daemon's own
     /// webhook server as a dry run: reports the status and the key that matched; no task.
+    #[command(after_long_help = "Examples:
+  orchestrator webhook test github-push --key github.next   # does the staged key verify?
+  orchestrator webhook test stripe --key stripe --payload '{\"type\": \"charge.succeeded\"}'")]
     Test {
+        /// The webhook Trigger whose signature check is tested.
         trigger: String,
         /// The key of the trigger's SecretStore to sign with.
         #[arg(long)]
         key: String,
+        /// The JSON body of the test delivery [default: a small test document].
         #[arg(long, value_name = "JSON")]
         payload: Option<String>,
     },
