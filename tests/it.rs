@@ -2,6 +2,7 @@
 //! run in-process (`inprocess.rs`), plus repository-wide checks (`tidy.rs`).
 
 mod actors;
+mod cli;
 mod common;
 mod durability;
 mod fake_http;
