@@ -173,17 +173,14 @@ impl<T: Serialize> Printer<'_, T> {
                     });
                 }
                 if self.widths.is_none() && lines.iter().any(|l| matches!(l, Line::Row(_))) {
-                    // The first rows fix the widths, with room for a little growth (a count,
-                    // an age); a wider cell later pushes its line along rather than realign.
+                    // The header and the first rows fix the widths, as in the plain table; a
+                    // wider cell later pushes its line along rather than realign the others.
                     let mut rows = vec![self.shape.header.clone()];
                     rows.extend(lines.iter().filter_map(|l| match l {
                         Line::Row(r) => Some(r.clone()),
                         Line::Text(_) => None,
                     }));
-                    let mut widths = column_widths(&rows);
-                    for w in &mut widths {
-                        *w += 2;
-                    }
+                    let widths = column_widths(&rows);
                     write_row(&mut stdout, &self.shape.header, &widths)?;
                     self.widths = Some(widths);
                 }
