@@ -327,7 +327,7 @@ fn oversized_values_are_refused_with_the_limit() {
         .to_owned();
     assert!(err.contains("is 17 MiB; the limit is 16 MiB"), "{err}");
     let sources = serde_json::json!({
-        "sources": [{"name": "huge.yaml", "base_dir": "/", "text": line.repeat(17 << 10)}]
+        "sources": [{"name": "huge.yaml", "baseDir": "/", "text": line.repeat(17 << 10)}]
     });
     refused(
         &d,

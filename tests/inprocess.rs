@@ -75,7 +75,7 @@ impl InProcess {
     async fn apply(&self, text: &str, base: &Path) {
         let body = json!({"sources": [{
             "name": "test.yaml",
-            "base_dir": base.display().to_string(),
+            "baseDir": base.display().to_string(),
             "text": text,
         }]});
         let (status, answer) = self.post("/v1/apply", body).await;

@@ -3,6 +3,7 @@
 
 mod actors;
 mod agents;
+mod cli;
 mod common;
 mod deliveries;
 mod durability;

@@ -184,7 +184,7 @@ fn a_rotated_key_survives_reapplying_its_manifest_and_a_changed_key_replaces_it(
     let k = keys(&d, "hooks");
     assert_eq!(k.len(), 1, "{k:#?}");
     assert_eq!(k[0]["fingerprint"], fingerprint(&rotated));
-    assert_eq!(k[0]["set_by"], "rotation");
+    assert_eq!(k[0]["setBy"], "rotation");
 
     // The dry run of the same file shows the decision with fingerprints.
     let out = apply_file(&d, &file, &["--dry-run"]);
@@ -261,7 +261,7 @@ fn a_rotated_key_survives_reapplying_its_manifest_and_a_changed_key_replaces_it(
     );
     assert_eq!(deliver(addr, "custom", FRESH, Scheme::HmacSha256), 202);
     assert_eq!(deliver(addr, "custom", &rotated, Scheme::HmacSha256), 401);
-    assert_eq!(keys(&d, "hooks")[0]["set_by"], "apply");
+    assert_eq!(keys(&d, "hooks")[0]["setBy"], "apply");
 
     // A key set live that no manifest declares stays; one the last apply declared and the file
     // no longer has goes.
@@ -435,7 +435,7 @@ store "    $KEY: {keep: true}
 printf '%s' "$new" > "$PLATFORM.tmp" && mv "$PLATFORM.tmp" "$PLATFORM"
 i=0
 until orchestrator describe secretstore "$STORE" -o json | tee -a "$SEEN" | tr -d ' \n' \
-    | grep -q "\"key\":\"$KEY.next\"[^}]*\"last_verified_at\":\""; do
+    | grep -q "\"key\":\"$KEY.next\"[^}]*\"lastVerifiedAt\":\""; do
   i=$((i + 1))
   if [ "$i" -gt 1500 ]; then
     store "    $KEY: {keep: true}"

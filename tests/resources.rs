@@ -670,8 +670,9 @@ fn usage_errors_exit_2() {
     assert_eq!(d.cli(&["get"]).code, 2);
     assert_eq!(d.cli(&["frobnicate"]).code, 2);
     let run = d.cli(&["get", "gizmo"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.fails().contains("unknown kind \"gizmo\""),
+        run.stderr.contains("unknown kind \"gizmo\""),
         "{}",
         run.stderr
     );

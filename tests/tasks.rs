@@ -493,8 +493,10 @@ spec:
         "--payload",
         "{not json",
     ]);
+    // A malformed argument is a usage error: exit 2, nothing sent.
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.fails().contains("--payload is not valid JSON"),
+        run.stderr.contains("--payload is not valid JSON"),
         "{}",
         run.stderr
     );

@@ -476,8 +476,10 @@ fn manual_fires_payloads_and_history_limits() {
     });
     assert_eq!(got, r#"{"ref": "main"}"#);
     let run = d.cli(&["trigger", "fire", "manual", "--payload", "{oops"]);
+    // A malformed argument is a usage error: exit 2, nothing sent.
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.fails().contains("--payload is not valid JSON"),
+        run.stderr.contains("--payload is not valid JSON"),
         "{}",
         run.stderr
     );

@@ -425,21 +425,21 @@ fn dry_runs_forms_suspension_and_last_verified_apart_from_last_tested() {
         "the next key to be stamped as tested",
         || {
             let keys = describe_keys();
-            key_of(&keys, "next")["last_tested_at"]
+            key_of(&keys, "next")["lastTestedAt"]
                 .is_string()
                 .then_some(keys)
         },
     );
     let next = key_of(&keys, "next");
-    assert_eq!(next["last_tested_by"], "dry run", "{next}");
-    assert_eq!(next["last_tested_trigger"], "probe", "{next}");
+    assert_eq!(next["lastTestedBy"], "dry run", "{next}");
+    assert_eq!(next["lastTestedTrigger"], "probe", "{next}");
     assert!(
-        next["last_verified_at"].is_null(),
+        next["lastVerifiedAt"].is_null(),
         "a dry run verified: {next}"
     );
     let current = key_of(&keys, "current");
     assert!(
-        current["last_verified_at"].is_null() && current["last_tested_at"].is_null(),
+        current["lastVerifiedAt"].is_null() && current["lastTestedAt"].is_null(),
         "current was never used: {current}"
     );
     let text = d.cli(&["describe", "secretstore", "hooks"]).ok().to_owned();
@@ -453,7 +453,7 @@ fn dry_runs_forms_suspension_and_last_verified_apart_from_last_tested() {
         "current to be stamped as tested",
         || {
             let current = key_of(&describe_keys(), "current");
-            (current["last_tested_by"] == "webhook test" && current["last_verified_at"].is_null())
+            (current["lastTestedBy"] == "webhook test" && current["lastVerifiedAt"].is_null())
                 .then_some(())
         },
     );
@@ -466,7 +466,7 @@ fn dry_runs_forms_suspension_and_last_verified_apart_from_last_tested() {
         Duration::from_secs(10),
         "next to be stamped as verified",
         || {
-            key_of(&describe_keys(), "next")["last_verified_at"]
+            key_of(&describe_keys(), "next")["lastVerifiedAt"]
                 .is_string()
                 .then_some(())
         },

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /v1/actors/{name}/kill`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct KillResponse {
     pub actor: String,
     pub killed: bool,
@@ -13,6 +14,7 @@ pub struct KillResponse {
 
 /// `GET /v1/actors/{name}/inspect`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ActorInspect {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -23,6 +25,7 @@ pub struct ActorInspect {
 
 /// `GET /v1/actors/{name}/trace`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ActorTrace {
     pub name: String,
     pub messages: Vec<TraceEntry>,
@@ -38,37 +41,35 @@ pub enum TraceOutcome {
 
 /// One message an actor handled.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TraceEntry {
     pub actor: String,
     pub at: DateTime<Utc>,
     pub kind: String,
-    #[serde(rename = "durationMicros")]
     pub duration_micros: u64,
     pub outcome: TraceOutcome,
 }
 
 /// A snapshot of [`Stats`] for the control API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct StatsSummary {
     #[serde(rename = "type")]
     pub actor_type: String,
-    #[serde(rename = "startedAt")]
     pub started_at: DateTime<Utc>,
-    #[serde(rename = "uptimeMillis")]
     pub uptime_millis: u64,
     pub restarts: u64,
     pub received: u64,
     pub handled: u64,
     pub failed: u64,
     /// Messages sent through [`Addr`] and not yet received (timers sent directly are not counted).
-    #[serde(rename = "queueDepth")]
     pub queue_depth: u64,
-    #[serde(rename = "lastMessageAgeMillis")]
     pub last_message_age_millis: Option<u64>,
 }
 
 /// One node of the live actor tree.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ActorNode {
     pub name: String,
     pub id: String,

@@ -26,6 +26,7 @@ pub use triggers::*;
 
 /// An error answer: a one-line summary and, for validation failures, one entry per problem.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

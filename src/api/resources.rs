@@ -16,7 +16,7 @@ use super::{RotationRecord, TriggerStatus};
 /// One manifest source sent by the CLI: a file's text and the directory that relative paths in it
 /// (Workspace `root_path`, a `command` rotation's `workingDir`) are resolved against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// The file as the user named it (`-` for stdin).
     pub name: String,
@@ -27,7 +27,7 @@ pub struct Source {
 
 /// `POST /v1/apply`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplyRequest {
     /// The CLI's `-p/--project`, when given.
     #[serde(default)]
@@ -39,6 +39,7 @@ pub struct ApplyRequest {
 
 /// What happened to one resource.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ResultLine {
     pub kind: Kind,
     pub project: String,
@@ -53,6 +54,7 @@ pub struct ResultLine {
 
 /// Answer to an apply or a delete.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ChangeResponse {
     pub dry_run: bool,
     /// The store revision after the change.
@@ -62,7 +64,7 @@ pub struct ChangeResponse {
 
 /// A resource named on the command line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Target {
     pub kind: Kind,
     pub name: String,
@@ -70,7 +72,7 @@ pub struct Target {
 
 /// `POST /v1/delete`: named targets and/or the documents of manifest sources.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeleteRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -84,6 +86,7 @@ pub struct DeleteRequest {
 
 /// Metadata as shown by `get`/`describe`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct MetadataView {
     pub name: String,
     pub project: String,
@@ -92,16 +95,14 @@ pub struct MetadataView {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     pub generation: u64,
-    #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
-    #[serde(rename = "updatedAt")]
     pub updated_at: DateTime<Utc>,
 }
 
 /// A resource as `get` shows it: the manifest with metadata extended and secret values masked.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceView {
-    #[serde(rename = "apiVersion")]
     pub api_version: String,
     pub kind: Kind,
     pub metadata: MetadataView,
@@ -165,16 +166,17 @@ impl ResourceView {
 
 /// `GET /v1/resources/{kind}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceList {
     pub items: Vec<ResourceView>,
 }
 
 /// `GET /v1/resources/{kind}/{name}/describe`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Describe {
     pub resource: ResourceView,
     /// Resources that reference this one (`trigger/weekly (spec.action.workflow)`).
-    #[serde(rename = "referencedBy")]
     pub referenced_by: Vec<String>,
     /// Per-key metadata of a SecretStore (never values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -219,18 +221,15 @@ pub enum Armed {
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct DaemonStatus {
     pub version: String,
     pub pid: u32,
-    #[serde(rename = "startedAt")]
     pub started_at: DateTime<Utc>,
-    #[serde(rename = "uptimeSeconds")]
     pub uptime_seconds: u64,
-    #[serde(rename = "dataDir")]
     pub data_dir: String,
     pub socket: String,
     /// The bound webhook address, or `None` when webhooks are disabled.
-    #[serde(rename = "webhookAddr")]
     pub webhook_addr: Option<String>,
     pub revision: u64,
     pub resources: BTreeMap<Kind, usize>,
@@ -242,47 +241,37 @@ pub struct DaemonStatus {
 
 /// What the daemon keeps on disk (`daemon status`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct StorageStatus {
     /// The SQLite database file.
-    #[serde(rename = "databaseBytes")]
     pub database_bytes: u64,
     /// Its write-ahead log.
-    #[serde(rename = "walBytes")]
     pub wal_bytes: u64,
     /// Free space inside the database file, not yet returned to the file system.
-    #[serde(rename = "freeBytes")]
     pub free_bytes: u64,
     /// Everything under `<data-dir>/runs` (run logs, prompt and payload files).
-    #[serde(rename = "runLogBytes")]
     pub run_log_bytes: u64,
     pub tasks: u64,
-    #[serde(rename = "finishedTasks")]
     pub finished_tasks: u64,
-    #[serde(
-        rename = "oldestTask",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_task: Option<OldestTask>,
     /// How long finished tasks are kept (`30d`).
-    #[serde(rename = "retentionAge")]
     pub retention_age: String,
     /// How many finished tasks each workflow keeps.
-    #[serde(rename = "retentionCount")]
     pub retention_count: u64,
 }
 
 /// The oldest task the daemon keeps.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct OldestTask {
     pub id: u64,
-    #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
 }
 
 /// Query of `GET /v1/resources/{kind}` and of describe.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceQuery {
     #[serde(default)]
     pub project: Option<String>,
@@ -295,6 +284,7 @@ pub struct ResourceQuery {
 
 /// One row of a resource's change history.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     pub revision: u64,
@@ -317,6 +307,7 @@ impl HistoryEntry {
 /// The `detail` of a SecretStore's history row: every key's fingerprint after the change, and
 /// the keys the change added, removed and changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyChanges {
     pub keys: BTreeMap<String, String>,
     #[serde(default)]
@@ -332,6 +323,7 @@ pub struct KeyChanges {
 
 /// Metadata of one SecretStore key (never its value).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyMeta {
     pub key: String,
     pub fingerprint: String,

@@ -8,7 +8,7 @@ pub use crate::domain::rotation::RotationStage;
 
 /// `PUT /v1/secrets/{store}/keys/{key}`: the value travels in the body, never in a URL or argv.
 #[derive(Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretPatchRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -30,7 +30,7 @@ impl std::fmt::Debug for SecretPatchRequest {
 /// progress as JSON lines ([`RotationProgress`]), the last one with its record; without, the
 /// record alone once the rotation has ended.
 #[derive(Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RotateRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -54,6 +54,7 @@ impl std::fmt::Debug for RotateRequest {
 
 /// The query of `POST /v1/secrets/{store}/rotate`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct RotateQuery {
     #[serde(default)]
     pub stream: bool,
@@ -140,6 +141,7 @@ pub struct RotationProgress {
 
 /// One rotation: stages, times, fingerprints (never values), outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct RotationRecord {
     pub id: u64,
     pub project: String,
@@ -149,39 +151,22 @@ pub struct RotationRecord {
     pub stage: RotationStage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(
-        rename = "oldFingerprint",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_fingerprint: Option<String>,
-    #[serde(
-        rename = "newFingerprint",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_fingerprint: Option<String>,
-    #[serde(rename = "startedAt")]
     pub started_at: DateTime<Utc>,
-    #[serde(rename = "setAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_at: Option<DateTime<Utc>>,
-    #[serde(
-        rename = "verifiedAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<DateTime<Utc>>,
-    #[serde(
-        rename = "finishedAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /v1/webhooks/{trigger}/test`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookTestRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -193,14 +178,11 @@ pub struct WebhookTestRequest {
 
 /// What the daemon's own webhook server answered to a signed test delivery.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct WebhookTestResponse {
     pub status: u16,
     /// The key name the server verified the delivery with.
-    #[serde(
-        rename = "matchedKey",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_key: Option<String>,
     pub body: serde_json::Value,
 }
@@ -208,23 +190,20 @@ pub struct WebhookTestResponse {
 /// A token that a provider (`oauth2`, `github-app`) refreshes, in `describe secretstore`: when
 /// it expires and when the daemon refreshes it next (never its value).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TokenStatus {
     /// The store's `rotation.key`.
     pub key: String,
     pub provider: String,
     /// When the token expires (none: unknown, or the platform gave no expiry; see `state`).
-    #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// When the daemon received it.
-    #[serde(rename = "issuedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<DateTime<Utc>>,
     /// When the daemon refreshes it next (none: only on demand, or not until the operator fixes
     /// what the last failure names).
-    #[serde(
-        rename = "refreshesAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshes_at: Option<DateTime<Utc>>,
     pub state: TokenState,
     /// What the state means for the operator (a retry's attempt, why it is blocked).

@@ -9,7 +9,7 @@ pub use crate::domain::worktree::WorktreeState;
 
 /// `POST /v1/tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTaskRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -33,6 +33,7 @@ fn yes() -> bool {
 
 /// A task as `task list` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskInfo {
     pub id: u64,
     pub project: String,
@@ -45,25 +46,16 @@ pub struct TaskInfo {
     pub origin: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<String>,
-    #[serde(
-        rename = "scheduledAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Current (or last) cycle and step.
     pub cycle: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
-    #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
-    #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(
-        rename = "finishedAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     /// The task's own git worktree (a Workspace with `worktree: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +72,7 @@ pub struct WorktreeInfo {
 
 /// One run of one step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct StepRunInfo {
     pub id: u64,
     pub step: String,
@@ -92,25 +85,17 @@ pub struct StepRunInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     pub state: RunState,
-    #[serde(rename = "exitCode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "stdoutBytes")]
     pub stdout_bytes: u64,
-    #[serde(rename = "stderrBytes")]
     pub stderr_bytes: u64,
-    #[serde(rename = "logPath")]
     pub log_path: String,
-    #[serde(rename = "startedAt")]
     pub started_at: DateTime<Utc>,
-    #[serde(
-        rename = "finishedAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     /// What a stream-json agent's run reported (its Agent has `output: stream-json`).
     #[serde(
@@ -123,6 +108,7 @@ pub struct StepRunInfo {
 
 /// Something that happened to a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskEvent {
     pub at: DateTime<Utc>,
     pub message: String,
@@ -130,6 +116,7 @@ pub struct TaskEvent {
 
 /// `GET /v1/tasks/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskDetail {
     pub task: TaskInfo,
     /// The JSON payload the task was created with (a webhook delivery, `--payload`).
@@ -141,13 +128,14 @@ pub struct TaskDetail {
 
 /// `GET /v1/tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskList {
     pub tasks: Vec<TaskInfo>,
 }
 
 /// Query of `GET /v1/tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskQuery {
     #[serde(default)]
     pub project: Option<String>,
@@ -166,9 +154,8 @@ pub struct TaskQuery {
 /// `POST /v1/tasks/prune`: removes the finished tasks that finished more than
 /// `olderThanSeconds` ago (whatever their trigger's `historyLimit`), with their run logs.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PruneTasksRequest {
-    #[serde(rename = "olderThanSeconds")]
     pub older_than_seconds: u64,
     /// Default: the `default` project.
     #[serde(default)]
@@ -180,6 +167,7 @@ pub struct PruneTasksRequest {
 
 /// The answer of `POST /v1/tasks/prune`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct PruneTasksResponse {
     /// How many tasks were removed.
     pub removed: u64,
@@ -187,6 +175,7 @@ pub struct PruneTasksResponse {
 
 /// The answer of `DELETE /v1/tasks/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct DeleteTaskResponse {
     pub id: u64,
     pub deleted: bool,

@@ -9,7 +9,7 @@ use super::TaskInfo;
 
 /// `POST /v1/triggers/{name}/fire`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FireRequest {
     #[serde(default)]
     pub project: Option<String>,
@@ -20,6 +20,7 @@ pub struct FireRequest {
 
 /// What a fire did: a task, or why none was created.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct FireResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskInfo>,
@@ -29,6 +30,7 @@ pub struct FireResponse {
 
 /// A fire instant shown in a trigger's zone and in UTC.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct FireTime {
     pub utc: String,
     pub local: String,
@@ -48,12 +50,13 @@ impl FireTime {
 
 /// `status` of a Trigger in `get`/`describe`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct TriggerStatus {
-    #[serde(rename = "lastFire", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fire: Option<FireTime>,
-    #[serde(rename = "nextFire", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_fire: Option<FireTime>,
-    #[serde(rename = "lastTask", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_task: Option<u64>,
     pub fires: u64,
     pub skips: u64,

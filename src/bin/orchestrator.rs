@@ -1,18 +1,18 @@
 //! `orchestrator`: the command-line client. Parses the arguments (usage errors exit 2), runs the
-//! command, and prints any error as `orchestrator: …` with exit status 1. A closed stdout
-//! (`orchestrator actors | head -1`) ends it quietly, like other Unix tools.
+//! command, and prints any error as `orchestrator: …` with exit status 1 (2 for a usage error the
+//! command itself found, such as an unknown kind). A closed stdout (`orchestrator actors | head
+//! -1`) ends it quietly, like other Unix tools.
 
-use clap::Parser;
-use orchestrator::cli::{Cli, run};
+use orchestrator::cli::{exit_status, parse, run};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if stdout_closed(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orchestrator: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_status(&e))
         }
     }
 }

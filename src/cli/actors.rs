@@ -11,13 +11,43 @@ use super::client::Client;
 use super::table::{print_structured, write_rows};
 use crate::api::{ActorInspect, ActorNode, ActorTrace, KillResponse, TraceEntry, TraceOutcome};
 
+/// The long help of `actors`: the actors' names, then examples.
+pub(super) const NAMES_HELP: &str = "Actor names (as `actors` lists them and NAME takes them):
+  root                         the root supervisor (restarts the actors below; cannot be killed)
+  secret-store                 SecretStoreActor: the single writer of desired state
+  tasks                        TaskSupervisor: creates, queues and resumes tasks
+  workflow/<task-id>           WorkflowActor: one per running task (workflow/42)
+  agent/<task-id>/<step>/<n>   AgentActor: one per agent subprocess; <n> counts the task's
+                               agent runs (agent/42/build/1)
+  triggers                     TriggerSupervisor: one TriggerActor per cron trigger
+  trigger/<project>/<name>     TriggerActor (trigger/default/nightly); a passivated trigger has
+                               none until shortly before its fire
+  retention                    RetentionActor: removes finished tasks and their run logs
+  tokens                       TokenRefreshActor: refreshes oauth2 and github-app tokens
+  webhook                      WebhookActor: the webhook server
+
+Examples:
+  orchestrator actors                                 # the live tree: status, restarts, messages
+  orchestrator actors trace trigger/default/nightly   # its recent messages";
+
 #[derive(Debug, Subcommand)]
 pub enum ActorsCommand {
     /// The state summary an actor reports about itself, with its message statistics.
-    Inspect { name: String },
-    /// An actor's recent messages (kind, duration, outcome); --follow streams new ones.
-    Trace {
+    #[command(after_long_help = "Examples:
+  orchestrator actors inspect tasks                    # running and queued tasks, restarts
+  orchestrator actors inspect trigger/default/nightly  # next fire, last fire, counts")]
+    Inspect {
+        /// The actor's name (orchestrator actors --help lists the forms).
         name: String,
+    },
+    /// An actor's recent messages (kind, duration, outcome); --follow streams new ones.
+    #[command(after_long_help = "Examples:
+  orchestrator actors trace secret-store -n 5
+  orchestrator actors trace tasks --follow -o json    # one JSON object per message")]
+    Trace {
+        /// The actor's name (orchestrator actors --help lists the forms).
+        name: String,
+        /// Keep streaming its messages as it handles them.
         #[arg(short, long)]
         follow: bool,
         /// How many recent messages.
@@ -25,7 +55,12 @@ pub enum ActorsCommand {
         count: usize,
     },
     /// Fail an actor on purpose, so that its supervisor restarts it (not the root).
-    Kill { name: String },
+    #[command(after_long_help = "Examples:
+  orchestrator actors kill trigger/default/nightly   # then: orchestrator actors (restarts 1)")]
+    Kill {
+        /// The actor's name (orchestrator actors --help lists the forms).
+        name: String,
+    },
 }
 
 pub(super) async fn run(

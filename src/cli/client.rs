@@ -45,6 +45,20 @@ impl std::fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
+/// No answer from the daemon: the socket could not be opened, the connection broke, or the
+/// answer did not come in time. The message says what to do; a watch that meets one ends
+/// saying that the daemon went away.
+#[derive(Debug)]
+pub struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
 /// Why a request got no complete answer.
 enum Transport {
     /// The socket could not be opened.
@@ -215,18 +229,19 @@ impl Client {
 
     fn transport_error(&self, e: Transport) -> anyhow::Error {
         let socket = self.socket.display();
-        match e {
-            Transport::Connect(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow!(
+        let message = match e {
+            Transport::Connect(e) if e.kind() == std::io::ErrorKind::PermissionDenied => format!(
                 "permission denied on {socket} ({}): run the CLI as that user (or root), or give your user access to the data dir",
                 socket_owner(&self.socket)
             ),
-            Transport::Connect(_) => anyhow!(
+            Transport::Connect(_) => format!(
                 "no daemon is answering on {socket}: start it with `orchestratord` (add --data-dir DIR if it uses another data dir), or point --socket at its socket"
             ),
-            Transport::Timeout => anyhow!("the daemon did not answer in time on {socket}"),
-            Transport::Http(e) => anyhow!("talking to the daemon on {socket} failed: {e}"),
-            Transport::Request(e) => anyhow!("talking to the daemon on {socket} failed: {e}"),
-        }
+            Transport::Timeout => format!("the daemon did not answer in time on {socket}"),
+            Transport::Http(e) => format!("talking to the daemon on {socket} failed: {e}"),
+            Transport::Request(e) => format!("talking to the daemon on {socket} failed: {e}"),
+        };
+        Unreachable(message).into()
     }
 }
 

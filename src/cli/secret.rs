@@ -21,21 +21,37 @@ use crate::api::{
 pub enum SecretCommand {
     /// Set one key of a SecretStore, keeping the others. The value is read from stdin (or
     /// --from-file), never from the command line; one trailing newline is dropped.
+    #[command(after_long_help = "Examples:
+  orchestrator secret set webhook-secrets github < github-secret.txt
+  orchestrator secret set github-api token --from-file ~/token.txt")]
     Set {
+        /// The SecretStore.
         store: String,
+        /// The key to set (created if the store has none of that name).
         key: String,
         /// Read the value from this file instead of stdin.
         #[arg(long, value_name = "PATH")]
         from_file: Option<PathBuf>,
     },
     /// Remove one key of a SecretStore, keeping the others.
-    Unset { store: String, key: String },
+    #[command(after_long_help = "Examples:
+  orchestrator secret unset webhook-secrets github.old")]
+    Unset {
+        /// The SecretStore.
+        store: String,
+        /// The key to remove.
+        key: String,
+    },
     /// Rotate a key with the store's rotation block: create, set at the platform, test, finish
     /// (or roll back). Each stage is printed as it happens; -o json prints one JSON object per
     /// line, as the daemon sends them.
+    #[command(after_long_help = "Examples:
+  orchestrator secret rotate webhook-secrets              # create, set, test, finish
+  orchestrator secret rotate slack --value-from-stdin < new-signing-secret.txt   # manual")]
     Rotate {
+        /// The SecretStore with the rotation block.
         store: String,
-        /// Default: the rotation block's key.
+        /// The key to rotate [default: the rotation block's key].
         #[arg(long)]
         key: Option<String>,
         /// Read the new value from stdin (provider manual: the value the platform made, such as

@@ -18,6 +18,9 @@ use crate::domain::manifest::Kind;
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Version, uptime, data dir, addresses, resource counts and disk use.
+    #[command(after_long_help = "Examples:
+  orchestrator daemon status
+  orchestrator daemon status -o json    # storage.databaseBytes, storage.oldestTask, …")]
     Status,
 }
 

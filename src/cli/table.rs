@@ -209,8 +209,17 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 
 /// Writes rows as columns three spaces apart, each as wide as its widest cell.
 pub(super) fn write_rows(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let widths = column_widths(rows);
+    for r in rows {
+        write_row(out, r, &widths)?;
+    }
+    Ok(())
+}
+
+/// The width of each column of `rows`: its widest cell.
+pub(super) fn column_widths(rows: &[Vec<String>]) -> Vec<usize> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
+    (0..cols)
         .map(|i| {
             rows.iter()
                 .filter_map(|r| r.get(i))
@@ -218,18 +227,22 @@ pub(super) fn write_rows(out: &mut impl Write, rows: &[Vec<String>]) -> std::io:
                 .max()
                 .unwrap_or(0)
         })
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(c);
-                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
-            }
+        .collect()
+}
+
+/// Writes one row with its cells padded to `widths` (a wider cell pushes the rest along).
+pub(super) fn write_row(
+    out: &mut impl Write,
+    r: &[String],
+    widths: &[usize],
+) -> std::io::Result<()> {
+    let mut line = String::new();
+    for (i, c) in r.iter().enumerate() {
+        line.push_str(c);
+        if i + 1 < r.len() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            line.push_str(&" ".repeat(width.saturating_sub(c.chars().count()) + 3));
         }
-        writeln!(out, "{}", line.trim_end())?;
     }
-    Ok(())
+    writeln!(out, "{}", line.trim_end())
 }

@@ -1,7 +1,8 @@
 //! `task create|list|show|logs|cancel|start|rerun|delete|prune`: tasks that run a workflow, their
 //! steps, events and run logs (`logs --follow` streams them), `create --wait`, which polls until
 //! the task has finished and exits 0 only if it succeeded, and the removal of finished tasks
-//! with their run logs (`delete` one, `prune --older-than` many).
+//! with their run logs (`delete` one, `prune --older-than` many). `list -w` keeps watching
+//! (`watch.rs`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use clap::Subcommand;
 
 use super::client::Client;
 use super::table::{age, print_structured, truncate, write_rows};
+use super::watch::{Shape, watch};
 use super::{Output, check_payload};
 use crate::api::{
     CreateTaskRequest, DeleteTaskResponse, PruneTasksRequest, PruneTasksResponse, StreamSummary,
@@ -22,14 +24,19 @@ use crate::domain::retention::Age;
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Create a task that runs a workflow; prints its id.
+    #[command(after_long_help = "Examples:
+  orchestrator task create --workflow nightly --goal \"rotate the github secret\"
+  orchestrator task create --workflow build --payload '{\"ref\": \"main\"}' --wait")]
     Create {
-        #[arg(long)]
+        /// The Workflow to run.
+        #[arg(long, value_name = "NAME")]
         workflow: String,
-        /// [default: the workspace named "default", or the project's only one]
-        #[arg(long)]
+        /// The Workspace to run it in (its root is the agents' working directory) [default: the
+        /// workspace named "default", or the project's only one].
+        #[arg(long, value_name = "NAME")]
         workspace: Option<String>,
         /// The goal, rendered into prompts as {goal}.
-        #[arg(long)]
+        #[arg(long, value_name = "TEXT")]
         goal: Option<String>,
         /// A JSON document, rendered into prompts as {payload}.
         #[arg(long, value_name = "JSON")]
@@ -41,43 +48,86 @@ pub enum TaskCommand {
         #[arg(long, conflicts_with = "no_start")]
         wait: bool,
     },
-    /// List tasks, newest first.
+    /// List tasks, newest first (-w: keep watching for changes).
+    #[command(after_long_help = "Examples:
+  orchestrator task list --state failed -A
+  orchestrator task list --workflow nightly -w    # then a row whenever a task starts or changes")]
     List {
         /// Only tasks in this state (pending, running, succeeded, failed, cancelled).
         #[arg(long)]
         state: Option<String>,
-        #[arg(long)]
+        /// Only tasks of this Workflow.
+        #[arg(long, value_name = "NAME")]
         workflow: Option<String>,
         /// Only tasks started by this trigger.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         trigger: Option<String>,
         /// Across all projects.
         #[arg(short = 'A', long)]
         all_projects: bool,
+        /// At most this many tasks (the newest).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Keep watching: after the list, print a row (-o json: a JSON line) whenever a task
+        /// appears or changes, until Ctrl-C or the daemon stops.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Show a task: state, worktree, steps (agent, argv, exit code, times, log paths, what a
     /// stream-json agent reported) and events.
-    Show { id: u64 },
-    /// Print a task's run logs; --follow streams them until the task finishes.
-    Logs {
+    #[command(after_long_help = "Examples:
+  orchestrator task show 7
+  orchestrator task show 7 -o json    # steps[].exitCode, steps[].logPath, steps[].streamJson, events[]")]
+    Show {
+        /// The task's id (task list shows them).
         id: u64,
+    },
+    /// Print a task's run logs; --follow streams them until the task finishes.
+    #[command(after_long_help = "Examples:
+  orchestrator task logs 7
+  orchestrator task logs 7 --follow    # until the task ends (Ctrl-C stops only the CLI)")]
+    Logs {
+        /// The task's id.
+        id: u64,
+        /// Keep streaming new lines until the task finishes.
         #[arg(short, long)]
         follow: bool,
     },
     /// Cancel a pending or running task (its agents are stopped).
-    Cancel { id: u64 },
+    #[command(after_long_help = "Examples:
+  orchestrator task cancel 7    # SIGTERM to the agents' process groups, SIGKILL after 5 s")]
+    Cancel {
+        /// The task's id.
+        id: u64,
+    },
     /// Start a task created with --no-start.
-    Start { id: u64 },
+    #[command(after_long_help = "Examples:
+  orchestrator task create --workflow nightly --no-start && orchestrator task start 8")]
+    Start {
+        /// The task's id.
+        id: u64,
+    },
     /// Start a new task with the workflow (as applied now), workspace, goal and payload of task
     /// ID, whatever its state; prints the new task's id.
-    Rerun { id: u64 },
+    #[command(after_long_help = "Examples:
+  orchestrator task rerun 7    # prints the new task's id")]
+    Rerun {
+        /// The task to run again.
+        id: u64,
+    },
     /// Delete a finished task with its step runs, events and run logs (a pending or running
     /// task is refused: cancel it first).
-    Delete { id: u64 },
+    #[command(after_long_help = "Examples:
+  orchestrator task delete 7")]
+    Delete {
+        /// The task's id.
+        id: u64,
+    },
     /// Delete the finished tasks that finished longer ago than --older-than, with their run
     /// logs, whatever their trigger's historyLimit; prints how many were removed.
+    #[command(after_long_help = "Examples:
+  orchestrator task prune --older-than 7d
+  orchestrator task prune --older-than 12h -A    # in every project")]
     Prune {
         /// A duration: a whole number and a unit, s, m, h, d or w (7d, 12h).
         #[arg(long, value_name = "DURATION")]
@@ -138,6 +188,7 @@ pub(super) async fn run(
             trigger,
             all_projects,
             limit,
+            watch,
         } => {
             let mut query = vec![
                 ("limit", limit.to_string()),
@@ -153,6 +204,9 @@ pub(super) async fn run(
                     query.push((k, v));
                 }
             }
+            if watch {
+                return watch_tasks(client, out, &query, all_projects).await;
+            }
             let list: TaskList = client.get("/v1/tasks", &query).await?;
             if out != Output::Table {
                 return print_structured(out, &list);
@@ -163,35 +217,8 @@ pub(super) async fn run(
                 return Ok(());
             }
             let now = Utc::now();
-            let mut rows = vec![vec![
-                "ID".to_owned(),
-                "STATE".into(),
-                "WORKFLOW".into(),
-                "ORIGIN".into(),
-                "STEP".into(),
-                "AGE".into(),
-                "REASON".into(),
-            ]];
-            if all_projects {
-                rows[0].insert(1, "PROJECT".into());
-            }
-            for t in &list.tasks {
-                let mut row = vec![
-                    t.id.to_string(),
-                    t.state.as_str().to_owned(),
-                    t.workflow.clone(),
-                    t.origin.clone(),
-                    t.step
-                        .clone()
-                        .map_or("-".into(), |s| format!("{s} (cycle {})", t.cycle)),
-                    age(t.created_at, now),
-                    truncate(t.reason.as_deref().unwrap_or(""), 60),
-                ];
-                if all_projects {
-                    row.insert(1, t.project.clone());
-                }
-                rows.push(row);
-            }
+            let mut rows = vec![task_header(all_projects)];
+            rows.extend(list.tasks.iter().map(|t| task_row(t, all_projects, now)));
             write_rows(&mut o, &rows)?;
             Ok(())
         }
@@ -281,6 +308,66 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// `task list -w`: the list, then a row whenever a task appears or changes.
+async fn watch_tasks(
+    client: &Client,
+    out: Output,
+    query: &[(&'static str, String)],
+    all_projects: bool,
+) -> anyhow::Result<()> {
+    let row = move |t: &TaskInfo| Ok(task_row(t, all_projects, Utc::now()));
+    let key = |t: &TaskInfo| format!("{:020}", t.id);
+    let shape = Shape {
+        header: task_header(all_projects),
+        row: &row,
+        key: &key,
+        gone: None,
+        empty: "no tasks found (watching)".to_owned(),
+    };
+    watch(out, shape, || async {
+        let list: TaskList = client.get("/v1/tasks", query).await?;
+        // Oldest first, so that the rows of one poll come in the order the tasks were created.
+        Ok(list.tasks.into_iter().rev().collect())
+    })
+    .await
+}
+
+/// The header of `task list`.
+fn task_header(all_projects: bool) -> Vec<String> {
+    let mut header = vec![
+        "ID".to_owned(),
+        "STATE".into(),
+        "WORKFLOW".into(),
+        "ORIGIN".into(),
+        "STEP".into(),
+        "AGE".into(),
+        "REASON".into(),
+    ];
+    if all_projects {
+        header.insert(1, "PROJECT".into());
+    }
+    header
+}
+
+/// One task's row under [`task_header`].
+fn task_row(t: &TaskInfo, all_projects: bool, now: chrono::DateTime<Utc>) -> Vec<String> {
+    let mut row = vec![
+        t.id.to_string(),
+        t.state.as_str().to_owned(),
+        t.workflow.clone(),
+        t.origin.clone(),
+        t.step
+            .clone()
+            .map_or("-".into(), |s| format!("{s} (cycle {})", t.cycle)),
+        age(t.created_at, now),
+        truncate(t.reason.as_deref().unwrap_or(""), 60),
+    ];
+    if all_projects {
+        row.insert(1, t.project.clone());
+    }
+    row
 }
 
 fn task_outcome(t: &TaskInfo) -> String {

@@ -13,7 +13,11 @@ use crate::domain::snapshot::Outcome;
 #[derive(Debug, Subcommand)]
 pub enum TriggerCommand {
     /// Fire a trigger now (its concurrencyPolicy applies); prints the task id.
+    #[command(after_long_help = "Examples:
+  orchestrator trigger fire nightly
+  orchestrator trigger fire github-push --payload '{\"ref\": \"refs/heads/main\"}'")]
     Fire {
+        /// The Trigger's name (cron or webhook).
         name: String,
         /// A JSON document, rendered into prompts as {payload}.
         #[arg(long, value_name = "JSON")]
@@ -21,9 +25,19 @@ pub enum TriggerCommand {
     },
     /// Stop a cron trigger from firing (sets spec.suspend; a later apply of its manifest sets it
     /// back to what the manifest says).
-    Suspend { name: String },
+    #[command(after_long_help = "Examples:
+  orchestrator trigger suspend nightly && orchestrator get trigger nightly   # SUSPENDED true")]
+    Suspend {
+        /// The Trigger's name.
+        name: String,
+    },
     /// Let a suspended trigger fire again (sets spec.suspend to false).
-    Resume { name: String },
+    #[command(after_long_help = "Examples:
+  orchestrator trigger resume nightly")]
+    Resume {
+        /// The Trigger's name.
+        name: String,
+    },
 }
 
 pub(super) async fn run(

@@ -18,17 +18,26 @@ use crate::api::{DeliveryList, FireResponse, WebhookTestRequest, WebhookTestResp
 pub enum WebhookCommand {
     /// Sign a delivery with one key of the trigger's store and send it through the daemon's own
     /// webhook server as a dry run: reports the status and the key that matched; no task.
+    #[command(after_long_help = "Examples:
+  orchestrator webhook test github-push --key github.next   # does the staged key verify?
+  orchestrator webhook test stripe --key stripe --payload '{\"type\": \"charge.succeeded\"}'")]
     Test {
+        /// The webhook Trigger whose signature check is tested.
         trigger: String,
         /// The key of the trigger's SecretStore to sign with.
         #[arg(long)]
         key: String,
+        /// The JSON body of the test delivery [default: a small test document].
         #[arg(long, value_name = "JSON")]
         payload: Option<String>,
     },
     /// List the newest requests that reached a webhook trigger: when, the status they were
     /// answered with, what became of them, the key name that verified them, their task.
+    #[command(after_long_help = "Examples:
+  orchestrator webhook deliveries github-events
+  orchestrator webhook deliveries github-events --limit 5 -o json   # deliveries[].outcome, .task")]
     Deliveries {
+        /// The webhook Trigger whose deliveries are listed.
         trigger: String,
         /// At most this many, newest first (the log keeps 1,000 per trigger).
         #[arg(long, default_value_t = 50)]
@@ -36,7 +45,13 @@ pub enum WebhookCommand {
     },
     /// Start a new task from a logged delivery's payload (ID from `webhook deliveries`), as the
     /// trigger would: its concurrencyPolicy applies, its filter and the replay window do not.
-    Redeliver { id: u64 },
+    #[command(after_long_help = "Examples:
+  orchestrator webhook deliveries github-events    # the ID column; REDELIVER says which can
+  orchestrator webhook redeliver 1234              # prints the new task's id")]
+    Redeliver {
+        /// The delivery's id in the log (not the platform's delivery id).
+        id: u64,
+    },
 }
 
 pub(super) async fn run(

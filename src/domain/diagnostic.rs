@@ -97,6 +97,7 @@ pub fn refused(what: &str, n: usize) -> String {
 
 /// The closest candidate to `input` when it is close enough to be a likely typo, compared
 /// case-insensitively and ignoring `_`/`-` so that `prompt_delivery` suggests `promptDelivery`.
+/// Two swapped letters count as one edit (`agnet` suggests `agent`).
 pub fn did_you_mean<'a>(
     input: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -110,7 +111,7 @@ pub fn did_you_mean<'a>(
     let wanted = norm(input);
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = strsim::levenshtein(&wanted, &norm(c));
+        let d = strsim::osa_distance(&wanted, &norm(c));
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
@@ -178,6 +179,9 @@ mod tests {
             Some("promptDelivery"),
         );
         check("x", &[], None);
+        // A transposition is one edit.
+        check("agnet", &["agent", "agents", "ag"], Some("agent"));
+        check("tempalte", &fields, Some("template"));
     }
 
     #[test]

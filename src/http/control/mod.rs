@@ -33,6 +33,8 @@
 //! - `POST /v1/tasks/{id}/rerun` → [`TaskInfo`]; the delivery log's routes are in `webhooks.rs`
 //!
 //! Every failure is an [`ErrorBody`] with the status [`ControlError::status`] gives it.
+//! `serve.rs` runs the routes on the socket and logs each call once, at `debug` (a 5xx at
+//! `warn`): a caller's mistake is answered to the caller, not logged as a warning.
 //!
 //! [`ChangeResponse`]: crate::api::ChangeResponse
 //! [`ResourceList`]: crate::api::ResourceList
@@ -53,9 +55,12 @@
 mod actors;
 mod resources;
 mod secrets;
+mod serve;
 mod tasks;
 mod triggers;
 mod webhooks;
+
+pub use serve::serve;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -313,33 +318,14 @@ pub fn routes(
             describe.boxed(),
         ],
     );
-    // Every request runs in its own span, which ractor carries into each actor it reaches, so
-    // one request can be followed across the daemon's log.
+    // Each request's span and its access line come from `serve.rs`, around these routes.
     any_of(
         status.boxed(),
         vec![tasks, triggers_and_actors, resources, secrets],
     )
     .recover(recover)
     .unify()
-    .with(warp::trace(|info| {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info_span!(parent: None, "request", id, method = %info.method(), path = %info.path())
-    }))
     .map(Reply::into_response)
-}
-
-/// Serves the control API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::UnixListener,
-    ctx: ControlContext,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    warp::serve(routes(ctx))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
 }
 
 // ---------------------------------------------------------------------------------------------
