@@ -744,6 +744,24 @@ fn the_stripe_bundle_checks_the_signature_and_its_tolerance() {
         &printed,
         "checkout.session.completed evt_1NG8Du2eZvKYlo2CUI79vXWy: checkout.session cs_test_a1b2c3d4 (test mode)",
     );
+    // Stripe's retry of the same event (a new signature, the same `evt_` id) is a duplicate.
+    let first = answer.task();
+    let later = now + 1;
+    let sig = format!(
+        "t={later},v1={}",
+        stripe_v1(STRIPE_SECRET, &checkout, later)
+    );
+    let again = post(a, "/webhook/stripe", &stripe_headers(sig), &checkout);
+    assert_eq!(
+        (
+            again.status,
+            again.json()["status"].as_str(),
+            again.json()["task"].as_u64()
+        ),
+        (202, Some("duplicate"), Some(first)),
+        "{}",
+        again.body
+    );
 
     // Within the tolerance (signed 200 s ago), and with the secret rolled: two v1 signatures,
     // the old secret's among them.

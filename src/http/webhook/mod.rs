@@ -560,16 +560,10 @@ where
             serde_json::json!({"status": "filtered"}),
         );
     }
-    let delivery = verified.delivery_id.clone().or_else(|| {
-        (scheme == Scheme::Slack)
-            .then(|| {
-                value
-                    .get("event_id")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            })
-            .flatten()
-    });
+    let delivery = verified
+        .delivery_id
+        .clone()
+        .or_else(|| payload::body_delivery_id(scheme, &value));
     let seen = match delivery {
         Some(id) => {
             let window = Duration::from_secs(params.tolerance_secs.max(1));

@@ -13,6 +13,7 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::hyper::body::Bytes;
 
 use super::BODY_LIMIT;
+use crate::domain::signature::Scheme;
 
 /// Why a delivery's body was not read.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,34 @@ fn form_pairs(text: &str) -> Result<Vec<(String, String)>, PayloadError> {
         .collect()
 }
 
+/// The longest id taken from a body for the replay window (a longer one is not an id).
+const MAX_BODY_ID: usize = 256;
+
+/// The delivery id a platform puts in the body rather than a header, for the replay window:
+/// Slack's `event_id`, Stripe's event `id` (`evt_…`), LINE's `webhookEventId`s (a redelivery
+/// carries the same events). None for other schemes, or when absent or over 256 bytes.
+pub(super) fn body_delivery_id(scheme: Scheme, value: &serde_json::Value) -> Option<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let id = match scheme {
+        Scheme::Slack => value.get("event_id").and_then(text),
+        Scheme::Stripe => value
+            .get("id")
+            .and_then(text)
+            .filter(|id| id.starts_with("evt_")),
+        Scheme::Line => {
+            let ids: Vec<String> = value
+                .get("events")?
+                .as_array()?
+                .iter()
+                .map(|e| e.get("webhookEventId").and_then(text))
+                .collect::<Option<_>>()?;
+            (!ids.is_empty()).then(|| ids.join(","))
+        }
+        _ => None,
+    };
+    id.filter(|id| !id.is_empty() && id.len() <= MAX_BODY_ID)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +305,41 @@ mod tests {
         check(form, "a=%zz", Err("bad %-escape"));
         check("application/json", "a=1", Err("not valid JSON"));
         check("application/json", "", Err("empty"));
+    }
+
+    #[test]
+    fn platforms_that_name_a_delivery_in_the_body_give_its_id() {
+        use serde_json::json;
+        let id = |scheme, v| body_delivery_id(scheme, &v);
+        assert_eq!(
+            id(Scheme::Slack, json!({"event_id": "Ev1"})).as_deref(),
+            Some("Ev1")
+        );
+        assert_eq!(
+            id(Scheme::Stripe, json!({"id": "evt_1", "object": "event"})).as_deref(),
+            Some("evt_1")
+        );
+        assert_eq!(
+            id(Scheme::Stripe, json!({"id": "cus_1"})),
+            None,
+            "not an event id"
+        );
+        assert_eq!(
+            id(
+                Scheme::Line,
+                json!({"events": [{"webhookEventId": "01A"}, {"webhookEventId": "01B"}]})
+            )
+            .as_deref(),
+            Some("01A,01B")
+        );
+        assert_eq!(
+            id(Scheme::Line, json!({"events": []})),
+            None,
+            "LINE's verify request"
+        );
+        assert_eq!(id(Scheme::Line, json!({"events": [{"type": "x"}]})), None);
+        assert_eq!(id(Scheme::Github, json!({"event_id": "Ev1"})), None);
+        let long = "e".repeat(300);
+        assert_eq!(id(Scheme::Slack, json!({ "event_id": long })), None);
     }
 }
