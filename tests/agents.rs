@@ -114,23 +114,6 @@ fn create(d: &TestDaemon, workflow: &str, goal: &str) -> u64 {
         .expect("task id")
 }
 
-fn show(d: &TestDaemon, id: u64) -> serde_json::Value {
-    d.cli(&["task", "show", &id.to_string(), "-o", "json"])
-        .json()
-}
-
-fn finished(d: &TestDaemon, id: u64) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(60),
-        &format!("task {id} to end"),
-        || {
-            let t = show(d, id);
-            let state = t["task"]["state"].as_str().unwrap_or("").to_owned();
-            matches!(state.as_str(), "succeeded" | "failed" | "cancelled").then_some(t)
-        },
-    )
-}
-
 /// Live processes whose command line contains `needle`.
 fn running(needle: &str) -> bool {
     std::fs::read_dir("/proc")
@@ -163,7 +146,7 @@ fn a_stream_json_run_records_its_result_turns_tokens_cost_and_tools_and_passes_t
     let (agent, transcript) = fake(&d, "good", &lines);
     d.apply(&manifests(&d, &agent, &transcript, "", ""));
     let id = create(&d, "think", "the puzzle");
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
 
     let think = &t["steps"][0];
@@ -224,7 +207,7 @@ fn a_run_over_max_turns_is_stopped_while_it_runs_with_the_reason_on_step_and_tas
     let (agent, transcript) = fake(&d, "long", &lines);
     d.apply(&manifests(&d, &agent, &transcript, "  maxTurns: 4", "4111"));
     let id = create(&d, "think", "forever");
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     let reason = "stopped: 5 turns exceed maxTurns 4";
     assert_eq!(t["task"]["state"], "failed", "{t:#}");
     assert_eq!(t["steps"][0]["reason"], reason, "{t:#}");
@@ -250,7 +233,7 @@ fn a_run_over_max_cost_is_stopped_with_that_reason() {
     let guards = "  maxCostUsd: 0.5\n  maxTurns: 10";
     d.apply(&manifests(&d, &agent, &transcript, guards, "4222"));
     let id = create(&d, "think", "money");
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "failed", "{t:#}");
     assert_eq!(
         t["steps"][0]["reason"],
@@ -267,7 +250,7 @@ fn a_stream_without_a_result_or_with_an_error_fails_the_step() {
     lines.extend(turn(1, "Bash"));
     let (agent, transcript) = fake(&d, "cut", &lines);
     d.apply(&manifests(&d, &agent, &transcript, "", ""));
-    let t = finished(&d, create(&d, "think", "x"));
+    let t = d.finished_task(create(&d, "think", "x"));
     assert_eq!(t["task"]["state"], "failed", "{t:#}");
     assert_eq!(
         t["steps"][0]["reason"],
@@ -278,7 +261,7 @@ fn a_stream_without_a_result_or_with_an_error_fails_the_step() {
     let error = serde_json::json!({"type": "result", "subtype": "error_max_turns",
         "is_error": true, "num_turns": 7, "session_id": "s"});
     std::fs::write(&transcript, format!("{}\n{error}\n", system())).expect("rewrite");
-    let t = finished(&d, create(&d, "think", "y"));
+    let t = d.finished_task(create(&d, "think", "y"));
     assert_eq!(
         t["steps"][0]["reason"],
         "the agent reported an error (error_max_turns)"
@@ -412,7 +395,7 @@ spec:
             "{}",
             p.display()
         );
-        let shown = show(&d, id);
+        let shown = d.task(id);
         assert_eq!(shown["task"]["state"], "running");
         assert_eq!(shown["task"]["worktree"]["state"], "created", "{shown:#}");
         assert_eq!(
@@ -435,7 +418,7 @@ spec:
 
     std::fs::write(meet.join("go"), "").expect("go");
     for (id, p) in [(a, &pa), (b, &pb)] {
-        let t = finished(&d, id);
+        let t = d.finished_task(id);
         assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
         assert_eq!(t["task"]["worktree"]["state"], "removed", "{t:#}");
         assert!(!p.exists(), "{} is gone", p.display());
@@ -444,7 +427,7 @@ spec:
     assert_eq!(listed.matches("worktree ").count(), 1, "{listed}");
 
     let c = create(&d, "broken", "x");
-    let t = finished(&d, c);
+    let t = d.finished_task(c);
     assert_eq!(t["task"]["state"], "failed", "{t:#}");
     assert_eq!(t["task"]["worktree"]["state"], "kept", "{t:#}");
     let kept = PathBuf::from(t["task"]["worktree"]["path"].as_str().expect("path"));
@@ -486,7 +469,7 @@ spec:
     ));
     let out = d.dir.path().join("pwd.txt");
     let id = create(&d, "sub", out.to_str().expect("utf-8"));
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let pwd = std::fs::read_to_string(&out).expect("pwd");
     let worktree = d
@@ -548,13 +531,13 @@ spec:
         out.join("once").exists().then_some(())
     });
     let worktree = PathBuf::from(
-        show(&d, id)["task"]["worktree"]["path"]
+        d.task(id)["task"]["worktree"]["path"]
             .as_str()
             .expect("path"),
     );
     d.kill9();
     d.spawn();
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     assert_eq!(
         std::fs::read_to_string(out.join("relayed.txt")).expect("relayed"),
@@ -598,7 +581,7 @@ fn a_retried_stream_json_step_resumes_the_session_its_failed_attempt_reported() 
         "{}---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: again}}\nspec:\n  steps:\n    - {{id: think, template: ask, required_capability: think, retries: 1, backoff: {{initial_delay_secs: 0.1}}}}\n",
         manifests(&d, &agent, &transcript, resume, "")
     ));
-    let t = finished(&d, create(&d, "again", "x"));
+    let t = d.finished_task(create(&d, "again", "x"));
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let steps = t["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 2, "{t:#}");

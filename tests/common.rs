@@ -195,6 +195,25 @@ impl TestDaemon {
     }
 
     /// Writes `text` to a file in the test dir and returns its path.
+    /// `task show ID -o json`.
+    pub fn task(&self, id: u64) -> serde_json::Value {
+        self.cli(&["task", "show", &id.to_string(), "-o", "json"])
+            .json()
+    }
+
+    /// `task show ID -o json` once the task has ended (waits up to 60 s).
+    pub fn finished_task(&self, id: u64) -> serde_json::Value {
+        eventually(
+            Duration::from_secs(60),
+            &format!("task {id} to end"),
+            || {
+                let t = self.task(id);
+                let state = t["task"]["state"].as_str().unwrap_or("").to_owned();
+                matches!(state.as_str(), "succeeded" | "failed" | "cancelled").then_some(t)
+            },
+        )
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         if let Some(parent) = path.parent() {

@@ -255,16 +255,6 @@ fn secret_set(d: &TestDaemon, store: &str, key: &str, value: &str) {
         .ok();
 }
 
-/// The task once it has finished.
-fn finished(d: &TestDaemon, id: u64) -> serde_json::Value {
-    let id = id.to_string();
-    eventually(Duration::from_secs(60), "the task to finish", || {
-        let v = d.cli(&["task", "show", &id, "-o", "json"]).json();
-        let state = v["task"]["state"].as_str().unwrap_or("").to_owned();
-        (state != "pending" && state != "running").then_some(v)
-    })
-}
-
 /// What the bundle's script printed (the payload line checked already).
 struct Printed {
     lines: Vec<String>,
@@ -275,7 +265,7 @@ struct Printed {
 /// `want` (the text `{payload}` gives it).
 #[track_caller]
 fn ran_with(d: &TestDaemon, id: u64, agent: &str, want: &str) -> Printed {
-    let detail = finished(d, id);
+    let detail = d.finished_task(id);
     assert_eq!(detail["task"]["state"], "succeeded", "{detail:#}");
     assert_eq!(detail["steps"][0]["agent"], agent, "{detail:#}");
     assert_eq!(detail["payload"].as_str(), Some(want), "{detail:#}");
@@ -512,7 +502,7 @@ fn the_slack_bundle_answers_url_verification_and_takes_mentions_commands_and_int
         &printed,
         "mention by U123ABC456 in C123ABC456: <@U0LAN0Z89> is it everything a river should be?",
     );
-    let argv = finished(&d, id)["steps"][0]["argv"].clone();
+    let argv = d.finished_task(id)["steps"][0]["argv"].clone();
     assert_eq!(argv[2], "event", "{argv}");
     // Slack's retry of the event (same event_id, a new signature) starts nothing.
     let mut h = slack_headers(SLACK_SECRET, event, now(), false);
@@ -558,7 +548,7 @@ fn the_slack_bundle_answers_url_verification_and_takes_mentions_commands_and_int
     );
     assert_eq!(answer.header("x-orchestrator-status"), Some("accepted"));
     let id = answer.task();
-    let detail = finished(&d, id);
+    let detail = d.finished_task(id);
     let payload: serde_json::Value =
         serde_json::from_str(detail["payload"].as_str().expect("payload")).expect("JSON");
     assert_eq!(payload["command"], "/agent");
@@ -573,7 +563,7 @@ fn the_slack_bundle_answers_url_verification_and_takes_mentions_commands_and_int
         &printed,
         "/agent deploy web to prod & tell #ops from ana in deploys",
     );
-    assert_eq!(finished(&d, id)["steps"][0]["argv"][2], "command");
+    assert_eq!(d.finished_task(id)["steps"][0]["argv"][2], "command");
     // Another command is filtered, still acknowledged with 200.
     let other = command.replace("%2Fagent", "%2Fweather");
     let h = slack_headers(SLACK_SECRET, &other, now(), true);
@@ -596,7 +586,7 @@ fn the_slack_bundle_answers_url_verification_and_takes_mentions_commands_and_int
     let id = answer.task();
     let printed = ran_with(&d, id, "slack-script", click);
     assert_summary(&printed, "block_actions by ana: approve");
-    assert_eq!(finished(&d, id)["steps"][0]["argv"][2], "interaction");
+    assert_eq!(d.finished_task(id)["steps"][0]["argv"][2], "interaction");
     // A block_suggestion (an options request) is not one of the bundle's types.
     let suggestion = click.replace("block_actions", "block_suggestion");
     let body = form(&[("payload", &suggestion)]);

@@ -30,24 +30,6 @@ fn create(d: &TestDaemon, workflow: &str, extra: &[&str]) -> u64 {
     d.cli(&args).ok().trim().parse().expect("task id")
 }
 
-fn show(d: &TestDaemon, id: u64) -> serde_json::Value {
-    d.cli(&["task", "show", &id.to_string(), "-o", "json"])
-        .json()
-}
-
-/// Waits until the task has finished and returns its detail.
-fn finished(d: &TestDaemon, id: u64) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(60),
-        &format!("task {id} to finish"),
-        || {
-            let t = show(d, id);
-            let state = t["task"]["state"].as_str().unwrap_or("").to_owned();
-            matches!(state.as_str(), "succeeded" | "failed" | "cancelled").then_some(t)
-        },
-    )
-}
-
 /// Pids of live processes whose command line contains `needle`.
 fn pids(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
@@ -116,7 +98,7 @@ spec:
 "#,
     );
     let id = create(&d, "two", &["--goal", "hello world"]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     assert_eq!(t["steps"][0]["agent"], "speaker");
     assert_eq!(t["steps"][0]["exitCode"], 0);
@@ -141,14 +123,14 @@ spec:
         .next()
         .and_then(|s| s.parse().ok())
         .expect("id");
-    let t = show(&d, id);
+    let t = d.task(id);
     assert_eq!(t["steps"].as_array().map(Vec::len), Some(1));
     assert_eq!(t["steps"][0]["exitCode"], 3);
     assert!(!d.dir.path().join("ws/never-ran").exists());
 
     // Retries: the third attempt succeeds.
     let id = create(&d, "flaky", &[]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let states: Vec<String> = t["steps"]
         .as_array()
@@ -205,7 +187,7 @@ spec:
     let goal = "'; touch pwned-quote; ' $(touch pwned-subst) `touch pwned-tick` \"x\" && touch pwned-and\nsecond line ; touch pwned-semi ✓";
     let payload = r#"{"text": "$(touch pwned-payload) `id` '; rm -rf / '"}"#;
     let id = create(&d, "deliver", &["--goal", goal, "--payload", payload]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let want = format!("{goal}|{payload}");
     for mode in ["arg", "stdin", "file", "env"] {
@@ -257,7 +239,7 @@ spec:
 "#,
     );
     let id = create(&d, "self-apply", &[]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let env = d
         .cli(&["get", "envstore", "from-agent", "-o", "json"])
@@ -294,7 +276,7 @@ spec:
 "#,
     );
     let id = create(&d, "leak", &["--goal", "done"]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let secret = "tok-SECRET-9f8e7d6c5b";
     let mut redacted = 0;
@@ -360,7 +342,7 @@ spec:
     let out = d.cli(&["task", "cancel", &id.to_string()]).ok().to_owned();
     assert!(out.contains("cancelled"), "{out}");
     wait_gone("sleep 6001");
-    let t = show(&d, id);
+    let t = d.task(id);
     assert_eq!(t["task"]["state"], "cancelled");
     assert_eq!(t["steps"][0]["state"], "cancelled");
     // Cancelling again is an error that names the state.
@@ -372,7 +354,7 @@ spec:
     );
 
     let id = create(&d, "too-slow", &[]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "failed");
     assert!(
         t["task"]["reason"]
@@ -409,7 +391,7 @@ spec:
     );
     d.spawn();
     wait_gone("sleep 6003");
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "failed");
     let reason = t["task"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("interrupted"), "{reason}");
@@ -434,7 +416,7 @@ spec:
     let b = create(&d, "serial", &[]);
     let c = create(&d, "serial", &[]);
     for id in [a, b, c] {
-        assert_eq!(finished(&d, id)["task"]["state"], "succeeded");
+        assert_eq!(d.finished_task(id)["task"]["state"], "succeeded");
     }
     let order = std::fs::read_to_string(ws.join("order")).expect("order file");
     let want = format!("start-{a}\nend-{a}\nstart-{b}\nend-{b}\nstart-{c}\nend-{c}\n");
@@ -517,7 +499,7 @@ spec:
 
     // A finished task cannot be cancelled.
     let id = create(&d, "quick", &[]);
-    finished(&d, id);
+    d.finished_task(id);
     let run = d.cli(&["task", "cancel", &id.to_string()]);
     assert!(
         run.fails()
@@ -553,7 +535,7 @@ spec:
 "#,
     );
     let id = create(&d, "ticker", &["--no-start"]);
-    assert_eq!(show(&d, id)["task"]["state"], "pending");
+    assert_eq!(d.task(id)["task"]["state"], "pending");
     let list = d
         .cli(&["task", "list", "--state", "pending"])
         .ok()
@@ -571,7 +553,7 @@ spec:
     for i in 1..=3 {
         assert!(follow.contains(&format!("out tick {i}")), "{follow}");
     }
-    assert_eq!(show(&d, id)["task"]["state"], "succeeded");
+    assert_eq!(d.task(id)["task"]["state"], "succeeded");
 }
 
 /// Ids of every task `task list -A` shows, oldest first.
@@ -624,7 +606,7 @@ fn retention_removes_the_oldest_finished_tasks_and_their_run_logs_by_count_and_b
     let done: Vec<u64> = (0..6)
         .map(|_| {
             let id = create(&d, "kept", &["--goal", "0"]);
-            assert_eq!(finished(&d, id)["task"]["state"], "succeeded");
+            assert_eq!(d.finished_task(id)["task"]["state"], "succeeded");
             id
         })
         .collect();
@@ -733,7 +715,7 @@ fn the_daemon_removes_tasks_older_than_its_retention_age_but_not_running_ones() 
     let d = TestDaemon::start_with(&["--task-retention-age", "2s", "--retention-interval", "1"]);
     setup(&d, RETAINED);
     let quick = create(&d, "kept", &["--goal", "0"]);
-    assert_eq!(finished(&d, quick)["task"]["state"], "succeeded");
+    assert_eq!(d.finished_task(quick)["task"]["state"], "succeeded");
     let running = create(&d, "kept", &["--goal", "6005"]);
     eventually(
         Duration::from_secs(30),
@@ -833,12 +815,12 @@ spec:
         !pids("sleep 5.013").is_empty(),
         "the agent ended first:\n{seen}"
     );
-    assert_eq!(show(&d, id)["task"]["state"], "running", "{seen}");
+    assert_eq!(d.task(id)["task"]["state"], "running", "{seen}");
     assert!(seen.contains("out live-line\n"), "{seen}");
     // The half of the secret already printed is held back, not logged.
     assert!(!seen.contains("tok-SECRET"), "{seen}");
 
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "succeeded", "{t:#}");
     let out = logs();
     assert!(
@@ -875,7 +857,7 @@ spec:
 "#,
     );
     let id = create(&d, "flaky", &[]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "failed", "{t}");
     let steps = t["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 4, "one attempt and three retries: {t}");
@@ -913,7 +895,7 @@ spec:
     }
 
     let id = create(&d, "stalled", &[]);
-    let t = finished(&d, id);
+    let t = d.finished_task(id);
     assert_eq!(t["task"]["state"], "failed", "{t}");
     let run = &t["steps"][0];
     assert_eq!(run["state"], "timed_out", "{t}");

@@ -33,20 +33,9 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_warning: Option<Instant> = None;
     loop {
+        let accept = crate::http::accept_next(&listener, "the control socket", &mut last_warning);
         let io = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((io, _)) => io,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to close, and say so
-                    // once every 10 s rather than ten times a second.
-                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, "the control socket cannot accept connections");
-                        last_warning = Some(Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            io = accept => io,
             () = &mut shutdown => break,
         };
         let service = Access {

@@ -46,20 +46,9 @@ pub async fn serve(
         );
     }
     loop {
+        let accept = crate::http::accept_next(&listener, "webhook server", &mut last_warning);
         let io = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((io, _)) => io,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to close, and say so
-                    // once every 10 s rather than ten times a second.
-                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::warn!(error = %e, "webhook server cannot accept connections");
-                        last_warning = Some(Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            io = accept => io,
             () = &mut shutdown => break,
         };
         let conn = match connections.admit() {
