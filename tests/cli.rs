@@ -401,15 +401,26 @@ struct Background {
 
 impl Background {
     fn start(d: &TestDaemon, args: &[&str]) -> Background {
-        let mut child = Command::new(CLI)
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(CLI);
+        command
             .arg("--socket")
             .arg(&d.socket)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn orchestrator");
+            .stderr(Stdio::piped());
+        // As in a terminal: Ctrl-C's SIGINT has its default action. A test run started in the
+        // background of a non-interactive shell (`cargo test &`) inherits SIGINT ignored, and
+        // the CLI would keep that.
+        // SAFETY: `signal` is async-signal-safe, and nothing else runs in the forked child.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("spawn orchestrator");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
