@@ -26,9 +26,11 @@ use crate::layout::KEY_FILE;
 
 pub mod crypto;
 pub mod deliveries;
+pub mod postgres;
 pub mod replay;
 pub mod resources;
 pub mod rotations;
+mod rows;
 pub mod sqlite;
 pub mod tasks;
 pub mod triggers;
@@ -49,6 +51,22 @@ pub use verifications::{Proof, Verification, VerificationStore};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error(
+        "the store URL is not a PostgreSQL connection string ({detail}): use postgres://USER@HOST:PORT/DATABASE"
+    )]
+    BadUrl { detail: String },
+    #[error(
+        "secret key file {path} (fingerprint {file}) is not the key this database was sealed with (fingerprint {database}): start every node with the same --secret-key-file"
+    )]
+    KeyMismatch {
+        path: PathBuf,
+        file: String,
+        database: String,
+    },
+    #[error("cannot start the store's runtime: {0}")]
+    Runtime(io::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
