@@ -99,6 +99,71 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Which backend holds the daemon's state (`--store`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: `state.db` in the data dir.
+    Sqlite,
+    /// A PostgreSQL database shared by every node (the URL may hold a password: it is never
+    /// shown, see [`Backend::describe`]).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// A `--store` value that names no backend.
+#[derive(Debug, Error)]
+#[error("unknown store {0:?}: use `sqlite` (the default) or a postgres://USER@HOST:PORT/DATABASE URL")]
+pub struct UnknownBackend(String);
+
+impl std::str::FromStr for Backend {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> std::result::Result<Backend, UnknownBackend> {
+        let s = s.trim();
+        if s.is_empty() || s == "sqlite" {
+            Ok(Backend::Sqlite)
+        } else if postgres::is_postgres_url(s) {
+            Ok(Backend::Postgres(s.to_owned()))
+        } else {
+            // Never echo what might be a mistyped URL with a password in it.
+            let shown = s.split_once("://").map_or(s, |(scheme, _)| scheme);
+            Err(UnknownBackend(shown.to_owned()))
+        }
+    }
+}
+
+impl Backend {
+    /// How logs and the ready line name the backend: `sqlite`, or `postgres` with the host,
+    /// port and database, never the user's password.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite => "sqlite".to_owned(),
+            Backend::Postgres(url) => postgres::describe(url),
+        }
+    }
+}
+
+/// Opens every store of `backend`. The secret key is `key_file` when given (it must exist),
+/// otherwise `secret.key` in the data dir, created on first start.
+pub fn open(backend: &Backend, data_dir: &std::path::Path, key_file: Option<&std::path::Path>) -> Result<Stores> {
+    let (key, key_path) = match key_file {
+        Some(path) => (crypto::SecretKey::load(path)?, path.to_owned()),
+        None => (
+            crypto::SecretKey::load_or_create(data_dir)?,
+            data_dir.join(KEY_FILE),
+        ),
+    };
+    match backend {
+        Backend::Sqlite => sqlite::open_with_key(data_dir, key),
+        Backend::Postgres(url) => postgres::open(url, key, &key_path),
+    }
+}
+
 /// One backend's stores, opened together; the daemon hands each to the actors and handlers that
 /// use it.
 #[derive(Clone)]

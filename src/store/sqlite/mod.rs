@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use super::crypto::SecretKey;
 use super::{Result, StoreError, Stores};
 use crate::layout::DB_FILE;
 
@@ -45,7 +46,12 @@ pub use verifications::Verifications;
 /// Opens every store of the SQLite database in `data_dir` (which must exist): loads (or creates)
 /// the secret key file, runs the migrations, and opens each table group's connections.
 pub fn open(data_dir: &Path) -> Result<Stores> {
-    let resources = Resources::open(data_dir)?;
+    open_with_key(data_dir, SecretKey::load_or_create(data_dir)?)
+}
+
+/// [`open`] with the secret key already loaded (`--secret-key-file`).
+pub fn open_with_key(data_dir: &Path, key: SecretKey) -> Result<Stores> {
+    let resources = Resources::open_with_key(data_dir, key)?;
     retention::switch_to_incremental_vacuum(data_dir);
     // The webhook server's two batched writers share one pair of connections.
     let webhook = Arc::new(Pair::open(data_dir)?);

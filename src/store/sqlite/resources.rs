@@ -37,7 +37,11 @@ impl Resources {
     /// Opens the store in `data_dir` (which must exist), creating the key file and running
     /// migrations.
     pub fn open(data_dir: &Path) -> Result<Resources> {
-        let key = SecretKey::load_or_create(data_dir)?;
+        Resources::open_with_key(data_dir, SecretKey::load_or_create(data_dir)?)
+    }
+
+    /// Opens the store in `data_dir` with `key` (running migrations).
+    pub fn open_with_key(data_dir: &Path, key: SecretKey) -> Result<Resources> {
         let mut conn = connect(data_dir, Durability::Full)?;
         migrate(&mut conn)?;
         Ok(Resources {
