@@ -64,8 +64,14 @@ struct Args {
     /// Where the state lives: `sqlite` (the default: `state.db` in the data dir, nothing to
     /// install) or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, shared by
     /// every daemon of a cluster.
-    #[arg(long, env = "ORCHESTRATOR_STORE", default_value = "sqlite",
-          value_name = "sqlite|postgres://…", hide_default_value = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_STORE",
+        default_value = "sqlite",
+        value_name = "sqlite|postgres://…",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
     store: orchestrator::store::Backend,
     /// The 32-byte key that seals SecretStore values (mode 0600) [default: <data-dir>/secret.key,
     /// created on first start]. Every daemon on one PostgreSQL database needs the same file.

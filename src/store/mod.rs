@@ -24,6 +24,8 @@ use thiserror::Error;
 
 use crate::layout::KEY_FILE;
 
+#[cfg(test)]
+mod conformance;
 pub mod crypto;
 pub mod deliveries;
 pub mod postgres;
@@ -65,6 +67,10 @@ pub enum StoreError {
         file: String,
         database: String,
     },
+    #[error(
+        "the PostgreSQL backend cannot run a daemon yet: {what} is missing; use --store sqlite"
+    )]
+    Unsupported { what: String },
     #[error("cannot start the store's runtime: {0}")]
     Runtime(io::Error),
     #[error("{path}: {source}")]
@@ -117,7 +123,9 @@ impl std::fmt::Debug for Backend {
 
 /// A `--store` value that names no backend.
 #[derive(Debug, Error)]
-#[error("unknown store {0:?}: use `sqlite` (the default) or a postgres://USER@HOST:PORT/DATABASE URL")]
+#[error(
+    "unknown store {0:?}: use `sqlite` (the default) or a postgres://USER@HOST:PORT/DATABASE URL"
+)]
 pub struct UnknownBackend(String);
 
 impl std::str::FromStr for Backend {
@@ -150,7 +158,11 @@ impl Backend {
 
 /// Opens every store of `backend`. The secret key is `key_file` when given (it must exist),
 /// otherwise `secret.key` in the data dir, created on first start.
-pub fn open(backend: &Backend, data_dir: &std::path::Path, key_file: Option<&std::path::Path>) -> Result<Stores> {
+pub fn open(
+    backend: &Backend,
+    data_dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+) -> Result<Stores> {
     let (key, key_path) = match key_file {
         Some(path) => (crypto::SecretKey::load(path)?, path.to_owned()),
         None => (

@@ -18,7 +18,7 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    pub(super) fn new(db: Arc<Db>) -> Deliveries {
+    pub fn new(db: Arc<Db>) -> Deliveries {
         Deliveries { db }
     }
 }
@@ -92,7 +92,9 @@ impl DeliveryStore for Deliveries {
                     let past = &past;
                     let tx = &tx;
                     async move {
-                        let row = tx.query_opt(past, &[&project, &trigger, &(n as i64)]).await?;
+                        let row = tx
+                            .query_opt(past, &[&project, &trigger, &(n as i64)])
+                            .await?;
                         Ok::<_, crate::store::StoreError>(row.map(|r| r.get::<_, i64>(0)))
                     }
                 };

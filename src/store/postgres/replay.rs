@@ -16,7 +16,7 @@ pub struct Replays {
 }
 
 impl Replays {
-    pub(super) fn new(db: Arc<Db>) -> Replays {
+    pub fn new(db: Arc<Db>) -> Replays {
         Replays { db }
     }
 }
@@ -51,6 +51,8 @@ pub(super) async fn recorded(
              WHERE project = $1 AND trigger = $2 AND delivery = $3 AND expires_at > $4",
         )
         .await?;
-    let row = c.query_opt(&statement, &[&project, &trigger, &id, &now]).await?;
+    let row = c
+        .query_opt(&statement, &[&project, &trigger, &id, &now])
+        .await?;
     Ok(row.map(|r| r.get::<_, i64>(0) as u64))
 }

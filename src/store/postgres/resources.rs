@@ -28,7 +28,7 @@ pub struct Resources {
 }
 
 impl Resources {
-    pub(super) fn new(db: Arc<Db>, key: SecretKey) -> Resources {
+    pub fn new(db: Arc<Db>, key: SecretKey) -> Resources {
         Resources { db, key }
     }
 }

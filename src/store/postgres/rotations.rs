@@ -37,11 +37,15 @@ pub struct Rotations {
 }
 
 impl Rotations {
-    pub(super) fn new(db: Arc<Db>) -> Rotations {
+    pub fn new(db: Arc<Db>) -> Rotations {
         Rotations { db }
     }
 
-    fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<RotationRecord>> {
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RotationRecord>> {
         self.db.block(async {
             let c = self.db.client().await?;
             Ok(c.query(sql, params).await?.iter().map(record).collect())

@@ -18,7 +18,7 @@ pub struct Triggers {
 }
 
 impl Triggers {
-    pub(super) fn new(db: Arc<Db>) -> Triggers {
+    pub fn new(db: Arc<Db>) -> Triggers {
         Triggers { db }
     }
 }
@@ -135,7 +135,11 @@ impl TriggerStore for Triggers {
             let c = self.db.client().await?;
             let rows = c
                 .query(
-                    concat!("SELECT project, name, ", state_columns!(), " FROM trigger_state"),
+                    concat!(
+                        "SELECT project, name, ",
+                        state_columns!(),
+                        " FROM trigger_state"
+                    ),
                     &[],
                 )
                 .await?;

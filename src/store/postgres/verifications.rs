@@ -15,7 +15,7 @@ pub struct Verifications {
 }
 
 impl Verifications {
-    pub(super) fn new(db: Arc<Db>) -> Verifications {
+    pub fn new(db: Arc<Db>) -> Verifications {
         Verifications { db }
     }
 }
@@ -46,8 +46,11 @@ impl VerificationStore for Verifications {
             for v in stamps {
                 match v.proof {
                     Proof::Delivery => {
-                        tx.execute(&verified, &[&v.project, &v.store, &v.key, &v.trigger, &v.at])
-                            .await?
+                        tx.execute(
+                            &verified,
+                            &[&v.project, &v.store, &v.key, &v.trigger, &v.at],
+                        )
+                        .await?
                     }
                     Proof::DryRun | Proof::WebhookTest => {
                         tx.execute(

@@ -295,3 +295,39 @@ impl Pair {
         self.reader.run(|c| f(c))
     }
 }
+
+/// The backend-neutral checks of `store::conformance`, on a fresh SQLite database each.
+#[cfg(test)]
+mod conformance_tests {
+    use crate::store::conformance;
+
+    fn stores() -> (tempfile::TempDir, crate::store::Stores) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stores = super::open(dir.path()).expect("stores");
+        (dir, stores)
+    }
+
+    #[test]
+    fn desired_state_and_stamps() {
+        let (_dir, s) = stores();
+        conformance::desired_state_and_stamps(&*s.resources, &*s.verifications);
+    }
+
+    #[test]
+    fn trigger_state() {
+        let (_dir, s) = stores();
+        conformance::trigger_state(&*s.triggers);
+    }
+
+    #[test]
+    fn rotations() {
+        let (_dir, s) = stores();
+        conformance::rotations(&*s.rotations);
+    }
+
+    #[test]
+    fn delivery_log() {
+        let (_dir, s) = stores();
+        conformance::delivery_log(&*s.deliveries);
+    }
+}

@@ -338,8 +338,10 @@ fn update_key_meta(
         ])?;
     }
     for key in &changes.removed {
-        tx.prepare_cached("DELETE FROM secret_keys WHERE project = ?1 AND store = ?2 AND key = ?3")?
-            .execute(params![k.project, k.name, key])?;
+        tx.prepare_cached(
+            "DELETE FROM secret_keys WHERE project = ?1 AND store = ?2 AND key = ?3",
+        )?
+        .execute(params![k.project, k.name, key])?;
     }
     Ok(changes.detail)
 }
