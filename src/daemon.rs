@@ -80,6 +80,10 @@ pub struct Config {
     pub webhook_limits: WebhookLimits,
     /// How long and how many finished tasks are kept (`--task-retention-*`).
     pub retention: Retention,
+    /// Where the state lives (`--store`): the data dir's SQLite database, or PostgreSQL.
+    pub store: store::Backend,
+    /// The secret key (`--secret-key-file`); `None`: `secret.key` in the data dir.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The retention of finished tasks (set from the daemon's flags).
@@ -327,7 +331,7 @@ pub async fn run(
     // The storage backend is chosen here. The stores open up front so that a broken key file or
     // database is reported plainly before anything listens.
     let (stores, initial) = tokio::task::block_in_place(|| {
-        let stores = store::sqlite::open(&data_dir)?;
+        let stores = store::open(&config.store, &data_dir, config.secret_key_file.as_deref())?;
         let initial = stores.resources.load_snapshot()?;
         Ok::<_, StoreError>((stores, initial))
     })
@@ -528,7 +532,7 @@ pub async fn run(
         )?;
         out.flush()?;
     }
-    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), "ready");
+    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
 
     let mut root_done = root_done;
     let outcome = tokio::select! {

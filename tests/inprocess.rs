@@ -33,6 +33,8 @@ impl InProcess {
             trigger_resident_window: None,
             webhook_limits: WebhookLimits::default(),
             retention: Default::default(),
+            store: orchestrator::store::Backend::Sqlite,
+            secret_key_file: None,
         };
         let data = DataDir::open(&config.data_dir).expect("data dir");
         let listeners = Listeners::bind(&config, &data).expect("listeners");

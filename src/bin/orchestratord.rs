@@ -61,6 +61,22 @@ struct Args {
     #[arg(long, default_value_t = 60, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     retention_interval: u64,
+    /// Where the state lives: `sqlite` (the default: `state.db` in the data dir, nothing to
+    /// install) or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, shared by
+    /// every daemon of a cluster.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_STORE",
+        default_value = "sqlite",
+        value_name = "sqlite|postgres://…",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    store: orchestrator::store::Backend,
+    /// The 32-byte key that seals SecretStore values (mode 0600) [default: <data-dir>/secret.key,
+    /// created on first start]. Every daemon on one PostgreSQL database needs the same file.
+    #[arg(long, env = "ORCHESTRATOR_SECRET_KEY_FILE", value_name = "PATH")]
+    secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,6 +133,8 @@ fn start(args: Args) -> anyhow::Result<()> {
             },
             interval: std::time::Duration::from_secs(args.retention_interval),
         },
+        store: args.store,
+        secret_key_file: args.secret_key_file,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

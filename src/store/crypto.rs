@@ -52,32 +52,53 @@ impl SecretKey {
                     .map_err(io_err(data_dir))?;
                 Ok(SecretKey(bytes))
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let mut f = fs::File::open(&path).map_err(io_err(&path))?;
-                let mode = f.metadata().map_err(io_err(&path))?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(StoreError::KeyFilePermissions {
-                        path,
-                        mode: mode & 0o777,
-                    });
-                }
-                let mut buf = Zeroizing::new(Vec::with_capacity(33));
-                Read::by_ref(&mut f)
-                    .take(33)
-                    .read_to_end(&mut buf)
-                    .map_err(io_err(&path))?;
-                if buf.len() != 32 {
-                    return Err(StoreError::KeyFileLength {
-                        path,
-                        len: buf.len(),
-                    });
-                }
-                let mut bytes = Zeroizing::new([0u8; 32]);
-                bytes.copy_from_slice(&buf);
-                Ok(SecretKey(bytes))
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => SecretKey::load(&path),
             Err(e) => Err(io_err(&path)(e)),
         }
+    }
+
+    /// Loads an existing key file (`--secret-key-file`, or the one in the data dir): 32 bytes,
+    /// readable by its owner only.
+    pub fn load(path: &Path) -> Result<SecretKey> {
+        let mut f = fs::File::open(path).map_err(io_err(path))?;
+        let mode = f.metadata().map_err(io_err(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(StoreError::KeyFilePermissions {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+        let mut buf = Zeroizing::new(Vec::with_capacity(33));
+        Read::by_ref(&mut f)
+            .take(33)
+            .read_to_end(&mut buf)
+            .map_err(io_err(path))?;
+        if buf.len() != 32 {
+            return Err(StoreError::KeyFileLength {
+                path: path.to_owned(),
+                len: buf.len(),
+            });
+        }
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        bytes.copy_from_slice(&buf);
+        Ok(SecretKey(bytes))
+    }
+
+    /// A name for this key that reveals nothing of it: the first 16 hex digits of a SHA-256 over
+    /// a fixed label and the key. A shared database records it, so that a node started with
+    /// another key file is refused with both names.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"orchestrator secret key fingerprint\0");
+        h.update(&self.0[..]);
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// A key from its bytes (tests).
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> SecretKey {
+        SecretKey(Zeroizing::new(bytes))
     }
 
     pub fn cipher(&self) -> XChaCha20Poly1305 {

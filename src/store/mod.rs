@@ -24,11 +24,15 @@ use thiserror::Error;
 
 use crate::layout::KEY_FILE;
 
+#[cfg(test)]
+mod conformance;
 pub mod crypto;
 pub mod deliveries;
+pub mod postgres;
 pub mod replay;
 pub mod resources;
 pub mod rotations;
+mod rows;
 pub mod sqlite;
 pub mod tasks;
 pub mod triggers;
@@ -49,6 +53,26 @@ pub use verifications::{Proof, Verification, VerificationStore};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error(
+        "the store URL is not a PostgreSQL connection string ({detail}): use postgres://USER@HOST:PORT/DATABASE"
+    )]
+    BadUrl { detail: String },
+    #[error(
+        "secret key file {path} (fingerprint {file}) is not the key this database was sealed with (fingerprint {database}): start every node with the same --secret-key-file"
+    )]
+    KeyMismatch {
+        path: PathBuf,
+        file: String,
+        database: String,
+    },
+    #[error(
+        "the PostgreSQL backend cannot run a daemon yet: {what} is missing; use --store sqlite"
+    )]
+    Unsupported { what: String },
+    #[error("cannot start the store's runtime: {0}")]
+    Runtime(io::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
@@ -80,6 +104,77 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend holds the daemon's state (`--store`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: `state.db` in the data dir.
+    Sqlite,
+    /// A PostgreSQL database shared by every node (the URL may hold a password: it is never
+    /// shown, see [`Backend::describe`]).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// A `--store` value that names no backend.
+#[derive(Debug, Error)]
+#[error(
+    "unknown store {0:?}: use `sqlite` (the default) or a postgres://USER@HOST:PORT/DATABASE URL"
+)]
+pub struct UnknownBackend(String);
+
+impl std::str::FromStr for Backend {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> std::result::Result<Backend, UnknownBackend> {
+        let s = s.trim();
+        if s.is_empty() || s == "sqlite" {
+            Ok(Backend::Sqlite)
+        } else if postgres::is_postgres_url(s) {
+            Ok(Backend::Postgres(s.to_owned()))
+        } else {
+            // Never echo what might be a mistyped URL with a password in it.
+            let shown = s.split_once("://").map_or(s, |(scheme, _)| scheme);
+            Err(UnknownBackend(shown.to_owned()))
+        }
+    }
+}
+
+impl Backend {
+    /// How logs and the ready line name the backend: `sqlite`, or `postgres` with the host,
+    /// port and database, never the user's password.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite => "sqlite".to_owned(),
+            Backend::Postgres(url) => postgres::describe(url),
+        }
+    }
+}
+
+/// Opens every store of `backend`. The secret key is `key_file` when given (it must exist),
+/// otherwise `secret.key` in the data dir, created on first start.
+pub fn open(
+    backend: &Backend,
+    data_dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+) -> Result<Stores> {
+    let (key, key_path) = match key_file {
+        Some(path) => (crypto::SecretKey::load(path)?, path.to_owned()),
+        None => (
+            crypto::SecretKey::load_or_create(data_dir)?,
+            data_dir.join(KEY_FILE),
+        ),
+    };
+    match backend {
+        Backend::Sqlite => sqlite::open_with_key(data_dir, key),
+        Backend::Postgres(url) => postgres::open(url, key, &key_path),
+    }
+}
 
 /// One backend's stores, opened together; the daemon hands each to the actors and handlers that
 /// use it.

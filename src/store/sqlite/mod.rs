@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use super::crypto::SecretKey;
 use super::{Result, StoreError, Stores};
 use crate::layout::DB_FILE;
 
@@ -45,7 +46,12 @@ pub use verifications::Verifications;
 /// Opens every store of the SQLite database in `data_dir` (which must exist): loads (or creates)
 /// the secret key file, runs the migrations, and opens each table group's connections.
 pub fn open(data_dir: &Path) -> Result<Stores> {
-    let resources = Resources::open(data_dir)?;
+    open_with_key(data_dir, SecretKey::load_or_create(data_dir)?)
+}
+
+/// [`open`] with the secret key already loaded (`--secret-key-file`).
+pub fn open_with_key(data_dir: &Path, key: SecretKey) -> Result<Stores> {
+    let resources = Resources::open_with_key(data_dir, key)?;
     retention::switch_to_incremental_vacuum(data_dir);
     // The webhook server's two batched writers share one pair of connections.
     let webhook = Arc::new(Pair::open(data_dir)?);
@@ -287,5 +293,41 @@ impl Pair {
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.reader.run(|c| f(c))
+    }
+}
+
+/// The backend-neutral checks of `store::conformance`, on a fresh SQLite database each.
+#[cfg(test)]
+mod conformance_tests {
+    use crate::store::conformance;
+
+    fn stores() -> (tempfile::TempDir, crate::store::Stores) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stores = super::open(dir.path()).expect("stores");
+        (dir, stores)
+    }
+
+    #[test]
+    fn desired_state_and_stamps() {
+        let (_dir, s) = stores();
+        conformance::desired_state_and_stamps(&*s.resources, &*s.verifications);
+    }
+
+    #[test]
+    fn trigger_state() {
+        let (_dir, s) = stores();
+        conformance::trigger_state(&*s.triggers);
+    }
+
+    #[test]
+    fn rotations() {
+        let (_dir, s) = stores();
+        conformance::rotations(&*s.rotations);
+    }
+
+    #[test]
+    fn delivery_log() {
+        let (_dir, s) = stores();
+        conformance::delivery_log(&*s.deliveries);
     }
 }

@@ -18,10 +18,11 @@ use rusqlite::{Connection, Transaction, params};
 
 use super::{Durability, connect, immediate, lock, migrate, parse_ts, ts};
 use crate::api::{HistoryEntry, KeyMeta};
-use crate::domain::manifest::{Kind, LastApplied, Metadata, SecretValue, Spec, fingerprint};
+use crate::domain::manifest::{Kind, SecretValue, Spec};
 use crate::domain::secret_merge::SetBy;
-use crate::domain::snapshot::{Change, Outcome, Resource, ResourceKey, Snapshot};
-use crate::store::crypto::{SecretKey, open, seal};
+use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
+use crate::store::crypto::SecretKey;
+use crate::store::rows::{EncodedResource, KeyChanges, StoredResource, history_entry};
 use crate::store::{ResourceStore, Result, StoreError};
 
 /// The desired-state store of one SQLite database. Its single writer, the SecretStoreActor, runs
@@ -36,7 +37,11 @@ impl Resources {
     /// Opens the store in `data_dir` (which must exist), creating the key file and running
     /// migrations.
     pub fn open(data_dir: &Path) -> Result<Resources> {
-        let key = SecretKey::load_or_create(data_dir)?;
+        Resources::open_with_key(data_dir, SecretKey::load_or_create(data_dir)?)
+    }
+
+    /// Opens the store in `data_dir` with `key` (running migrations).
+    pub fn open_with_key(data_dir: &Path, key: SecretKey) -> Result<Resources> {
         let mut conn = connect(data_dir, Durability::Full)?;
         migrate(&mut conn)?;
         Ok(Resources {
@@ -97,38 +102,19 @@ impl ResourceStore for Resources {
                 updated,
                 applied,
             ) = row?;
-            let corrupt = |what: &str, detail: String| StoreError::Corrupt {
-                what: format!("{what} of {kind}/{name} in project {project}"),
-                detail,
-            };
-            let kind_v = Kind::from_manifest(&kind)
-                .ok_or_else(|| corrupt("kind", format!("unknown kind {kind:?}")))?;
-            let key = ResourceKey::new(project.clone(), kind_v, name.clone());
-            let metadata: Metadata =
-                serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e.to_string()))?;
-            let spec_json: serde_json::Value =
-                serde_json::from_str(&spec).map_err(|e| corrupt("spec", e.to_string()))?;
-            let mut spec =
-                Spec::from_json(kind_v, spec_json).map_err(|e| corrupt("spec", e.to_string()))?;
-            if let Spec::SecretStore(s) = &mut spec {
-                s.data = match &sealed {
-                    Some(blob) => open(&cipher, &key, blob)?,
-                    None => BTreeMap::new(),
-                };
-                s.applied = applied
-                    .as_deref()
-                    .map(serde_json::from_str::<LastApplied>)
-                    .transpose()
-                    .map_err(|e| corrupt("last applied keys", e.to_string()))?;
-            }
-            resources.push(Resource {
-                key,
+            let stored = StoredResource {
+                project,
+                kind,
+                name,
+                generation,
                 metadata,
                 spec,
-                generation: generation as u64,
+                sealed,
                 created_at: parse_ts(&created)?,
                 updated_at: parse_ts(&updated)?,
-            });
+                applied,
+            };
+            resources.push(stored.decode(&cipher)?);
         }
         Ok(Snapshot::new(revision, resources))
     }
@@ -176,18 +162,14 @@ impl ResourceStore for Resources {
         let mut out = Vec::new();
         for row in rows {
             let (at, revision, generation, action, detail) = row?;
-            let corrupt = |e: String| StoreError::Corrupt {
-                what: format!("history of {key}"),
-                detail: e,
-            };
-            out.push(HistoryEntry {
-                at: parse_ts(&at)?,
-                revision: revision as u64,
-                generation: generation as u64,
-                action: serde_json::from_value(serde_json::Value::String(action))
-                    .map_err(|e| corrupt(e.to_string()))?,
-                detail: serde_json::from_str(&detail).map_err(|e| corrupt(e.to_string()))?,
-            });
+            out.push(history_entry(
+                key,
+                parse_ts(&at)?,
+                revision,
+                generation,
+                action,
+                &detail,
+            )?);
         }
         Ok(out)
     }
@@ -269,25 +251,10 @@ fn write_change(
             serde_json::json!({})
         }
         Outcome::Created | Outcome::Configured => {
-            let metadata = serde_json::to_string(&r.metadata).map_err(|e| StoreError::Corrupt {
-                what: "metadata".into(),
-                detail: e.to_string(),
-            })?;
-            let spec_json = r.spec.to_json();
-            let (sealed, applied, detail) = match &r.spec {
-                Spec::SecretStore(s) => (
-                    Some(seal(cipher, k, &s.data)?),
-                    s.applied
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt {
-                            what: "last applied keys".into(),
-                            detail: e.to_string(),
-                        })?,
-                    update_key_meta(tx, k, &s.data, now, by)?,
-                ),
-                _ => (None, None, spec_json.clone()),
+            let enc = EncodedResource::new(r, cipher)?;
+            let detail = match &r.spec {
+                Spec::SecretStore(s) => update_key_meta(tx, k, &s.data, now, by)?,
+                _ => r.spec.to_json(),
             };
             tx.prepare_cached(
                 "INSERT INTO resources (project, kind, name, generation, metadata, spec, sealed, created_at, updated_at, applied)
@@ -296,20 +263,18 @@ fn write_change(
                    metadata = excluded.metadata, spec = excluded.spec, sealed = excluded.sealed,
                    updated_at = excluded.updated_at, applied = excluded.applied",
             )?
-            .execute(
-                params![
-                    k.project,
-                    kind,
-                    k.name,
-                    r.generation as i64,
-                    metadata,
-                    spec_json.to_string(),
-                    sealed,
-                    ts(r.created_at),
-                    ts(r.updated_at),
-                    applied
-                ],
-            )?;
+            .execute(params![
+                k.project,
+                kind,
+                k.name,
+                r.generation as i64,
+                enc.metadata,
+                enc.spec,
+                enc.sealed,
+                ts(r.created_at),
+                ts(r.updated_at),
+                enc.applied
+            ])?;
             detail
         }
     };
@@ -351,54 +316,34 @@ fn update_key_meta(
             old.insert(key, fp);
         }
     }
-    let mut fingerprints = BTreeMap::new();
-    let (mut added, mut changed) = (Vec::new(), Vec::new());
-    for (key, value) in data {
-        let fp = fingerprint(value.expose());
-        match old.get(key) {
-            Some(prev) if *prev == fp => {}
-            prev => {
-                if prev.is_some() {
-                    changed.push(key.clone());
-                } else {
-                    added.push(key.clone());
-                }
-                tx.prepare_cached(
-                    "INSERT INTO secret_keys (project, store, key, fingerprint, length, updated_at, set_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (project, store, key) DO UPDATE SET fingerprint = excluded.fingerprint,
-                       length = excluded.length, updated_at = excluded.updated_at,
-                       set_by = excluded.set_by,
-                       last_verified_at = NULL, last_verified_trigger = NULL,
-                       last_tested_at = NULL, last_tested_trigger = NULL, last_tested_by = NULL",
-                )?
-                .execute(params![
-                    k.project,
-                    k.name,
-                    key,
-                    fp,
-                    value.len() as i64,
-                    ts(now),
-                    by.as_str()
-                ])?;
-            }
-        }
-        fingerprints.insert(key.clone(), fp);
+    let changes = KeyChanges::new(&old, data, by);
+    for u in &changes.upserts {
+        tx.prepare_cached(
+            "INSERT INTO secret_keys (project, store, key, fingerprint, length, updated_at, set_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (project, store, key) DO UPDATE SET fingerprint = excluded.fingerprint,
+               length = excluded.length, updated_at = excluded.updated_at,
+               set_by = excluded.set_by,
+               last_verified_at = NULL, last_verified_trigger = NULL,
+               last_tested_at = NULL, last_tested_trigger = NULL, last_tested_by = NULL",
+        )?
+        .execute(params![
+            k.project,
+            k.name,
+            u.key,
+            u.fingerprint,
+            u.length,
+            ts(now),
+            by.as_str()
+        ])?;
     }
-    let removed: Vec<&String> = old.keys().filter(|key| !data.contains_key(*key)).collect();
-    for key in &removed {
+    for key in &changes.removed {
         tx.prepare_cached(
             "DELETE FROM secret_keys WHERE project = ?1 AND store = ?2 AND key = ?3",
         )?
         .execute(params![k.project, k.name, key])?;
     }
-    Ok(serde_json::json!({
-        "keys": fingerprints,
-        "added": added,
-        "removed": removed,
-        "changed": changed,
-        "by": by.as_str(),
-    }))
+    Ok(changes.detail)
 }
 
 #[cfg(test)]
@@ -407,7 +352,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::domain::manifest::parse_documents;
+    use crate::domain::manifest::{fingerprint, parse_documents};
     use crate::layout::{DB_FILE, KEY_FILE};
 
     fn secret_doc(values: &[(&str, &str)]) -> Vec<crate::domain::manifest::Manifest> {

@@ -1,0 +1,348 @@
+//! The PostgreSQL backend (`--store postgres://…`): several daemons on one database. Every store
+//! trait is implemented on one connection pool (deadpool-postgres over tokio-postgres), driven
+//! by the store's own small runtime, so that the blocking trait calls work from any thread —
+//! an actor's `block_in_place`, the task writer's own thread, a test without a runtime — and
+//! never wait on the daemon's busy workers.
+//!
+//! The schema is versioned ([`schema::MIGRATIONS`]); the migrations run once, in one
+//! transaction, under an advisory lock, so that nodes starting together neither race nor run a
+//! migration twice. Secret values are sealed exactly as on SQLite ([`super::crypto`]) with a key
+//! every node shares (`--secret-key-file`); the database records the key's fingerprint
+//! ([`SecretKey::fingerprint`]) when it is first used, and a node whose key file has another one
+//! is refused at start — with both fingerprints, never the key. The database never holds a plain
+//! value.
+//!
+//! Every write is a transaction on the primary; PostgreSQL's commit is durable
+//! (`synchronous_commit` is the server's choice, `on` by default), which is what the traits'
+//! "durable before it returns" promises.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::crypto::SecretKey;
+use super::{Result, StoreError};
+
+mod deliveries;
+mod replay;
+mod resources;
+mod rotations;
+mod schema;
+// mod tasks; (WIP: from the pg-tasks branch)
+mod triggers;
+mod verifications;
+
+pub use deliveries::Deliveries;
+pub use replay::Replays;
+pub use resources::Resources;
+pub use rotations::Rotations;
+// pub use tasks::Tasks;
+pub use triggers::Triggers;
+pub use verifications::Verifications;
+
+/// The advisory lock key that serializes migrations and the key check across nodes
+/// (`pg_advisory_xact_lock`): "orch" in ASCII.
+const MIGRATION_LOCK: i64 = 0x6f72_6368;
+
+/// Connections per node: the actors' writes, the control API's reads and the webhook path's
+/// batched writers each take one for the length of a statement or transaction.
+const POOL_SIZE: usize = 16;
+
+/// How long a call waits for a free connection, or for a new one to be made.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `url` names the PostgreSQL backend.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL without what it may hold of a secret: `postgres host:port/database`.
+pub(super) fn describe(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".to_owned());
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "postgres {host}:{port}/{}",
+                c.get_dbname().unwrap_or("(default)")
+            )
+        }
+        Err(_) => "postgres".to_owned(),
+    }
+}
+
+/// Opens every store on the PostgreSQL database at `url`: connects, runs the migrations under
+/// the advisory lock, and checks `key` against the fingerprint the database recorded.
+pub fn open(url: &str, key: SecretKey, key_path: &Path) -> Result<super::Stores> {
+    let db = Arc::new(Db::connect(url)?);
+    db.block(db.migrate_and_check(&key, key_path))?;
+    // The task tables are not yet implemented on PostgreSQL: refuse plainly rather than run a
+    // daemon that cannot create a task.
+    Err(StoreError::Unsupported {
+        what: "the task store (issue 17 is in progress)".into(),
+    })
+}
+
+/// The pool and the runtime that drives its connections.
+pub struct Db {
+    pool: Pool,
+    rt: Rt,
+}
+
+/// The store's runtime, shut down without waiting when the store goes (a runtime dropped the
+/// ordinary way inside the daemon's async code would panic).
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Db {
+    fn connect(url: &str) -> Result<Db> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl {
+            detail: format!("{e}"),
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store-postgres")
+            .enable_all()
+            .build()
+            .map_err(StoreError::Runtime)?;
+        let pool = {
+            let _enter = rt.enter();
+            Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(POOL_WAIT))
+                .create_timeout(Some(POOL_WAIT))
+                .build()
+                .map_err(|e| StoreError::Postgres(e.to_string()))?
+        };
+        let db = Db {
+            pool,
+            rt: Rt(Some(rt)),
+        };
+        // Connect once now, so that a wrong URL or a server that is down is reported at start.
+        db.block(async { db.client().await.map(drop) })?;
+        Ok(db)
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it, from whatever thread calls: on a
+    /// worker of a multi-thread runtime in `block_in_place`, on a current-thread runtime from a
+    /// scoped thread (blocking there is the caller's choice, as with SQLite), elsewhere directly.
+    pub(crate) fn block<F>(&self, fut: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let Some(rt) = self.rt.0.as_ref() else {
+            unreachable!("the runtime lives as long as the store")
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| rt.block_on(fut))
+            }
+            Ok(_) => std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+            Err(_) => rt.block_on(fut),
+        }
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Postgres(e.to_string()))
+    }
+
+    async fn migrate_and_check(&self, key: &SecretKey, key_path: &Path) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .await?;
+        let version: i64 = match tx
+            .query_opt("SELECT version FROM schema_version", &[])
+            .await?
+        {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])
+                    .await?;
+                0
+            }
+        };
+        let supported = schema::MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew {
+                found: version,
+                supported,
+            });
+        }
+        for sql in &schema::MIGRATIONS[version as usize..] {
+            tx.batch_execute(sql).await?;
+        }
+        tx.execute("UPDATE schema_version SET version = $1", &[&supported])
+            .await?;
+        let ours = key.fingerprint();
+        let recorded: Option<String> = tx
+            .query_opt("SELECT value FROM meta WHERE key = 'key_fingerprint'", &[])
+            .await?
+            .map(|r| r.get(0));
+        match recorded {
+            Some(theirs) if theirs != ours => {
+                return Err(StoreError::KeyMismatch {
+                    path: key_path.to_owned(),
+                    file: ours,
+                    database: theirs,
+                });
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('key_fingerprint', $1)",
+                    &[&ours],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        // The server's own message says what went wrong; the client's display alone is often
+        // only "db error".
+        let detail = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => match std::error::Error::source(&e) {
+                Some(src) => format!("{e}: {src}"),
+                None => e.to_string(),
+            },
+        };
+        StoreError::Postgres(detail)
+    }
+}
+
+/// Whether `e` is PostgreSQL's unique violation (SQLSTATE 23505).
+#[allow(dead_code)] // for the task commit (pg-tasks)
+pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Creates a new, empty database beside the one `url` names and returns its URL (tests create
+/// one per daemon); [`drop_database`] removes it.
+pub fn create_database(url: &str, name: &str) -> Result<String> {
+    let db = Db::connect(url)?;
+    db.block(async {
+        let c = db.client().await?;
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+        Ok::<_, StoreError>(())
+    })?;
+    Ok(with_dbname(url, name))
+}
+
+/// Drops a database made by [`create_database`] (connections to it are ended).
+pub fn drop_database(url: &str, name: &str) -> Result<()> {
+    let db = Db::connect(url)?;
+    db.block(async {
+        let c = db.client().await?;
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await?;
+        Ok(())
+    })
+}
+
+/// `url` with its database name replaced by `name` (URL or key=value form).
+fn with_dbname(url: &str, name: &str) -> String {
+    if !is_postgres_url(url) {
+        return format!("{url} dbname={name}");
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+/// The backend-neutral checks of `store::conformance`, on a fresh PostgreSQL database each.
+#[cfg(test)]
+mod conformance_tests {
+    use super::testing::fresh;
+    use super::*;
+    use crate::store::conformance;
+
+    #[test]
+    fn desired_state_and_stamps() {
+        let Some(t) = fresh("desired_state_and_stamps") else {
+            return;
+        };
+        let r = Resources::new(t.db.clone(), SecretKey::from_bytes([7; 32]));
+        conformance::desired_state_and_stamps(&r, &Verifications::new(t.db.clone()));
+    }
+
+    #[test]
+    fn trigger_state() {
+        let Some(t) = fresh("trigger_state") else {
+            return;
+        };
+        conformance::trigger_state(&Triggers::new(t.db.clone()));
+    }
+
+    #[test]
+    fn rotations() {
+        let Some(t) = fresh("rotations") else {
+            return;
+        };
+        conformance::rotations(&Rotations::new(t.db.clone()));
+    }
+
+    #[test]
+    fn delivery_log() {
+        let Some(t) = fresh("delivery_log") else {
+            return;
+        };
+        conformance::delivery_log(&Deliveries::new(t.db.clone()));
+    }
+}
