@@ -86,6 +86,9 @@ pub struct Config {
     pub secret_key_file: Option<PathBuf>,
 }
 
+/// Where the state lives (`--store`).
+pub use crate::store::Backend as StoreBackend;
+
 /// The retention of finished tasks (set from the daemon's flags).
 pub use crate::actors::retention::Retention;
 /// A duration flag's value (`30d`, `12h`).

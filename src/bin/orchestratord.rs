@@ -72,7 +72,7 @@ struct Args {
         hide_default_value = true,
         hide_env_values = true
     )]
-    store: orchestrator::store::Backend,
+    store: daemon::StoreBackend,
     /// The 32-byte key that seals SecretStore values (mode 0600) [default: <data-dir>/secret.key,
     /// created on first start]. Every daemon on one PostgreSQL database needs the same file.
     #[arg(long, env = "ORCHESTRATOR_SECRET_KEY_FILE", value_name = "PATH")]

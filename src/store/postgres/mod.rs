@@ -346,3 +346,82 @@ mod conformance_tests {
         conformance::delivery_log(&Deliveries::new(t.db.clone()));
     }
 }
+
+#[cfg(test)]
+mod key_tests {
+    use super::testing::fresh;
+    use super::*;
+    use crate::store::ResourceStore;
+
+    #[test]
+    fn another_key_file_is_refused_with_both_fingerprints_and_no_value_is_stored_plain() {
+        let Some(t) = fresh("another_key_file_is_refused") else {
+            return;
+        };
+        // The database was first used with [7; 32] (see `testing::fresh`).
+        let other = SecretKey::from_bytes([9; 32]);
+        let err =
+            t.db.block(t.db.migrate_and_check(&other, Path::new("/etc/other.key")))
+                .expect_err("another key is refused");
+        let shown = err.to_string();
+        let ours = SecretKey::from_bytes([7; 32]).fingerprint();
+        assert!(matches!(err, StoreError::KeyMismatch { .. }), "{shown}");
+        assert!(
+            shown.contains(&other.fingerprint()) && shown.contains(&ours),
+            "{shown}"
+        );
+        assert!(shown.contains("/etc/other.key"), "{shown}");
+
+        let r = Resources::new(t.db.clone(), SecretKey::from_bytes([7; 32]));
+        crate::store::conformance::desired_state_and_stamps(&r, &Verifications::new(t.db.clone()));
+        let (_, changes) = {
+            let text = "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata:\n  name: kept\nspec:\n  data:\n    k: \"plain-kept-value\"\n";
+            let (docs, p) = crate::domain::manifest::parse_documents("f", text);
+            assert!(p.is_empty(), "{p:?}");
+            let m: Vec<_> = docs.into_iter().map(|d| d.manifest).collect();
+            let snap = r.load_snapshot().expect("load");
+            (snap.clone(), snap.plan(&m, chrono::Utc::now()))
+        };
+        r.commit(
+            &changes,
+            r.revision().expect("rev") + 1,
+            chrono::Utc::now(),
+            crate::domain::secret_merge::SetBy::Apply,
+        )
+        .expect("commit");
+        // Every row of every table, as text: no plain value anywhere.
+        let dump: String = t.db.block(async {
+            let c = t.db.client().await.expect("client");
+            let tables = c
+                .query(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                    &[],
+                )
+                .await
+                .expect("tables");
+            let mut all = String::new();
+            for row in tables {
+                let name: String = row.get(0);
+                for r in c
+                    .query(
+                        &format!("SELECT row_to_json(t)::text FROM \"{name}\" t"),
+                        &[],
+                    )
+                    .await
+                    .expect("rows")
+                {
+                    all.push_str(r.get::<_, &str>(0));
+                }
+            }
+            all
+        });
+        assert!(dump.contains("kept"), "the dump holds the rows");
+        for plain in ["plain-kept-value", "plain-old-value", "plain-new-value"] {
+            // BYTEA shows as hex in JSON.
+            assert!(
+                !dump.contains(plain) && !dump.contains(&hex::encode(plain)),
+                "{plain} is stored in plain text"
+            );
+        }
+    }
+}

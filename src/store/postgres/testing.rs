@@ -33,11 +33,11 @@ impl Drop for TestDb {
 pub(crate) fn fresh(test: &str) -> Option<TestDb> {
     static N: AtomicU32 = AtomicU32::new(0);
     let server = server_url();
-    let name = format!(
-        "orch_unit_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
+    // Unique across test processes running at once: the start instant and a counter.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("orch_unit_{nanos}_{}", N.fetch_add(1, Ordering::Relaxed));
     let url = match create_database(&server, &name) {
         Ok(url) => url,
         Err(e) => {
