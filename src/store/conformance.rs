@@ -19,7 +19,7 @@ pub(crate) fn at(ms: i64) -> DateTime<Utc> {
         .expect("a valid instant")
 }
 
-fn secret_doc(values: &[(&str, &str)]) -> Vec<crate::domain::manifest::Manifest> {
+pub(crate) fn secret_doc(values: &[(&str, &str)]) -> Vec<crate::domain::manifest::Manifest> {
     let data: String = values
         .iter()
         .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
@@ -32,7 +32,7 @@ fn secret_doc(values: &[(&str, &str)]) -> Vec<crate::domain::manifest::Manifest>
     docs.into_iter().map(|d| d.manifest).collect()
 }
 
-fn apply(
+pub(crate) fn apply(
     store: &dyn ResourceStore,
     snap: &Snapshot,
     m: &[crate::domain::manifest::Manifest],

@@ -97,7 +97,9 @@ pub fn open(url: &str, key: SecretKey, key_path: &Path) -> Result<super::Stores>
 /// The pool and the runtime that drives its connections.
 pub struct Db {
     pool: Pool,
-    rt: Rt,
+    /// Where the calls run: the runtime `_rt` owns.
+    handle: tokio::runtime::Handle,
+    _rt: Rt,
 }
 
 /// The store's runtime, shut down without waiting when the store goes (a runtime dropped the
@@ -142,7 +144,8 @@ impl Db {
         };
         let db = Db {
             pool,
-            rt: Rt(Some(rt)),
+            handle: rt.handle().clone(),
+            _rt: Rt(Some(rt)),
         };
         // Connect once now, so that a wrong URL or a server that is down is reported at start.
         db.block(async { db.client().await.map(drop) })?;
@@ -157,9 +160,7 @@ impl Db {
         F: Future + Send,
         F::Output: Send,
     {
-        let Some(rt) = self.rt.0.as_ref() else {
-            unreachable!("the runtime lives as long as the store")
-        };
+        let rt = &self.handle;
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| rt.block_on(fut))

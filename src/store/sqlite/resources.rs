@@ -352,46 +352,21 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::domain::manifest::{fingerprint, parse_documents};
+    use crate::domain::manifest::fingerprint;
     use crate::layout::{DB_FILE, KEY_FILE};
-
-    fn secret_doc(values: &[(&str, &str)]) -> Vec<crate::domain::manifest::Manifest> {
-        let data: String = values
-            .iter()
-            .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-            .collect();
-        let text = format!(
-            "apiVersion: orchestrator.dev/v2\nkind: SecretStore\nmetadata:\n  name: hooks\n  project: default\nspec:\n  data:\n{data}"
-        );
-        let (docs, p) = parse_documents("f", &text);
-        assert!(p.is_empty(), "{p:?}");
-        docs.into_iter().map(|d| d.manifest).collect()
-    }
-
-    fn apply(
-        store: &mut Resources,
-        snap: &Snapshot,
-        m: &[crate::domain::manifest::Manifest],
-    ) -> Snapshot {
-        let changes = snap.plan(m, Utc::now());
-        let next = snap.apply(&changes);
-        store
-            .commit(&changes, next.revision, Utc::now(), SetBy::Apply)
-            .expect("commit");
-        next
-    }
+    use crate::store::conformance::{apply, secret_doc};
 
     #[test]
     fn secrets_round_trip_encrypted_and_history_has_no_values() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Resources::open(dir.path()).expect("open");
+        let store = Resources::open(dir.path()).expect("open");
         let s1 = apply(
-            &mut store,
+            &store,
             &Snapshot::default(),
             &secret_doc(&[("old", "plain-old-value")]),
         );
         let s2 = apply(
-            &mut store,
+            &store,
             &s1,
             &secret_doc(&[("old", "plain-old-value"), ("new", "plain-new-value")]),
         );
