@@ -490,3 +490,55 @@ spec:
         "the test program gets the value the set program got"
     );
 }
+
+/// A bad `--store` or `--secret-key-file` stops the daemon before anything starts, with what to
+/// do, and a password in the store URL is never echoed.
+#[test]
+fn bad_store_flags_are_refused_plainly_without_echoing_a_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, b"12345").expect("write");
+    std::fs::set_permissions(&short, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let missing = dir.path().join("missing.key");
+    for (args, want) in [
+        (
+            vec![
+                "--store".to_owned(),
+                "mysql://admin:hunter2@db/prod".to_owned(),
+            ],
+            "unknown store \"mysql\": use `sqlite` (the default) or a postgres://",
+        ),
+        (
+            vec![
+                "--secret-key-file".to_owned(),
+                missing.display().to_string(),
+            ],
+            "does not exist: put the key file every node shares there",
+        ),
+        (
+            vec!["--secret-key-file".to_owned(), short.display().to_string()],
+            "is 5 bytes, expected 32",
+        ),
+    ] {
+        let out = std::process::Command::new(crate::common::DAEMON)
+            .args(&args)
+            .args(["--webhook-bind", "none", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("run orchestratord");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "the password is echoed: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("No such file").count(),
+            0,
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -72,7 +72,9 @@ struct Args {
         hide_default_value = true,
         hide_env_values = true
     )]
-    store: daemon::StoreBackend,
+    // Parsed in `start`, not by clap: clap's error would echo the value, and a URL may hold a
+    // password.
+    store: String,
     /// The 32-byte key that seals SecretStore values (mode 0600) [default: <data-dir>/secret.key,
     /// created on first start]. Every daemon on one PostgreSQL database needs the same file.
     #[arg(long, env = "ORCHESTRATOR_SECRET_KEY_FILE", value_name = "PATH")]
@@ -133,7 +135,7 @@ fn start(args: Args) -> anyhow::Result<()> {
             },
             interval: std::time::Duration::from_secs(args.retention_interval),
         },
-        store: args.store,
+        store: args.store.parse::<daemon::StoreBackend>()?,
         secret_key_file: args.secret_key_file,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -23,9 +23,9 @@ const MAGIC: &[u8; 8] = b"ORCHSEC1";
 const NONCE_LEN: usize = 24;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -60,7 +60,12 @@ impl SecretKey {
     /// Loads an existing key file (`--secret-key-file`, or the one in the data dir): 32 bytes,
     /// readable by its owner only.
     pub fn load(path: &Path) -> Result<SecretKey> {
-        let mut f = fs::File::open(path).map_err(io_err(path))?;
+        let mut f = fs::File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::KeyFileMissing {
+                path: path.to_owned(),
+            },
+            _ => io_err(path)(e),
+        })?;
         let mode = f.metadata().map_err(io_err(path))?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(StoreError::KeyFilePermissions {

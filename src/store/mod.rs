@@ -73,12 +73,18 @@ pub enum StoreError {
     Unsupported { what: String },
     #[error("cannot start the store's runtime: {0}")]
     Runtime(io::Error),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// The io error is part of the message, not a `source`: shown with `{:#}` it would
+    /// otherwise appear twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error(
         "secret key file {path} is accessible by group or others (mode {mode:o}): run `chmod 600 {path}`"
     )]
     KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error(
+        "secret key file {path} does not exist: put the key file every node shares there (mode 0600), or leave out --secret-key-file to use the data dir's secret.key"
+    )]
+    KeyFileMissing { path: PathBuf },
     #[error("secret key file {path} is {len} bytes, expected 32: restore it from backup")]
     KeyFileLength { path: PathBuf, len: usize },
     #[error(
