@@ -12,6 +12,9 @@ use crate::domain::secret_merge::SetBy;
 use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
 
+mod cluster;
+pub(crate) use cluster::{lease, membership};
+
 /// A whole millisecond (both backends keep at least that much of an instant).
 pub(crate) fn at(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(1_800_000_000_000 + ms)

@@ -3,7 +3,8 @@
 //! [`TriggerStore`] (cron trigger state and fire history), [`RotationStore`] (staged secret
 //! rotations), [`VerificationStore`] (the "last verified at" and "last tested at" stamps of
 //! webhook keys), [`ReplayStore`] (the webhook delivery ids that created tasks, for the
-//! replay window) and [`DeliveryStore`] (the webhook delivery log).
+//! replay window), [`DeliveryStore`] (the webhook delivery log) and [`ClusterStore`] (the
+//! nodes' heartbeats and the leader lease).
 //!
 //! This module is the seam between the daemon and a storage backend: the traits and the records
 //! they take and give are backend-neutral, the sealing of secret values ([`crypto`]) is shared,
@@ -24,6 +25,7 @@ use thiserror::Error;
 
 use crate::layout::KEY_FILE;
 
+pub mod cluster;
 #[cfg(test)]
 mod conformance;
 pub mod crypto;
@@ -38,6 +40,7 @@ pub mod tasks;
 pub mod triggers;
 pub mod verifications;
 
+pub use cluster::{Beat, ClusterStore, Fence, Joined, Lease, NodeRecord};
 pub use deliveries::{DELIVERIES_KEPT, DeliveryRecord, DeliveryStore, NewDelivery, PAYLOADS_KEPT};
 pub use replay::{ReplayStore, SeenDelivery};
 pub use resources::ResourceStore;
@@ -193,4 +196,5 @@ pub struct Stores {
     pub verifications: Arc<dyn VerificationStore>,
     pub replay: Arc<dyn ReplayStore>,
     pub deliveries: Arc<dyn DeliveryStore>,
+    pub cluster: Arc<dyn ClusterStore>,
 }

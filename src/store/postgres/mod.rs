@@ -27,6 +27,7 @@ use tokio_postgres::NoTls;
 use super::crypto::SecretKey;
 use super::{Result, StoreError};
 
+mod cluster;
 mod deliveries;
 mod replay;
 mod resources;
@@ -36,6 +37,7 @@ mod schema;
 mod triggers;
 mod verifications;
 
+pub use cluster::Cluster;
 pub use deliveries::Deliveries;
 pub use replay::Replays;
 pub use resources::Resources;
@@ -345,6 +347,19 @@ mod conformance_tests {
             return;
         };
         conformance::delivery_log(&Deliveries::new(t.db.clone()));
+    }
+
+    #[test]
+    fn membership_and_lease() {
+        let Some(t) = fresh("membership_and_lease") else {
+            return;
+        };
+        conformance::membership(&Cluster::new(t.db.clone()));
+        t.db.block(async {
+            let c = t.db.client().await.expect("client");
+            c.batch_execute("DELETE FROM nodes").await.expect("clear");
+        });
+        conformance::lease(&Cluster::new(t.db.clone()));
     }
 }
 

@@ -90,4 +90,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL, key_name TEXT, task_id BIGINT, delivery_id TEXT,
         payload_bytes BIGINT NOT NULL, payload TEXT);
      CREATE INDEX webhook_delivery_log_by_trigger ON webhook_delivery_log (project, trigger, id);",
+    // 2: membership and leases.
+    "CREATE TABLE nodes (
+        id TEXT PRIMARY KEY, instance TEXT NOT NULL, host TEXT NOT NULL, pid BIGINT NOT NULL,
+        version TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL, revision BIGINT NOT NULL, ttl_ms BIGINT NOT NULL,
+        webhook TEXT, stopped_at TIMESTAMPTZ);
+     CREATE TABLE leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
+        acquired_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL);",
 ];

@@ -25,6 +25,7 @@ use super::crypto::SecretKey;
 use super::{Result, StoreError, Stores};
 use crate::layout::DB_FILE;
 
+mod cluster;
 mod commit;
 mod deliveries;
 mod replay;
@@ -35,6 +36,7 @@ mod tasks;
 mod triggers;
 mod verifications;
 
+pub use cluster::Cluster;
 pub use deliveries::Deliveries;
 pub use replay::Replays;
 pub use resources::Resources;
@@ -63,6 +65,7 @@ pub fn open_with_key(data_dir: &Path, key: SecretKey) -> Result<Stores> {
         verifications: Arc::new(Verifications::new(webhook.clone())),
         replay: Arc::new(Replays::open(data_dir)?),
         deliveries: Arc::new(Deliveries::new(webhook)),
+        cluster: Arc::new(Cluster::open(data_dir)?),
     })
 }
 
@@ -171,6 +174,14 @@ const MIGRATIONS: &[&str] = &[
         key_name TEXT, task_id INTEGER, delivery_id TEXT, payload_bytes INTEGER NOT NULL,
         payload TEXT);
      CREATE INDEX webhook_delivery_log_by_trigger ON webhook_delivery_log (project, trigger, id);",
+    // 11: membership and leases (one node on SQLite: the data dir's lock allows one daemon).
+    "CREATE TABLE nodes (
+        id TEXT PRIMARY KEY, instance TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+        version TEXT NOT NULL, started_at TEXT NOT NULL, heartbeat_at TEXT NOT NULL,
+        revision INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, webhook TEXT, stopped_at TEXT);
+     CREATE TABLE leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,
+        acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
@@ -329,5 +340,13 @@ mod conformance_tests {
     fn delivery_log() {
         let (_dir, s) = stores();
         conformance::delivery_log(&*s.deliveries);
+    }
+
+    #[test]
+    fn membership_and_lease() {
+        let (_dir, s) = stores();
+        conformance::membership(&*s.cluster);
+        let (_dir, s) = stores();
+        conformance::lease(&*s.cluster);
     }
 }

@@ -1,0 +1,229 @@
+//! ClusterActor (`cluster`): this daemon as a node. Once a second it writes its heartbeat
+//! (with the snapshot revision it has published) and takes or renews the leader lease; it
+//! publishes whether this node leads on a `watch` channel that the trigger supervisor follows —
+//! only the leader runs the cron triggers.
+//!
+//! Leadership is held for less than the lease: the node counts its lease from *before* the
+//! renewal it sent, and gives leadership up one [`MARGIN`] before that runs out when renewals
+//! fail (the database is unreachable, or this process was stopped). By the time another node
+//! may take the expired lease, this one has stopped firing; and a fire it still attempts is
+//! refused by the store, which checks the lease's fencing token in the fire's transaction.
+//!
+//! On SQLite there is one node (the data dir's lock), and it always leads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::ActorProcessingErr;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::clock::Clock;
+use super::runtime::{Addr, Behaviour, Message};
+use crate::domain::snapshot::Snapshot;
+use crate::store::cluster::{Beat, ClusterStore, FORGET_AFTER, Fence, LEADER};
+
+/// Registry name of the cluster actor.
+pub const NAME: &str = "cluster";
+
+/// How much before its lease runs out a node that cannot renew it stops leading.
+pub const MARGIN: Duration = Duration::from_secs(2);
+
+/// Heartbeats between two passes that forget long-gone nodes.
+const FORGET_EVERY: u64 = 600;
+
+/// This node's leadership: the lease's token and when this node stops counting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub fence: Fence,
+    /// Leadership ends here unless a renewal moves it on.
+    pub until: Instant,
+}
+
+impl Leader {
+    /// Whether this node may still act as the leader.
+    pub fn holds(&self) -> bool {
+        Instant::now() < self.until
+    }
+}
+
+/// Whether this node leads: `Some` while it holds the lease.
+pub type Leadership = watch::Receiver<Option<Leader>>;
+
+pub struct ClusterArgs {
+    pub store: Arc<dyn ClusterStore>,
+    /// What the heartbeat says of this node (its revision is filled in on each beat).
+    pub beat: Beat,
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub leader: Arc<watch::Sender<Option<Leader>>>,
+    /// Between two heartbeats (one second).
+    pub interval: Duration,
+    pub clock: Clock,
+}
+
+pub enum ClusterMsg {
+    Beat,
+}
+
+impl Message for ClusterMsg {
+    fn kind(&self) -> &'static str {
+        "Beat"
+    }
+}
+
+pub struct ClusterActor;
+
+pub struct ClusterState {
+    args: ClusterArgs,
+    beats: u64,
+    failures: u64,
+    /// The id was taken by another instance: this node stopped acting as it.
+    displaced: bool,
+    last_error: Option<String>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ClusterState {
+    fn drop(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        // A failed actor leads no more (its successor takes the lease again at once).
+        self.args.leader.send_if_modified(|l| l.take().is_some());
+    }
+}
+
+impl ClusterState {
+    fn beat(&mut self, me: &Addr<ClusterMsg>) {
+        let started = Instant::now();
+        let now = self.args.clock.now();
+        self.args.beat.revision = self.args.snapshots.borrow().revision;
+        let store = self.args.store.clone();
+        let node = self.args.beat.node.clone();
+        let ttl = self.args.beat.ttl;
+        let result = if self.displaced {
+            Ok(None)
+        } else {
+            store.heartbeat(&self.args.beat, now).and_then(|ours| {
+                if !ours {
+                    tracing::error!(
+                        node = %node,
+                        "another daemon took this node id; this one stops leading and running cron triggers: give each daemon its own --node-id"
+                    );
+                    self.displaced = true;
+                    return Ok(None);
+                }
+                store.acquire(LEADER, &node, ttl, now)
+            })
+        };
+        match result {
+            Ok(token) => {
+                self.last_error = None;
+                let lead = token.map(|token| Leader {
+                    fence: Fence {
+                        holder: node.clone(),
+                        token,
+                    },
+                    until: started + ttl.saturating_sub(MARGIN),
+                });
+                self.publish(lead);
+            }
+            Err(e) => {
+                self.failures += 1;
+                let shown = e.to_string();
+                if self.last_error.as_deref() != Some(shown.as_str()) {
+                    tracing::warn!(error = %shown, "cannot write this node's heartbeat; retrying every second");
+                    self.last_error = Some(shown);
+                }
+                // Leadership runs out on its own `until`; drop it once that has passed.
+                let still = self.args.leader.borrow().as_ref().is_some_and(Leader::holds);
+                if !still {
+                    self.publish(None);
+                }
+            }
+        }
+        self.beats += 1;
+        if self.beats % FORGET_EVERY == 1
+            && let Ok(age) = chrono::Duration::from_std(FORGET_AFTER)
+            && let Err(e) = store.forget(now - age)
+        {
+            tracing::warn!(error = %e, "cannot forget long-gone nodes");
+        }
+        let next = self.args.interval.saturating_sub(started.elapsed());
+        self.timer = Some(me.send_after(next, || ClusterMsg::Beat));
+    }
+
+    fn publish(&self, lead: Option<Leader>) {
+        self.args.leader.send_if_modified(|cur| {
+            let changed = cur.as_ref().map(|l| &l.fence) != lead.as_ref().map(|l| &l.fence);
+            match (&lead, changed) {
+                (Some(l), false) => {
+                    if let Some(c) = cur.as_mut() {
+                        c.until = l.until; // a renewal: the followers need not wake
+                    }
+                }
+                (Some(l), true) => {
+                    tracing::info!(token = l.fence.token, "this node is now the leader: it runs the cron triggers");
+                }
+                (None, true) => tracing::info!("this node no longer leads: its cron triggers stop"),
+                (None, false) => {}
+            }
+            if changed {
+                *cur = lead.clone();
+            }
+            changed
+        });
+    }
+}
+
+impl Behaviour for ClusterActor {
+    type Msg = ClusterMsg;
+    type State = ClusterState;
+    type Args = ClusterArgs;
+    const TYPE: &'static str = "ClusterActor";
+
+    async fn pre_start(
+        &self,
+        me: Addr<ClusterMsg>,
+        args: ClusterArgs,
+    ) -> Result<ClusterState, ActorProcessingErr> {
+        me.cast(ClusterMsg::Beat)?;
+        Ok(ClusterState {
+            args,
+            beats: 0,
+            failures: 0,
+            displaced: false,
+            last_error: None,
+            timer: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: &Addr<ClusterMsg>,
+        msg: ClusterMsg,
+        state: &mut ClusterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ClusterMsg::Beat => state.beat(me),
+        }
+        Ok(())
+    }
+
+    fn inspect(&self, state: &ClusterState) -> serde_json::Value {
+        let leader = state.args.leader.borrow().clone();
+        json!({
+            "node": state.args.beat.node,
+            "revision": state.args.beat.revision,
+            "ttlSeconds": state.args.beat.ttl.as_secs_f64(),
+            "beats": state.beats,
+            "failures": state.failures,
+            "displaced": state.displaced,
+            "lastError": state.last_error,
+            "leader": leader.as_ref().map(|l| json!({
+                "token": l.fence.token,
+                "holdsForSeconds": l.until.saturating_duration_since(Instant::now()).as_secs_f64(),
+            })),
+        })
+    }
+}

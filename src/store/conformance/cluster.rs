@@ -1,0 +1,88 @@
+//! The membership and lease checks every backend passes.
+
+use std::time::Duration;
+
+use super::at;
+use crate::store::cluster::{Beat, ClusterStore, Fence, Joined, LEADER};
+
+fn beat(node: &str, instance: &str, host: &str) -> Beat {
+    Beat {
+        node: node.into(),
+        instance: instance.into(),
+        host: host.into(),
+        pid: 42,
+        version: "0.1.0".into(),
+        started_at: at(0),
+        revision: 3,
+        ttl: Duration::from_secs(10),
+        webhook: Some("127.0.0.1:19090".into()),
+    }
+}
+
+pub(crate) fn membership(c: &dyn ClusterStore) {
+    let a = beat("a", "i1", "h1");
+    assert_eq!(c.join(&a, at(0)).expect("join"), Joined::Joined);
+    assert!(c.heartbeat(&Beat { revision: 4, ..a.clone() }, at(1_000)).expect("beat"));
+    let nodes = c.nodes().expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    let n = &nodes[0];
+    assert_eq!((n.node.as_str(), n.revision, n.heartbeat_at), ("a", 4, at(1_000)));
+    assert_eq!(n.ttl, Duration::from_secs(10));
+    assert_eq!(n.webhook.as_deref(), Some("127.0.0.1:19090"));
+    assert!(n.live(at(10_999)) && !n.live(at(11_000)), "dead after its TTL");
+
+    // Another host's daemon with the same id is refused while "a" lives, not after.
+    let other = beat("a", "i2", "h2");
+    match c.join(&other, at(5_000)).expect("join") {
+        Joined::Taken { host, heartbeat_at } => {
+            assert_eq!((host.as_str(), heartbeat_at), ("h1", at(1_000)));
+        }
+        j => panic!("{j:?}"),
+    }
+    // The same host (a restart after kill -9) takes its id back at once; the old instance's
+    // heartbeats no longer count.
+    let again = beat("a", "i3", "h1");
+    assert_eq!(c.join(&again, at(5_000)).expect("join"), Joined::Joined);
+    assert!(!c.heartbeat(&a, at(6_000)).expect("beat"), "the old instance lost the id");
+    assert!(c.heartbeat(&again, at(6_000)).expect("beat"));
+
+    // A clean stop leaves the count of live nodes at once; a later join clears it.
+    c.leave("a", "i3", at(7_000)).expect("leave");
+    let n = &c.nodes().expect("nodes")[0];
+    assert_eq!(n.stopped_at, Some(at(7_000)));
+    assert!(!n.live(at(7_001)));
+    let b = beat("b", "j1", "h2");
+    assert_eq!(c.join(&b, at(8_000)).expect("join"), Joined::Joined);
+    assert_eq!(
+        c.nodes().expect("nodes").iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // Rows of nodes gone (stopped, or silent) before the bound are forgotten; others stay.
+    assert_eq!(c.forget(at(7_500)).expect("forget"), 1);
+    assert_eq!(c.nodes().expect("nodes")[0].node, "b");
+}
+
+pub(crate) fn lease(c: &dyn ClusterStore) {
+    let ttl = Duration::from_secs(10);
+    assert_eq!(c.lease(LEADER).expect("lease"), None);
+    assert_eq!(c.acquire(LEADER, "a", ttl, at(0)).expect("a"), Some(1));
+    // Renewing keeps the token; another holder is refused until the lease expires.
+    assert_eq!(c.acquire(LEADER, "a", ttl, at(1_000)).expect("a"), Some(1));
+    assert_eq!(c.acquire(LEADER, "b", ttl, at(10_999)).expect("b"), None);
+    let l = c.lease(LEADER).expect("lease").expect("held");
+    assert_eq!((l.holder.as_str(), l.token), ("a", 1));
+    assert_eq!((l.acquired_at, l.expires_at), (at(0), at(11_000)));
+    // Expired: "b" takes it with the next token, and "a" cannot renew it.
+    assert_eq!(c.acquire(LEADER, "b", ttl, at(11_000)).expect("b"), Some(2));
+    assert_eq!(c.acquire(LEADER, "a", ttl, at(11_001)).expect("a"), None);
+    // A stale fence releases nothing; the holder's release lets "a" in at once.
+    let stale = Fence { holder: "a".into(), token: 1 };
+    c.release(LEADER, &stale, at(12_000)).expect("release");
+    assert_eq!(c.acquire(LEADER, "a", ttl, at(12_000)).expect("a"), None);
+    let held = Fence { holder: "b".into(), token: 2 };
+    c.release(LEADER, &held, at(12_000)).expect("release");
+    assert_eq!(c.acquire(LEADER, "a", ttl, at(12_000)).expect("a"), Some(3));
+    // The same holder taking its own expired lease again gets a new token: whatever it
+    // started under the old one is fenced off.
+    assert_eq!(c.acquire(LEADER, "a", ttl, at(30_000)).expect("a"), Some(4));
+}
