@@ -26,8 +26,62 @@ use crate::store::cluster::{Beat, ClusterStore, FORGET_AFTER, Fence, LEADER};
 /// Registry name of the cluster actor.
 pub const NAME: &str = "cluster";
 
-/// How much before its lease runs out a node that cannot renew it stops leading.
+/// The most a node that cannot renew its lease gives up before the lease runs out.
 pub const MARGIN: Duration = Duration::from_secs(2);
+
+/// Between two heartbeats.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A node id that a live daemon on another host holds.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "node id {node:?} is in use by a live daemon on host {host} (last heartbeat {at}): give each daemon its own --node-id"
+    )]
+    Taken {
+        node: String,
+        host: String,
+        at: String,
+    },
+    #[error("cannot join the cluster: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Claims this node's id at start and takes the leader lease if it is free: the leadership the
+/// actors start with.
+pub fn join(store: &dyn ClusterStore, beat: &Beat) -> Result<Option<Leader>, JoinError> {
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    if let crate::store::Joined::Taken { host, heartbeat_at } = store.join(beat, now)? {
+        return Err(JoinError::Taken {
+            node: beat.node.clone(),
+            host,
+            at: heartbeat_at.to_rfc3339(),
+        });
+    }
+    let token = store.acquire(LEADER, &beat.node, beat.ttl, now)?;
+    Ok(token.map(|token| Leader {
+        fence: Fence {
+            holder: beat.node.clone(),
+            token,
+        },
+        until: started + beat.ttl.saturating_sub(margin(beat.ttl)),
+    }))
+}
+
+/// Leaves the cluster at shutdown: releases the lease `lead` holds and marks the node stopped.
+/// Failures are logged: the lease and the heartbeat expire on their own.
+pub fn leave(store: &dyn ClusterStore, beat: &Beat, lead: Option<&Leader>) {
+    let now = chrono::Utc::now();
+    if let Some(l) = lead
+        && let Err(e) = store.release(LEADER, &l.fence, now)
+    {
+        tracing::warn!(error = %e, "cannot release the leader lease; another node takes it when it expires");
+    }
+    if let Err(e) = store.leave(&beat.node, &beat.instance, now) {
+        tracing::warn!(error = %e, "cannot mark this node stopped; it counts as dead after its TTL");
+    }
+}
 
 /// Heartbeats between two passes that forget long-gone nodes.
 const FORGET_EVERY: u64 = 600;
@@ -50,6 +104,29 @@ impl Leader {
 /// Whether this node leads: `Some` while it holds the lease.
 pub type Leadership = watch::Receiver<Option<Leader>>;
 
+/// For a node that leads for good (tests of the trigger actors without a ClusterActor): takes
+/// the lease for a year and returns a leadership that never changes.
+pub fn lead_alone(store: &dyn ClusterStore, node: &str) -> crate::store::Result<Leadership> {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let token = store
+        .acquire(LEADER, node, year, chrono::Utc::now())?
+        .ok_or(crate::store::StoreError::Fenced)?;
+    let lead = Leader {
+        fence: Fence {
+            holder: node.to_owned(),
+            token,
+        },
+        until: Instant::now() + year,
+    };
+    Ok(watch::channel(Some(lead)).1)
+}
+
+/// How long before its lease runs out a node that cannot renew it stops leading: a third of
+/// the TTL, at most [`MARGIN`].
+pub fn margin(ttl: Duration) -> Duration {
+    (ttl / 3).min(MARGIN)
+}
+
 pub struct ClusterArgs {
     pub store: Arc<dyn ClusterStore>,
     /// What the heartbeat says of this node (its revision is filled in on each beat).
@@ -58,6 +135,8 @@ pub struct ClusterArgs {
     pub leader: Arc<watch::Sender<Option<Leader>>>,
     /// Between two heartbeats (one second).
     pub interval: Duration,
+    /// How many tasks this node runs (the task supervisor keeps it).
+    pub running: Arc<std::sync::atomic::AtomicUsize>,
     pub clock: Clock,
 }
 
@@ -98,6 +177,10 @@ impl ClusterState {
         let started = Instant::now();
         let now = self.args.clock.now();
         self.args.beat.revision = self.args.snapshots.borrow().revision;
+        self.args.beat.running = self
+            .args
+            .running
+            .load(std::sync::atomic::Ordering::Relaxed) as u64;
         let store = self.args.store.clone();
         let node = self.args.beat.node.clone();
         let ttl = self.args.beat.ttl;
@@ -124,7 +207,7 @@ impl ClusterState {
                         holder: node.clone(),
                         token,
                     },
-                    until: started + ttl.saturating_sub(MARGIN),
+                    until: started + ttl.saturating_sub(margin(ttl)),
                 });
                 self.publish(lead);
             }

@@ -48,6 +48,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod cluster;
 pub mod retention;
 pub mod runtime;
 pub mod secret_store;

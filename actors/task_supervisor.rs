@@ -31,7 +31,7 @@ use crate::domain::manifest::{Kind, Spec};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{CancelReason, TaskState};
 use crate::process;
-use crate::store::{NewTask, SeenDelivery, StoreError};
+use crate::store::{Fence, NewTask, SeenDelivery, StoreError};
 
 /// Registry name of the task supervisor.
 pub const TASKS: &str = "tasks";
@@ -52,6 +52,8 @@ pub struct TaskRequest {
     /// The webhook delivery this task answers: recorded in the task's commit, so that the
     /// replay window outlives a restart.
     pub delivery: Option<SeenDelivery>,
+    /// A cron fire's lease (see [`NewTask::fence`]).
+    pub fence: Option<Fence>,
 }
 
 /// A trigger's tasks that are pending or running, and how many are still being committed.
@@ -137,6 +139,13 @@ fn store_err(e: StoreError) -> TaskError {
 impl TaskSupState {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.ctx.snapshots.borrow().clone()
+    }
+
+    /// Publishes how many tasks run (for the node's heartbeat).
+    fn count_running(&self) {
+        self.ctx
+            .running
+            .store(self.running.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn running_of(&self, key: &(String, String)) -> usize {
@@ -240,6 +249,7 @@ impl TaskSupState {
             reason: None,
             held: !req.start,
             worktree,
+            fence: req.fence,
         };
         Ok(Prepared {
             new,
@@ -349,8 +359,10 @@ impl TaskSupState {
             }),
         };
         self.running.insert(id, key);
+        self.count_running();
         if let Err(e) = self.children.start(&me.cell(), spec).await {
             let key = self.running.remove(&id);
+            self.count_running();
             tracing::error!(task = id, error = %e, "cannot start the task");
             let _ = self.ctx.store.set_state(
                 id,
@@ -374,6 +386,7 @@ impl TaskSupState {
             return;
         };
         let key = self.running.remove(&id);
+        self.count_running();
         if failed {
             // The actor could not finish the task itself: record why.
             match self.ctx.store.get(id) {

@@ -23,6 +23,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::clock::Clock;
+use super::cluster::Leadership;
 use super::runtime::{Addr, Behaviour, CallError, Message, Registry};
 use super::task_supervisor::{ActiveTasks, TASKS, TaskRequest, TaskSupMsg};
 use super::workflow::TaskError;
@@ -34,7 +35,7 @@ use crate::domain::trigger_plan::{
     resume,
 };
 use crate::domain::workflow::CancelReason;
-use crate::store::{SeenDelivery, TriggerStore};
+use crate::store::{Fence, SeenDelivery, StoreError, TriggerStore};
 
 /// How long before its instant a trigger's timer wakes (then it waits out the rest).
 const EARLY_WAKE_MICROS: i64 = 1_500;
@@ -62,6 +63,9 @@ pub struct TriggerContext {
     pub resident_window: Option<Duration>,
     /// Where "now" comes from: the system clock in the daemon.
     pub clock: Clock,
+    /// Whether this node leads (see `cluster.rs`): only the leader's TriggerActors run, and
+    /// each fire carries the lease's fence into the task's commit.
+    pub leadership: Leadership,
 }
 
 impl TriggerContext {
@@ -100,6 +104,7 @@ pub async fn fire(
     scheduled_at: Option<DateTime<Utc>>,
     payload: Option<String>,
     delivery: Option<SeenDelivery>,
+    fence: Option<Fence>,
 ) -> Result<Fired, FireError> {
     let tasks = actors
         .resolve::<TaskSupMsg>(TASKS, Duration::from_secs(5))
@@ -166,6 +171,7 @@ pub async fn fire(
         scheduled_at,
         start: spec.action.start,
         delivery,
+        fence,
     };
     let info = tasks
         .call(|reply| TaskSupMsg::Create(request, reply), TASKS_TIMEOUT)
@@ -307,6 +313,15 @@ impl TriggerActorState {
             fired_at = self.ctx.clock.wait_until(scheduled).await;
         }
         let c = &self.config;
+        // Only the leader fires; one that lost the lease (or stopped renewing it) records
+        // nothing, so the new leader's view of this trigger stays whole.
+        let lead = self.ctx.leadership.borrow().clone();
+        let Some(lead) = lead.filter(|l| l.holds()) else {
+            tracing::info!(trigger = %c.name, scheduled = %scheduled.to_rfc3339(), "not firing: this node no longer leads");
+            let r = rearm(&self.config.schedule, scheduled, self.now());
+            self.arm(me, r.next);
+            return;
+        };
         let result = fire(
             me.registry(),
             &c.project,
@@ -316,11 +331,22 @@ impl TriggerActorState {
             Some(scheduled),
             None,
             None,
+            Some(lead.fence),
         )
         .await;
         let outcome = match result {
             Ok(Fired::Created(task)) => Outcome::Created(task.id),
             Ok(Fired::Skipped(reason)) => Outcome::Skipped(reason),
+            Err(FireError::Task(TaskError::Store(StoreError::Fenced))) => {
+                tracing::warn!(trigger = %c.name, scheduled = %scheduled.to_rfc3339(), "not fired: another node took the leader lease");
+                let r = rearm(&self.config.schedule, scheduled, self.now());
+                self.arm(me, r.next);
+                return;
+            }
+            Err(FireError::Task(TaskError::Store(StoreError::AlreadyFired { task }))) => {
+                // Fired by an earlier leader, which did not get to record it.
+                Outcome::Skipped(format!("this instant was already fired by another node (task {task})"))
+            }
             Err(e) => {
                 tracing::warn!(trigger = %c.name, error = %e, "trigger could not create its task");
                 Outcome::Failed(e.to_string())

@@ -95,12 +95,18 @@ pub struct TriggerSupState {
     /// The armed wake timer and its instant.
     wake_timer: Option<(DateTime<Utc>, tokio::task::JoinHandle<()>)>,
     watcher: tokio::task::JoinHandle<()>,
+    /// Follows this node's leadership.
+    leader_watcher: tokio::task::JoinHandle<()>,
     revision: u64,
+    /// The lease token the armed triggers run under; `None`: this node does not lead, and
+    /// nothing is armed.
+    led: Option<u64>,
 }
 
 impl Drop for TriggerSupState {
     fn drop(&mut self) {
         self.watcher.abort();
+        self.leader_watcher.abort();
         if let Some((_, t)) = self.wake_timer.take() {
             t.abort();
         }
@@ -236,9 +242,35 @@ impl TriggerSupState {
         Ok(())
     }
 
+    /// Follows a change of leadership: every trigger is disarmed, and (when this node now
+    /// leads) armed again from the stored state, exactly as after a restart — so the fires
+    /// missed during a failover are handled by the trigger's missed-fire rules.
+    fn follow_leadership(&mut self) -> bool {
+        let token = self
+            .ctx
+            .leadership
+            .borrow()
+            .as_ref()
+            .map(|l| l.fence.token);
+        if token != self.led {
+            for key in std::mem::take(&mut self.running).into_keys() {
+                self.children.stop(&trigger_name(&key.0, &key.1));
+            }
+            for key in self.dormant.keys().cloned().collect::<Vec<_>>() {
+                self.wake(&key);
+            }
+            self.led = token;
+        }
+        token.is_some()
+    }
+
     async fn reconcile(&mut self, me: &Addr<TriggerSupMsg>) {
         let snapshot = self.ctx.snapshots.borrow().clone();
         self.revision = snapshot.revision;
+        if !self.follow_leadership() {
+            self.arm_wake(me);
+            return;
+        }
         let desired: HashMap<Key, CronTrigger<'_>> = snapshot
             .cron_triggers()
             .filter(|c| !c.spec.suspend)
@@ -383,6 +415,15 @@ impl Behaviour for TriggerSupervisor {
                 }
             }
         });
+        let mut leads = ctx.leadership.clone();
+        let notify = me.clone();
+        let leader_watcher = tokio::spawn(async move {
+            while leads.changed().await.is_ok() {
+                if notify.cast(TriggerSupMsg::Reconcile).is_err() {
+                    break;
+                }
+            }
+        });
         // Arm the triggers after the daemon is ready, not inside its start-up.
         me.cast(TriggerSupMsg::Reconcile)?;
         Ok(TriggerSupState {
@@ -393,7 +434,9 @@ impl Behaviour for TriggerSupervisor {
             wakes: BTreeSet::new(),
             wake_timer: None,
             watcher,
+            leader_watcher,
             revision: 0,
+            led: None,
         })
     }
 
@@ -447,6 +490,7 @@ impl Behaviour for TriggerSupervisor {
             "residentWindowSeconds": state.ctx.resident_window.map(|w| w.as_secs()),
             "nextWakes": upcoming,
             "snapshotRevision": state.revision,
+            "leaderToken": state.led,
             "supervision": state.children.inspect(),
         })
     }

@@ -153,6 +153,8 @@ pub struct TaskContext {
     pub capture_cap: usize,
     /// The daemon's live secret set; each step run redacts its output with a lease on it.
     pub secrets: Arc<SecretRegistry>,
+    /// How many tasks this node runs now (its heartbeat reports it).
+    pub running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TaskContext {

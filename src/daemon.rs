@@ -17,6 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
 use crate::actors::clock::Clock;
+use crate::actors::cluster::{self, ClusterActor, ClusterArgs};
 use crate::actors::retention::{self, RetentionActor, RetentionArgs};
 use crate::actors::runtime::Registry;
 use crate::actors::secret_store::{self, SecretStoreActor, SecretStoreArgs};
@@ -33,7 +34,15 @@ use crate::domain::manifest::SecretValue;
 use crate::domain::redact::SecretRegistry;
 use crate::http::control::{self, ControlContext};
 use crate::layout;
-use crate::store::{self, StoreError};
+use crate::store::{self, Beat, StoreError};
+
+/// A random id for this process (tells a restarted node from its predecessor).
+fn instance_id() -> anyhow::Result<String> {
+    use chacha20poly1305::aead::Generate;
+    let bytes = chacha20poly1305::XNonce::try_generate()
+        .map_err(|_| anyhow::anyhow!("the operating system's random source failed"))?;
+    Ok(hex::encode(&bytes[..8]))
+}
 
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
@@ -84,6 +93,66 @@ pub struct Config {
     pub store: store::Backend,
     /// The secret key (`--secret-key-file`); `None`: `secret.key` in the data dir.
     pub secret_key_file: Option<PathBuf>,
+    /// This daemon's node id (`--node-id`); `None`: the host name and a hash of the data dir.
+    pub node_id: Option<NodeId>,
+    /// How long after its last heartbeat a node counts as dead (`--node-ttl`); also the
+    /// leader lease's length.
+    pub node_ttl: Duration,
+}
+
+/// The default `--node-ttl`.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+
+/// A node id: 1 to 64 letters, digits, `.`, `_` or `-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId(String);
+
+/// A `--node-id` that is not a node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid node id {0:?}: use 1 to 64 letters, digits, '.', '_' or '-' (such as web-1), unique per daemon"
+)]
+pub struct InvalidNodeId(String);
+
+impl std::str::FromStr for NodeId {
+    type Err = InvalidNodeId;
+    fn from_str(s: &str) -> Result<Self, InvalidNodeId> {
+        let ok = (1..=64).contains(&s.len())
+            && s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(NodeId(s.to_owned()))
+        } else {
+            let shown: String = s.chars().take(80).collect();
+            Err(InvalidNodeId(shown))
+        }
+    }
+}
+
+impl NodeId {
+    /// The default: the host name and the first 8 hex digits of the data dir's SHA-256, so that
+    /// two daemons on one host (each with its own data dir) differ.
+    fn default_for(host: &str, data_dir: &Path) -> NodeId {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(48)
+            .collect();
+        NodeId(format!("{host}-{}", &hex::encode(hash)[..8]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Where the state lives (`--store`).
@@ -344,6 +413,7 @@ pub async fn run(
     let secrets = Arc::new(SecretRegistry::new());
     secrets.update(initial.secret_values().map(SecretValue::expose));
     let (publish, snapshots) = watch::channel(Arc::new(initial));
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let task_ctx = TaskContext {
         store: stores.tasks.clone(),
         snapshots: snapshots.clone(),
@@ -354,6 +424,7 @@ pub async fn run(
         stream_cap: 16 * 1024 * 1024,
         capture_cap: 1024 * 1024,
         secrets: secrets.clone(),
+        running: running.clone(),
     };
     let retention_args = {
         let store = stores.tasks.clone();
@@ -368,11 +439,39 @@ pub async fn run(
             clock: Clock::System,
         }
     };
+    // This daemon as a node: it claims its id and, when the lease is free, leads from the
+    // start, so that the triggers are armed as soon as the daemon is ready.
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let node = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| NodeId::default_for(&host, &data_dir));
+    let beat = Beat {
+        node: node.as_str().to_owned(),
+        instance: instance_id()?,
+        host,
+        pid: crate::process::own_pid(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: Utc::now(),
+        revision: snapshots.borrow().revision,
+        ttl: config.node_ttl,
+        webhook: listeners
+            .webhook
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string()),
+        running: 0,
+    };
+    let first_lead = tokio::task::block_in_place(|| cluster::join(&*stores.cluster, &beat))?;
+    let leader = Arc::new(watch::channel(first_lead).0);
     let trigger_ctx = TriggerContext {
         store: stores.triggers.clone(),
         snapshots: snapshots.clone(),
         resident_window: config.trigger_resident_window,
         clock: Clock::System,
+        leadership: leader.subscribe(),
     };
 
     let webhook_listener = listeners.webhook.map(Arc::new);
@@ -422,6 +521,34 @@ pub async fn run(
             })
         },
     }];
+    children.push(ChildSpec {
+        name: cluster::NAME.to_owned(),
+        restart: Restart::Permanent,
+        exhausted: Exhausted::Escalate,
+        start: {
+            let (store, beat, snapshots, leader, running) = (
+                stores.cluster.clone(),
+                beat.clone(),
+                snapshots.clone(),
+                leader.clone(),
+                running.clone(),
+            );
+            start_fn(&actors, cluster::NAME.to_owned(), move || {
+                (
+                    ClusterActor,
+                    ClusterArgs {
+                        store: store.clone(),
+                        beat: beat.clone(),
+                        snapshots: snapshots.clone(),
+                        leader: leader.clone(),
+                        interval: cluster::HEARTBEAT,
+                        running: running.clone(),
+                        clock: Clock::System,
+                    },
+                )
+            })
+        },
+    });
     children.push(ChildSpec {
         name: TASKS.to_owned(),
         restart: Restart::Permanent,
@@ -572,5 +699,9 @@ pub async fn run(
             .await
             .ok();
     }
+    // Leave the cluster: another node may take the lease at once, and this one no longer
+    // counts among the live nodes an apply waits for.
+    let lead = leader.borrow().clone();
+    tokio::task::block_in_place(|| cluster::leave(&*stores.cluster, &beat, lead.as_ref()));
     outcome
 }

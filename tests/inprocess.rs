@@ -35,6 +35,8 @@ impl InProcess {
             retention: Default::default(),
             store: orchestrator::store::Backend::Sqlite,
             secret_key_file: None,
+            node_id: None,
+            node_ttl: daemon::NODE_TTL,
         };
         let data = DataDir::open(&config.data_dir).expect("data dir");
         let listeners = Listeners::bind(&config, &data).expect("listeners");

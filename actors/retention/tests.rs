@@ -73,6 +73,7 @@ impl Harness {
             reason: None,
             held: false,
             worktree: false,
+            fence: None,
         };
         let id = self.store.create(&new, t0).expect("create").id;
         if state != TaskState::Pending {

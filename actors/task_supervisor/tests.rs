@@ -83,6 +83,7 @@ impl Harness {
             stream_cap: 1 << 20,
             capture_cap: 1 << 20,
             secrets: Arc::new(SecretRegistry::new()),
+            running: Default::default(),
         };
         let (addr, join) = self
             .actors
@@ -105,6 +106,7 @@ impl Harness {
             scheduled_at: None,
             start: true,
             delivery: None,
+            fence: None,
         };
         tasks
             .call(|r| TaskSupMsg::Create(req, r), Duration::from_secs(10))
@@ -363,6 +365,7 @@ fn interrupted_task(h: &Harness, workflow: &str) -> u64 {
         reason: None,
         held: false,
         worktree: false,
+        fence: None,
     };
     let id = h.store.create(&new, now()).expect("task").id;
     h.store
@@ -515,6 +518,7 @@ spec:
         scheduled_at: None,
         start: false,
         delivery: None,
+        fence: None,
     };
     // On this single-threaded runtime the supervisor handles the creation, then the question,
     // before the commit can come back as a message.

@@ -156,6 +156,7 @@ impl Rig {
             stream_cap: 1024 * 1024,
             capture_cap: 1024 * 1024,
             secrets: Arc::new(SecretRegistry::new()),
+            running: Default::default(),
         };
         let spawned = self
             .actors
@@ -172,6 +173,8 @@ impl Rig {
             snapshots: self.publish.subscribe(),
             resident_window: Some(self.window),
             clock: self.clock(),
+            leadership: crate::actors::cluster::lead_alone(&*self.stores.cluster, "test")
+                .expect("the lease"),
         };
         let spawned = self
             .actors

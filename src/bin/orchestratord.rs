@@ -79,6 +79,15 @@ struct Args {
     /// created on first start]. Every daemon on one PostgreSQL database needs the same file.
     #[arg(long, env = "ORCHESTRATOR_SECRET_KEY_FILE", value_name = "PATH")]
     secret_key_file: Option<PathBuf>,
+    /// This daemon's name among the nodes of one database: 1 to 64 letters, digits, '.', '_'
+    /// or '-' [default: the host name and a hash of the data dir].
+    #[arg(long, env = "ORCHESTRATOR_NODE_ID", value_name = "ID")]
+    node_id: Option<daemon::NodeId>,
+    /// Seconds after its last heartbeat (one a second) that a node counts as dead; also how
+    /// long the leader's lease lasts without renewal, so the longest a failover takes.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    node_ttl: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,6 +146,8 @@ fn start(args: Args) -> anyhow::Result<()> {
         },
         store: args.store.parse::<daemon::StoreBackend>()?,
         secret_key_file: args.secret_key_file,
+        node_id: args.node_id,
+        node_ttl: std::time::Duration::from_secs(args.node_ttl),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -41,6 +41,8 @@ pub struct Beat {
     pub revision: u64,
     pub ttl: Duration,
     pub webhook: Option<String>,
+    /// Tasks this node runs now.
+    pub running: u64,
 }
 
 /// A node as the store holds it.
@@ -56,6 +58,7 @@ pub struct NodeRecord {
     pub revision: u64,
     pub ttl: Duration,
     pub webhook: Option<String>,
+    pub running: u64,
     /// Set when the node stopped cleanly.
     pub stopped_at: Option<DateTime<Utc>>,
 }

@@ -106,6 +106,14 @@ pub enum StoreError {
     /// replay window: nothing was written.
     #[error("this delivery was already received: it created task {task}")]
     DuplicateDelivery { task: u64 },
+    /// A cron fire made under a lease this node no longer holds: nothing was written.
+    #[error(
+        "this node no longer holds the leader lease, so it created no task for this fire: another node runs the cron triggers now"
+    )]
+    Fenced,
+    /// A cron fire of an instant that already has its task: nothing was written.
+    #[error("this scheduled instant was already fired: it created task {task}")]
+    AlreadyFired { task: u64 },
     #[error(
         "database schema version {found} is newer than this binary supports ({supported}): upgrade orchestrator"
     )]

@@ -30,6 +30,10 @@ pub struct NewTask {
     pub held: bool,
     /// The workspace has `worktree: true`: the task gets its own git worktree.
     pub worktree: bool,
+    /// A cron fire: created only while the leader lease still holds this fence, and once per
+    /// (trigger, scheduled instant) — else [`StoreError::Fenced`](super::StoreError::Fenced) or
+    /// [`StoreError::AlreadyFired`](super::StoreError::AlreadyFired), and nothing is written.
+    pub fence: Option<super::Fence>,
 }
 
 /// What a WorkflowActor loads to run (or resume) a task.

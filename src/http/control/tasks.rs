@@ -140,6 +140,7 @@ async fn create(ctx: &ControlContext, req: CreateTaskRequest) -> Result<TaskInfo
         scheduled_at: None,
         start: req.start,
         delivery: None,
+        fence: None,
     };
     call(ctx, |r| TaskSupMsg::Create(request, r)).await
 }
@@ -163,6 +164,7 @@ async fn rerun(ctx: &ControlContext, id: u64) -> Result<TaskInfo, ControlError> 
         scheduled_at: None,
         start: true,
         delivery: None,
+        fence: None,
     };
     call(ctx, |r| TaskSupMsg::Create(request, r)).await
 }

@@ -38,6 +38,7 @@ pub(super) async fn fire(
         None,
         req.payload,
         None,
+        None,
     )
     .await?;
     let (task, skipped) = match fired {

@@ -132,6 +132,7 @@ async fn redeliver(ctx: &ControlContext, id: u64) -> Result<FireResponse, Contro
         None,
         Some(payload),
         None,
+        None,
     )
     .await?;
     Ok(match fired {

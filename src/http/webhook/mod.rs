@@ -620,6 +620,7 @@ where
         None,
         Some(text),
         seen.as_ref().map(|(record, _)| record.clone()),
+        None,
     )
     .await
     {

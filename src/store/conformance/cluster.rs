@@ -16,6 +16,7 @@ fn beat(node: &str, instance: &str, host: &str) -> Beat {
         revision: 3,
         ttl: Duration::from_secs(10),
         webhook: Some("127.0.0.1:19090".into()),
+        running: 2,
     }
 }
 
@@ -29,6 +30,7 @@ pub(crate) fn membership(c: &dyn ClusterStore) {
     assert_eq!((n.node.as_str(), n.revision, n.heartbeat_at), ("a", 4, at(1_000)));
     assert_eq!(n.ttl, Duration::from_secs(10));
     assert_eq!(n.webhook.as_deref(), Some("127.0.0.1:19090"));
+    assert_eq!(n.running, 2);
     assert!(n.live(at(10_999)) && !n.live(at(11_000)), "dead after its TTL");
 
     // Another host's daemon with the same id is refused while "a" lives, not after.

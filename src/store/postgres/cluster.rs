@@ -28,7 +28,7 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-const NODE_COLUMNS: &str = "id, instance, host, pid, version, started_at, heartbeat_at, revision, ttl_ms, webhook, stopped_at";
+const NODE_COLUMNS: &str = "id, instance, host, pid, version, started_at, heartbeat_at, revision, ttl_ms, webhook, stopped_at, running";
 
 fn node(r: &Row) -> Result<NodeRecord> {
     Ok(NodeRecord {
@@ -43,6 +43,7 @@ fn node(r: &Row) -> Result<NodeRecord> {
         ttl: Duration::from_millis(u64::try_from(r.try_get::<_, i64>(8)?).unwrap_or(0)),
         webhook: r.try_get(9)?,
         stopped_at: r.try_get(10)?,
+        running: u64::try_from(r.try_get::<_, i64>(11)?).unwrap_or(0),
     })
 }
 
@@ -70,13 +71,13 @@ impl ClusterStore for Cluster {
             }
             tx.execute(
                 "INSERT INTO nodes (id, instance, host, pid, version, started_at, heartbeat_at,
-                   revision, ttl_ms, webhook, stopped_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)
+                   revision, ttl_ms, webhook, stopped_at, running)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)
                  ON CONFLICT (id) DO UPDATE SET instance = excluded.instance,
                    host = excluded.host, pid = excluded.pid, version = excluded.version,
                    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
                    revision = excluded.revision, ttl_ms = excluded.ttl_ms,
-                   webhook = excluded.webhook, stopped_at = NULL",
+                   webhook = excluded.webhook, stopped_at = NULL, running = excluded.running",
                 &[
                     &b.node,
                     &b.instance,
@@ -88,6 +89,7 @@ impl ClusterStore for Cluster {
                     &(b.revision as i64),
                     &millis(b.ttl),
                     &b.webhook,
+                    &(b.running as i64),
                 ],
             )
             .await?;
@@ -102,7 +104,7 @@ impl ClusterStore for Cluster {
             let stmt = c
                 .prepare_cached(
                     "UPDATE nodes SET heartbeat_at = $3, revision = $4, webhook = $5,
-                       stopped_at = NULL
+                       running = $6, stopped_at = NULL
                      WHERE id = $1 AND instance = $2",
                 )
                 .await?;
@@ -115,6 +117,7 @@ impl ClusterStore for Cluster {
                         &now,
                         &(b.revision as i64),
                         &b.webhook,
+                        &(b.running as i64),
                     ],
                 )
                 .await?;

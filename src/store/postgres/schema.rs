@@ -90,13 +90,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL, key_name TEXT, task_id BIGINT, delivery_id TEXT,
         payload_bytes BIGINT NOT NULL, payload TEXT);
      CREATE INDEX webhook_delivery_log_by_trigger ON webhook_delivery_log (project, trigger, id);",
-    // 2: membership and leases.
+    // 2: membership and leases, and each cron fire's scheduled instant, unique per trigger.
     "CREATE TABLE nodes (
         id TEXT PRIMARY KEY, instance TEXT NOT NULL, host TEXT NOT NULL, pid BIGINT NOT NULL,
         version TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL,
         heartbeat_at TIMESTAMPTZ NOT NULL, revision BIGINT NOT NULL, ttl_ms BIGINT NOT NULL,
-        webhook TEXT, stopped_at TIMESTAMPTZ);
+        webhook TEXT,
+        running BIGINT NOT NULL DEFAULT 0, stopped_at TIMESTAMPTZ);
      CREATE TABLE leases (
         name TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
-        acquired_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL);",
+        acquired_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
+     CREATE TABLE cron_fires (
+        project TEXT NOT NULL, trigger TEXT NOT NULL, scheduled_at TIMESTAMPTZ NOT NULL,
+        task_id BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        PRIMARY KEY (project, trigger, scheduled_at));
+     CREATE INDEX cron_fires_by_task ON cron_fires (task_id);",
 ];

@@ -45,10 +45,11 @@ fn node(r: &Row<'_>) -> Result<NodeRecord> {
         ttl: Duration::from_millis(u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0)),
         webhook: r.get(9)?,
         stopped_at: opt_ts(r.get(10)?)?,
+        running: u64::try_from(r.get::<_, i64>(11)?).unwrap_or(0),
     })
 }
 
-const NODE_COLUMNS: &str = "id, instance, host, pid, version, started_at, heartbeat_at, revision, ttl_ms, webhook, stopped_at";
+const NODE_COLUMNS: &str = "id, instance, host, pid, version, started_at, heartbeat_at, revision, ttl_ms, webhook, stopped_at, running";
 
 impl ClusterStore for Cluster {
     fn join(&self, b: &Beat, now: DateTime<Utc>) -> Result<Joined> {
@@ -73,13 +74,13 @@ impl ClusterStore for Cluster {
             }
             tx.execute(
                 "INSERT INTO nodes (id, instance, host, pid, version, started_at, heartbeat_at,
-                   revision, ttl_ms, webhook, stopped_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+                   revision, ttl_ms, webhook, stopped_at, running)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)
                  ON CONFLICT (id) DO UPDATE SET instance = excluded.instance,
                    host = excluded.host, pid = excluded.pid, version = excluded.version,
                    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
                    revision = excluded.revision, ttl_ms = excluded.ttl_ms,
-                   webhook = excluded.webhook, stopped_at = NULL",
+                   webhook = excluded.webhook, stopped_at = NULL, running = excluded.running",
                 params![
                     b.node,
                     b.instance,
@@ -91,6 +92,7 @@ impl ClusterStore for Cluster {
                     b.revision as i64,
                     millis(b.ttl),
                     b.webhook,
+                    b.running as i64,
                 ],
             )?;
             tx.commit()?;
@@ -103,7 +105,7 @@ impl ClusterStore for Cluster {
             let n = c
                 .prepare_cached(
                     "UPDATE nodes SET heartbeat_at = ?3, revision = ?4, webhook = ?5,
-                       stopped_at = NULL
+                       running = ?6, stopped_at = NULL
                      WHERE id = ?1 AND instance = ?2",
                 )?
                 .execute(params![
@@ -111,7 +113,8 @@ impl ClusterStore for Cluster {
                     b.instance,
                     ts(now),
                     b.revision as i64,
-                    b.webhook
+                    b.webhook,
+                    b.running as i64
                 ])?;
             Ok(n == 1)
         })

@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::replay::recorded;
 use super::{Pair, blocking, immediate, lock, ts};
 use crate::api::WorktreeState;
+use crate::store::cluster::LEADER;
 use crate::store::{NewTask, Result, SeenDelivery, StoreError};
 
 /// The most creations one transaction takes.
@@ -118,6 +119,10 @@ enum Inserted {
     Task(u64),
     /// The delivery was already recorded: it created this task, and nothing was written.
     Duplicate(u64),
+    /// A cron fire whose lease is gone: nothing was written.
+    Fenced,
+    /// A cron fire of an instant that already created this task: nothing was written.
+    Fired(u64),
 }
 
 impl Inserted {
@@ -125,6 +130,8 @@ impl Inserted {
         match self {
             Inserted::Task(id) => Ok(id),
             Inserted::Duplicate(task) => Err(StoreError::DuplicateDelivery { task }),
+            Inserted::Fenced => Err(StoreError::Fenced),
+            Inserted::Fired(task) => Err(StoreError::AlreadyFired { task }),
         }
     }
 }
@@ -186,6 +193,26 @@ fn insert(tx: &Transaction<'_>, job: &Job) -> Result<Inserted> {
     {
         return Ok(Inserted::Duplicate(task));
     }
+    if let Some(fence) = &t.fence {
+        let holds = tx
+            .prepare_cached("SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3")?
+            .exists(params![LEADER, fence.holder, fence.token as i64])?;
+        if !holds {
+            return Ok(Inserted::Fenced);
+        }
+        if let (Some(trigger), Some(at)) = (&t.trigger, t.scheduled_at) {
+            let fired: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT task_id FROM cron_fires
+                     WHERE project = ?1 AND trigger = ?2 AND scheduled_at = ?3",
+                )?
+                .query_row(params![t.project, trigger, ts(at)], |r| r.get(0))
+                .optional()?;
+            if let Some(task) = fired {
+                return Ok(Inserted::Fired(task as u64));
+            }
+        }
+    }
     tx.prepare_cached(
         "INSERT INTO tasks (project, workflow, workspace, workspace_root, workflow_spec, goal, payload,
            origin, trigger, scheduled_at, state, reason, created_at, finished_at, held, worktree_state)
@@ -218,6 +245,14 @@ fn insert(tx: &Transaction<'_>, job: &Job) -> Result<Inserted> {
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![d.project, d.trigger, d.id, ts(d.expires_at), id])?;
+    }
+    if t.fence.is_some()
+        && let (Some(trigger), Some(at)) = (&t.trigger, t.scheduled_at)
+    {
+        tx.prepare_cached(
+            "INSERT INTO cron_fires (project, trigger, scheduled_at, task_id) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![t.project, trigger, ts(at), id])?;
     }
     Ok(Inserted::Task(id as u64))
 }
@@ -264,6 +299,7 @@ mod tests {
             reason: None,
             held: true,
             worktree: false,
+            fence: None,
         }
     }
 

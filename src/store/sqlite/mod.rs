@@ -174,14 +174,21 @@ const MIGRATIONS: &[&str] = &[
         key_name TEXT, task_id INTEGER, delivery_id TEXT, payload_bytes INTEGER NOT NULL,
         payload TEXT);
      CREATE INDEX webhook_delivery_log_by_trigger ON webhook_delivery_log (project, trigger, id);",
-    // 11: membership and leases (one node on SQLite: the data dir's lock allows one daemon).
+    // 11: membership and leases (one node on SQLite: the data dir's lock allows one daemon),
+    // and each cron fire's scheduled instant, unique per trigger.
     "CREATE TABLE nodes (
         id TEXT PRIMARY KEY, instance TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
         version TEXT NOT NULL, started_at TEXT NOT NULL, heartbeat_at TEXT NOT NULL,
-        revision INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, webhook TEXT, stopped_at TEXT);
+        revision INTEGER NOT NULL, ttl_ms INTEGER NOT NULL, webhook TEXT,
+        running INTEGER NOT NULL DEFAULT 0, stopped_at TEXT);
      CREATE TABLE leases (
         name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,
-        acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL);",
+        acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL);
+     CREATE TABLE cron_fires (
+        project TEXT NOT NULL, trigger TEXT NOT NULL, scheduled_at TEXT NOT NULL,
+        task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        PRIMARY KEY (project, trigger, scheduled_at));
+     CREATE INDEX cron_fires_by_task ON cron_fires (task_id);",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).

@@ -62,6 +62,7 @@ impl Db {
             reason: None,
             held: false,
             worktree: false,
+            fence: None,
         };
         let id = self.tasks.create(&new, at(created)).expect("create").id;
         if state != TaskState::Pending {
