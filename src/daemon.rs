@@ -640,6 +640,9 @@ pub async fn run(
         actors: actors.clone(),
         own,
         deliveries: stores.deliveries.clone(),
+        cluster: stores.cluster.clone(),
+        node: beat.node.clone(),
+        store: config.store.describe(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {

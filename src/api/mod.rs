@@ -6,19 +6,22 @@
 //! Architecture invariant: this module imports only `domain` (checked by `tests/tidy.rs`), so the
 //! CLI, the console and every layer of the daemon can use it without seeing each other. One file
 //! per resource family: [`resources`] (apply, delete, get, describe), [`tasks`], [`triggers`],
-//! [`secrets`] (keys, rotations, webhook tests) and [`actors`] (tree, inspect, trace).
+//! [`secrets`] (keys, rotations, webhook tests), [`actors`] (tree, inspect, trace) and
+//! [`cluster`] (nodes and the leader).
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::diagnostic::{Diagnostic, refused};
 
 pub mod actors;
+pub mod cluster;
 pub mod resources;
 pub mod secrets;
 pub mod tasks;
 pub mod triggers;
 
 pub use actors::*;
+pub use cluster::*;
 pub use resources::*;
 pub use secrets::*;
 pub use tasks::*;

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod actors;
 mod apply;
 mod client;
+mod cluster;
 mod delete;
 mod describe;
 mod get;
@@ -32,6 +33,7 @@ mod watch;
 mod webhook;
 
 pub use actors::ActorsCommand;
+pub use cluster::ClusterCommand;
 pub use help::{command, parse};
 pub use secret::SecretCommand;
 pub use status::DaemonCommand;
@@ -228,6 +230,14 @@ Examples:
         #[command(subcommand)]
         command: DaemonCommand,
     },
+    /// The daemons that share this daemon's store, and which one leads.
+    #[command(after_long_help = "Examples:
+  orchestrator cluster status
+  orchestrator cluster status -o json")]
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 /// Runs one CLI invocation; the caller prints the error and picks the exit code.
@@ -290,6 +300,7 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
         Command::Trigger { command } => trigger::run(&client, out, project, command).await,
         Command::Actors { command } => actors::run(&client, out, command).await,
         Command::Daemon { command } => status::run(&client, out, command).await,
+        Command::Cluster { command } => cluster::run(&client, out, command).await,
         Command::Schedule { .. } => unreachable_schedule(),
     }
 }

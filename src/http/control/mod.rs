@@ -8,6 +8,7 @@
 //!
 //! Routes:
 //! - `GET  /v1/status`
+//! - `GET  /v1/cluster` → [`ClusterStatus`](crate::api::ClusterStatus)
 //! - `POST /v1/apply`   [`ApplyRequest`] → [`ChangeResponse`]
 //! - `POST /v1/delete`  [`DeleteRequest`] → [`ChangeResponse`]
 //! - `GET  /v1/resources/{kind}?project=&all=` → [`ResourceList`]
@@ -53,6 +54,7 @@
 //! [`ErrorBody`]: crate::api::ErrorBody
 
 mod actors;
+mod cluster;
 mod resources;
 mod secrets;
 mod serve;
@@ -118,6 +120,12 @@ pub struct ControlContext {
     pub own: crate::http::webhook::OwnToken,
     /// The webhook delivery log (`webhook deliveries`, `webhook redeliver`).
     pub deliveries: Arc<dyn crate::store::DeliveryStore>,
+    /// The nodes and the leader lease (`cluster status`).
+    pub cluster: Arc<dyn crate::store::ClusterStore>,
+    /// This daemon's node id.
+    pub node: String,
+    /// The store as logs name it (`sqlite`, `postgres host:port/db`).
+    pub store: String,
 }
 
 impl ControlContext {
@@ -154,6 +162,10 @@ pub fn routes(
         .then(|ctx: ControlContext| async move {
             reply_result(Ok::<_, ControlError>(resources::status(&ctx).await))
         });
+    let cluster = warp::path!("v1" / "cluster")
+        .and(warp::get())
+        .and(with_ctx.clone())
+        .then(|ctx: ControlContext| async move { reply_result(cluster::status(&ctx).await) });
     let apply = warp::path!("v1" / "apply")
         .and(warp::post())
         .and(json_body::<ApplyRequest>())
@@ -321,7 +333,7 @@ pub fn routes(
     // Each request's span and its access line come from `serve.rs`, around these routes.
     any_of(
         status.boxed(),
-        vec![tasks, triggers_and_actors, resources, secrets],
+        vec![cluster.boxed(), tasks, triggers_and_actors, resources, secrets],
     )
     .recover(recover)
     .unify()
@@ -513,6 +525,8 @@ pub enum ControlError {
     ReadTasks(StoreError),
     #[error("reading trigger history failed: {0}")]
     ReadTriggerHistory(StoreError),
+    #[error("reading the cluster's nodes failed: {0}")]
+    ReadCluster(StoreError),
     /// The HTTP client of `webhook test` could not be built.
     #[error("{0}")]
     Client(reqwest::Error),
@@ -603,7 +617,9 @@ impl ControlError {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Invalid { .. } => 422,
-            ReadTasks(_) | ReadTriggerHistory(_) | Client(_) | Unhandled(_) => 500,
+            ReadTasks(_) | ReadTriggerHistory(_) | ReadCluster(_) | Client(_) | Unhandled(_) => {
+                500
+            }
             ActorDown(_) | ActorCall(_) | Inspect(_) | RootDown | WebhookSilent(_) => 503,
             Rotation(e) => {
                 use crate::rotation::RotationError as R;
