@@ -676,6 +676,9 @@ pub async fn run(
     };
 
     tracing::info!("shutting down");
+    // The lease this node holds, taken before its actors stop (the ClusterActor's state drops
+    // its leadership as it goes), so that it is released below.
+    let lead = leader.borrow().clone();
     let _ = stop_control.send(());
     if tokio::time::timeout(Duration::from_secs(5), control)
         .await
@@ -704,7 +707,6 @@ pub async fn run(
     }
     // Leave the cluster: another node may take the lease at once, and this one no longer
     // counts among the live nodes an apply waits for.
-    let lead = leader.borrow().clone();
     tokio::task::block_in_place(|| cluster::leave(&*stores.cluster, &beat, lead.as_ref()));
     outcome
 }

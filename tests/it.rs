@@ -4,6 +4,7 @@
 mod actors;
 mod agents;
 mod cli;
+mod cluster;
 mod common;
 mod deliveries;
 mod durability;

@@ -13,7 +13,7 @@ use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
 
 mod cluster;
-pub(crate) use cluster::{lease, membership};
+pub(crate) use cluster::{cron_fires_are_fenced_and_once, lease, membership};
 
 /// A whole millisecond (both backends keep at least that much of an instant).
 pub(crate) fn at(ms: i64) -> DateTime<Utc> {

@@ -88,3 +88,66 @@ pub(crate) fn lease(c: &dyn ClusterStore) {
     // started under the old one is fenced off.
     assert_eq!(c.acquire(LEADER, "a", ttl, at(30_000)).expect("a"), Some(4));
 }
+
+/// A cron fire's task is created only under the lease it names, and once per instant.
+pub(crate) fn cron_fires_are_fenced_and_once(
+    tasks: &dyn crate::store::TaskStore,
+    c: &dyn ClusterStore,
+) {
+    use crate::api::TaskState;
+    use crate::store::{NewTask, StoreError};
+    let ttl = Duration::from_secs(10);
+    let now = chrono::Utc::now();
+    let token = c.acquire(LEADER, "a", ttl, now).expect("a").expect("free");
+    let fire = |fence: Fence, at_ms: i64| NewTask {
+        project: "default".into(),
+        workflow: "w".into(),
+        workspace: "default".into(),
+        workspace_root: "/tmp".into(),
+        workflow_spec: serde_json::json!({"steps": []}),
+        goal: None,
+        payload: None,
+        origin: "trigger/nightly".into(),
+        trigger: Some("nightly".into()),
+        scheduled_at: Some(at(at_ms)),
+        state: TaskState::Pending,
+        reason: None,
+        held: true,
+        worktree: false,
+        fence: Some(fence),
+    };
+    let ours = Fence { holder: "a".into(), token };
+    let first = tasks.create(&fire(ours.clone(), 0), now).expect("fired");
+    // The same instant again (a new leader that did not see the first fire recorded): refused,
+    // naming the task it made.
+    match tasks.create(&fire(ours.clone(), 0), now) {
+        Err(StoreError::AlreadyFired { task }) => assert_eq!(task, first.id),
+        other => panic!("{other:?}"),
+    }
+    // Another instant under the same lease fires.
+    tasks.create(&fire(ours.clone(), 60_000), now).expect("next instant");
+    // "b" takes the expired lease: "a"'s fires are fenced off, and nothing is written.
+    let later = now + chrono::Duration::seconds(11);
+    let theirs = c.acquire(LEADER, "b", ttl, later).expect("b").expect("expired");
+    assert_eq!(theirs, token + 1);
+    let before = tasks
+        .list(&crate::api::TaskQuery::default(), None)
+        .expect("list")
+        .len();
+    assert!(matches!(
+        tasks.create(&fire(ours, 120_000), later),
+        Err(StoreError::Fenced)
+    ));
+    let stale = Fence { holder: "b".into(), token };
+    assert!(matches!(
+        tasks.create(&fire(stale, 120_000), later),
+        Err(StoreError::Fenced)
+    ));
+    let after = tasks
+        .list(&crate::api::TaskQuery::default(), None)
+        .expect("list")
+        .len();
+    assert_eq!(before, after, "a fenced fire writes nothing");
+    let b = Fence { holder: "b".into(), token: theirs };
+    tasks.create(&fire(b, 120_000), later).expect("the new leader fires");
+}

@@ -356,4 +356,10 @@ mod conformance_tests {
         let (_dir, s) = stores();
         conformance::lease(&*s.cluster);
     }
+
+    #[test]
+    fn cron_fires_are_fenced_and_once() {
+        let (_dir, s) = stores();
+        conformance::cron_fires_are_fenced_and_once(&*s.tasks, &*s.cluster);
+    }
 }
