@@ -177,10 +177,8 @@ impl ClusterState {
         let started = Instant::now();
         let now = self.args.clock.now();
         self.args.beat.revision = self.args.snapshots.borrow().revision;
-        self.args.beat.running = self
-            .args
-            .running
-            .load(std::sync::atomic::Ordering::Relaxed) as u64;
+        self.args.beat.running =
+            self.args.running.load(std::sync::atomic::Ordering::Relaxed) as u64;
         let store = self.args.store.clone();
         let node = self.args.beat.node.clone();
         let ttl = self.args.beat.ttl;
@@ -219,7 +217,12 @@ impl ClusterState {
                     self.last_error = Some(shown);
                 }
                 // Leadership runs out on its own `until`; drop it once that has passed.
-                let still = self.args.leader.borrow().as_ref().is_some_and(Leader::holds);
+                let still = self
+                    .args
+                    .leader
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(Leader::holds);
                 if !still {
                     self.publish(None);
                 }
@@ -246,7 +249,10 @@ impl ClusterState {
                     }
                 }
                 (Some(l), true) => {
-                    tracing::info!(token = l.fence.token, "this node is now the leader: it runs the cron triggers");
+                    tracing::info!(
+                        token = l.fence.token,
+                        "this node is now the leader: it runs the cron triggers"
+                    );
                 }
                 (None, true) => tracing::info!("this node no longer leads: its cron triggers stop"),
                 (None, false) => {}

@@ -5,6 +5,8 @@
 //! root                          Supervisor (daemon.rs starts it)
 //! ├── secret-store              SecretStoreActor: single writer of desired state; serializes
 //! │                             every apply/delete, commits to SQLite, publishes a Snapshot
+//! ├── cluster                   ClusterActor (cluster.rs): this node's heartbeat, the leader
+//! │                             lease; only the leader's trigger supervisor arms triggers
 //! ├── tasks                     TaskSupervisor (task_supervisor.rs): creates and queues tasks,
 //! │   │                         max_parallel per workflow, crash recovery at start
 //! │   └── workflow/<task-id>    WorkflowActor (workflow.rs): drives one task through its steps
@@ -28,7 +30,7 @@
 //!
 //! Restart policy. Every parent embeds the same restart machinery (`supervisor::ChildSet`),
 //! counted per child: at most 5 restarts within 10 s.
-//! - root: `secret-store`, `tasks`, `triggers`, `retention`, `tokens` and `webhook` are `Permanent` and
+//! - root: `secret-store`, `cluster`, `tasks`, `triggers`, `retention`, `tokens` and `webhook` are `Permanent` and
 //!   escalate when they exceed the intensity; the root then fails and the daemon exits with
 //!   status 1, so that its service manager restarts it. A restarted `secret-store` reloads its
 //!   state from SQLite (same revision); a restarted `webhook` serves the listener the daemon

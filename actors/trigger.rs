@@ -345,7 +345,9 @@ impl TriggerActorState {
             }
             Err(FireError::Task(TaskError::Store(StoreError::AlreadyFired { task }))) => {
                 // Fired by an earlier leader, which did not get to record it.
-                Outcome::Skipped(format!("this instant was already fired by another node (task {task})"))
+                Outcome::Skipped(format!(
+                    "this instant was already fired by another node (task {task})"
+                ))
             }
             Err(e) => {
                 tracing::warn!(trigger = %c.name, error = %e, "trigger could not create its task");

@@ -246,12 +246,7 @@ impl TriggerSupState {
     /// leads) armed again from the stored state, exactly as after a restart — so the fires
     /// missed during a failover are handled by the trigger's missed-fire rules.
     fn follow_leadership(&mut self) -> bool {
-        let token = self
-            .ctx
-            .leadership
-            .borrow()
-            .as_ref()
-            .map(|l| l.fence.token);
+        let token = self.ctx.leadership.borrow().as_ref().map(|l| l.fence.token);
         if token != self.led {
             for key in std::mem::take(&mut self.running).into_keys() {
                 self.children.stop(&trigger_name(&key.0, &key.1));

@@ -118,8 +118,7 @@ impl std::str::FromStr for NodeId {
     type Err = InvalidNodeId;
     fn from_str(s: &str) -> Result<Self, InvalidNodeId> {
         let ok = (1..=64).contains(&s.len())
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if ok {
             Ok(NodeId(s.to_owned()))

@@ -34,7 +34,10 @@ fn one_sqlite_node_is_live_leads_and_reports_its_revision_and_tasks() {
 
     let table = d.cli(&["cluster", "status"]).ok().to_owned();
     assert!(table.contains("Leader:   solo-1 (token 1"), "{table}");
-    assert!(table.contains("solo-1 (this)") && table.contains("live"), "{table}");
+    assert!(
+        table.contains("solo-1 (this)") && table.contains("live"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn the_default_node_id_is_the_host_and_a_hash_of_the_data_dir_and_survives_a_res
     let mut d = TestDaemon::start();
     let id = status(&d)["thisNode"].as_str().expect("id").to_owned();
     let host = nix_hostname();
-    assert!(id.starts_with(&format!("{host}-")) && id.len() == host.len() + 9, "{id}");
+    assert!(
+        id.starts_with(&format!("{host}-")) && id.len() == host.len() + 9,
+        "{id}"
+    );
     let token = status(&d)["leader"]["token"].as_u64().expect("token");
     d.restart();
     let s = status(&d);

@@ -103,7 +103,10 @@ pub enum Joined {
     /// The id is ours (new, or its previous holder stopped, died or was this host).
     Joined,
     /// A live daemon on another host holds the id.
-    Taken { host: String, heartbeat_at: DateTime<Utc> },
+    Taken {
+        host: String,
+        heartbeat_at: DateTime<Utc>,
+    },
 }
 
 /// The membership table and the leases.

@@ -23,7 +23,11 @@ pub(super) async fn status(ctx: &ControlContext) -> Result<ClusterStatus, Contro
         since: l.acquired_at,
         expires_at: l.expires_at,
     });
-    let leads = |node: &str| leader.as_ref().is_some_and(|l| !l.expired && l.node == node);
+    let leads = |node: &str| {
+        leader
+            .as_ref()
+            .is_some_and(|l| !l.expired && l.node == node)
+    };
     let nodes = nodes
         .into_iter()
         .map(|n| NodeStatus {

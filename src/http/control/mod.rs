@@ -333,7 +333,13 @@ pub fn routes(
     // Each request's span and its access line come from `serve.rs`, around these routes.
     any_of(
         status.boxed(),
-        vec![cluster.boxed(), tasks, triggers_and_actors, resources, secrets],
+        vec![
+            cluster.boxed(),
+            tasks,
+            triggers_and_actors,
+            resources,
+            secrets,
+        ],
     )
     .recover(recover)
     .unify()
@@ -617,9 +623,7 @@ impl ControlError {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Invalid { .. } => 422,
-            ReadTasks(_) | ReadTriggerHistory(_) | ReadCluster(_) | Client(_) | Unhandled(_) => {
-                500
-            }
+            ReadTasks(_) | ReadTriggerHistory(_) | ReadCluster(_) | Client(_) | Unhandled(_) => 500,
             ActorDown(_) | ActorCall(_) | Inspect(_) | RootDown | WebhookSilent(_) => 503,
             Rotation(e) => {
                 use crate::rotation::RotationError as R;

@@ -23,15 +23,30 @@ fn beat(node: &str, instance: &str, host: &str) -> Beat {
 pub(crate) fn membership(c: &dyn ClusterStore) {
     let a = beat("a", "i1", "h1");
     assert_eq!(c.join(&a, at(0)).expect("join"), Joined::Joined);
-    assert!(c.heartbeat(&Beat { revision: 4, ..a.clone() }, at(1_000)).expect("beat"));
+    assert!(
+        c.heartbeat(
+            &Beat {
+                revision: 4,
+                ..a.clone()
+            },
+            at(1_000)
+        )
+        .expect("beat")
+    );
     let nodes = c.nodes().expect("nodes");
     assert_eq!(nodes.len(), 1);
     let n = &nodes[0];
-    assert_eq!((n.node.as_str(), n.revision, n.heartbeat_at), ("a", 4, at(1_000)));
+    assert_eq!(
+        (n.node.as_str(), n.revision, n.heartbeat_at),
+        ("a", 4, at(1_000))
+    );
     assert_eq!(n.ttl, Duration::from_secs(10));
     assert_eq!(n.webhook.as_deref(), Some("127.0.0.1:19090"));
     assert_eq!(n.running, 2);
-    assert!(n.live(at(10_999)) && !n.live(at(11_000)), "dead after its TTL");
+    assert!(
+        n.live(at(10_999)) && !n.live(at(11_000)),
+        "dead after its TTL"
+    );
 
     // Another host's daemon with the same id is refused while "a" lives, not after.
     let other = beat("a", "i2", "h2");
@@ -45,7 +60,10 @@ pub(crate) fn membership(c: &dyn ClusterStore) {
     // heartbeats no longer count.
     let again = beat("a", "i3", "h1");
     assert_eq!(c.join(&again, at(5_000)).expect("join"), Joined::Joined);
-    assert!(!c.heartbeat(&a, at(6_000)).expect("beat"), "the old instance lost the id");
+    assert!(
+        !c.heartbeat(&a, at(6_000)).expect("beat"),
+        "the old instance lost the id"
+    );
     assert!(c.heartbeat(&again, at(6_000)).expect("beat"));
 
     // A clean stop leaves the count of live nodes at once; a later join clears it.
@@ -56,7 +74,11 @@ pub(crate) fn membership(c: &dyn ClusterStore) {
     let b = beat("b", "j1", "h2");
     assert_eq!(c.join(&b, at(8_000)).expect("join"), Joined::Joined);
     assert_eq!(
-        c.nodes().expect("nodes").iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+        c.nodes()
+            .expect("nodes")
+            .iter()
+            .map(|n| n.node.as_str())
+            .collect::<Vec<_>>(),
         ["a", "b"]
     );
     // Rows of nodes gone (stopped, or silent) before the bound are forgotten; others stay.
@@ -78,10 +100,16 @@ pub(crate) fn lease(c: &dyn ClusterStore) {
     assert_eq!(c.acquire(LEADER, "b", ttl, at(11_000)).expect("b"), Some(2));
     assert_eq!(c.acquire(LEADER, "a", ttl, at(11_001)).expect("a"), None);
     // A stale fence releases nothing; the holder's release lets "a" in at once.
-    let stale = Fence { holder: "a".into(), token: 1 };
+    let stale = Fence {
+        holder: "a".into(),
+        token: 1,
+    };
     c.release(LEADER, &stale, at(12_000)).expect("release");
     assert_eq!(c.acquire(LEADER, "a", ttl, at(12_000)).expect("a"), None);
-    let held = Fence { holder: "b".into(), token: 2 };
+    let held = Fence {
+        holder: "b".into(),
+        token: 2,
+    };
     c.release(LEADER, &held, at(12_000)).expect("release");
     assert_eq!(c.acquire(LEADER, "a", ttl, at(12_000)).expect("a"), Some(3));
     // The same holder taking its own expired lease again gets a new token: whatever it
@@ -116,7 +144,10 @@ pub(crate) fn cron_fires_are_fenced_and_once(
         worktree: false,
         fence: Some(fence),
     };
-    let ours = Fence { holder: "a".into(), token };
+    let ours = Fence {
+        holder: "a".into(),
+        token,
+    };
     let first = tasks.create(&fire(ours.clone(), 0), now).expect("fired");
     // The same instant again (a new leader that did not see the first fire recorded): refused,
     // naming the task it made.
@@ -125,10 +156,15 @@ pub(crate) fn cron_fires_are_fenced_and_once(
         other => panic!("{other:?}"),
     }
     // Another instant under the same lease fires.
-    tasks.create(&fire(ours.clone(), 60_000), now).expect("next instant");
+    tasks
+        .create(&fire(ours.clone(), 60_000), now)
+        .expect("next instant");
     // "b" takes the expired lease: "a"'s fires are fenced off, and nothing is written.
     let later = now + chrono::Duration::seconds(11);
-    let theirs = c.acquire(LEADER, "b", ttl, later).expect("b").expect("expired");
+    let theirs = c
+        .acquire(LEADER, "b", ttl, later)
+        .expect("b")
+        .expect("expired");
     assert_eq!(theirs, token + 1);
     let before = tasks
         .list(&crate::api::TaskQuery::default(), None)
@@ -138,7 +174,10 @@ pub(crate) fn cron_fires_are_fenced_and_once(
         tasks.create(&fire(ours, 120_000), later),
         Err(StoreError::Fenced)
     ));
-    let stale = Fence { holder: "b".into(), token };
+    let stale = Fence {
+        holder: "b".into(),
+        token,
+    };
     assert!(matches!(
         tasks.create(&fire(stale, 120_000), later),
         Err(StoreError::Fenced)
@@ -148,6 +187,11 @@ pub(crate) fn cron_fires_are_fenced_and_once(
         .expect("list")
         .len();
     assert_eq!(before, after, "a fenced fire writes nothing");
-    let b = Fence { holder: "b".into(), token: theirs };
-    tasks.create(&fire(b, 120_000), later).expect("the new leader fires");
+    let b = Fence {
+        holder: "b".into(),
+        token: theirs,
+    };
+    tasks
+        .create(&fire(b, 120_000), later)
+        .expect("the new leader fires");
 }

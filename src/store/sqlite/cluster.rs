@@ -132,9 +132,8 @@ impl ClusterStore for Cluster {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>> {
         self.conn.run(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"
-            ))?;
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))?;
             let rows = stmt.query_map([], |r| Ok(node(r)))?;
             let mut out = Vec::new();
             for r in rows {
@@ -161,10 +160,11 @@ impl ClusterStore for Cluster {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<u64>> {
-        let until = now + chrono::Duration::from_std(ttl).map_err(|_| StoreError::Corrupt {
-            what: "lease TTL".into(),
-            detail: format!("{ttl:?} is out of range"),
-        })?;
+        let until = now
+            + chrono::Duration::from_std(ttl).map_err(|_| StoreError::Corrupt {
+                what: "lease TTL".into(),
+                detail: format!("{ttl:?} is out of range"),
+            })?;
         self.conn.run(|c| {
             let tx = immediate(c)?;
             let token: Option<i64> = tx
