@@ -30,6 +30,7 @@ pub mod cluster;
 mod conformance;
 pub mod crypto;
 pub mod deliveries;
+pub mod feed;
 pub mod postgres;
 pub mod replay;
 pub mod resources;
@@ -41,6 +42,7 @@ pub mod triggers;
 pub mod verifications;
 
 pub use cluster::{Beat, ClusterStore, Fence, Joined, Lease, NodeRecord};
+pub use feed::{Feed, FeedReceiver};
 pub use deliveries::{DELIVERIES_KEPT, DeliveryRecord, DeliveryStore, NewDelivery, PAYLOADS_KEPT};
 pub use replay::{ReplayStore, SeenDelivery};
 pub use resources::ResourceStore;
@@ -111,6 +113,11 @@ pub enum StoreError {
         "this node no longer holds the leader lease, so it created no task for this fire: another node runs the cron triggers now"
     )]
     Fenced,
+    /// Another node committed desired state after this node's snapshot was loaded.
+    #[error(
+        "another node changed the desired state meanwhile (the store is at revision {stored}); nothing was written"
+    )]
+    StaleRevision { stored: u64 },
     /// A cron fire of an instant that already has its task: nothing was written.
     #[error("this scheduled instant was already fired: it created task {task}")]
     AlreadyFired { task: u64 },
@@ -205,4 +212,6 @@ pub struct Stores {
     pub replay: Arc<dyn ReplayStore>,
     pub deliveries: Arc<dyn DeliveryStore>,
     pub cluster: Arc<dyn ClusterStore>,
+    /// The revision feed of a store several nodes share (`None` on SQLite).
+    pub feed: Option<FeedReceiver>,
 }

@@ -22,7 +22,10 @@ pub trait ResourceStore: Send + Sync {
 
     /// Commits `changes` as `revision` in one transaction. Unchanged entries are skipped; when
     /// nothing changed nothing is written. SecretStore keys whose value changes are recorded as
-    /// set by `by`.
+    /// set by `by`. On a store several nodes share, the commit is refused with
+    /// [`StoreError::StaleRevision`](super::StoreError::StaleRevision) when the stored revision
+    /// is not `revision - 1` (another node committed after this snapshot was loaded), and every
+    /// node is told of the new revision (see [`Feed`](super::Feed)).
     fn commit(
         &self,
         changes: &[Change],

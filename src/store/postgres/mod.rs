@@ -29,6 +29,7 @@ use super::{Result, StoreError};
 
 mod cluster;
 mod deliveries;
+mod feed;
 mod replay;
 mod resources;
 mod rotations;
@@ -99,6 +100,8 @@ pub fn open(url: &str, key: SecretKey, key_path: &Path) -> Result<super::Stores>
 /// The pool and the runtime that drives its connections.
 pub struct Db {
     pool: Pool,
+    /// Where the pool connects: the feed's own connection connects there too.
+    config: tokio_postgres::Config,
     /// Where the calls run: the runtime `_rt` owns.
     handle: tokio::runtime::Handle,
     _rt: Rt,
@@ -122,7 +125,7 @@ impl Db {
             detail: format!("{e}"),
         })?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -146,6 +149,7 @@ impl Db {
         };
         let db = Db {
             pool,
+            config,
             handle: rt.handle().clone(),
             _rt: Rt(Some(rt)),
         };

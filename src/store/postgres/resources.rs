@@ -95,17 +95,32 @@ impl ResourceStore for Resources {
         self.db.block(async {
             let mut c = self.db.client().await?;
             let tx = c.transaction().await?;
-            tx.execute(
-                "SELECT value FROM meta WHERE key = 'revision' FOR UPDATE",
-                &[],
-            )
-            .await?;
+            let stored: String = tx
+                .query_one(
+                    "SELECT value FROM meta WHERE key = 'revision' FOR UPDATE",
+                    &[],
+                )
+                .await?
+                .try_get(0)?;
+            let stored: u64 = stored.parse().map_err(|_| StoreError::Corrupt {
+                what: "revision".into(),
+                detail: format!("{stored:?} is not a number"),
+            })?;
+            if stored + 1 != revision {
+                return Err(StoreError::StaleRevision { stored });
+            }
             for change in changes {
                 write_change(&tx, &cipher, change, revision, now, by).await?;
             }
             tx.execute(
                 "UPDATE meta SET value = $1 WHERE key = 'revision'",
                 &[&revision.to_string()],
+            )
+            .await?;
+            // Delivered to every listening node when (and only if) the transaction commits.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&super::feed::CHANNEL, &revision.to_string()],
             )
             .await?;
             tx.commit().await?;

@@ -66,6 +66,7 @@ pub fn open_with_key(data_dir: &Path, key: SecretKey) -> Result<Stores> {
         replay: Arc::new(Replays::open(data_dir)?),
         deliveries: Arc::new(Deliveries::new(webhook)),
         cluster: Arc::new(Cluster::open(data_dir)?),
+        feed: None,
     })
 }
 
