@@ -34,6 +34,9 @@ pub mod resources;
 pub mod rotations;
 mod rows;
 pub mod sqlite;
+#[cfg(test)]
+mod task_cases;
+mod task_rows;
 pub mod tasks;
 pub mod triggers;
 pub mod verifications;
