@@ -70,10 +70,6 @@ pub enum StoreError {
         file: String,
         database: String,
     },
-    #[error(
-        "the PostgreSQL backend cannot run a daemon yet: {what} is missing; use --store sqlite"
-    )]
-    Unsupported { what: String },
     #[error("cannot start the store's runtime: {0}")]
     Runtime(io::Error),
     /// The io error is part of the message, not a `source`: shown with `{:#}` it would

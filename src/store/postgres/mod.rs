@@ -258,12 +258,6 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// Whether `e` is PostgreSQL's unique violation (SQLSTATE 23505).
-#[allow(dead_code)] // for the task commit (pg-tasks)
-pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-}
-
 /// Creates a new, empty database beside the one `url` names and returns its URL (tests create
 /// one per daemon); [`drop_database`] removes it.
 pub fn create_database(url: &str, name: &str) -> Result<String> {
