@@ -127,7 +127,11 @@ fn a_daemon_on_postgres_runs_a_webhook_task_and_keeps_it_across_a_restart() {
         ))
     };
     let (status, v) = deliver(&d);
-    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (202, Some("accepted")),
+        "{v}"
+    );
     let id = v["task"].as_u64().expect("the task");
     let done = d.finished_task(id);
     assert_eq!(done["task"]["state"], "succeeded", "{done}");
@@ -158,12 +162,18 @@ fn a_daemon_on_postgres_runs_a_webhook_task_and_keeps_it_across_a_restart() {
         &signed(Scheme::Github, STORE_OLD, body, "pg-delivery-2"),
         body.as_bytes(),
     ));
-    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")), "{v}");
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (202, Some("accepted")),
+        "{v}"
+    );
     let second = v["task"].as_u64().expect("the task");
     assert!(second > id);
-    eventually(Duration::from_secs(60), "the second task to succeed", || {
-        (d.task(second)["task"]["state"] == "succeeded").then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the second task to succeed",
+        || (d.task(second)["task"]["state"] == "succeeded").then_some(()),
+    );
     drop(d);
     drop(db);
 }

@@ -197,7 +197,7 @@ impl Db {
             .query_opt("SELECT version FROM schema_version", &[])
             .await?
         {
-            Some(row) => row.get(0),
+            Some(row) => row.try_get(0)?,
             None => {
                 tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])
                     .await?;
@@ -220,7 +220,8 @@ impl Db {
         let recorded: Option<String> = tx
             .query_opt("SELECT value FROM meta WHERE key = 'key_fingerprint'", &[])
             .await?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()?;
         match recorded {
             Some(theirs) if theirs != ours => {
                 return Err(StoreError::KeyMismatch {
@@ -468,7 +469,7 @@ mod key_tests {
                 .expect("tables");
             let mut all = String::new();
             for row in tables {
-                let name: String = row.get(0);
+                let name: String = row.try_get(0).expect("a table name");
                 for r in c
                     .query(
                         &format!("SELECT row_to_json(t)::text FROM \"{name}\" t"),
@@ -477,7 +478,7 @@ mod key_tests {
                     .await
                     .expect("rows")
                 {
-                    all.push_str(r.get::<_, &str>(0));
+                    all.push_str(r.try_get::<_, &str>(0).expect("a row as JSON"));
                 }
             }
             all
