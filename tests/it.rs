@@ -14,6 +14,7 @@ mod hostile;
 mod inprocess;
 mod integrations;
 mod merge;
+mod postgres;
 mod proof;
 mod props;
 mod resources;
