@@ -1,7 +1,7 @@
 //! The daemon's life: prepare the data dir (0700, umask 077), take the one-daemon-per-data-dir
 //! lock, bind the webhook listener, start the root supervisor with its children, serve the
-//! control API on the Unix socket (0600), print the ready line, and on shutdown stop accepting,
-//! stop the actors and remove the socket.
+//! control API on the Unix socket (0600), print the ready line (and tell systemd, `systemd.rs`),
+//! and on shutdown stop accepting, stop the actors and remove the socket.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -35,36 +35,15 @@ use crate::http::control::{self, ControlContext};
 use crate::layout;
 use crate::store::{self, StoreError};
 
+mod systemd;
+
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
 /// How long an agent may take to exit after SIGTERM before its group is killed.
 pub const AGENT_GRACE: Duration = Duration::from_secs(5);
 
-/// Where the webhook server listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookBind {
-    Disabled,
-    Addr(SocketAddr),
-}
-
-/// A `--webhook-bind` value that is neither `IP:PORT` nor `none`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid address {0:?}: use IP:PORT such as 127.0.0.1:19090 (port 0 picks a free port), or `none`"
-)]
-pub struct InvalidBind(String);
-
-impl std::str::FromStr for WebhookBind {
-    type Err = InvalidBind;
-    fn from_str(s: &str) -> Result<Self, InvalidBind> {
-        if s == "none" {
-            return Ok(WebhookBind::Disabled);
-        }
-        s.parse()
-            .map(WebhookBind::Addr)
-            .map_err(|_| InvalidBind(s.to_owned()))
-    }
-}
+/// Where the webhook server listens (`--webhook-bind`), and why a value is not an address.
+pub use crate::daemon_flags::{InvalidBind, WebhookBind};
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -326,6 +305,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Watchdog pings start now: opening a large store may take a while, and the runtime is alive.
+    let systemd = systemd::Systemd::from_env();
+    let _watchdog = systemd.start_watchdog();
     let webhook_limits = webhook_limits(config.webhook_limits, raise_fd_limit());
     let data_dir = dir.path().to_path_buf();
     let socket_path = listeners.socket.clone();
@@ -536,6 +518,10 @@ pub async fn run(
         out.flush()?;
     }
     tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
+    systemd.ready(&format!(
+        "ready socket={} webhook={webhook_shown}",
+        socket_path.display()
+    ));
 
     let mut root_done = root_done;
     let outcome = tokio::select! {
@@ -546,6 +532,7 @@ pub async fn run(
     };
 
     tracing::info!("shutting down");
+    systemd.stopping();
     let _ = stop_control.send(());
     if tokio::time::timeout(Duration::from_secs(5), control)
         .await
