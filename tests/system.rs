@@ -81,8 +81,8 @@ fn an_unknown_shell_is_a_usage_error_naming_the_shells() {
     assert!(out.stdout.is_empty());
 }
 
-/// A man page: roff with its title, the standard sections, and (when groff is installed) no
-/// warning from groff with every warning on.
+/// A man page: roff with its title, the standard sections, and (when groff is installed: CI
+/// installs nothing beyond Rust) no warning from groff with every warning on.
 #[track_caller]
 fn check_roff(page: &str, title: &str, what: &str) {
     assert!(
@@ -94,7 +94,8 @@ fn check_roff(page: &str, title: &str, what: &str) {
     }
     if Command::new("groff").arg("--version").output().is_ok() {
         let mut child = Command::new("groff")
-            .args(["-man", "-Tutf8", "-ww", "-z"])
+            // -k: the page is UTF-8, read through preconv as man(1) does.
+            .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
