@@ -116,7 +116,10 @@ fn man_prints_orchestrator_1_with_its_commands_and_global_options() {
     let page = stdout(&cli(&["man"]));
     check_roff(&page, "orchestrator 1", "orchestrator(1)");
     for name in COMMANDS {
-        assert!(page.contains(&format!("orchestrator\\-{name}(1)")), "no {name}");
+        assert!(
+            page.contains(&format!("orchestrator\\-{name}(1)")),
+            "no {name}"
+        );
     }
     // roff writes a hyphen as \-.
     for flag in ["\\-\\-socket", "\\-\\-project", "\\-\\-output"] {
@@ -158,7 +161,10 @@ fn man_dir_writes_a_page_per_command_and_the_daemons_page() {
         check_roff(&text, &format!("{stem} {section}"), &file);
     }
     let create = std::fs::read_to_string(man.join("orchestrator-task-create.1")).expect("read");
-    assert!(create.contains("\\-\\-workflow"), "task create's own option");
+    assert!(
+        create.contains("\\-\\-workflow"),
+        "task create's own option"
+    );
     assert!(create.contains("Examples:"), "task create's examples");
     let daemon = std::fs::read_to_string(man.join("orchestratord.8")).expect("read");
     for flag in [
@@ -265,7 +271,10 @@ fn the_daemon_tells_systemd_ready_after_its_ready_line_pings_the_watchdog_and_sa
     let ready = got.last().expect("READY=1");
     let line = ready_line(dir.path()).expect("ready line");
     assert!(
-        ready.contains(&format!("STATUS={}", line.trim_start_matches("orchestratord "))),
+        ready.contains(&format!(
+            "STATUS={}",
+            line.trim_start_matches("orchestratord ")
+        )),
         "the status is the ready line: {ready:?} vs {line:?}"
     );
     // What READY=1 promises holds: the control API answers.

@@ -32,7 +32,10 @@ impl Systemd {
 
     /// `READY=1`, with the ready line as the unit's status (`systemctl status`).
     pub fn ready(&self, status: &str) {
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)], "READY=1");
+        self.send(
+            &[NotifyState::Ready, NotifyState::Status(status)],
+            "READY=1",
+        );
     }
 
     /// `STOPPING=1`: shutdown has begun.
