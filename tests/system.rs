@@ -333,3 +333,59 @@ fn a_notify_socket_nobody_listens_on_is_a_warning_and_the_daemon_runs() {
     signal(child.id(), 15);
     assert_eq!(wait_child(&mut child, Duration::from_secs(30)), 0);
 }
+
+/// The shipped unit is a notify service with a watchdog and the hardening README describes,
+/// and every ExecStart= line (the commented JSON variant too) is one `orchestratord` accepts.
+#[test]
+fn the_systemd_unit_is_a_hardened_notify_service_whose_command_line_parses() {
+    use clap::Parser;
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/systemd/orchestratord.service");
+    let unit = std::fs::read_to_string(&path).expect("read the unit");
+    let settings: Vec<(&str, &str)> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let value = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {key}= in {}", path.display()))
+    };
+    for (key, want) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("KillMode", "mixed"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("PrivateTmp", "yes"),
+        ("StateDirectory", "orchestratord"),
+        ("StateDirectoryMode", "0700"),
+    ] {
+        assert_eq!(value(key), want, "{key}");
+    }
+    assert!(value("WatchdogSec").ends_with('s'));
+    assert!(!value("ReadWritePaths").is_empty());
+    let commands: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').strip_prefix("ExecStart="))
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    for command in commands {
+        let argv: Vec<String> = command
+            .split_whitespace()
+            .map(|w| w.replace("%S", "/var/lib"))
+            .collect();
+        assert!(argv[0].ends_with("/orchestratord"), "{command}");
+        let flags = orchestrator::daemon_flags::Flags::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        assert_eq!(
+            flags.data_dir.as_deref(),
+            Some(Path::new("/var/lib/orchestratord")),
+            "the data dir is the StateDirectory"
+        );
+    }
+}
