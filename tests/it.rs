@@ -19,6 +19,7 @@ mod proof;
 mod props;
 mod resources;
 mod rotation;
+mod system;
 mod tasks;
 mod tidy;
 mod tokens;
