@@ -704,3 +704,21 @@ pub(crate) fn interrupted_runs(tasks: &dyn TaskStore) {
         .collect();
     assert!(left.contains(&b) && !left.contains(&a), "{left:?}");
 }
+
+/// What `daemon status` shows of the store: the task counts and the oldest task, and a
+/// database that has a size.
+pub(crate) fn storage(tasks: &dyn TaskStore) {
+    let empty = tasks.storage().expect("storage");
+    assert_eq!(
+        (empty.tasks, empty.finished_tasks, empty.oldest),
+        (0, 0, None)
+    );
+    let d = Db { tasks };
+    let first = d.task("w", None, Succeeded, 3);
+    d.task("w", None, Running, 4);
+    d.task("w", None, Failed, 5);
+    let s = tasks.storage().expect("storage");
+    assert_eq!((s.tasks, s.finished_tasks), (3, 2));
+    assert_eq!(s.oldest, Some((first, at(3))));
+    assert!(s.db_bytes > 0, "{s:?}");
+}

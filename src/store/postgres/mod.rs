@@ -440,6 +440,20 @@ mod conformance_tests {
         };
         task_cases::delivery_replay(&Tasks::new(t.db.clone()), &Replays::new(t.db.clone()));
     }
+
+    #[test]
+    fn storage() {
+        let Some(t) = fresh("storage") else {
+            return;
+        };
+        let tasks = Tasks::new(t.db.clone());
+        task_cases::storage(&tasks);
+        assert_eq!(
+            crate::store::TaskStore::reclaim(&tasks, 64).expect("reclaim"),
+            0,
+            "no page is the node's to return"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -406,4 +406,10 @@ mod conformance_tests {
         let (_dir, s) = stores();
         task_cases::delivery_replay(&*s.tasks, &*s.replay);
     }
+
+    #[test]
+    fn storage() {
+        let (_dir, s) = stores();
+        task_cases::storage(&*s.tasks);
+    }
 }
