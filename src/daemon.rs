@@ -1,11 +1,10 @@
 //! The daemon's life: prepare the data dir (0700, umask 077), take the one-daemon-per-data-dir
 //! lock, bind the webhook listener, start the root supervisor with its children, serve the
-//! control API on the Unix socket (0600), print the ready line, and on shutdown stop accepting,
-//! stop the actors and remove the socket.
+//! control API on the Unix socket (0600), print the ready line (and tell systemd, `systemd.rs`),
+//! and on shutdown stop accepting, stop the actors and remove the socket.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,36 +43,15 @@ fn instance_id() -> anyhow::Result<String> {
     Ok(hex::encode(&bytes[..8]))
 }
 
+mod systemd;
+
 /// Registry name of the root supervisor.
 pub const ROOT: &str = "root";
 /// How long an agent may take to exit after SIGTERM before its group is killed.
 pub const AGENT_GRACE: Duration = Duration::from_secs(5);
 
-/// Where the webhook server listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookBind {
-    Disabled,
-    Addr(SocketAddr),
-}
-
-/// A `--webhook-bind` value that is neither `IP:PORT` nor `none`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid address {0:?}: use IP:PORT such as 127.0.0.1:19090 (port 0 picks a free port), or `none`"
-)]
-pub struct InvalidBind(String);
-
-impl std::str::FromStr for WebhookBind {
-    type Err = InvalidBind;
-    fn from_str(s: &str) -> Result<Self, InvalidBind> {
-        if s == "none" {
-            return Ok(WebhookBind::Disabled);
-        }
-        s.parse()
-            .map(WebhookBind::Addr)
-            .map_err(|_| InvalidBind(s.to_owned()))
-    }
-}
+/// Where the webhook server listens (`--webhook-bind`), and why a value is not an address.
+pub use crate::daemon_flags::{InvalidBind, WebhookBind};
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -103,56 +81,7 @@ pub struct Config {
 /// The default `--node-ttl`.
 pub const NODE_TTL: Duration = Duration::from_secs(10);
 
-/// A node id: 1 to 64 letters, digits, `.`, `_` or `-`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeId(String);
-
-/// A `--node-id` that is not a node id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid node id {0:?}: use 1 to 64 letters, digits, '.', '_' or '-' (such as web-1), unique per daemon"
-)]
-pub struct InvalidNodeId(String);
-
-impl std::str::FromStr for NodeId {
-    type Err = InvalidNodeId;
-    fn from_str(s: &str) -> Result<Self, InvalidNodeId> {
-        let ok = (1..=64).contains(&s.len())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if ok {
-            Ok(NodeId(s.to_owned()))
-        } else {
-            let shown: String = s.chars().take(80).collect();
-            Err(InvalidNodeId(shown))
-        }
-    }
-}
-
-impl NodeId {
-    /// The default: the host name and the first 8 hex digits of the data dir's SHA-256, so that
-    /// two daemons on one host (each with its own data dir) differ.
-    fn default_for(host: &str, data_dir: &Path) -> NodeId {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-        let host: String = host
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(48)
-            .collect();
-        NodeId(format!("{host}-{}", &hex::encode(hash)[..8]))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::daemon_flags::{InvalidNodeId, NodeId};
 
 /// Where the state lives (`--store`).
 pub use crate::store::Backend as StoreBackend;
@@ -394,6 +323,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Watchdog pings start now: opening a large store may take a while, and the runtime is alive.
+    let systemd = systemd::Systemd::from_env();
+    let _watchdog = systemd.start_watchdog();
     let webhook_limits = webhook_limits(config.webhook_limits, raise_fd_limit());
     let data_dir = dir.path().to_path_buf();
     let socket_path = listeners.socket.clone();
@@ -665,6 +597,10 @@ pub async fn run(
         out.flush()?;
     }
     tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
+    systemd.ready(&format!(
+        "ready socket={} webhook={webhook_shown}",
+        socket_path.display()
+    ));
 
     let mut root_done = root_done;
     let outcome = tokio::select! {
@@ -675,6 +611,7 @@ pub async fn run(
     };
 
     tracing::info!("shutting down");
+    systemd.stopping();
     // The lease this node holds, taken before its actors stop (the ClusterActor's state drops
     // its leadership as it goes), so that it is released below.
     let lead = leader.borrow().clone();

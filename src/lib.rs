@@ -14,13 +14,15 @@
 //! 4. [`actors`]: the supervision tree and the actors that own each concern.
 //! 5. [`rotation`]: staged secret rotation with its providers.
 //! 6. [`http`]: the control API (Unix socket) and the webhook server (TCP).
-//! 7. [`daemon`] and [`cli`]: the two programs' entry points.
+//! 7. [`daemon`] and [`cli`]: the two programs' entry points; [`daemon_flags`]: the daemon's
+//!    command line, which the CLI reads too (for the daemon's man page).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod daemon_flags;
 pub mod domain;
 pub mod http;
 pub mod layout;

@@ -1,103 +1,13 @@
-//! `orchestratord`: the daemon. Flags → logging → `daemon::start` until SIGINT/SIGTERM → exit code.
+//! `orchestratord`: the daemon. Flags (`daemon_flags`) → logging → `daemon::start` until
+//! SIGINT/SIGTERM → exit code.
 
-use std::path::PathBuf;
-
-use clap::{Parser, ValueEnum};
-use orchestrator::daemon::{self, Age, Config, WebhookBind};
+use clap::Parser;
+use orchestrator::daemon::{self, Config};
+use orchestrator::daemon_flags::{Flags, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// orchestratord: runs agent workflows from cron schedules and signed webhooks.
-#[derive(Debug, Parser)]
-#[command(name = "orchestratord", version, about, max_term_width = 100)]
-struct Args {
-    /// Where everything durable lives (created 0700) [default: ~/.orchestratord].
-    #[arg(long, env = "ORCHESTRATOR_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// The control socket [default: <data-dir>/orchestrator.sock].
-    #[arg(long, env = "ORCHESTRATOR_SOCKET", value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Webhook server address (IP:PORT, port 0 picks one), or `none`.
-    #[arg(long, default_value = "127.0.0.1:19090", value_name = "ADDR|none")]
-    webhook_bind: WebhookBind,
-    /// Log format on stderr; levels come from RUST_LOG (default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
-    log_format: LogFormat,
-    /// Passivation, for very large installations: a cron trigger whose next fire is further away
-    /// than this many seconds (up to a year) has no TriggerActor; the trigger supervisor starts
-    /// it again half this long before the fire. Saves about 9 KB per trigger. Unset (the
-    /// default): every trigger keeps its actor.
-    #[arg(long, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(2..=31_536_000))]
-    trigger_resident_window: Option<u64>,
-    /// Webhook deliveries handled at once; more are answered 429.
-    #[arg(long, default_value_t = 1024, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    webhook_max_in_flight: u32,
-    /// Seconds a webhook delivery's body may take to arrive; slower ones are answered 408.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..=600))]
-    webhook_body_timeout: u64,
-    /// Seconds a webhook connection may take to send a request's headers, and may stay idle
-    /// between requests, before it is closed.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    webhook_header_timeout: u64,
-    /// Open webhook connections; at the cap a new one takes the place of the longest-idle one.
-    #[arg(long, default_value_t = 4096, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    webhook_max_connections: u32,
-    /// Finished tasks (with their step runs, events and run logs) are removed this long after
-    /// they finished: a whole number and a unit, s, m, h, d or w (up to 36500d). A trigger's
-    /// historyLimit wins for that trigger's tasks.
-    #[arg(long, default_value = "30d", value_name = "DURATION")]
-    task_retention_age: Age,
-    /// Each workflow keeps at most this many finished tasks (the oldest go first); a trigger's
-    /// historyLimit wins for that trigger's tasks.
-    #[arg(long, default_value_t = 10_000, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=daemon::MAX_RETENTION_COUNT))]
-    task_retention_count: u64,
-    /// Seconds between two retention passes (old tasks are also removed as soon as a task
-    /// finishes over its trigger's or its workflow's count).
-    #[arg(long, default_value_t = 60, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    retention_interval: u64,
-    /// Where the state lives: `sqlite` (the default: `state.db` in the data dir, nothing to
-    /// install) or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, shared by
-    /// every daemon of a cluster.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_STORE",
-        default_value = "sqlite",
-        value_name = "sqlite|postgres://…",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
-    // Parsed in `start`, not by clap: clap's error would echo the value, and a URL may hold a
-    // password.
-    store: String,
-    /// The 32-byte key that seals SecretStore values (mode 0600) [default: <data-dir>/secret.key,
-    /// created on first start]. Every daemon on one PostgreSQL database needs the same file.
-    #[arg(long, env = "ORCHESTRATOR_SECRET_KEY_FILE", value_name = "PATH")]
-    secret_key_file: Option<PathBuf>,
-    /// This daemon's name among the nodes of one database: 1 to 64 letters, digits, '.', '_'
-    /// or '-' [default: the host name and a hash of the data dir].
-    #[arg(long, env = "ORCHESTRATOR_NODE_ID", value_name = "ID")]
-    node_id: Option<daemon::NodeId>,
-    /// Seconds after its last heartbeat (one a second) that a node counts as dead; also how
-    /// long the leader's lease lasts without renewal, so the longest a failover takes.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(3..=3600))]
-    node_ttl: u64,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args = Flags::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -119,7 +29,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn start(args: Args) -> anyhow::Result<()> {
+fn start(args: Flags) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => orchestrator::layout::default_data_dir()?,
@@ -152,7 +62,7 @@ fn start(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(daemon::start(config, shutdown_signal()))
+    runtime.block_on(async { daemon::start(config, shutdown_signal()).await })
 }
 
 /// glibc's malloc, set for a process that runs for months. By default each thread that
@@ -187,18 +97,23 @@ fn tune_malloc() {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now, before the daemon is ready (a SIGTERM sent as
+/// soon as the ready line or systemd's READY=1 is out must stop it gracefully, not kill it), and
+/// resolves on the first of them. Called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -1,15 +1,17 @@
 //! The `orchestrator` command line: the clap tree (its doc comments are the `--help`) and
-//! [`run`], which answers `schedule` locally and sends every other command to the daemon over its
-//! Unix socket ([`client`]). One file per command group holds that group's flags, its request
-//! and its table. Output is a table by default, or `-o yaml|json` (the API's own types, stable for
+//! [`run`], which answers `schedule`, `completions` and `man` ([`generate`]) locally and sends
+//! every other command to the daemon over its Unix socket ([`client`]). One file per command
+//! group holds that group's flags, its request and its table. Output is a table by default, or `-o yaml|json` (the API's own types, stable for
 //! agents to parse; README "JSON output" lists every shape). Errors print as `orchestrator: …`
 //! and exit 1; usage errors exit 2: clap's own, and the [`UsageError`]s the commands find in
 //! their arguments before anything is sent (an unknown kind, with a "did you mean"). [`help`]
 //! finishes the clap tree: the global options are listed once, in `orchestrator --help`.
 //!
-//! Architecture invariant: the CLI imports only `api`, `domain` and `layout` (checked by
-//! `tests/tidy.rs`), so the CLI binary links neither the daemon nor its TLS and HTTP/2 stack.
+//! Architecture invariant: the CLI imports only `api`, `domain`, `layout` and the daemon's plain
+//! clap flags (`daemon_flags`, for its man page) (checked by `tests/tidy.rs`), so the CLI binary
+//! links neither the daemon nor its TLS and HTTP/2 stack.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -21,6 +23,7 @@ mod client;
 mod cluster;
 mod delete;
 mod describe;
+mod generate;
 mod get;
 pub mod help;
 mod schedule;
@@ -223,6 +226,28 @@ Examples:
         #[arg(short = 'n', long, default_value_t = 5)]
         count: usize,
     },
+    /// Print a shell completion script for bash, zsh or fish (no daemon needed).
+    #[command(after_long_help = "Examples:
+  orchestrator completions bash > ~/.local/share/bash-completion/completions/orchestrator
+  orchestrator completions zsh > ~/.zfunc/_orchestrator     # a directory on $fpath
+  orchestrator completions fish > ~/.config/fish/completions/orchestrator.fish")]
+    Completions {
+        /// The shell the script is for: bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: generate::Shell,
+    },
+    /// Print the man page orchestrator(1), or write every page into a directory (no daemon
+    /// needed).
+    #[command(after_long_help = "Examples:
+  orchestrator man | man -l -                # read it now
+  orchestrator man --dir man/                # orchestrator.1, orchestrator-*.1, orchestratord.8")]
+    Man {
+        /// Write orchestrator.1, one orchestrator-COMMAND.1 per command and subcommand, and
+        /// the daemon's orchestratord.8 into this directory (created if missing), and print
+        /// their paths, instead of printing orchestrator.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Talk about the daemon itself.
     #[command(after_long_help = "Examples:
   orchestrator daemon status -o json")]
@@ -256,6 +281,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             from.as_deref(),
             *count,
         );
+    }
+    match &cli.command {
+        Command::Completions { shell } => {
+            return generate::completions(*shell, &mut std::io::stdout().lock());
+        }
+        Command::Man { dir: None } => return generate::man_page(&mut std::io::stdout().lock()),
+        Command::Man { dir: Some(dir) } => {
+            let mut out = std::io::stdout().lock();
+            for page in generate::man_pages(dir)? {
+                writeln!(out, "{}", page.display())?;
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -301,14 +340,16 @@ async fn run_remote(cli: Cli) -> anyhow::Result<()> {
         Command::Actors { command } => actors::run(&client, out, command).await,
         Command::Daemon { command } => status::run(&client, out, command).await,
         Command::Cluster { command } => cluster::run(&client, out, command).await,
-        Command::Schedule { .. } => unreachable_schedule(),
+        Command::Schedule { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            answered_locally()
+        }
     }
 }
 
-/// `schedule` is answered before connecting; reaching it here is a programming error reported
-/// as an ordinary error rather than a panic.
-fn unreachable_schedule() -> anyhow::Result<()> {
-    bail!("internal error: schedule was routed to the daemon")
+/// `schedule`, `completions` and `man` are answered before connecting; reaching one here is a
+/// programming error reported as an ordinary error rather than a panic.
+fn answered_locally() -> anyhow::Result<()> {
+    bail!("internal error: a local command was routed to the daemon")
 }
 
 /// The socket to talk to: `--socket`/`ORCHESTRATOR_SOCKET`, else the data dir's socket.

@@ -8,9 +8,10 @@
 //!
 //! This module is the seam between the daemon and a storage backend: the traits and the records
 //! they take and give are backend-neutral, the sealing of secret values ([`crypto`]) is shared,
-//! and every SQL statement of the crate lives in a backend module ([`sqlite`], today's only one).
-//! Everything above `store` holds `Arc<dyn …Store>`; the daemon picks the backend once
-//! ([`sqlite::open`] → [`Stores`]).
+//! and every SQL statement of the crate lives in a backend module ([`sqlite`], the embedded
+//! default, or [`postgres`]); what both decode alike is in `rows.rs` and `task_rows.rs`, and
+//! the tests both must pass are `conformance.rs` and `task_cases.rs`. Everything above `store`
+//! holds `Arc<dyn …Store>`; the daemon picks the backend once ([`open`] → [`Stores`]).
 //!
 //! The traits are blocking, like the SQLite calls behind them, and each keeps the threading its
 //! callers had: the task, trigger, rotation and verification stores run their work in
@@ -37,6 +38,9 @@ pub mod resources;
 pub mod rotations;
 mod rows;
 pub mod sqlite;
+#[cfg(test)]
+mod task_cases;
+mod task_rows;
 pub mod tasks;
 pub mod triggers;
 pub mod verifications;
@@ -72,10 +76,6 @@ pub enum StoreError {
         file: String,
         database: String,
     },
-    #[error(
-        "the PostgreSQL backend cannot run a daemon yet: {what} is missing; use --store sqlite"
-    )]
-    Unsupported { what: String },
     #[error("cannot start the store's runtime: {0}")]
     Runtime(io::Error),
     /// The io error is part of the message, not a `source`: shown with `{:#}` it would

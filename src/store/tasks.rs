@@ -100,8 +100,11 @@ pub trait TaskStore: Send + Sync {
 
     /// Inserts a task, its first event and (for a webhook delivery) the delivery id it answers
     /// in one transaction, and returns only once that transaction is durable: fsynced, so the
-    /// task survives a power cut. Concurrent calls share one transaction and one fsync (group
-    /// commit). Blocks the calling thread while it waits.
+    /// task survives a power cut. Concurrent calls share one fsync (group commit: SQLite's
+    /// writer thread batches them in one transaction; PostgreSQL batches the WAL flushes of
+    /// their transactions). A delivery id whose record has not expired writes nothing and is
+    /// [`StoreError::DuplicateDelivery`](super::StoreError::DuplicateDelivery) with the task
+    /// it created. Blocks the calling thread while it waits.
     fn create_with(
         &self,
         t: &NewTask,

@@ -26,23 +26,23 @@ impl Deliveries {
 const COLUMNS: &str = "id, project, trigger, received_at, status, outcome, key_name, task_id,
     delivery_id, payload_bytes, payload IS NOT NULL";
 
-fn record(r: &Row, payload: Option<String>) -> DeliveryRecord {
-    DeliveryRecord {
-        id: r.get::<_, i64>(0) as u64,
+fn record(r: &Row, payload: Option<String>) -> Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: r.try_get::<_, i64>(0)? as u64,
         delivery: NewDelivery {
-            project: r.get(1),
-            trigger: r.get(2),
-            received_at: r.get(3),
-            status: r.get::<_, i32>(4) as u16,
-            outcome: r.get(5),
-            key: r.get(6),
-            task: r.get::<_, Option<i64>>(7).map(|t| t as u64),
-            delivery_id: r.get(8),
-            payload_bytes: r.get::<_, i64>(9) as u64,
+            project: r.try_get(1)?,
+            trigger: r.try_get(2)?,
+            received_at: r.try_get(3)?,
+            status: r.try_get::<_, i32>(4)? as u16,
+            outcome: r.try_get(5)?,
+            key: r.try_get(6)?,
+            task: r.try_get::<_, Option<i64>>(7)?.map(|t| t as u64),
+            delivery_id: r.try_get(8)?,
+            payload_bytes: r.try_get::<_, i64>(9)? as u64,
             payload,
         },
-        has_payload: r.get(10),
-    }
+        has_payload: r.try_get(10)?,
+    })
 }
 
 impl DeliveryStore for Deliveries {
@@ -95,7 +95,9 @@ impl DeliveryStore for Deliveries {
                         let row = tx
                             .query_opt(past, &[&project, &trigger, &(n as i64)])
                             .await?;
-                        Ok::<_, crate::store::StoreError>(row.map(|r| r.get::<_, i64>(0)))
+                        row.map(|r| r.try_get::<_, i64>(0))
+                            .transpose()
+                            .map_err(crate::store::StoreError::from)
                     }
                 };
                 if let Some(id) = bound(PAYLOADS_KEPT).await? {
@@ -132,7 +134,7 @@ impl DeliveryStore for Deliveries {
                     &[&project, &trigger, &(limit as i64)],
                 )
                 .await?;
-            Ok(rows.iter().map(|r| record(r, None)).collect())
+            rows.iter().map(|r| record(r, None)).collect()
         })
     }
 
@@ -145,10 +147,7 @@ impl DeliveryStore for Deliveries {
                     &[&(id as i64)],
                 )
                 .await?;
-            Ok(row.map(|r| {
-                let payload = r.get(11);
-                record(&r, payload)
-            }))
+            row.map(|r| record(&r, r.try_get(11)?)).transpose()
         })
     }
 }

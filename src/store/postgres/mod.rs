@@ -34,7 +34,7 @@ mod replay;
 mod resources;
 mod rotations;
 mod schema;
-// mod tasks; (WIP: from the pg-tasks branch)
+mod tasks;
 mod triggers;
 mod verifications;
 
@@ -43,7 +43,7 @@ pub use deliveries::Deliveries;
 pub use replay::Replays;
 pub use resources::Resources;
 pub use rotations::Rotations;
-// pub use tasks::Tasks;
+pub use tasks::Tasks;
 pub use triggers::Triggers;
 pub use verifications::Verifications;
 
@@ -90,10 +90,15 @@ pub(super) fn describe(url: &str) -> String {
 pub fn open(url: &str, key: SecretKey, key_path: &Path) -> Result<super::Stores> {
     let db = Arc::new(Db::connect(url)?);
     db.block(db.migrate_and_check(&key, key_path))?;
-    // The task tables are not yet implemented on PostgreSQL: refuse plainly rather than run a
-    // daemon that cannot create a task.
-    Err(StoreError::Unsupported {
-        what: "the task store (issue 17 is in progress)".into(),
+    Ok(super::Stores {
+        resources: Arc::new(Resources::new(db.clone(), key)),
+        tasks: Arc::new(Tasks::new(db.clone())),
+        triggers: Arc::new(Triggers::new(db.clone())),
+        rotations: Arc::new(Rotations::new(db.clone())),
+        verifications: Arc::new(Verifications::new(db.clone())),
+        replay: Arc::new(Replays::new(db.clone())),
+        deliveries: Arc::new(Deliveries::new(db.clone())),
+        cluster: Arc::new(Cluster::new(db)),
     })
 }
 
@@ -199,7 +204,7 @@ impl Db {
             .query_opt("SELECT version FROM schema_version", &[])
             .await?
         {
-            Some(row) => row.get(0),
+            Some(row) => row.try_get(0)?,
             None => {
                 tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])
                     .await?;
@@ -222,7 +227,8 @@ impl Db {
         let recorded: Option<String> = tx
             .query_opt("SELECT value FROM meta WHERE key = 'key_fingerprint'", &[])
             .await?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()?;
         match recorded {
             Some(theirs) if theirs != ours => {
                 return Err(StoreError::KeyMismatch {
@@ -258,12 +264,6 @@ impl From<tokio_postgres::Error> for StoreError {
         };
         StoreError::Postgres(detail)
     }
-}
-
-/// Whether `e` is PostgreSQL's unique violation (SQLSTATE 23505).
-#[allow(dead_code)] // for the task commit (pg-tasks)
-pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// Creates a new, empty database beside the one `url` names and returns its URL (tests create
@@ -318,7 +318,7 @@ pub(crate) mod testing;
 mod conformance_tests {
     use super::testing::fresh;
     use super::*;
-    use crate::store::conformance;
+    use crate::store::{conformance, task_cases};
 
     #[test]
     fn desired_state_and_stamps() {
@@ -364,6 +364,99 @@ mod conformance_tests {
             c.batch_execute("DELETE FROM nodes").await.expect("clear");
         });
         conformance::lease(&Cluster::new(t.db.clone()));
+    }
+
+    #[test]
+    fn cron_fires_are_fenced_and_once() {
+        let Some(t) = fresh("cron_fires_are_fenced_and_once") else {
+            return;
+        };
+        conformance::cron_fires_are_fenced_and_once(
+            &Tasks::new(t.db.clone()),
+            &Cluster::new(t.db.clone()),
+        );
+    }
+
+    #[test]
+    fn a_history_limit_keeps_exactly_the_newest_n_of_each_outcome() {
+        let Some(t) = fresh("a_history_limit_keeps_exactly_the_newest_n_of_each_outcome") else {
+            return;
+        };
+        task_cases::a_history_limit_keeps_exactly_the_newest_n_of_each_outcome(&Tasks::new(
+            t.db.clone(),
+        ));
+    }
+
+    #[test]
+    fn the_count_keeps_each_workflows_newest_and_leaves_history_limited_tasks_alone() {
+        let Some(t) =
+            fresh("the_count_keeps_each_workflows_newest_and_leaves_history_limited_tasks_alone")
+        else {
+            return;
+        };
+        task_cases::the_count_keeps_each_workflows_newest_and_leaves_history_limited_tasks_alone(
+            &Tasks::new(t.db.clone()),
+        );
+    }
+
+    #[test]
+    fn the_age_sweep_removes_what_finished_before_the_cut_off_in_batches() {
+        let Some(t) = fresh("the_age_sweep_removes_what_finished_before_the_cut_off_in_batches")
+        else {
+            return;
+        };
+        task_cases::the_age_sweep_removes_what_finished_before_the_cut_off_in_batches(&Tasks::new(
+            t.db.clone(),
+        ));
+    }
+
+    #[test]
+    fn delete_removes_a_finished_task_with_its_rows_and_refuses_the_others() {
+        let Some(t) = fresh("delete_removes_a_finished_task_with_its_rows_and_refuses_the_others")
+        else {
+            return;
+        };
+        task_cases::delete_removes_a_finished_task_with_its_rows_and_refuses_the_others(
+            &Tasks::new(t.db.clone()),
+        );
+    }
+
+    #[test]
+    fn task_life() {
+        let Some(t) = fresh("task_life") else {
+            return;
+        };
+        task_cases::task_life(&Tasks::new(t.db.clone()));
+    }
+
+    #[test]
+    fn interrupted_runs() {
+        let Some(t) = fresh("interrupted_runs") else {
+            return;
+        };
+        task_cases::interrupted_runs(&Tasks::new(t.db.clone()));
+    }
+
+    #[test]
+    fn delivery_replay() {
+        let Some(t) = fresh("delivery_replay") else {
+            return;
+        };
+        task_cases::delivery_replay(&Tasks::new(t.db.clone()), &Replays::new(t.db.clone()));
+    }
+
+    #[test]
+    fn storage() {
+        let Some(t) = fresh("storage") else {
+            return;
+        };
+        let tasks = Tasks::new(t.db.clone());
+        task_cases::storage(&tasks);
+        assert_eq!(
+            crate::store::TaskStore::reclaim(&tasks, 64).expect("reclaim"),
+            0,
+            "no page is the node's to return"
+        );
     }
 }
 
@@ -421,7 +514,7 @@ mod key_tests {
                 .expect("tables");
             let mut all = String::new();
             for row in tables {
-                let name: String = row.get(0);
+                let name: String = row.try_get(0).expect("a table name");
                 for r in c
                     .query(
                         &format!("SELECT row_to_json(t)::text FROM \"{name}\" t"),
@@ -430,7 +523,7 @@ mod key_tests {
                     .await
                     .expect("rows")
                 {
-                    all.push_str(r.get::<_, &str>(0));
+                    all.push_str(r.try_get::<_, &str>(0).expect("a row as JSON"));
                 }
             }
             all

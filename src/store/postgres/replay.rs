@@ -54,5 +54,8 @@ pub(super) async fn recorded(
     let row = c
         .query_opt(&statement, &[&project, &trigger, &id, &now])
         .await?;
-    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    Ok(row
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+        .map(|t| t as u64))
 }

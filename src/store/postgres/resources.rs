@@ -47,7 +47,7 @@ impl ResourceStore for Resources {
         self.db.block(async {
             let c = self.db.client().await?;
             let row = c.query_one(REVISION, &[]).await?;
-            parse_revision(row.get(0))
+            parse_revision(row.try_get(0)?)
         })
     }
 
@@ -61,7 +61,7 @@ impl ResourceStore for Resources {
                 .read_only(true)
                 .start()
                 .await?;
-            let revision = parse_revision(tx.query_one(REVISION, &[]).await?.get(0))?;
+            let revision = parse_revision(tx.query_one(REVISION, &[]).await?.try_get(0)?)?;
             let rows = tx
                 .query(
                     "SELECT project, kind, name, generation, metadata, spec, sealed, created_at,
@@ -76,7 +76,7 @@ impl ResourceStore for Resources {
         let cipher = self.key.cipher();
         let resources = rows
             .iter()
-            .map(|r| stored(r).decode(&cipher))
+            .map(|r| stored(r)?.decode(&cipher))
             .collect::<Result<Vec<_>>>()?;
         Ok(Snapshot::new(revision, resources))
     }
@@ -144,11 +144,11 @@ impl ResourceStore for Resources {
             .map(|r| {
                 history_entry(
                     key,
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    r.get(3),
-                    r.get::<_, &str>(4),
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get::<_, &str>(4)?,
                 )
             })
             .collect()
@@ -168,37 +168,38 @@ impl ResourceStore for Resources {
                 .await?,
             )
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| KeyMeta {
-                key: r.get(0),
-                fingerprint: r.get(1),
-                length: r.get::<_, i64>(2) as usize,
-                updated_at: r.get(3),
-                last_verified_at: r.get(4),
-                last_verified_trigger: r.get(5),
-                last_tested_at: r.get(6),
-                last_tested_trigger: r.get(7),
-                last_tested_by: r.get(8),
-                set_by: r.get::<_, Option<&str>>(9).and_then(SetBy::parse),
+        rows.iter()
+            .map(|r| {
+                Ok(KeyMeta {
+                    key: r.try_get(0)?,
+                    fingerprint: r.try_get(1)?,
+                    length: r.try_get::<_, i64>(2)? as usize,
+                    updated_at: r.try_get(3)?,
+                    last_verified_at: r.try_get(4)?,
+                    last_verified_trigger: r.try_get(5)?,
+                    last_tested_at: r.try_get(6)?,
+                    last_tested_trigger: r.try_get(7)?,
+                    last_tested_by: r.try_get(8)?,
+                    set_by: r.try_get::<_, Option<&str>>(9)?.and_then(SetBy::parse),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
-fn stored(r: &Row) -> StoredResource {
-    StoredResource {
-        project: r.get(0),
-        kind: r.get(1),
-        name: r.get(2),
-        generation: r.get(3),
-        metadata: r.get(4),
-        spec: r.get(5),
-        sealed: r.get(6),
-        created_at: r.get(7),
-        updated_at: r.get(8),
-        applied: r.get(9),
-    }
+fn stored(r: &Row) -> Result<StoredResource> {
+    Ok(StoredResource {
+        project: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        name: r.try_get(2)?,
+        generation: r.try_get(3)?,
+        metadata: r.try_get(4)?,
+        spec: r.try_get(5)?,
+        sealed: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
+        applied: r.try_get(9)?,
+    })
 }
 
 async fn write_change(
@@ -303,8 +304,8 @@ async fn update_key_meta(
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_>>()?;
     let changes = KeyChanges::new(&old, data, by);
     for u in &changes.upserts {
         let statement = tx

@@ -13,22 +13,22 @@ use crate::store::{FinishedRefresh, NewRotation, REFRESHES_KEPT, Result, Rotatio
 
 const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
 
-fn record(r: &Row) -> RotationRecord {
-    RotationRecord {
-        id: r.get::<_, i64>(0) as u64,
-        project: r.get(1),
-        store: r.get(2),
-        key: r.get(3),
-        provider: r.get(4),
-        stage: RotationStage::parse(r.get(5)).unwrap_or(RotationStage::Failed),
-        reason: r.get(6),
-        old_fingerprint: r.get(7),
-        new_fingerprint: r.get(8),
-        started_at: r.get(9),
-        set_at: r.get(10),
-        verified_at: r.get(11),
-        finished_at: r.get(12),
-    }
+fn record(r: &Row) -> Result<RotationRecord> {
+    Ok(RotationRecord {
+        id: r.try_get::<_, i64>(0)? as u64,
+        project: r.try_get(1)?,
+        store: r.try_get(2)?,
+        key: r.try_get(3)?,
+        provider: r.try_get(4)?,
+        stage: RotationStage::parse(r.try_get(5)?).unwrap_or(RotationStage::Failed),
+        reason: r.try_get(6)?,
+        old_fingerprint: r.try_get(7)?,
+        new_fingerprint: r.try_get(8)?,
+        started_at: r.try_get(9)?,
+        set_at: r.try_get(10)?,
+        verified_at: r.try_get(11)?,
+        finished_at: r.try_get(12)?,
+    })
 }
 
 /// The rotation records of one PostgreSQL database.
@@ -48,7 +48,7 @@ impl Rotations {
     ) -> Result<Vec<RotationRecord>> {
         self.db.block(async {
             let c = self.db.client().await?;
-            Ok(c.query(sql, params).await?.iter().map(record).collect())
+            c.query(sql, params).await?.iter().map(record).collect()
         })
     }
 }
@@ -87,7 +87,7 @@ impl RotationStore for Rotations {
             )
             .await?;
             tx.commit().await?;
-            Ok(row.get::<_, i64>(0) as u64)
+            Ok(row.try_get::<_, i64>(0)? as u64)
         })
     }
 
@@ -109,7 +109,7 @@ impl RotationStore for Rotations {
                     ],
                 )
                 .await?;
-            Ok(row.get::<_, i64>(0) as u64)
+            Ok(row.try_get::<_, i64>(0)? as u64)
         })
     }
 
@@ -122,7 +122,7 @@ impl RotationStore for Rotations {
                     &[&(id as i64)],
                 )
                 .await?;
-            Ok(record(&row))
+            record(&row)
         })
     }
 
@@ -189,7 +189,7 @@ impl RotationStore for Rotations {
                     &[&(id as i64)],
                 )
                 .await?;
-            Ok(row.map(|r| r.get(0)))
+            Ok(row.map(|r| r.try_get(0)).transpose()?)
         })
     }
 }

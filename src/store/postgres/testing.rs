@@ -17,7 +17,6 @@ pub(crate) fn server_url() -> String {
 /// A database of one test, dropped with it.
 pub(crate) struct TestDb {
     pub db: Arc<Db>,
-    #[allow(dead_code)] // for the daemon-level tests to come
     pub url: String,
     name: String,
 }

@@ -30,17 +30,17 @@ macro_rules! state_columns {
     };
 }
 
-fn state(r: &Row, at: usize) -> TriggerState {
-    TriggerState {
-        generation: r.get::<_, i64>(at) as u64,
-        last_scheduled: r.get(at + 1),
-        last_fire: r.get(at + 2),
-        last_task: r.get::<_, Option<i64>>(at + 3).map(|t| t as u64),
-        next_fire: r.get(at + 4),
-        fires: r.get::<_, i64>(at + 5) as u64,
-        skips: r.get::<_, i64>(at + 6) as u64,
-        missed: r.get::<_, i64>(at + 7) as u64,
-    }
+fn state(r: &Row, at: usize) -> Result<TriggerState> {
+    Ok(TriggerState {
+        generation: r.try_get::<_, i64>(at)? as u64,
+        last_scheduled: r.try_get(at + 1)?,
+        last_fire: r.try_get(at + 2)?,
+        last_task: r.try_get::<_, Option<i64>>(at + 3)?.map(|t| t as u64),
+        next_fire: r.try_get(at + 4)?,
+        fires: r.try_get::<_, i64>(at + 5)? as u64,
+        skips: r.try_get::<_, i64>(at + 6)? as u64,
+        missed: r.try_get::<_, i64>(at + 7)? as u64,
+    })
 }
 
 /// A trigger's state and optional history row, inside the caller's transaction. Every 50th
@@ -126,7 +126,7 @@ async fn insert_event(
             ],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(row.try_get(0)?)
 }
 
 impl TriggerStore for Triggers {
@@ -143,10 +143,9 @@ impl TriggerStore for Triggers {
                     &[],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| ((r.get(0), r.get(1)), state(r, 2)))
-                .collect())
+            rows.iter()
+                .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), state(r, 2)?)))
+                .collect()
         })
     }
 
@@ -163,7 +162,7 @@ impl TriggerStore for Triggers {
                     &[&project, &name],
                 )
                 .await?;
-            Ok(row.map(|r| state(&r, 0)))
+            row.map(|r| state(&r, 0)).transpose()
         })
     }
 
@@ -246,10 +245,10 @@ impl TriggerStore for Triggers {
                 .await?;
             Ok(match row {
                 Some(r) => ManualFires {
-                    fires: r.get::<_, i64>(0) as u64,
-                    skips: r.get::<_, i64>(1) as u64,
-                    last_fire: r.get(2),
-                    last_task: r.get::<_, Option<i64>>(3).map(|t| t as u64),
+                    fires: r.try_get::<_, i64>(0)? as u64,
+                    skips: r.try_get::<_, i64>(1)? as u64,
+                    last_fire: r.try_get(2)?,
+                    last_task: r.try_get::<_, Option<i64>>(3)?.map(|t| t as u64),
                 },
                 None => ManualFires::default(),
             })
@@ -285,17 +284,18 @@ impl TriggerStore for Triggers {
                     &[&project, &name, &(limit as i64)],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| TriggerEvent {
-                    at: r.get(0),
-                    kind: EventKind::parse(r.get(1)),
-                    scheduled: r.get(2),
-                    task: r.get::<_, Option<i64>>(3).map(|t| t as u64),
-                    lateness_ms: r.get(4),
-                    reason: r.get(5),
+            rows.iter()
+                .map(|r| {
+                    Ok(TriggerEvent {
+                        at: r.try_get(0)?,
+                        kind: EventKind::parse(r.try_get(1)?),
+                        scheduled: r.try_get(2)?,
+                        task: r.try_get::<_, Option<i64>>(3)?.map(|t| t as u64),
+                        lateness_ms: r.try_get(4)?,
+                        reason: r.try_get(5)?,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 }

@@ -88,7 +88,10 @@ impl VerificationStore for Verifications {
                     &[&project, &store, &key],
                 )
                 .await?;
-            Ok(row.and_then(|r| r.get(0)))
+            Ok(match row {
+                Some(r) => r.try_get(0)?,
+                None => None,
+            })
         })
     }
 }

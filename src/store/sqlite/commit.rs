@@ -27,6 +27,7 @@ use super::replay::recorded;
 use super::{Pair, blocking, immediate, lock, ts};
 use crate::api::WorktreeState;
 use crate::store::cluster::LEADER;
+use crate::store::task_rows::created_message;
 use crate::store::{NewTask, Result, SeenDelivery, StoreError};
 
 /// The most creations one transaction takes.
@@ -238,7 +239,7 @@ fn insert(tx: &Transaction<'_>, job: &Job) -> Result<Inserted> {
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, ts(now), format!("created by {}", t.origin)])?;
+        .execute(params![id, ts(now), created_message(&t.origin)])?;
     if let Some(d) = &job.delivery {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO webhook_deliveries (project, trigger, delivery, expires_at, task_id)

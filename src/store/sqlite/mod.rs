@@ -318,7 +318,7 @@ impl Pair {
 /// The backend-neutral checks of `store::conformance`, on a fresh SQLite database each.
 #[cfg(test)]
 mod conformance_tests {
-    use crate::store::conformance;
+    use crate::store::{conformance, task_cases};
 
     fn stores() -> (tempfile::TempDir, crate::store::Stores) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -362,5 +362,55 @@ mod conformance_tests {
     fn cron_fires_are_fenced_and_once() {
         let (_dir, s) = stores();
         conformance::cron_fires_are_fenced_and_once(&*s.tasks, &*s.cluster);
+    }
+
+    #[test]
+    fn a_history_limit_keeps_exactly_the_newest_n_of_each_outcome() {
+        let (_dir, s) = stores();
+        task_cases::a_history_limit_keeps_exactly_the_newest_n_of_each_outcome(&*s.tasks);
+    }
+
+    #[test]
+    fn the_count_keeps_each_workflows_newest_and_leaves_history_limited_tasks_alone() {
+        let (_dir, s) = stores();
+        task_cases::the_count_keeps_each_workflows_newest_and_leaves_history_limited_tasks_alone(
+            &*s.tasks,
+        );
+    }
+
+    #[test]
+    fn the_age_sweep_removes_what_finished_before_the_cut_off_in_batches() {
+        let (_dir, s) = stores();
+        task_cases::the_age_sweep_removes_what_finished_before_the_cut_off_in_batches(&*s.tasks);
+    }
+
+    #[test]
+    fn delete_removes_a_finished_task_with_its_rows_and_refuses_the_others() {
+        let (_dir, s) = stores();
+        task_cases::delete_removes_a_finished_task_with_its_rows_and_refuses_the_others(&*s.tasks);
+    }
+
+    #[test]
+    fn task_life() {
+        let (_dir, s) = stores();
+        task_cases::task_life(&*s.tasks);
+    }
+
+    #[test]
+    fn interrupted_runs() {
+        let (_dir, s) = stores();
+        task_cases::interrupted_runs(&*s.tasks);
+    }
+
+    #[test]
+    fn delivery_replay() {
+        let (_dir, s) = stores();
+        task_cases::delivery_replay(&*s.tasks, &*s.replay);
+    }
+
+    #[test]
+    fn storage() {
+        let (_dir, s) = stores();
+        task_cases::storage(&*s.tasks);
     }
 }

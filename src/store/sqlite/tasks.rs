@@ -12,14 +12,15 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::commit::GroupCommit;
 use super::{Pair, immediate, parse_ts, retention, ts};
-use crate::api::{
-    RunState, StepRunInfo, StreamSummary, TaskEvent, TaskInfo, TaskQuery, TaskState, ToolCount,
-    WorktreeInfo, WorktreeState,
-};
+use crate::api::{StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState, WorktreeState};
 use crate::domain::retention::HistoryLimited;
+use crate::store::task_rows::{
+    RUN_COLUMNS, RUN_STREAM_AT, StoredRun, StoredStream, StoredTask, TASK_COLUMNS, clamp,
+    created_info, run_state, state_message, workflow_spec,
+};
 use crate::store::{
     AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, SeenDelivery,
-    StorageInfo, StoreError, Swept, TaskRecord, TaskStore,
+    StorageInfo, Swept, TaskRecord, TaskStore,
 };
 
 /// The task tables of one SQLite database.
@@ -28,94 +29,92 @@ pub struct Tasks {
     commits: GroupCommit,
 }
 
-const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at, worktree_state, worktree_path";
-
-fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(TaskInfo, [Option<String>; 5])> {
-    let state: String = r.get(4)?;
-    Ok((
-        TaskInfo {
-            id: r.get::<_, i64>(0)? as u64,
-            project: r.get(1)?,
-            workflow: r.get(2)?,
-            workspace: r.get(3)?,
-            state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
-            reason: r.get(5)?,
-            origin: r.get(6)?,
-            goal: r.get(7)?,
-            scheduled_at: None,
-            cycle: r.get::<_, i64>(9)? as u32,
-            step: r.get(10)?,
-            created_at: DateTime::UNIX_EPOCH,
-            started_at: None,
-            finished_at: None,
-            worktree: worktree_of(r.get(14)?, r.get(15)?),
-        },
-        [
-            r.get(8)?,
-            Some(r.get(11)?),
-            r.get(12)?,
-            r.get(13)?,
-            Some(state),
-        ],
-    ))
-}
-
-/// A count as SQLite stores it (a signed 64-bit integer).
-fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A task row, its times parsed.
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredTask>> {
+    let times = (
+        r.get::<_, Option<String>>(8)?,
+        r.get::<_, String>(11)?,
+        r.get::<_, Option<String>>(12)?,
+        r.get::<_, Option<String>>(13)?,
+    );
+    let (id, project, workflow, workspace, state) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let (reason, origin, goal, cycle, step) =
+        (r.get(5)?, r.get(6)?, r.get(7)?, r.get(9)?, r.get(10)?);
+    let (worktree_state, worktree_path) = (r.get(14)?, r.get(15)?);
+    Ok((|| {
+        Ok(StoredTask {
+            id,
+            project,
+            workflow,
+            workspace,
+            state,
+            reason,
+            origin,
+            goal,
+            scheduled_at: times.0.as_deref().map(parse_ts).transpose()?,
+            cycle,
+            step,
+            created_at: parse_ts(&times.1)?,
+            started_at: times.2.as_deref().map(parse_ts).transpose()?,
+            finished_at: times.3.as_deref().map(parse_ts).transpose()?,
+            worktree_state,
+            worktree_path,
+        })
+    })())
 }
 
 /// The stream-json columns of a step run, from column `at` on (`turns` first): `None` for a
 /// run of a plain agent or command.
-fn stream_of(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<StreamSummary>> {
+fn stream_of(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<StoredStream>> {
     let Some(turns) = r.get::<_, Option<i64>>(at)? else {
         return Ok(None);
     };
-    let count = |i: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(r.get::<_, Option<i64>>(at + i)?.map(|n| n.max(0) as u64))
-    };
-    let tools: Option<String> = r.get(at + 9)?;
-    Ok(Some(StreamSummary {
-        turns: u32::try_from(turns.max(0)).unwrap_or(u32::MAX),
+    Ok(Some(StoredStream {
+        turns,
         result: r.get(at + 1)?,
         result_truncated: r.get(at + 2)?,
         subtype: r.get(at + 3)?,
         is_error: r.get(at + 4)?,
-        input_tokens: count(5)?,
-        output_tokens: count(6)?,
+        input_tokens: r.get(at + 5)?,
+        output_tokens: r.get(at + 6)?,
         cost_usd: r.get(at + 7)?,
         session_id: r.get(at + 8)?,
-        tools: tools
-            .and_then(|t| serde_json::from_str::<Vec<ToolCount>>(&t).ok())
-            .unwrap_or_default(),
-        bad_lines: count(10)?.unwrap_or(0),
-        stopped: None,
-        has_result: false,
+        tools: r.get(at + 9)?,
+        bad_lines: r.get(at + 10)?,
     }))
 }
 
-/// A task's worktree columns; an unknown state reads as `requested` (nothing known to exist).
-fn worktree_of(state: Option<String>, path: Option<String>) -> Option<WorktreeInfo> {
-    let state = state?;
-    Some(WorktreeInfo {
-        state: WorktreeState::parse(&state).unwrap_or(WorktreeState::Requested),
-        path,
-    })
-}
-
-fn finish_task_row((mut info, times): (TaskInfo, [Option<String>; 5])) -> Result<TaskInfo> {
-    let [scheduled, created, started, finished, state] = times;
-    if TaskState::parse(state.as_deref().unwrap_or_default()).is_none() {
-        return Err(StoreError::Corrupt {
-            what: format!("task {}", info.id),
-            detail: format!("unknown state {state:?}"),
-        });
-    }
-    info.scheduled_at = scheduled.as_deref().map(parse_ts).transpose()?;
-    info.created_at = parse_ts(created.as_deref().unwrap_or_default())?;
-    info.started_at = started.as_deref().map(parse_ts).transpose()?;
-    info.finished_at = finished.as_deref().map(parse_ts).transpose()?;
-    Ok(info)
+/// A step run row ([`RUN_COLUMNS`]), its times parsed.
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredRun>> {
+    let started: String = r.get(14)?;
+    let finished: Option<String> = r.get(15)?;
+    let run = StoredRun {
+        id: r.get(0)?,
+        step: r.get(1)?,
+        cycle: r.get(2)?,
+        attempt: r.get(3)?,
+        agent: r.get(4)?,
+        argv: r.get(5)?,
+        pid: r.get(6)?,
+        state: r.get(7)?,
+        exit_code: r.get(8)?,
+        signal: r.get(9)?,
+        reason: r.get(10)?,
+        stdout_bytes: r.get(11)?,
+        stderr_bytes: r.get(12)?,
+        log_path: r.get(13)?,
+        started_at: DateTime::UNIX_EPOCH,
+        finished_at: None,
+        stream: stream_of(r, RUN_STREAM_AT)?,
+    };
+    Ok((|| {
+        Ok(StoredRun {
+            started_at: parse_ts(&started)?,
+            finished_at: finished.as_deref().map(parse_ts).transpose()?,
+            ..run
+        })
+    })())
 }
 
 impl Tasks {
@@ -137,26 +136,7 @@ impl TaskStore for Tasks {
         now: DateTime<Utc>,
     ) -> Result<TaskInfo> {
         let id = self.commits.create(t, delivery, now)?;
-        Ok(TaskInfo {
-            id,
-            project: t.project.clone(),
-            workflow: t.workflow.clone(),
-            workspace: t.workspace.clone(),
-            state: t.state,
-            reason: t.reason.clone(),
-            origin: t.origin.clone(),
-            goal: t.goal.clone(),
-            scheduled_at: t.scheduled_at,
-            cycle: 0,
-            step: None,
-            created_at: now,
-            started_at: None,
-            finished_at: t.state.is_finished().then_some(now),
-            worktree: t.worktree.then_some(WorktreeInfo {
-                state: WorktreeState::Requested,
-                path: None,
-            }),
-        })
+        Ok(created_info(t, id, now))
     }
 
     fn set_state(
@@ -175,10 +155,7 @@ impl TaskStore for Tasks {
                  WHERE id = ?1",
             )?
             .execute(params![id as i64, state.as_str(), reason, ts(now)])?;
-            let message = match reason {
-                Some(r) => format!("{}: {r}", state.as_str()),
-                None => state.as_str().to_owned(),
-            };
+            let message = state_message(state, reason);
             tx.prepare_cached("INSERT INTO task_events (task_id, at, message) VALUES (?1, ?2, ?3)")?
                 .execute(params![id as i64, ts(now), message])?;
             tx.commit()?;
@@ -298,14 +275,10 @@ impl TaskStore for Tasks {
             let Some((t, root, spec, payload)) = row else {
                 return Ok(None);
             };
-            let spec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt {
-                what: format!("workflow spec of task {id}"),
-                detail: e.to_string(),
-            })?;
             Ok(Some(TaskRecord {
-                info: finish_task_row(t)?,
+                info: t?.decode()?,
                 workspace_root: root,
-                workflow_spec: spec,
+                workflow_spec: workflow_spec(id, &spec)?,
                 payload,
             }))
         })
@@ -323,7 +296,7 @@ impl TaskStore for Tasks {
                     step: r.get(0)?,
                     cycle: r.get::<_, i64>(1)? as u32,
                     attempt: r.get::<_, i64>(2)? as u32,
-                    state: RunState::parse(&r.get::<_, String>(3)?).unwrap_or(RunState::Error),
+                    state: run_state(&r.get::<_, String>(3)?),
                     stdout: r.get(4)?,
                 })
             })?;
@@ -448,7 +421,7 @@ impl TaskStore for Tasks {
                 .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
                 .query_row(params![id as i64], task_from_row)
                 .optional()?;
-            row.map(finish_task_row).transpose()
+            row.map(|t| t?.decode()).transpose()
         })
     }
 
@@ -465,7 +438,7 @@ impl TaskStore for Tasks {
                 params![project, q.state, q.workflow, q.trigger, limit],
                 task_from_row,
             )?;
-            rows.map(|r| finish_task_row(r?)).collect()
+            rows.map(|r| r??.decode()).collect()
         })
     }
 
@@ -480,57 +453,11 @@ impl TaskStore for Tasks {
 
     fn runs(&self, task: u64) -> Result<Vec<StepRunInfo>> {
         self.pair.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason,
-                   stdout_bytes, stderr_bytes, log_path, started_at, finished_at,
-                   turns, result, result_truncated, result_subtype, is_error, input_tokens,
-                   output_tokens, cost_usd, session_id, tools, bad_lines
-                 FROM step_runs WHERE task_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map(params![task as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<i32>>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<i32>>(8)?,
-                    r.get::<_, Option<i32>>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    (r.get::<_, i64>(11)?, r.get::<_, i64>(12)?),
-                    r.get::<_, String>(13)?,
-                    r.get::<_, String>(14)?,
-                    r.get::<_, Option<String>>(15)?,
-                    stream_of(r, 16)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, step, cycle, attempt, agent, argv, pid, state, exit_code, signal, reason, bytes, log_path, started, finished, stream_json) = row?;
-                out.push(StepRunInfo {
-                    id: id as u64,
-                    step,
-                    cycle: cycle as u32,
-                    attempt: attempt as u32,
-                    agent,
-                    argv: serde_json::from_str(&argv).unwrap_or_default(),
-                    pid,
-                    state: RunState::parse(&state).unwrap_or(RunState::Error),
-                    exit_code,
-                    signal,
-                    reason,
-                    stdout_bytes: bytes.0 as u64,
-                    stderr_bytes: bytes.1 as u64,
-                    log_path,
-                    started_at: parse_ts(&started)?,
-                    finished_at: finished.as_deref().map(parse_ts).transpose()?,
-                    stream_json,
-                });
-            }
-            Ok(out)
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM step_runs WHERE task_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map(params![task as i64], run_from_row)?;
+            rows.map(|r| Ok(r??.decode())).collect()
         })
     }
 
