@@ -141,12 +141,19 @@ pub struct ClusterArgs {
 }
 
 pub enum ClusterMsg {
+    /// The heartbeat and lease renewal, once a second.
     Beat,
+    /// A new snapshot was published: the heartbeat reports its revision at once, so that an
+    /// apply on another node sees this one caught up without waiting for the next second.
+    Published,
 }
 
 impl Message for ClusterMsg {
     fn kind(&self) -> &'static str {
-        "Beat"
+        match self {
+            ClusterMsg::Beat => "Beat",
+            ClusterMsg::Published => "Published",
+        }
     }
 }
 
@@ -160,6 +167,7 @@ pub struct ClusterState {
     displaced: bool,
     last_error: Option<String>,
     timer: Option<tokio::task::JoinHandle<()>>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ClusterState {
@@ -167,6 +175,7 @@ impl Drop for ClusterState {
         if let Some(t) = self.timer.take() {
             t.abort();
         }
+        self.watcher.abort();
         // A failed actor leads no more (its successor takes the lease again at once).
         self.args.leader.send_if_modified(|l| l.take().is_some());
     }
@@ -239,6 +248,18 @@ impl ClusterState {
         self.timer = Some(me.send_after(next, || ClusterMsg::Beat));
     }
 
+    /// Reports a newly published revision (the heartbeat alone, no lease renewal).
+    fn published(&mut self) {
+        let revision = self.args.snapshots.borrow().revision;
+        if self.displaced || revision == self.args.beat.revision {
+            return;
+        }
+        self.args.beat.revision = revision;
+        if let Err(e) = self.args.store.heartbeat(&self.args.beat, self.args.clock.now()) {
+            tracing::debug!(error = %e, "cannot report the published revision now; the next heartbeat does");
+        }
+    }
+
     fn publish(&self, lead: Option<Leader>) {
         self.args.leader.send_if_modified(|cur| {
             let changed = cur.as_ref().map(|l| &l.fence) != lead.as_ref().map(|l| &l.fence);
@@ -277,7 +298,18 @@ impl Behaviour for ClusterActor {
         args: ClusterArgs,
     ) -> Result<ClusterState, ActorProcessingErr> {
         me.cast(ClusterMsg::Beat)?;
+        let watcher = {
+            let (mut rx, me) = (args.snapshots.clone(), me.clone());
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    if me.cast(ClusterMsg::Published).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
         Ok(ClusterState {
+            watcher,
             args,
             beats: 0,
             failures: 0,
@@ -295,6 +327,7 @@ impl Behaviour for ClusterActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ClusterMsg::Beat => state.beat(me),
+            ClusterMsg::Published => state.published(),
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use crate::domain::redact::SecretRegistry;
 use crate::domain::secret_merge::SetBy;
 use crate::domain::snapshot::{Change, Outcome, ResourceKey, Snapshot};
 use crate::domain::validate::{references, unverifiable_webhooks, validate_apply, validate_delete};
-use crate::store::{ResourceStore, StoreError};
+use crate::store::{FeedReceiver, ResourceStore, StoreError};
 
 /// The registry name.
 pub const NAME: &str = "secret-store";
@@ -124,6 +124,8 @@ pub enum SecretStoreMsg {
         key: ResourceKey,
         reply: RpcReplyPort<Result<Described, SecretStoreError>>,
     },
+    /// Another node committed (the store's revision feed says so): load and publish it.
+    CatchUp,
 }
 
 impl Message for SecretStoreMsg {
@@ -134,6 +136,7 @@ impl Message for SecretStoreMsg {
             SecretStoreMsg::SetSuspend { .. } => "SetSuspend",
             SecretStoreMsg::PatchSecret { .. } => "PatchSecret",
             SecretStoreMsg::Describe { .. } => "Describe",
+            SecretStoreMsg::CatchUp => "CatchUp",
         }
     }
 }
@@ -157,6 +160,8 @@ pub struct SecretStoreArgs {
     pub public_webhooks: bool,
     /// Learns every secret value before the commit that makes it one.
     pub secrets: Arc<SecretRegistry>,
+    /// The revision feed of a store other nodes write too (`None` on SQLite).
+    pub feed: Option<FeedReceiver>,
 }
 
 pub struct SecretStoreState {
@@ -167,9 +172,65 @@ pub struct SecretStoreState {
     public_webhooks: bool,
     applies: u64,
     deletes: u64,
+    /// Snapshots loaded because another node committed them.
+    caught_up: u64,
+    /// Follows the revision feed.
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
+impl Drop for SecretStoreState {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+    }
+}
+
+/// How many times a change is planned again after another node committed first.
+const STALE_RETRIES: usize = 3;
+
 impl SecretStoreState {
+    /// Loads and publishes the store's desired state when another node committed after this
+    /// node's snapshot (an apply elsewhere, or one that raced this node's own).
+    fn catch_up(&mut self) -> Result<bool, StoreError> {
+        let stored = tokio::task::block_in_place(|| self.store.revision())?;
+        if stored <= self.snapshot.revision {
+            return Ok(false);
+        }
+        let snapshot = tokio::task::block_in_place(|| self.store.load_snapshot())?;
+        self.secrets
+            .update(snapshot.secret_values().map(SecretValue::expose));
+        tracing::info!(
+            from = self.snapshot.revision,
+            to = snapshot.revision,
+            "loaded the desired state another node committed"
+        );
+        self.snapshot = Arc::new(snapshot);
+        self.publish.send_replace(self.snapshot.clone());
+        self.caught_up += 1;
+        Ok(true)
+    }
+
+    /// Runs a change; when another node committed first, catches up and plans it again on the
+    /// newer state (validation included), a few times at most.
+    fn retrying<T>(
+        &mut self,
+        mut change: impl FnMut(&mut Self) -> Result<T, SecretStoreError>,
+    ) -> Result<T, SecretStoreError> {
+        let mut tries = 0;
+        loop {
+            match change(self) {
+                Err(SecretStoreError::Store(StoreError::StaleRevision { .. }))
+                    if tries < STALE_RETRIES =>
+                {
+                    tries += 1;
+                    self.catch_up().map_err(Self::store_error)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn store_error(e: StoreError) -> SecretStoreError {
         tracing::error!(error = %e, "store write failed");
         SecretStoreError::Store(e)
@@ -224,6 +285,7 @@ impl SecretStoreState {
             self.publish.send_replace(self.snapshot.clone());
         }
         Ok(ChangeResponse {
+            nodes: None,
             dry_run,
             revision: self.snapshot.revision,
             results: changes
@@ -457,7 +519,7 @@ impl Behaviour for SecretStoreActor {
 
     async fn pre_start(
         &self,
-        _me: Addr<SecretStoreMsg>,
+        me: Addr<SecretStoreMsg>,
         args: SecretStoreArgs,
     ) -> Result<SecretStoreState, ActorProcessingErr> {
         let store = args.store;
@@ -477,6 +539,22 @@ impl Behaviour for SecretStoreActor {
         if args.publish.borrow().revision != snapshot.revision {
             args.publish.send_replace(snapshot.clone());
         }
+        // Every notice of a revision newer than the one published brings a catch-up.
+        let watcher = args.feed.map(|mut feed| {
+            let published = args.publish.subscribe();
+            let me = me.clone();
+            tokio::spawn(async move {
+                loop {
+                    let newer = feed.borrow_and_update().newer_than(published.borrow().revision);
+                    if newer.is_some() && me.cast(SecretStoreMsg::CatchUp).is_err() {
+                        return;
+                    }
+                    if feed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
         Ok(SecretStoreState {
             store,
             snapshot,
@@ -485,6 +563,8 @@ impl Behaviour for SecretStoreActor {
             secrets: args.secrets,
             applies: 0,
             deletes: 0,
+            caught_up: 0,
+            watcher,
         })
     }
 
@@ -503,21 +583,23 @@ impl Behaviour for SecretStoreActor {
                 docs,
                 reply,
             } => {
-                let _ = reply.send(state.apply(project.as_deref(), dry_run, docs, now));
+                let _ = reply.send(state.retrying(|s| {
+                    s.apply(project.as_deref(), dry_run, docs.clone(), now)
+                }));
             }
             SecretStoreMsg::Delete {
                 targets,
                 dry_run,
                 reply,
             } => {
-                let _ = reply.send(state.delete(targets, dry_run, now));
+                let _ = reply.send(state.retrying(|s| s.delete(targets.clone(), dry_run, now)));
             }
             SecretStoreMsg::SetSuspend {
                 key,
                 suspend,
                 reply,
             } => {
-                let _ = reply.send(state.set_suspend(&key, suspend, now));
+                let _ = reply.send(state.retrying(|s| s.set_suspend(&key, suspend, now)));
             }
             SecretStoreMsg::PatchSecret {
                 key,
@@ -525,10 +607,17 @@ impl Behaviour for SecretStoreActor {
                 by,
                 reply,
             } => {
-                let _ = reply.send(state.patch_secret(&key, changes, by, now));
+                let _ =
+                    reply.send(state.retrying(|s| s.patch_secret(&key, changes.clone(), by, now)));
             }
             SecretStoreMsg::Describe { key, reply } => {
                 let _ = reply.send(state.describe(&key));
+            }
+            SecretStoreMsg::CatchUp => {
+                if let Err(e) = state.catch_up() {
+                    tracing::warn!(error = %e, "cannot load the desired state another node committed; retrying on the next notice");
+                    return Err(e.into());
+                }
             }
         }
         Ok(())
@@ -547,6 +636,7 @@ impl Behaviour for SecretStoreActor {
             "resources": counts,
             "appliesSinceStart": state.applies,
             "deletesSinceStart": state.deletes,
+            "caughtUpSinceStart": state.caught_up,
             "subscribers": state.publish.receiver_count(),
             "redaction": {
                 "values": redaction.values,

@@ -438,7 +438,7 @@ pub async fn run(
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
         start: {
-            let resources = stores.resources.clone();
+            let (resources, feed) = (stores.resources.clone(), stores.feed.clone());
             start_fn(&actors, secret_store::NAME.to_owned(), move || {
                 (
                     SecretStoreActor,
@@ -447,6 +447,7 @@ pub async fn run(
                         publish: publish.clone(),
                         public_webhooks,
                         secrets: secrets.clone(),
+                        feed: feed.clone(),
                     },
                 )
             })
@@ -525,6 +526,7 @@ pub async fn run(
             webhook_limits,
             actors.clone(),
             own.clone(),
+            stores.feed.clone(),
         );
         children.push(ChildSpec {
             name: webhook::NAME.to_owned(),
@@ -574,6 +576,7 @@ pub async fn run(
         cluster: stores.cluster.clone(),
         node: beat.node.clone(),
         store: config.store.describe(),
+        shared_store: stores.feed.is_some(),
     };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {

@@ -60,6 +60,19 @@ pub struct ChangeResponse {
     /// The store revision after the change.
     pub revision: u64,
     pub results: Vec<ResultLine>,
+    /// On a store several nodes share: which live nodes serve the new revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodesServing>,
+}
+
+/// Which live nodes had published a change's revision when the change returned.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodesServing {
+    /// Live nodes that serve it (this one included).
+    pub serving: Vec<String>,
+    /// Live nodes that did not within the wait: each refuses webhooks until it catches up.
+    pub behind: Vec<String>,
 }
 
 /// A resource named on the command line.

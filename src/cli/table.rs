@@ -69,6 +69,25 @@ pub(super) fn print_changes(out: Output, resp: &ChangeResponse) -> anyhow::Resul
             r.outcome.as_str()
         )?;
     }
+    if let Some(n) = &resp.nodes {
+        if n.behind.is_empty() {
+            writeln!(
+                stdout,
+                "revision {} is served by every live node ({})",
+                resp.revision,
+                n.serving.join(", ")
+            )?;
+        } else {
+            // On stderr too, so that a script sees it beside the exit status.
+            let warning = format!(
+                "warning: revision {} is not yet served by {} (it refuses webhooks until it catches up); served by {}",
+                resp.revision,
+                n.behind.join(", "),
+                if n.serving.is_empty() { "none".to_owned() } else { n.serving.join(", ") }
+            );
+            eprintln!("{warning}");
+        }
+    }
     Ok(())
 }
 

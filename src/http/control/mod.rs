@@ -126,6 +126,8 @@ pub struct ControlContext {
     pub node: String,
     /// The store as logs name it (`sqlite`, `postgres host:port/db`).
     pub store: String,
+    /// Other nodes share the store: a change returns once every live node serves it.
+    pub shared_store: bool,
 }
 
 impl ControlContext {
@@ -171,14 +173,14 @@ pub fn routes(
         .and(json_body::<ApplyRequest>())
         .and(with_ctx.clone())
         .then(|req: ApplyRequest, ctx: ControlContext| async move {
-            reply_result(resources::apply(&ctx, req).await)
+            reply_result(cluster::synced(&ctx, resources::apply(&ctx, req).await).await)
         });
     let delete = warp::path!("v1" / "delete")
         .and(warp::post())
         .and(json_body::<DeleteRequest>())
         .and(with_ctx.clone())
         .then(|req: DeleteRequest, ctx: ControlContext| async move {
-            reply_result(resources::delete(&ctx, req).await)
+            reply_result(cluster::synced(&ctx, resources::delete(&ctx, req).await).await)
         });
     let list = warp::path!("v1" / "resources" / String)
         .and(warp::get())
@@ -224,7 +226,7 @@ pub fn routes(
         .then(
             |name: String, action: SuspendAction, q: ResourceQuery, ctx: ControlContext| async move {
                 let suspend = action == SuspendAction::Suspend;
-                reply_result(triggers::suspend(&ctx, &name, suspend, &q).await)
+                reply_result(cluster::synced(&ctx, triggers::suspend(&ctx, &name, suspend, &q).await).await)
             },
         );
     let actor_kill = warp::path("v1")
@@ -268,7 +270,7 @@ pub fn routes(
         .then(
             |store: String, key: String, req: SecretPatchRequest, ctx: ControlContext| async move {
                 let project = req.project.as_deref();
-                reply_result(secrets::patch(&ctx, &store, &key, project, Some(req.value)).await)
+                reply_result(cluster::synced(&ctx, secrets::patch(&ctx, &store, &key, project, Some(req.value)).await).await)
             },
         );
     let secret_unset = warp::path!("v1" / "secrets" / String / "keys" / String)
@@ -277,7 +279,7 @@ pub fn routes(
         .and(with_ctx.clone())
         .then(
             |store: String, key: String, q: ResourceQuery, ctx: ControlContext| async move {
-                reply_result(secrets::patch(&ctx, &store, &key, q.project.as_deref(), None).await)
+                reply_result(cluster::synced(&ctx, secrets::patch(&ctx, &store, &key, q.project.as_deref(), None).await).await)
             },
         );
     let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")

@@ -69,7 +69,8 @@ use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
 use crate::store::{
-    DeliveryStore, Proof, ReplayStore, StoreError, Verification, VerificationStore,
+    DeliveryStore, Feed, FeedReceiver, Proof, ReplayStore, StoreError, Verification,
+    VerificationStore,
 };
 
 pub use own::{NoRandom, OWN_HEADER, OwnToken};
@@ -121,7 +122,14 @@ pub struct WebhookContext {
     actors: Registry,
     /// Marks the daemon's own requests (`webhook test`).
     own: OwnToken,
+    /// The revision feed of a store other nodes write too (`None` on SQLite): while it says
+    /// this node's snapshot may be behind, deliveries wait for the catch-up, then get 503.
+    feed: Option<FeedReceiver>,
 }
+
+/// How long a delivery waits for this node to load desired state another node committed
+/// before it is answered 503 (the sender retries).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 const STATUSES: [u16; 11] = [200, 202, 400, 401, 404, 405, 408, 413, 429, 500, 503];
 
@@ -140,6 +148,7 @@ impl WebhookContext {
         own: OwnToken,
         seen: Arc<dyn ReplayStore>,
         log: LogSender,
+        feed: Option<FeedReceiver>,
     ) -> WebhookContext {
         WebhookContext {
             snapshots,
@@ -153,6 +162,32 @@ impl WebhookContext {
             verified,
             actors,
             own,
+            feed,
+        }
+    }
+
+    /// Waits (a little) until this node's snapshot is the store's newest: `Err` with the
+    /// revision it serves and the one it knows of (`None`: it is not listening) when not.
+    async fn current(&self) -> Result<(), (u64, Option<u64>)> {
+        let Some(feed) = &self.feed else {
+            return Ok(());
+        };
+        let (mut feed, mut snapshots) = (feed.clone(), self.snapshots.clone());
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        loop {
+            let (f, published) = (*feed.borrow_and_update(), snapshots.borrow_and_update().revision);
+            if f.current(published) {
+                return Ok(());
+            }
+            let known = match f {
+                Feed::Connected { latest } => Some(latest),
+                Feed::Disconnected => None,
+            };
+            tokio::select! {
+                r = feed.changed() => if r.is_err() { return Err((published, known)) },
+                r = snapshots.changed() => if r.is_err() { return Err((published, known)) },
+                () = tokio::time::sleep_until(deadline) => return Err((published, known)),
+            }
         }
     }
 
@@ -253,6 +288,7 @@ pub fn serve_fn(
     limits: Limits,
     actors: Registry,
     own: OwnToken,
+    feed: Option<FeedReceiver>,
 ) -> ServeFn {
     Arc::new(move |listener, shutdown| {
         let (verified, stamps) = mpsc::channel(4096);
@@ -265,6 +301,7 @@ pub fn serve_fn(
             own.clone(),
             replay.clone(),
             log,
+            feed.clone(),
         );
         let server = {
             let context = context.clone();
@@ -435,6 +472,26 @@ where
             serde_json::json!({"error": "not found"}),
         );
     };
+    // A node that may be behind the store never verifies: it could still accept a key
+    // another node's apply retired.
+    if let Err((serving, known)) = ctx.current().await {
+        let why = match known {
+            Some(latest) => format!(
+                "this node is loading the desired state (it serves revision {serving}, the store has {latest}); retry"
+            ),
+            None => "this node has lost contact with its store and cannot prove its keys are current; retry".to_owned(),
+        };
+        tracing::warn!(serving, store = ?known, "webhook refused: this node's desired state may be behind the store");
+        let mut response = reply(
+            ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": why }),
+        );
+        response
+            .headers_mut()
+            .insert(warp::http::header::RETRY_AFTER, warp::http::HeaderValue::from_static("1"));
+        return response;
+    }
     // One snapshot for the whole request: the keys in force when it arrived.
     let snapshot = ctx.snapshots.borrow().clone();
     let Some(webhook) = snapshot.webhook(&project, &name) else {

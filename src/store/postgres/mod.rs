@@ -98,7 +98,8 @@ pub fn open(url: &str, key: SecretKey, key_path: &Path) -> Result<super::Stores>
         verifications: Arc::new(Verifications::new(db.clone())),
         replay: Arc::new(Replays::new(db.clone())),
         deliveries: Arc::new(Deliveries::new(db.clone())),
-        cluster: Arc::new(Cluster::new(db)),
+        cluster: Arc::new(Cluster::new(db.clone())),
+        feed: Some(db.listen()),
     })
 }
 
