@@ -255,7 +255,11 @@ impl ClusterState {
             return;
         }
         self.args.beat.revision = revision;
-        if let Err(e) = self.args.store.heartbeat(&self.args.beat, self.args.clock.now()) {
+        if let Err(e) = self
+            .args
+            .store
+            .heartbeat(&self.args.beat, self.args.clock.now())
+        {
             tracing::debug!(error = %e, "cannot report the published revision now; the next heartbeat does");
         }
     }

@@ -545,7 +545,9 @@ impl Behaviour for SecretStoreActor {
             let me = me.clone();
             tokio::spawn(async move {
                 loop {
-                    let newer = feed.borrow_and_update().newer_than(published.borrow().revision);
+                    let newer = feed
+                        .borrow_and_update()
+                        .newer_than(published.borrow().revision);
                     if newer.is_some() && me.cast(SecretStoreMsg::CatchUp).is_err() {
                         return;
                     }
@@ -583,9 +585,9 @@ impl Behaviour for SecretStoreActor {
                 docs,
                 reply,
             } => {
-                let _ = reply.send(state.retrying(|s| {
-                    s.apply(project.as_deref(), dry_run, docs.clone(), now)
-                }));
+                let _ = reply.send(
+                    state.retrying(|s| s.apply(project.as_deref(), dry_run, docs.clone(), now)),
+                );
             }
             SecretStoreMsg::Delete {
                 targets,

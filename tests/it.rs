@@ -5,6 +5,7 @@ mod actors;
 mod agents;
 mod cli;
 mod cluster;
+mod cluster_pg;
 mod common;
 mod deliveries;
 mod durability;

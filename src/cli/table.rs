@@ -83,7 +83,11 @@ pub(super) fn print_changes(out: Output, resp: &ChangeResponse) -> anyhow::Resul
                 "warning: revision {} is not yet served by {} (it refuses webhooks until it catches up); served by {}",
                 resp.revision,
                 n.behind.join(", "),
-                if n.serving.is_empty() { "none".to_owned() } else { n.serving.join(", ") }
+                if n.serving.is_empty() {
+                    "none".to_owned()
+                } else {
+                    n.serving.join(", ")
+                }
             );
             eprintln!("{warning}");
         }

@@ -46,8 +46,8 @@ pub mod triggers;
 pub mod verifications;
 
 pub use cluster::{Beat, ClusterStore, Fence, Joined, Lease, NodeRecord};
-pub use feed::{Feed, FeedReceiver};
 pub use deliveries::{DELIVERIES_KEPT, DeliveryRecord, DeliveryStore, NewDelivery, PAYLOADS_KEPT};
+pub use feed::{Feed, FeedReceiver};
 pub use replay::{ReplayStore, SeenDelivery};
 pub use resources::ResourceStore;
 pub use rotations::{FinishedRefresh, NewRotation, REFRESHES_KEPT, RotationStore};

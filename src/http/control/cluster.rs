@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{ControlContext, ControlError};
-use crate::api::{ChangeResponse, ClusterStatus, LeaderStatus, NodeState, NodeStatus, NodesServing};
+use crate::api::{
+    ChangeResponse, ClusterStatus, LeaderStatus, NodeState, NodeStatus, NodesServing,
+};
 use crate::store::cluster::{LEADER, expired};
 
 pub(super) async fn status(ctx: &ControlContext) -> Result<ClusterStatus, ControlError> {

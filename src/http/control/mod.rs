@@ -270,7 +270,13 @@ pub fn routes(
         .then(
             |store: String, key: String, req: SecretPatchRequest, ctx: ControlContext| async move {
                 let project = req.project.as_deref();
-                reply_result(cluster::synced(&ctx, secrets::patch(&ctx, &store, &key, project, Some(req.value)).await).await)
+                reply_result(
+                    cluster::synced(
+                        &ctx,
+                        secrets::patch(&ctx, &store, &key, project, Some(req.value)).await,
+                    )
+                    .await,
+                )
             },
         );
     let secret_unset = warp::path!("v1" / "secrets" / String / "keys" / String)
@@ -279,7 +285,13 @@ pub fn routes(
         .and(with_ctx.clone())
         .then(
             |store: String, key: String, q: ResourceQuery, ctx: ControlContext| async move {
-                reply_result(cluster::synced(&ctx, secrets::patch(&ctx, &store, &key, q.project.as_deref(), None).await).await)
+                reply_result(
+                    cluster::synced(
+                        &ctx,
+                        secrets::patch(&ctx, &store, &key, q.project.as_deref(), None).await,
+                    )
+                    .await,
+                )
             },
         );
     let secret_rotate = warp::path!("v1" / "secrets" / String / "rotate")

@@ -175,7 +175,10 @@ impl WebhookContext {
         let (mut feed, mut snapshots) = (feed.clone(), self.snapshots.clone());
         let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
         loop {
-            let (f, published) = (*feed.borrow_and_update(), snapshots.borrow_and_update().revision);
+            let (f, published) = (
+                *feed.borrow_and_update(),
+                snapshots.borrow_and_update().revision,
+            );
             if f.current(published) {
                 return Ok(());
             }
@@ -487,9 +490,10 @@ where
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "error": why }),
         );
-        response
-            .headers_mut()
-            .insert(warp::http::header::RETRY_AFTER, warp::http::HeaderValue::from_static("1"));
+        response.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            warp::http::HeaderValue::from_static("1"),
+        );
         return response;
     }
     // One snapshot for the whole request: the keys in force when it arrived.

@@ -75,9 +75,7 @@ async fn listen_once(
         }
     });
     let result = async {
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         let stored: String = client
             .query_one("SELECT value FROM meta WHERE key = 'revision'", &[])
             .await?
