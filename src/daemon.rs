@@ -1,5 +1,5 @@
 //! The daemon's life: prepare the data dir (0700, umask 077), take the one-daemon-per-data-dir
-//! lock, bind the webhook listener, start the root supervisor with its children, serve the
+//! lock, bind the webhook and admin listeners, start the root supervisor with its children, serve the
 //! control API on the Unix socket (0600), print the ready line, and on shutdown stop accepting,
 //! stop the actors and remove the socket.
 
@@ -66,6 +66,32 @@ impl std::str::FromStr for WebhookBind {
     }
 }
 
+/// Where the admin listener (`/metrics`) listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminBind {
+    Disabled,
+    Addr(SocketAddr),
+}
+
+/// An `--admin-bind` value that is neither `IP:PORT` nor `none`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid admin address {0:?}: use IP:PORT such as 127.0.0.1:19091 (port 0 picks a free port), or `none`"
+)]
+pub struct InvalidAdminBind(String);
+
+impl std::str::FromStr for AdminBind {
+    type Err = InvalidAdminBind;
+    fn from_str(s: &str) -> Result<Self, InvalidAdminBind> {
+        if s == "none" {
+            return Ok(AdminBind::Disabled);
+        }
+        s.parse()
+            .map(AdminBind::Addr)
+            .map_err(|_| InvalidAdminBind(s.to_owned()))
+    }
+}
+
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,6 +99,8 @@ pub struct Config {
     /// `None`: `<data-dir>/orchestrator.sock`.
     pub socket: Option<PathBuf>,
     pub webhook_bind: WebhookBind,
+    /// The admin listener (`GET /metrics`), apart from the public webhook port.
+    pub admin_bind: AdminBind,
     /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
     /// (see `actors::trigger_supervisor`); `None`: every trigger keeps its actor.
     pub trigger_resident_window: Option<std::time::Duration>,
@@ -271,6 +299,8 @@ pub struct Listeners {
     pub socket: PathBuf,
     /// The webhook server's listener, unless webhooks are disabled.
     pub webhook: Option<std::net::TcpListener>,
+    /// The admin listener (`/metrics`), unless it is disabled.
+    pub admin: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -288,11 +318,19 @@ impl Listeners {
                     .with_context(|| format!("cannot bind the webhook server to {addr}"))?,
             ),
         };
+        let admin = match config.admin_bind {
+            AdminBind::Disabled => None,
+            AdminBind::Addr(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot bind the admin listener (--admin-bind) to {addr}: pick another address, or `none`"))?,
+            ),
+        };
         let control = bind_socket(&socket)?;
         Ok(Listeners {
             control,
             socket,
             webhook,
+            admin,
         })
     }
 }
@@ -388,8 +426,12 @@ pub async fn run(
             tracing::warn!("{p}: it refuses every delivery until it has a key");
         }
     }
-    // This daemon's actor names: a second daemon in the same process holds its own.
+    // This daemon's actor names (a second daemon in the same process holds its own), and with
+    // them its metrics.
     let actors = Registry::new();
+    if let Some(commits) = stores.tasks.commit_seconds() {
+        actors.metrics().adopt_store_commits(commits);
+    }
     let rotations = crate::rotation::RotationContext::new(
         stores.rotations.clone(),
         stores.verifications.clone(),
@@ -514,6 +556,19 @@ pub async fn run(
         own,
         deliveries: stores.deliveries.clone(),
     };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_addr = match listeners.admin {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let addr = l.local_addr()?;
+            tokio::spawn(crate::http::admin::serve(l, actors.clone(), async {
+                let _ = admin_stopped.await;
+            }));
+            Some(addr)
+        }
+        None => None,
+    };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {
         let _ = control_stopped.await;
@@ -526,16 +581,17 @@ pub async fn run(
     }
 
     let webhook_shown = webhook_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    let admin_shown = admin_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
     {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "orchestratord ready socket={} webhook={webhook_shown}",
+            "orchestratord ready socket={} webhook={webhook_shown} admin={admin_shown}",
             socket_path.display()
         )?;
         out.flush()?;
     }
-    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
+    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, admin = %admin_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
 
     let mut root_done = root_done;
     let outcome = tokio::select! {
@@ -546,6 +602,7 @@ pub async fn run(
     };
 
     tracing::info!("shutting down");
+    let _ = stop_admin.send(());
     let _ = stop_control.send(());
     if tokio::time::timeout(Duration::from_secs(5), control)
         .await

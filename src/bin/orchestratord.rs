@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use orchestrator::daemon::{self, Age, Config, WebhookBind};
+use orchestrator::daemon::{self, AdminBind, Age, Config, WebhookBind};
 use tracing_subscriber::EnvFilter;
 
 /// orchestratord: runs agent workflows from cron schedules and signed webhooks.
@@ -19,6 +19,15 @@ struct Args {
     /// Webhook server address (IP:PORT, port 0 picks one), or `none`.
     #[arg(long, default_value = "127.0.0.1:19090", value_name = "ADDR|none")]
     webhook_bind: WebhookBind,
+    /// Admin listener address (IP:PORT, port 0 picks one), or `none`: serves `GET /metrics`
+    /// (Prometheus text format), apart from the public webhook port.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_ADMIN_BIND",
+        default_value = "127.0.0.1:19091",
+        value_name = "ADDR|none"
+    )]
+    admin_bind: AdminBind,
     /// Log format on stderr; levels come from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
@@ -119,6 +128,7 @@ fn start(args: Args) -> anyhow::Result<()> {
         data_dir,
         socket: args.socket,
         webhook_bind: args.webhook_bind,
+        admin_bind: args.admin_bind,
         trigger_resident_window: args
             .trigger_resident_window
             .map(std::time::Duration::from_secs),
