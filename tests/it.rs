@@ -13,6 +13,7 @@ mod hostile;
 mod inprocess;
 mod integrations;
 mod merge;
+mod metrics;
 mod proof;
 mod props;
 mod resources;
