@@ -100,7 +100,8 @@ fn records_land_under_their_labels() {
     m.set_mailbox_depths([("WorkflowActor", 4)]);
     m.rotation_stage("test", "verified");
     let s = scrape(&m);
-    let want: &[(&str, &[(&str, &str)], f64)] = &[
+    type Labels<'a> = &'a [(&'a str, &'a str)];
+    let want: &[(&str, Labels<'_>, f64)] = &[
         (
             "orchestrator_webhook_requests_total",
             &[
