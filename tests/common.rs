@@ -25,6 +25,8 @@ pub struct TestDaemon {
     pub webhook: Option<SocketAddr>,
     /// The admin listener (`/metrics`) the ready line reports.
     pub admin: Option<SocketAddr>,
+    /// The last ready line the daemon printed.
+    pub ready_line: String,
     pub log_path: PathBuf,
     child: Option<Child>,
     pub extra_args: Vec<String>,
@@ -99,6 +101,7 @@ impl TestDaemon {
             dir,
             webhook: None,
             admin: None,
+            ready_line: String::new(),
             child: None,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
             wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
@@ -120,6 +123,7 @@ impl TestDaemon {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("admin="))
             .and_then(|a| a.parse().ok());
+        self.ready_line = line;
         self.child = Some(child);
     }
 

@@ -282,7 +282,12 @@ fn counters_move_with_deliveries_fires_and_tasks() {
 #[test]
 fn admin_none_serves_nothing_and_the_webhook_port_has_no_metrics() {
     let d = TestDaemon::start_with(&["--admin-bind", "none"]);
-    assert_eq!(d.admin, None, "the ready line reports admin=none");
+    assert!(
+        d.ready_line.ends_with(" admin=none"),
+        "the ready line reports admin=none: {}",
+        d.ready_line
+    );
+    assert_eq!(d.admin, None);
     let hook = d.webhook.expect("webhook address");
     // The public webhook port never serves /metrics (it refuses a GET: 405).
     let (status, _, body) = get(hook, "/metrics");
@@ -293,6 +298,7 @@ fn admin_none_serves_nothing_and_the_webhook_port_has_no_metrics() {
     // served there.
     let d = TestDaemon::start();
     let admin = d.admin.expect("admin address");
+    assert!(d.ready_line.contains(&format!(" admin={admin}")));
     assert_ne!(admin.port(), 0);
     assert_ne!(Some(admin), d.webhook);
     let (status, _, body) = get(admin, "/");
