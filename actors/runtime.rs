@@ -205,6 +205,14 @@ impl Stats {
         rx
     }
 
+    /// Messages sent to the actor and not yet received.
+    pub fn queue_depth(&self) -> u64 {
+        let received = self.received.load(Ordering::Relaxed);
+        self.enqueued
+            .load(Ordering::Relaxed)
+            .saturating_sub(received)
+    }
+
     pub fn summary(&self) -> StatsSummary {
         let (base_raw, started_at) = *lock(&self.started);
         let now = clock().raw();

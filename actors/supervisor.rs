@@ -278,6 +278,7 @@ impl ChildSet {
         self.total_restarts += 1;
         if let Some(s) = registry.stats(name) {
             s.note_restart();
+            registry.metrics().actor_restarted(s.actor_type);
         }
         Ok(())
     }

@@ -355,6 +355,9 @@ impl TriggerActorState {
             }
         };
         let event = record_fire(&mut self.state, scheduled, fired_at, outcome);
+        if let Some(ms) = event.lateness_ms {
+            me.registry().metrics().fire_lateness(ms / 1000.0);
+        }
         // Re-arm from the scheduled instant; fires that are already past were missed.
         let r = rearm(&self.config.schedule, scheduled, self.now());
         self.arm(me, r.next);
@@ -363,6 +366,23 @@ impl TriggerActorState {
             late.count_in(&mut self.state);
             self.save(Some(&late.event));
         }
+    }
+
+    /// The trigger's counts so far: fires that created a task, skipped fires, missed fires.
+    fn counts(&self) -> [u64; 3] {
+        [self.state.fires, self.state.skips, self.state.missed]
+    }
+
+    /// Counts in the daemon's metrics what the trigger's counts gained since `before`.
+    fn count_since(&self, me: &Addr<TriggerMsg>, before: [u64; 3]) {
+        let [fires, skips, missed] = self.counts();
+        me.registry().metrics().cron(
+            &self.config.project,
+            &self.config.name,
+            fires.saturating_sub(before[0]),
+            skips.saturating_sub(before[1]),
+            missed.saturating_sub(before[2]),
+        );
     }
 
     /// Asks the supervisor to passivate this actor when its next fire is beyond the resident
@@ -409,7 +429,9 @@ impl Behaviour for TriggerActor {
             timer: None,
         };
         let now = st.now();
+        let before = st.counts();
         st.start(&me, now);
+        st.count_since(&me, before);
         st.passivate_if_far();
         Ok(st)
     }
@@ -429,13 +451,17 @@ impl Behaviour for TriggerActor {
                 // span (the previous fire's), every log line would carry every earlier fire.
                 let span = tracing::info_span!(parent: None, "fire", trigger = %state.config.name, scheduled = %at.to_rfc3339());
                 span.follows_from(tracing::Span::current());
-                Box::pin(state.fire(me, at)).instrument(span).await
+                let before = state.counts();
+                Box::pin(state.fire(me, at)).instrument(span).await;
+                state.count_since(me, before);
             }
             TriggerMsg::Reconfigure(config) => {
                 state.config = config;
                 state.state.start_afresh();
                 let now = state.now();
+                let before = state.counts();
                 state.start(me, now);
+                state.count_since(me, before);
             }
         }
         state.passivate_if_far();

@@ -16,7 +16,8 @@
 //! checked out before the first step, removed when the task ends (kept after a failure), both by
 //! spawned tasks that report back, so the mailbox stays free. A stream-json agent's run is
 //! judged by what its stream reported as well as by its exit (`domain::stream_json`), and its
-//! final result, not its raw stdout, is the step's output.
+//! final result, not its raw stdout, is the step's output (`run_end.rs`, which also counts each
+//! run in the daemon's metrics; a task's end is counted where it is recorded).
 
 use std::collections::HashMap;
 use std::io;
@@ -38,17 +39,20 @@ use crate::domain::lower::{self, LowerError, LoweredWorkflow};
 use crate::domain::manifest::WorkflowSpec;
 use crate::domain::redact::SecretRegistry;
 use crate::domain::snapshot::Snapshot;
-use crate::domain::stream_json::StreamSummary;
 use crate::domain::workflow::{
     CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
     TaskState, output_value,
 };
-use crate::process::{self, Outcome, ProcessError, SpawnSpec};
+use crate::metrics::Metrics;
+use crate::process::{self, ProcessError, SpawnSpec};
 use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
 use worktree::{Worktree, WorktreeMsg};
 
 mod retry;
+mod run_end;
 mod worktree;
+
+use run_end::{errored, judge};
 
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
@@ -213,6 +217,7 @@ struct Current {
 pub struct WorkflowState {
     span: tracing::Span,
     ctx: TaskContext,
+    metrics: Metrics,
     task: TaskRecord,
     spec: WorkflowSpec,
     /// What each step of `spec` runs, lowered once when the actor starts.
@@ -447,7 +452,10 @@ impl WorkflowState {
     fn step_exited(&mut self, result: Result<process::Finished, StepError>) -> Option<Next> {
         let current = self.current.take()?;
         let end = match result {
-            Ok(f) => judge(f),
+            Ok(f) => {
+                self.count_run(&current.step, &f);
+                judge(f)
+            }
             Err(e) => errored(e.to_string()),
         };
         self.end_run(current.run_id, &end);
@@ -492,6 +500,8 @@ impl WorkflowState {
         {
             tracing::error!(task = id, error = %e, "cannot record the end of a task");
         }
+        let t = &self.task.info;
+        self.metrics.task_finished(&t.project, &t.workflow, state);
         let info = self.ctx.store.get(id).ok().flatten();
         for w in self.waiters.drain(..) {
             let _ = w.send(info.clone().ok_or(TaskError::Vanished(id)));
@@ -531,70 +541,6 @@ impl WorkflowState {
                 },
             }
         }
-    }
-}
-
-/// How a run whose process ended is recorded: state and reason from its exit and, for a
-/// stream-json run, from what its stream reported — a guard's stop, a missing result line, an
-/// error the agent reported fail the run whatever its exit code.
-fn judge(f: process::Finished) -> RunEnd {
-    let (exit_code, signal) = match f.exit {
-        process::Exit::Code(c) => (Some(c), None),
-        process::Exit::Signal(s) => (None, Some(s)),
-    };
-    let (mut state, mut reason) = match f.outcome {
-        Outcome::Exited(0) => (RunState::Succeeded, None),
-        Outcome::Exited(c) => (RunState::Failed, Some(format!("exit code {c}"))),
-        Outcome::Signaled(s) => (RunState::Failed, Some(format!("killed by signal {s}"))),
-        Outcome::TimedOut => (
-            RunState::TimedOut,
-            Some("timed out; the agent's process group was stopped".into()),
-        ),
-        Outcome::Cancelled => (RunState::Cancelled, Some("cancelled".into())),
-        Outcome::Stopped => (RunState::Failed, Some("stopped by a guard".into())),
-        Outcome::IdleTimedOut { secs } => (
-            RunState::TimedOut,
-            Some(format!(
-                "no output for {secs} s (idle_timeout_secs); the agent's process group was stopped"
-            )),
-        ),
-    };
-    let stream: Option<&StreamSummary> = f.stream.as_deref();
-    let why = match (state, stream) {
-        (RunState::Succeeded, Some(s)) => s.failure(),
-        (RunState::Failed, Some(s)) => s.stopped.clone().or_else(|| {
-            let exit = reason.as_deref().unwrap_or("failed");
-            s.reported_error().map(|e| format!("{exit}: {e}"))
-        }),
-        _ => None,
-    };
-    if let Some(why) = why {
-        state = RunState::Failed;
-        reason = Some(why);
-    }
-    RunEnd {
-        state,
-        exit_code,
-        signal,
-        reason,
-        stdout: f.stdout,
-        stdout_bytes: f.stdout_bytes,
-        stderr_bytes: f.stderr_bytes,
-        stream: f.stream.map(|s| *s),
-    }
-}
-
-/// A run that ended without an exit of its own (it could not start, or its wait failed).
-fn errored(reason: String) -> RunEnd {
-    RunEnd {
-        state: RunState::Error,
-        exit_code: None,
-        signal: None,
-        reason: Some(reason),
-        stdout: String::new(),
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        stream: None,
     }
 }
 
@@ -639,6 +585,7 @@ impl Behaviour for WorkflowActor {
                 span
             },
             ctx,
+            metrics: me.registry().metrics().clone(),
             plan,
             steps: lower::lower_workflow(&spec),
             spec,

@@ -147,7 +147,12 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratord"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["--webhook-bind", "127.0.0.1:0"])
+        .args([
+            "--webhook-bind",
+            "127.0.0.1:0",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
         .args(
             std::env::var("SOAK_DAEMON_ARGS")
                 .unwrap_or_default()

@@ -115,7 +115,12 @@ fn start_again(d: &mut Daemon) -> (Duration, Duration) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratord"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["--webhook-bind", "127.0.0.1:0"])
+        .args([
+            "--webhook-bind",
+            "127.0.0.1:0",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,7 +1,7 @@
 //! The daemon's life: prepare the data dir (0700, umask 077), take the one-daemon-per-data-dir
-//! lock, bind the webhook listener, start the root supervisor with its children, serve the
-//! control API on the Unix socket (0600), print the ready line (and tell systemd, `systemd.rs`),
-//! and on shutdown stop accepting, stop the actors and remove the socket.
+//! lock, bind the webhook and admin listeners, start the root supervisor with its children,
+//! serve the control API on the Unix socket (0600), print the ready line (and tell systemd,
+//! `systemd.rs`), and on shutdown stop accepting, stop the actors and remove the socket.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -53,6 +53,9 @@ pub const AGENT_GRACE: Duration = Duration::from_secs(5);
 /// Where the webhook server listens (`--webhook-bind`), and why a value is not an address.
 pub use crate::daemon_flags::{InvalidBind, WebhookBind};
 
+/// Where the admin listener (`/metrics`) listens (`--admin-bind`).
+pub use crate::daemon_flags::{AdminBind, InvalidAdminBind};
+
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -60,6 +63,8 @@ pub struct Config {
     /// `None`: `<data-dir>/orchestrator.sock`.
     pub socket: Option<PathBuf>,
     pub webhook_bind: WebhookBind,
+    /// The admin listener (`GET /metrics`), apart from the public webhook port.
+    pub admin_bind: AdminBind,
     /// How far ahead a cron trigger's next fire may be for its TriggerActor to stay resident
     /// (see `actors::trigger_supervisor`); `None`: every trigger keeps its actor.
     pub trigger_resident_window: Option<std::time::Duration>,
@@ -268,6 +273,8 @@ pub struct Listeners {
     pub socket: PathBuf,
     /// The webhook server's listener, unless webhooks are disabled.
     pub webhook: Option<std::net::TcpListener>,
+    /// The admin listener (`/metrics`), unless it is disabled.
+    pub admin: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -285,11 +292,19 @@ impl Listeners {
                     .with_context(|| format!("cannot bind the webhook server to {addr}"))?,
             ),
         };
+        let admin = match config.admin_bind {
+            AdminBind::Disabled => None,
+            AdminBind::Addr(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot bind the admin listener (--admin-bind) to {addr}: pick another address, or `none`"))?,
+            ),
+        };
         let control = bind_socket(&socket)?;
         Ok(Listeners {
             control,
             socket,
             webhook,
+            admin,
         })
     }
 }
@@ -418,8 +433,12 @@ pub async fn run(
             tracing::warn!("{p}: it refuses every delivery until it has a key");
         }
     }
-    // This daemon's actor names: a second daemon in the same process holds its own.
+    // This daemon's actor names (a second daemon in the same process holds its own), and with
+    // them its metrics.
     let actors = Registry::new();
+    if let Some(commits) = stores.tasks.commit_seconds() {
+        actors.metrics().adopt_store_commits(commits);
+    }
     let rotations = crate::rotation::RotationContext::new(
         stores.rotations.clone(),
         stores.verifications.clone(),
@@ -578,6 +597,19 @@ pub async fn run(
         store: config.store.describe(),
         shared_store: stores.feed.is_some(),
     };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_addr = match listeners.admin {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let addr = l.local_addr()?;
+            tokio::spawn(crate::http::admin::serve(l, actors.clone(), async {
+                let _ = admin_stopped.await;
+            }));
+            Some(addr)
+        }
+        None => None,
+    };
     let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
     let control = tokio::spawn(control::serve(listener, ctx, async {
         let _ = control_stopped.await;
@@ -590,18 +622,19 @@ pub async fn run(
     }
 
     let webhook_shown = webhook_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    let admin_shown = admin_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
     {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "orchestratord ready socket={} webhook={webhook_shown}",
+            "orchestratord ready socket={} webhook={webhook_shown} admin={admin_shown}",
             socket_path.display()
         )?;
         out.flush()?;
     }
-    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
+    tracing::info!(socket = %socket_path.display(), webhook = %webhook_shown, admin = %admin_shown, data_dir = %data_dir.display(), store = %config.store.describe(), "ready");
     systemd.ready(&format!(
-        "ready socket={} webhook={webhook_shown}",
+        "ready socket={} webhook={webhook_shown} admin={admin_shown}",
         socket_path.display()
     ));
 
@@ -618,6 +651,7 @@ pub async fn run(
     // The lease this node holds, taken before its actors stop (the ClusterActor's state drops
     // its leadership as it goes), so that it is released below.
     let lead = leader.borrow().clone();
+    let _ = stop_admin.send(());
     let _ = stop_control.send(());
     if tokio::time::timeout(Duration::from_secs(5), control)
         .await

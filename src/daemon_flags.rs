@@ -23,6 +23,15 @@ pub struct Flags {
     /// Webhook server address (IP:PORT, port 0 picks one), or `none`.
     #[arg(long, default_value = "127.0.0.1:19090", value_name = "ADDR|none")]
     pub webhook_bind: WebhookBind,
+    /// Admin listener address (IP:PORT, port 0 picks one), or `none`: serves `GET /metrics`
+    /// (Prometheus text format), apart from the public webhook port.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_ADMIN_BIND",
+        default_value = "127.0.0.1:19091",
+        value_name = "ADDR|none"
+    )]
+    pub admin_bind: AdminBind,
     /// Log format on stderr; levels come from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -126,6 +135,32 @@ impl std::str::FromStr for WebhookBind {
         s.parse()
             .map(WebhookBind::Addr)
             .map_err(|_| InvalidBind(s.to_owned()))
+    }
+}
+
+/// Where the admin listener (`/metrics`) listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminBind {
+    Disabled,
+    Addr(SocketAddr),
+}
+
+/// An `--admin-bind` value that is neither `IP:PORT` nor `none`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid admin address {0:?}: use IP:PORT such as 127.0.0.1:19091 (port 0 picks a free port), or `none`"
+)]
+pub struct InvalidAdminBind(String);
+
+impl std::str::FromStr for AdminBind {
+    type Err = InvalidAdminBind;
+    fn from_str(s: &str) -> Result<Self, InvalidAdminBind> {
+        if s == "none" {
+            return Ok(AdminBind::Disabled);
+        }
+        s.parse()
+            .map(AdminBind::Addr)
+            .map_err(|_| InvalidAdminBind(s.to_owned()))
     }
 }
 

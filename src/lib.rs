@@ -8,12 +8,13 @@
 //!    cron trigger plan, signatures, templates, step launches, the workflow and rotation
 //!    machines).
 //! 2. [`api`]: the wire types the control API and the CLI share; [`layout`]: the data dir's
-//!    file names.
+//!    file names; [`metrics`]: the Prometheus registry the layers above count in.
 //! 3. [`store`]: persistence behind one trait per concern (SQLite today) and secret encryption;
 //!    [`process`]: every child process.
 //! 4. [`actors`]: the supervision tree and the actors that own each concern.
 //! 5. [`rotation`]: staged secret rotation with its providers.
-//! 6. [`http`]: the control API (Unix socket) and the webhook server (TCP).
+//! 6. [`http`]: the control API (Unix socket), the webhook server (TCP) and the admin listener
+//!    (`/metrics`, TCP).
 //! 7. [`daemon`] and [`cli`]: the two programs' entry points; [`daemon_flags`]: the daemon's
 //!    command line, which the CLI reads too (for the daemon's man page).
 
@@ -26,6 +27,7 @@ pub mod daemon_flags;
 pub mod domain;
 pub mod http;
 pub mod layout;
+pub mod metrics;
 pub mod process;
 pub mod rotation;
 pub mod store;

@@ -23,6 +23,10 @@ pub struct TestDaemon {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub webhook: Option<SocketAddr>,
+    /// The admin listener (`/metrics`) the ready line reports.
+    pub admin: Option<SocketAddr>,
+    /// The last ready line the daemon printed.
+    pub ready_line: String,
     pub log_path: PathBuf,
     child: Option<Child>,
     pub extra_args: Vec<String>,
@@ -96,6 +100,8 @@ impl TestDaemon {
             data_dir,
             dir,
             webhook: None,
+            admin: None,
+            ready_line: String::new(),
             child: None,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
             wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
@@ -113,6 +119,11 @@ impl TestDaemon {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("webhook="))
             .and_then(|a| a.parse().ok());
+        self.admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .and_then(|a| a.parse().ok());
+        self.ready_line = line;
         self.child = Some(child);
     }
 
@@ -142,6 +153,15 @@ impl TestDaemon {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        // Tests start many daemons at once: never the default admin port, unless the test
+        // names its own.
+        if !self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--admin-bind"))
+        {
+            cmd.args(["--admin-bind", "127.0.0.1:0"]);
+        }
         let mut child = cmd.spawn().expect("spawn orchestratord");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

@@ -524,7 +524,13 @@ fn bad_store_flags_are_refused_plainly_without_echoing_a_password() {
     ] {
         let out = std::process::Command::new(crate::common::DAEMON)
             .args(&args)
-            .args(["--webhook-bind", "none", "--data-dir"])
+            .args([
+                "--webhook-bind",
+                "none",
+                "--admin-bind",
+                "none",
+                "--data-dir",
+            ])
             .arg(&data)
             .output()
             .expect("run orchestratord");

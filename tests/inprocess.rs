@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use orchestrator::daemon::{self, Config, DataDir, Listeners, WebhookBind, WebhookLimits};
+use orchestrator::daemon::{
+    self, AdminBind, Config, DataDir, Listeners, WebhookBind, WebhookLimits,
+};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +32,7 @@ impl InProcess {
             data_dir: dir.path().join("data"),
             socket: None,
             webhook_bind: WebhookBind::Addr("127.0.0.1:0".parse().expect("address")),
+            admin_bind: AdminBind::Disabled,
             trigger_resident_window: None,
             webhook_limits: WebhookLimits::default(),
             retention: Default::default(),

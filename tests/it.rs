@@ -15,6 +15,7 @@ mod hostile;
 mod inprocess;
 mod integrations;
 mod merge;
+mod metrics;
 mod postgres;
 mod proof;
 mod props;

@@ -8,14 +8,17 @@
 //! operators know; later ones use `"{n}|"`.
 //! Everything that finds an actor by name (the control API, a parent looking up its child, the
 //! shutdown path) asks the [`Registry`] it was given; an [`Addr`] carries the registry its actor
-//! lives in, so a behaviour reaches its peers through `me.registry()`.
+//! lives in, so a behaviour reaches its peers through `me.registry()`. The registry also carries
+//! the daemon's [`Metrics`], so that whatever holds an [`Addr`] or a registry can count.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+
+use crate::metrics::Metrics;
 
 use super::{Addr, Behaviour, CallError, Envelope, Instrumented, Message, Probe, Stats};
 use crate::api::ActorNode;
@@ -31,6 +34,8 @@ struct Inner {
     stats: RwLock<HashMap<String, Arc<Stats>>>,
     /// Per running actor name: its inspect and fail controls.
     probes: RwLock<HashMap<String, Arc<dyn Probe>>>,
+    /// The daemon's Prometheus metrics.
+    metrics: Metrics,
 }
 
 impl Default for Registry {
@@ -67,7 +72,22 @@ impl Registry {
             },
             stats: RwLock::new(HashMap::new()),
             probes: RwLock::new(HashMap::new()),
+            metrics: Metrics::new(),
         }))
+    }
+
+    /// The metrics of the daemon this registry belongs to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Messages waiting in the mailboxes of the actors that hold statistics, summed by type.
+    pub fn queue_depths(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for s in read(&self.0.stats).values() {
+            *out.entry(s.actor_type).or_insert(0) += s.queue_depth();
+        }
+        out
     }
 
     /// The name ractor registers `name` under.

@@ -43,7 +43,12 @@ impl Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratord"))
             .arg("--data-dir")
             .arg(&data)
-            .args(["--webhook-bind", "127.0.0.1:0"])
+            .args([
+                "--webhook-bind",
+                "127.0.0.1:0",
+                "--admin-bind",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

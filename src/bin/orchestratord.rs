@@ -38,6 +38,7 @@ fn start(args: Flags) -> anyhow::Result<()> {
         data_dir,
         socket: args.socket,
         webhook_bind: args.webhook_bind,
+        admin_bind: args.admin_bind,
         trigger_resident_window: args
             .trigger_resident_window
             .map(std::time::Duration::from_secs),

@@ -469,7 +469,7 @@ async fn drive(
 ) {
     let outcome = match ctx.records.get(id) {
         Ok(record) => {
-            let reporter = Reporter::new(progress.clone(), &record);
+            let reporter = Reporter::new(progress.clone(), &record, ctx.actors.metrics().clone());
             run(&ctx, record, &reporter, given).await
         }
         Err(e) => Err(e.into()),
@@ -494,7 +494,7 @@ async fn drive(
         }
     }
     let error = outcome.err().map(|e| e.to_string());
-    Reporter::new(progress, &record).end(&record, error);
+    Reporter::new(progress, &record, ctx.actors.metrics().clone()).end(&record, error);
     for w in ctx.stop_running(&record.project, &record.store) {
         let _ = w.send(record.clone());
     }

@@ -14,6 +14,7 @@ use crate::api::{ProgressEvent as E, ProgressStage as P, RotationProgress, Rotat
 use crate::api::{ProgressEvent, ProgressStage, RotationStage};
 use crate::domain::manifest::fingerprint;
 use crate::domain::rotation::Event;
+use crate::metrics::Metrics;
 
 /// How many lines a listener may fall behind.
 pub const BACKLOG: usize = 256;
@@ -27,13 +28,21 @@ pub struct Reporter {
     store: String,
     key: String,
     provider: String,
+    /// Where each stage's outcome is counted.
+    metrics: Metrics,
 }
 
 impl Reporter {
-    /// A reporter for the rotation `record` describes, sending on `tx`.
-    pub fn new(tx: broadcast::Sender<RotationProgress>, record: &RotationRecord) -> Reporter {
+    /// A reporter for the rotation `record` describes, sending on `tx` and counting each stage's
+    /// outcome in `metrics`.
+    pub fn new(
+        tx: broadcast::Sender<RotationProgress>,
+        record: &RotationRecord,
+        metrics: Metrics,
+    ) -> Reporter {
         Reporter {
             tx,
+            metrics,
             rotation: record.id,
             project: record.project.clone(),
             store: record.store.clone(),
@@ -222,6 +231,18 @@ impl Line<'_> {
             message = %p.message,
             "rotation progress"
         );
+        // Outcomes only: a stage's start and its waits are not outcomes. The last line counts
+        // the rotation's own end as stage `rotation`.
+        let counted = match p.event {
+            E::Started | E::Waiting => None,
+            E::Verified => Some((p.stage.as_str(), "verified")),
+            E::Done => Some((p.stage.as_str(), "done")),
+            E::Failed => Some((p.stage.as_str(), "failed")),
+            E::End => Some(("rotation", p.stage.as_str())),
+        };
+        if let Some((stage, outcome)) = counted {
+            self.reporter.metrics.rotation_stage(stage, outcome);
+        }
         let _ = self.reporter.tx.send(self.progress);
     }
 }

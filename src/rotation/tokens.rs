@@ -171,7 +171,8 @@ pub(super) fn start(
     tokio::spawn(async move {
         match on_demand(&ctx, &project, &store).await {
             Ok(record) => {
-                progress::Reporter::new(progress, &record).end(&record, None);
+                progress::Reporter::new(progress, &record, ctx.actors.metrics().clone())
+                    .end(&record, None);
                 let _ = done.send(record);
             }
             Err(e) => {

@@ -227,6 +227,12 @@ pub trait TaskStore: Send + Sync {
 
     /// Events of a task, oldest first.
     fn events(&self, task: u64) -> Result<Vec<TaskEvent>>;
+
+    /// The histogram of the task writer's commit durations, for the daemon's metrics (a backend
+    /// without a writer of its own has none).
+    fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        None
+    }
 }
 
 /// What [`TaskStore::delete_finished`] found.

@@ -30,6 +30,8 @@ pub(super) struct Logged {
     pub(super) task: Option<u64>,
     /// Set where the status alone does not say it (`filtered`, `duplicate`, …).
     pub(super) outcome: Option<&'static str>,
+    /// The trigger's scheme, once the path named a webhook trigger (for the metrics).
+    pub(super) scheme: Option<crate::domain::signature::Scheme>,
 }
 
 impl Logged {

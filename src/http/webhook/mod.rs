@@ -68,6 +68,7 @@ use crate::actors::workflow::TaskError;
 use crate::domain::manifest::DEFAULT_PROJECT;
 use crate::domain::signature::{self, Key, Scheme, VerifyParams};
 use crate::domain::snapshot::Snapshot;
+use crate::metrics::WebhookOutcome;
 use crate::store::{
     DeliveryStore, Feed, FeedReceiver, Proof, ReplayStore, StoreError, Verification,
     VerificationStore,
@@ -442,10 +443,35 @@ where
     let form = payload::is_form(&headers);
     let response = handle(ctx, tail, headers, body, &mut log).await;
     let response = acknowledged(ctx, tail, form, response);
+    count(ctx, tail, &log, response.status());
     if let Some(entry) = log.entry(response.status().as_u16()) {
         ctx.log.send(entry);
     }
     response
+}
+
+/// Counts the request in the daemon's metrics, by trigger, scheme and outcome. A request refused
+/// for capacity before its path was read is put down to its trigger here.
+fn count(ctx: &WebhookContext, tail: &str, log: &Logged, status: StatusCode) {
+    let outcome = WebhookOutcome::of(status.as_u16(), log.outcome);
+    let metrics = ctx.actors.metrics();
+    if let (Some((project, name)), Some(scheme)) = (&log.trigger, log.scheme) {
+        return metrics.webhook_request(Some((project, name)), Some(scheme), outcome);
+    }
+    let routed = (status == StatusCode::TOO_MANY_REQUESTS)
+        .then(|| route(tail))
+        .flatten()
+        .and_then(|(project, name)| {
+            let snapshot = ctx.snapshots.borrow();
+            let scheme = snapshot.webhook(&project, &name)?.plan.scheme;
+            Some((project, name, scheme))
+        });
+    match &routed {
+        Some((project, name, scheme)) => {
+            metrics.webhook_request(Some((project, name)), Some(*scheme), outcome)
+        }
+        None => metrics.webhook_request(None, None, outcome),
+    }
 }
 
 async fn handle<S, B>(
@@ -507,6 +533,7 @@ where
     };
     log.trigger = Some((project.clone(), name.clone()));
     let plan = &webhook.plan;
+    log.scheme = Some(plan.scheme);
     let body = match payload::read_within(ctx.limits.body_timeout, &headers, body).await {
         Ok(b) => b,
         Err(e) => {
@@ -535,7 +562,11 @@ where
             secret: s.expose().as_bytes(),
         })
         .collect();
-    let verified = match signature::verify(&params, &Hdrs(&headers), &body, &key_refs) {
+    let started = std::time::Instant::now();
+    let verified = signature::verify(&params, &Hdrs(&headers), &body, &key_refs);
+    let metrics = ctx.actors.metrics();
+    metrics.verification_took(scheme, started.elapsed().as_secs_f64());
+    let verified = match verified {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(project = %project, trigger = %name, reason = %e, "webhook refused: signature");
@@ -559,6 +590,10 @@ where
         (false, true) => Proof::DryRun,
         (false, false) => Proof::Delivery,
     };
+    // Like "last verified at": a dry run or `webhook test` proves no sender uses the key.
+    if !dry_run {
+        metrics.verified(&project, &name, &key_name);
+    }
     let _ = ctx.verified.try_send(Verification {
         project: project.clone(),
         store: plan.store.clone(),

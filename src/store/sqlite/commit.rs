@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::replay::recorded;
@@ -42,12 +43,24 @@ struct Job {
 }
 
 /// What the writer thread has done so far.
-#[derive(Default)]
 pub(super) struct Counts {
     /// Creations handed to the thread.
     pub(super) sent: AtomicU64,
     /// Transactions committed (each one fsync).
     pub(super) commits: AtomicU64,
+    /// How long each transaction took to write and fsync (`metrics`'s
+    /// `orchestrator_store_commit_duration_seconds`).
+    pub(super) seconds: Histogram,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            sent: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            seconds: crate::metrics::commit_histogram(),
+        }
+    }
 }
 
 /// The task creations' writer thread; it stops when this is dropped.
@@ -140,7 +153,7 @@ impl Inserted {
 /// Writes `batch` in one durable transaction; if that fails, each job in its own.
 fn commit(pair: &Pair, batch: &[Job], counts: &Counts) -> Vec<Result<u64>> {
     let mut conn = lock(&pair.writer.0);
-    let all = durable(&mut conn, |tx| {
+    let all = durable(&mut conn, &counts.seconds, |tx| {
         let ids = batch
             .iter()
             .map(|job| insert(tx, job))
@@ -159,7 +172,7 @@ fn commit(pair: &Pair, batch: &[Job], counts: &Counts) -> Vec<Result<u64>> {
             batch
                 .iter()
                 .map(|job| {
-                    let inserted = durable(&mut conn, |tx| insert(tx, job))?;
+                    let inserted = durable(&mut conn, &counts.seconds, |tx| insert(tx, job))?;
                     counts.commits.fetch_add(1, Ordering::Relaxed);
                     inserted.answer()
                 })
@@ -169,8 +182,13 @@ fn commit(pair: &Pair, batch: &[Job], counts: &Counts) -> Vec<Result<u64>> {
 }
 
 /// Runs `f` in a write transaction committed with `synchronous=FULL` (the connection's setting
-/// for its other writes, `NORMAL`, is restored after).
-fn durable<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+/// for its other writes, `NORMAL`, is restored after); the time it took goes to `seconds`.
+fn durable<T>(
+    conn: &mut Connection,
+    seconds: &Histogram,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let started = std::time::Instant::now();
     conn.execute_batch("PRAGMA synchronous=FULL")?;
     let result = (|| {
         let tx = immediate(conn)?;
@@ -182,6 +200,7 @@ fn durable<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<
         // Committed either way; the connection just stays at the safer setting.
         tracing::warn!(error = %e, "cannot restore synchronous=NORMAL on the task writer");
     }
+    seconds.observe(started.elapsed().as_secs_f64());
     result
 }
 

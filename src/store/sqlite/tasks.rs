@@ -129,6 +129,10 @@ impl Tasks {
 }
 
 impl TaskStore for Tasks {
+    fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        Some(self.commits.counts.seconds.clone())
+    }
+
     fn create_with(
         &self,
         t: &NewTask,
