@@ -16,15 +16,11 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use orchestrator::domain::signature::{Scheme, sign};
+use support::load::{CONNECTIONS, DURATION, load, report};
 use support::{Daemon, percentile_ms, workspace_manifest};
 
-const CONNECTIONS: usize = 16;
-const DURATION: Duration = Duration::from_secs(5);
 const SECRET: &str = "load-test-signing-secret";
 
 /// Runs as the bare warp server when started with this variable set.
@@ -43,95 +39,6 @@ fn hello_server() {
         println!("{}", listener.local_addr().expect("addr"));
         warp::serve(route).incoming(listener).run().await;
     });
-}
-
-struct Outcome {
-    requests: u64,
-    unexpected: u64,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
-/// Sends for [`DURATION`] on [`CONNECTIONS`] connections; `make` builds request `n`.
-fn load(
-    url: String,
-    expect: u16,
-    make: impl Fn(u64) -> (Vec<(String, String)>, Vec<u8>) + Send + Sync + 'static,
-) -> Outcome {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let client = orchestrator::rotation::http_client()
-            .pool_max_idle_per_host(CONNECTIONS)
-            .tls_certs_only(std::iter::empty())
-            .build()
-            .expect("client");
-        let make = Arc::new(make);
-        let counter = Arc::new(AtomicU64::new(0));
-        let unexpected = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let (client, url, make, counter, unexpected) = (
-                client.clone(),
-                url.clone(),
-                make.clone(),
-                counter.clone(),
-                unexpected.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while start.elapsed() < DURATION {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let (headers, body) = make(n);
-                    let mut req = client.post(&url).body(body);
-                    for (k, v) in headers {
-                        req = req.header(k, v);
-                    }
-                    let t0 = Instant::now();
-                    match req.send().await {
-                        Ok(resp) => {
-                            let status = resp.status().as_u16();
-                            let _ = resp.bytes().await;
-                            if status != expect {
-                                unexpected.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Err(_) => {
-                            unexpected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    lat.push(t0.elapsed());
-                }
-                lat
-            }));
-        }
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(t.await.unwrap_or_default());
-        }
-        Outcome {
-            requests: latencies.len() as u64,
-            unexpected: unexpected.load(Ordering::Relaxed),
-            latencies,
-            elapsed: start.elapsed(),
-        }
-    })
-}
-
-fn report(name: &str, o: &Outcome) -> f64 {
-    let rate = o.requests as f64 / o.elapsed.as_secs_f64();
-    eprintln!(
-        "{name:<10} {rate:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({} requests, {} unexpected answers)",
-        percentile_ms(o.latencies.clone(), 0.5),
-        percentile_ms(o.latencies.clone(), 0.99),
-        o.requests,
-        o.unexpected
-    );
-    rate
 }
 
 fn main() {
@@ -158,7 +65,7 @@ fn main() {
     let hello_addr: SocketAddr = line.trim().parse().expect("address");
     let bare = report(
         "bare warp",
-        &load(format!("http://{hello_addr}/"), 200, |_| {
+        &load(vec![format!("http://{hello_addr}/")], 200, |_| {
             (Vec::new(), Vec::new())
         }),
     );
@@ -182,7 +89,7 @@ fn main() {
     let forged_body = body.clone();
     let rejected = report(
         "rejected",
-        &load(url.clone(), 401, move |n| {
+        &load(vec![url.clone()], 401, move |n| {
             (
                 sign(
                     Scheme::Github,
@@ -196,7 +103,7 @@ fn main() {
             )
         }),
     );
-    let accepted = load(url, 202, move |n| {
+    let accepted = load(vec![url], 202, move |n| {
         (
             sign(
                 Scheme::Github,

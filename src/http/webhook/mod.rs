@@ -141,6 +141,7 @@ struct Counters {
 
 impl WebhookContext {
     /// A context whose verification records go to `verified`.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         verified: mpsc::Sender<Verification>,
@@ -284,6 +285,7 @@ impl ServerView for WebhookContext {
 /// counters, delivery slots and recent-id cache, as a restart should give; the replay window is
 /// `replay`'s record), reading `snapshots` per request and writing "last verified at" stamps to
 /// `verifications` (the daemon's own requests, marked with `own`, as tests).
+#[allow(clippy::too_many_arguments)]
 pub fn serve_fn(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     verifications: Arc<dyn VerificationStore>,
