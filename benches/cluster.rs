@@ -202,10 +202,13 @@ fn main() {
     // Failover: kill -9 of the leader to the first fire of the new one.
     {
         let db = Db::new("failover");
+        let ws = keys.path().join("ws");
+        std::fs::create_dir_all(&ws).expect("workspace");
         let mut n = nodes(&db, &key, 3);
         n[0].apply(&format!(
             "{}---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: quick}}\nspec:\n  max_parallel: 1000\n  steps: [{{id: s, command: \"true\"}}]\n---\napiVersion: orchestrator.dev/v2\nkind: Trigger\nmetadata: {{name: tick}}\nspec:\n  cron: {{schedule: \"* * * * * *\"}}\n  action: {{workflow: quick, workspace: default}}\n  concurrencyPolicy: Allow\n",
-            workspace_manifest(&n[0].path("ws"))
+            // Not in a node's own dir: the killed nodes' dirs go with them.
+            workspace_manifest(&ws)
         ));
         let mut failovers = Vec::new();
         for _ in 0..3 {
