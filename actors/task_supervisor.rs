@@ -3,7 +3,9 @@
 //! WorkflowActor (`workflow/<task-id>`, see `workflow.rs`). It supervises the WorkflowActors with
 //! the shared [`ChildSet`]: a WorkflowActor that fails is restarted and resumes from the task's
 //! durable state; one that keeps failing is given up on and its task fails. At start it kills
-//! the process groups that a crashed daemon left behind and resumes the tasks that were running.
+//! the process groups that this node's crashed daemon left behind and resumes this node's tasks
+//! that were running (`recovery.rs`); a pending task is started by whichever node claims it
+//! first.
 //!
 //! A creation is answered only once its row is durable, and without holding up the mailbox: the
 //! request is checked here, the row is written by the store's group commit on a blocking thread
@@ -26,11 +28,9 @@ use super::workflow::{
     TaskContext, TaskError, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
 };
 use crate::api::TaskInfo;
-use crate::domain::launch::RUN_ID_VAR;
 use crate::domain::manifest::{Kind, Spec};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{CancelReason, TaskState};
-use crate::process;
 use crate::store::{Fence, NewTask, SeenDelivery, StoreError};
 
 /// Registry name of the task supervisor.
@@ -465,34 +465,7 @@ impl Behaviour for TaskSupervisor {
         me: Addr<TaskSupMsg>,
         ctx: TaskContext,
     ) -> Result<TaskSupState, ActorProcessingErr> {
-        // Crash recovery: kill what a previous daemon left running: by recorded process group,
-        // and by the run marker in the environment (which also finds an agent whose group was
-        // not recorded yet when the daemon died, and processes that left the group).
-        let runs = ctx.store.running_runs()?;
-        let marked: std::collections::HashSet<String> =
-            runs.iter().map(|r| r.run_id.to_string()).collect();
-        let scope = format!("ORCHESTRATOR_SOCKET={}", ctx.socket.display());
-        let killed = process::kill_marked(&scope, RUN_ID_VAR, &marked);
-        if killed > 0 {
-            tracing::warn!(
-                killed,
-                "killed orphaned agent processes found by their run marker"
-            );
-        }
-        for run in runs {
-            if let Some(pid) = run.pid {
-                let killed = process::kill_orphaned_group(pid, run.pid_start);
-                if killed > 0 {
-                    tracing::warn!(
-                        task = run.task_id,
-                        run = run.run_id,
-                        pgid = pid,
-                        killed,
-                        "killed an orphaned agent process group"
-                    );
-                }
-            }
-        }
+        recovery::kill_orphans(&ctx)?;
         let mut state = TaskSupState {
             ctx,
             children: ChildSet::new(Intensity::default()),
@@ -505,7 +478,15 @@ impl Behaviour for TaskSupervisor {
             created: 0,
             registry: me.registry().clone(),
         };
-        let running = state.ctx.store.ids_in_state(TaskState::Running)?;
+        // Only this node's running tasks are resumed: another node's are that node's.
+        let node = state.ctx.node.clone();
+        let running: Vec<_> = state
+            .ctx
+            .store
+            .ids_in_state(TaskState::Running)?
+            .into_iter()
+            .filter(|t| recovery::ours(t, &node))
+            .collect();
         let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;
         for t in &running {
             state.track_trigger(t.id, &t.project, t.trigger.as_deref());
@@ -709,5 +690,6 @@ impl Behaviour for TaskSupervisor {
     }
 }
 
+mod recovery;
 #[cfg(test)]
 mod tests;

@@ -155,6 +155,9 @@ pub struct TaskContext {
     pub secrets: Arc<SecretRegistry>,
     /// How many tasks this node runs now (its heartbeat reports it).
     pub running: Arc<std::sync::atomic::AtomicUsize>,
+    /// This daemon's node id (`--node-id`): recorded on the tasks it starts, and what its crash
+    /// recovery takes as its own.
+    pub node: String,
 }
 
 impl TaskContext {
@@ -664,10 +667,13 @@ impl Behaviour for WorkflowActor {
                 return Ok(state);
             }
             Opening::Begin => {
-                state
-                    .ctx
-                    .store
-                    .set_state(id, TaskState::Running, None, now())?;
+                if !state.ctx.store.claim(id, &state.ctx.node, now())? {
+                    // Another node started it meanwhile (or it was cancelled): not ours.
+                    tracing::debug!(task = id, "the task was started elsewhere; leaving it");
+                    state.finished = true;
+                    me.cast(WorkflowMsg::Halt)?;
+                    return Ok(state);
+                }
                 if let Some(p) = &state.task.payload {
                     let dir = state.ctx.task_dir(id);
                     std::fs::create_dir_all(&dir)?;

@@ -84,6 +84,7 @@ impl Harness {
             capture_cap: 1 << 20,
             secrets: Arc::new(SecretRegistry::new()),
             running: Default::default(),
+            node: "test-node".into(),
         };
         let (addr, join) = self
             .actors

@@ -157,6 +157,7 @@ impl Rig {
             capture_cap: 1024 * 1024,
             secrets: Arc::new(SecretRegistry::new()),
             running: Default::default(),
+            node: "test-node".into(),
         };
         let spawned = self
             .actors

@@ -17,8 +17,8 @@ use deadpool_postgres::GenericClient;
 use super::super::Db;
 use super::text;
 use crate::api::{TaskInfo, WorktreeState};
-use crate::store::task_rows::{created_info, created_message};
 use crate::store::cluster::LEADER;
+use crate::store::task_rows::{created_info, created_message};
 use crate::store::{NewTask, Result, SeenDelivery, StoreError};
 
 /// Expired delivery ids one creation deletes (SQLite's group commit deletes twice what a batch
