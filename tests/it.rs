@@ -14,6 +14,7 @@ mod hostile;
 mod inprocess;
 mod integrations;
 mod merge;
+mod pg_nodes;
 mod postgres;
 mod proof;
 mod props;

@@ -20,8 +20,8 @@ fn server() -> String {
 }
 
 /// A database of one test, dropped with it.
-struct Database {
-    url: String,
+pub(crate) struct Database {
+    pub(crate) url: String,
     name: String,
 }
 
@@ -35,7 +35,7 @@ impl Drop for Database {
 
 /// A new empty database, or `None` (with one line saying why) when there is no server outside
 /// CI.
-fn database(test: &str) -> Option<Database> {
+pub(crate) fn database(test: &str) -> Option<Database> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -55,7 +55,7 @@ fn database(test: &str) -> Option<Database> {
 }
 
 /// A key file every node of the test shares (32 bytes, mode 0600), in a directory of its own.
-fn key_file(dir: &tempfile::TempDir) -> PathBuf {
+pub(crate) fn key_file(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("shared.key");
     std::fs::write(&path, [42u8; 32]).expect("write the key file");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
