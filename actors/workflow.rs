@@ -155,8 +155,7 @@ pub struct TaskContext {
     pub secrets: Arc<SecretRegistry>,
     /// How many tasks this node runs now (its heartbeat reports it).
     pub running: Arc<std::sync::atomic::AtomicUsize>,
-    /// This daemon's node id (`--node-id`): recorded on the tasks it starts, and what its crash
-    /// recovery takes as its own.
+    /// This node's id: recorded on the tasks it claims (one another node claimed first halts).
     pub node: String,
 }
 
@@ -660,20 +659,17 @@ impl Behaviour for WorkflowActor {
             session: None,
             task,
         };
-        match Opening::of(state.task.info.state) {
-            Opening::Halt => {
-                state.finished = true;
-                me.cast(WorkflowMsg::Halt)?;
-                return Ok(state);
-            }
+        let opening = Opening::of(state.task.info.state);
+        if opening == Opening::Halt
+            || (opening == Opening::Begin && !state.ctx.store.claim(id, &state.ctx.node, now())?)
+        {
+            state.finished = true;
+            me.cast(WorkflowMsg::Halt)?;
+            return Ok(state);
+        }
+        match opening {
+            Opening::Halt => {}
             Opening::Begin => {
-                if !state.ctx.store.claim(id, &state.ctx.node, now())? {
-                    // Another node started it meanwhile (or it was cancelled): not ours.
-                    tracing::debug!(task = id, "the task was started elsewhere; leaving it");
-                    state.finished = true;
-                    me.cast(WorkflowMsg::Halt)?;
-                    return Ok(state);
-                }
                 if let Some(p) = &state.task.payload {
                     let dir = state.ctx.task_dir(id);
                     std::fs::create_dir_all(&dir)?;
