@@ -314,30 +314,37 @@ impl TaskSupState {
         }
     }
 
-    /// Starts queued tasks while their workflow is under its `max_parallel`.
+    /// Starts queued tasks, oldest first, while this node runs fewer than `max_running` and
+    /// their workflow fewer than its `max_parallel`.
     async fn fill(&mut self, me: &Addr<TaskSupMsg>) {
         if self.shutting_down.is_some() {
             return;
         }
         let snapshot = self.snapshot();
-        let keys: Vec<(String, String)> = self.queues.keys().cloned().collect();
-        for key in keys {
-            let max = match snapshot
-                .lookup(&key.0, Kind::Workflow, &key.1)
-                .map(|r| &r.spec)
-            {
-                Some(Spec::Workflow(w)) => w.max_parallel.max(1) as usize,
-                _ => 1,
-            };
-            while self.running_of(&key) < max {
-                let Some(id) = self.queues.get_mut(&key).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                self.launch(me, id, key.clone()).await;
+        let max_parallel = |key: &(String, String)| match snapshot
+            .lookup(&key.0, Kind::Workflow, &key.1)
+            .map(|r| &r.spec)
+        {
+            Some(Spec::Workflow(w)) => w.max_parallel.max(1) as usize,
+            _ => 1,
+        };
+        self.queues.retain(|_, q| !q.is_empty());
+        while self.running.len() < self.ctx.max_running {
+            // The oldest task at the head of a workflow's queue that has room.
+            let next = self
+                .queues
+                .iter()
+                .filter(|(key, _)| self.running_of(key) < max_parallel(key))
+                .filter_map(|(key, q)| q.front().map(|id| (*id, key.clone())))
+                .min_by_key(|(id, _)| *id);
+            let Some((id, key)) = next else { break };
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.pop_front();
+                if q.is_empty() {
+                    self.queues.remove(&key);
+                }
             }
-            if self.queues.get(&key).is_some_and(VecDeque::is_empty) {
-                self.queues.remove(&key);
-            }
+            self.launch(me, id, key).await;
         }
     }
 

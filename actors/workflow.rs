@@ -22,13 +22,10 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use ractor::{ActorProcessingErr, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
-use tokio::sync::watch;
 
 use super::agent::{AgentActor, AgentArgs, AgentExited, AgentMsg};
 use super::runtime::{self, Addr, Behaviour, Message};
@@ -36,19 +33,20 @@ use crate::api::TaskInfo;
 use crate::domain::launch::{self, Launch, LaunchError, RunFiles, StepRun, TaskVars};
 use crate::domain::lower::{self, LowerError, LoweredWorkflow};
 use crate::domain::manifest::WorkflowSpec;
-use crate::domain::redact::SecretRegistry;
-use crate::domain::snapshot::Snapshot;
 use crate::domain::stream_json::StreamSummary;
 use crate::domain::workflow::{
     CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
     TaskState, output_value,
 };
 use crate::process::{self, Outcome, ProcessError, SpawnSpec};
-use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
+use crate::store::{RunEnd, StoreError, TaskRecord};
 use worktree::{Worktree, WorktreeMsg};
 
+mod context;
 mod retry;
 mod worktree;
+
+pub use context::TaskContext;
 
 /// Registry name of a task's WorkflowActor.
 pub fn workflow_name(id: u64) -> String {
@@ -132,37 +130,6 @@ pub enum StepError {
     Wait(ProcessError),
     #[error("the agent actor failed: {0}")]
     AgentFailed(ActorProcessingErr),
-}
-
-/// What the task actors share.
-#[derive(Clone)]
-pub struct TaskContext {
-    pub store: Arc<dyn TaskStore>,
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// `<data-dir>/runs`: one directory per task with logs, prompt files and the payload.
-    pub runs_dir: PathBuf,
-    pub socket: PathBuf,
-    /// `PATH HOME USER LANG TERM` as the daemon has them (PATH with the daemon's own directory
-    /// first, so agents find the `orchestrator` CLI).
-    pub base_env: Arc<Vec<(String, String)>>,
-    /// SIGTERM → SIGKILL grace for agents.
-    pub grace: Duration,
-    /// Bytes of each output stream written to a run log.
-    pub stream_cap: u64,
-    /// Bytes of stdout kept for `{prev_stdout}` / `{<step>_output}`.
-    pub capture_cap: usize,
-    /// The daemon's live secret set; each step run redacts its output with a lease on it.
-    pub secrets: Arc<SecretRegistry>,
-    /// How many tasks this node runs now (its heartbeat reports it).
-    pub running: Arc<std::sync::atomic::AtomicUsize>,
-    /// This node's id: recorded on the tasks it claims (one another node claimed first halts).
-    pub node: String,
-}
-
-impl TaskContext {
-    fn task_dir(&self, id: u64) -> PathBuf {
-        self.runs_dir.join(id.to_string())
-    }
 }
 
 pub enum WorkflowMsg {

@@ -76,6 +76,13 @@ pub struct Config {
     /// How long after its last heartbeat a node counts as dead (`--node-ttl`); also the
     /// leader lease's length.
     pub node_ttl: Duration,
+    /// The most tasks this daemon runs at once (`--max-running`); `None`: 4 per core.
+    pub max_running: Option<usize>,
+}
+
+/// The default `--max-running`: 4 tasks per core.
+pub fn default_max_running() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from) * 4
 }
 
 /// The default `--node-ttl`.
@@ -396,6 +403,7 @@ pub async fn run(
         secrets: secrets.clone(),
         running: running.clone(),
         node: beat.node.clone(),
+        max_running: config.max_running.unwrap_or_else(default_max_running),
     };
     let leader = Arc::new(watch::channel(first_lead).0);
     let trigger_ctx = TriggerContext {

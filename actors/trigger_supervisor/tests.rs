@@ -158,6 +158,7 @@ impl Rig {
             secrets: Arc::new(SecretRegistry::new()),
             running: Default::default(),
             node: "test-node".into(),
+            max_running: 64,
         };
         let spawned = self
             .actors
