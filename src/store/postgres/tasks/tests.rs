@@ -1,8 +1,8 @@
 //! What only the PostgreSQL task store must show, on a fresh database each: two nodes (two
 //! pools) creating tasks for one delivery id at once make one task, many claims of one pending
-//! task at once start it on one node, expired delivery ids are
-//! pruned as tasks are created, and text PostgreSQL cannot hold is stored all the same. The
-//! cases both backends share are `store::task_cases`.
+//! task at once start it on one node, expired delivery ids are pruned as tasks are created, and
+//! text PostgreSQL cannot hold is stored all the same. The cases both backends share are
+//! `store::task_cases`.
 
 use std::sync::{Arc, Barrier};
 
