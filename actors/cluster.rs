@@ -12,7 +12,8 @@
 //! The leader also fails the running tasks of a node that died (its heartbeat older than its
 //! TTL, and it did not stop cleanly) with reason `interrupted: node X stopped heartbeating`;
 //! the dead node kills their process groups when it comes back (the task supervisor's crash
-//! recovery).
+//! recovery). The dead node's queue was in its memory: the leader's task supervisor then takes
+//! up the pending tasks that no node has started.
 //!
 //! On SQLite there is one node (the data dir's lock), and it always leads.
 
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 
 use super::clock::Clock;
 use super::runtime::{Addr, Behaviour, Message};
+use super::task_supervisor::{TASKS, TaskSupMsg};
 use crate::domain::snapshot::Snapshot;
 use crate::store::TaskStore;
 use crate::store::cluster::{Beat, ClusterStore, FORGET_AFTER, Fence, LEADER, NodeRecord};
@@ -229,7 +231,7 @@ impl ClusterState {
                 let leads = lead.is_some();
                 self.publish(lead);
                 if leads {
-                    self.sweep(now);
+                    self.sweep(me, now);
                 }
             }
             Err(e) => {
@@ -265,7 +267,7 @@ impl ClusterState {
     /// The leader fails the running tasks of nodes that died — their heartbeat is older than
     /// their TTL and they did not stop cleanly (a clean stop ended its tasks itself) — once per
     /// death. The store checks, in the same transaction, that the node has not come back.
-    fn sweep(&mut self, now: DateTime<Utc>) {
+    fn sweep(&mut self, me: &Addr<ClusterMsg>, now: DateTime<Utc>) {
         let nodes = match self.args.store.nodes() {
             Ok(n) => n,
             Err(e) => {
@@ -291,6 +293,10 @@ impl ClusterState {
                         self.failed_tasks += ids.len() as u64;
                     }
                     self.swept.insert(key(n));
+                    // Its queue was in its memory: this node takes up the pending tasks.
+                    if let Some(t) = me.registry().lookup::<TaskSupMsg>(TASKS) {
+                        let _ = t.cast(TaskSupMsg::Adopt);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(node = %n.node, error = %e, "cannot fail the tasks of a dead node; retrying on the next heartbeat");

@@ -95,6 +95,10 @@ pub enum TaskSupMsg {
     /// answers when all have ended.
     Shutdown(RpcReplyPort<()>),
     Retry(String),
+    /// A node died (the leader's cluster actor says so): queue the pending tasks, not held,
+    /// that this node neither queues nor runs — the dead node's queue among them. Of two nodes
+    /// that start one task, the store's claim lets one run it.
+    Adopt,
 }
 
 impl Message for TaskSupMsg {
@@ -107,6 +111,7 @@ impl Message for TaskSupMsg {
             TaskSupMsg::Active { .. } => "Active",
             TaskSupMsg::Shutdown(..) => "Shutdown",
             TaskSupMsg::Retry(..) => "Retry",
+            TaskSupMsg::Adopt => "Adopt",
         }
     }
 }
@@ -647,6 +652,33 @@ impl Behaviour for TaskSupervisor {
                             reply: None,
                         });
                     }
+                }
+            }
+            TaskSupMsg::Adopt => {
+                if state.shutting_down.is_some() {
+                    return Ok(());
+                }
+                let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;
+                let mut adopted = 0;
+                for t in pending {
+                    let known = state.running.contains_key(&t.id)
+                        || state.queues.values().any(|q| q.contains(&t.id));
+                    if t.held || known {
+                        continue;
+                    }
+                    if !state.trigger_of.contains_key(&t.id) {
+                        state.track_trigger(t.id, &t.project, t.trigger.as_deref());
+                    }
+                    state
+                        .queues
+                        .entry((t.project, t.workflow))
+                        .or_default()
+                        .push_back(t.id);
+                    adopted += 1;
+                }
+                if adopted > 0 {
+                    tracing::info!(tasks = adopted, "queued pending tasks after a node died");
+                    state.fill(me).await;
                 }
             }
             TaskSupMsg::Retry(name) => {

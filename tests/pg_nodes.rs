@@ -2,7 +2,8 @@
 //! A task runs a long `sleep` on `a`; `b` starting leaves it alone (its crash recovery takes
 //! only its own runs); `a` is `kill -9`ed; `b`, leading, fails the task as interrupted once
 //! `a`'s heartbeat is older than its TTL; `a`, restarted with the same id, kills the `sleep` it
-//! left behind although the task was failed by `b`.
+//! left behind although the task was failed by `b`. The task that waited in `a`'s queue is
+//! taken up by `b`.
 
 use std::time::Duration;
 
@@ -45,15 +46,17 @@ fn a_killed_nodes_task_fails_on_another_node_and_its_agent_dies_when_it_returns(
     };
     let mut a = node("a");
     a.apply(&format!(
-        "{}---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: long}}\nspec:\n  steps: [{{id: wait, command: \"sleep 6471\"}}]\n",
+        "{}---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: long}}\nspec:\n  max_parallel: 1\n  steps: [{{id: wait, command: \"sleep 6471\"}}]\n",
         a.workspace()
     ));
-    let id: u64 = a
-        .cli(&["task", "create", "--workflow", "long"])
-        .ok()
-        .trim()
-        .parse()
-        .expect("task id");
+    let create = |d: &TestDaemon| -> u64 {
+        d.cli(&["task", "create", "--workflow", "long"])
+            .ok()
+            .trim()
+            .parse()
+            .expect("task id")
+    };
+    let id = create(&a);
     let pid = eventually(Duration::from_secs(30), "the sleep to run", || {
         let t = a.task(id);
         t["steps"][0]["pid"]
@@ -78,6 +81,12 @@ fn a_killed_nodes_task_fails_on_another_node_and_its_agent_dies_when_it_returns(
         "{t}"
     );
     assert!(runs(pid, "sleep 6471"), "b's start left a's agent alone");
+    // A second task waits in a's queue (max_parallel 1): pending, on no node yet; b, started
+    // before it existed, does not know of it.
+    let queued = create(&a);
+    let t = a.task(queued);
+    assert_eq!(t["task"]["state"], "pending", "{t}");
+    assert!(t["task"].get("node").is_none(), "{t}");
 
     a.kill9();
     assert!(
@@ -98,6 +107,12 @@ fn a_killed_nodes_task_fails_on_another_node_and_its_agent_dies_when_it_returns(
         runs(pid, "sleep 6471"),
         "b cannot kill an agent on a's machine: a does when it returns"
     );
+    // a's queue died with it: b takes up the task that waited there.
+    let t = eventually(Duration::from_secs(30), "b to run the queued task", || {
+        let t = b.task(queued);
+        (t["task"]["state"] == "running").then_some(t)
+    });
+    assert_eq!(t["task"]["node"], "b", "{t}");
 
     a.spawn();
     eventually(
@@ -110,6 +125,12 @@ fn a_killed_nodes_task_fails_on_another_node_and_its_agent_dies_when_it_returns(
     assert_eq!(
         t["task"]["reason"], "interrupted: node a stopped heartbeating",
         "{t}"
+    );
+    let t = a.task(queued);
+    assert_eq!(
+        (t["task"]["state"].as_str(), t["task"]["node"].as_str()),
+        (Some("running"), Some("b")),
+        "a's return leaves b's task alone: {t}"
     );
     drop(b);
     drop(a);
