@@ -9,19 +9,29 @@
 //! may take the expired lease, this one has stopped firing; and a fire it still attempts is
 //! refused by the store, which checks the lease's fencing token in the fire's transaction.
 //!
+//! The leader also fails the running tasks of a node that died (its heartbeat older than its
+//! TTL, and it did not stop cleanly) with reason `interrupted: node X stopped heartbeating`;
+//! the dead node kills their process groups when it comes back (the task supervisor's crash
+//! recovery). The dead node's queue was in its memory: the leader's task supervisor then takes
+//! up the pending tasks that no node has started.
+//!
 //! On SQLite there is one node (the data dir's lock), and it always leads.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use ractor::ActorProcessingErr;
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::clock::Clock;
 use super::runtime::{Addr, Behaviour, Message};
+use super::task_supervisor::{TASKS, TaskSupMsg};
 use crate::domain::snapshot::Snapshot;
-use crate::store::cluster::{Beat, ClusterStore, FORGET_AFTER, Fence, LEADER};
+use crate::store::TaskStore;
+use crate::store::cluster::{Beat, ClusterStore, FORGET_AFTER, Fence, LEADER, NodeRecord};
 
 /// Registry name of the cluster actor.
 pub const NAME: &str = "cluster";
@@ -83,6 +93,11 @@ pub fn leave(store: &dyn ClusterStore, beat: &Beat, lead: Option<&Leader>) {
     }
 }
 
+/// The reason a task fails with when its node died while it ran.
+pub fn dead_node_reason(node: &str) -> String {
+    format!("interrupted: node {node} stopped heartbeating")
+}
+
 /// Heartbeats between two passes that forget long-gone nodes.
 const FORGET_EVERY: u64 = 600;
 
@@ -137,6 +152,8 @@ pub struct ClusterArgs {
     pub interval: Duration,
     /// How many tasks this node runs (the task supervisor keeps it).
     pub running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the leader fails the running tasks of dead nodes.
+    pub tasks: Arc<dyn TaskStore>,
     pub clock: Clock,
 }
 
@@ -168,6 +185,10 @@ pub struct ClusterState {
     last_error: Option<String>,
     timer: Option<tokio::task::JoinHandle<()>>,
     watcher: tokio::task::JoinHandle<()>,
+    /// Dead nodes (id, instance, last heartbeat) whose tasks this leader has failed already.
+    swept: HashSet<(String, String, DateTime<Utc>)>,
+    /// Tasks failed because their node died, since this actor started.
+    failed_tasks: u64,
 }
 
 impl Drop for ClusterState {
@@ -216,7 +237,11 @@ impl ClusterState {
                     },
                     until: started + ttl.saturating_sub(margin(ttl)),
                 });
+                let leads = lead.is_some();
                 self.publish(lead);
+                if leads {
+                    self.sweep(me, now);
+                }
             }
             Err(e) => {
                 self.failures += 1;
@@ -261,6 +286,47 @@ impl ClusterState {
             .heartbeat(&self.args.beat, self.args.clock.now())
         {
             tracing::debug!(error = %e, "cannot report the published revision now; the next heartbeat does");
+        }
+    }
+
+    /// The leader fails the running tasks of nodes that died — their heartbeat is older than
+    /// their TTL and they did not stop cleanly (a clean stop ended its tasks itself) — once per
+    /// death. The store checks, in the same transaction, that the node has not come back.
+    fn sweep(&mut self, me: &Addr<ClusterMsg>, now: DateTime<Utc>) {
+        let nodes = match self.args.store.nodes() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the nodes to find dead ones");
+                return;
+            }
+        };
+        let dead: Vec<&NodeRecord> = nodes
+            .iter()
+            .filter(|n| n.node != self.args.beat.node && n.stopped_at.is_none() && !n.live(now))
+            .collect();
+        let key = |n: &NodeRecord| (n.node.clone(), n.instance.clone(), n.heartbeat_at);
+        self.swept.retain(|k| dead.iter().any(|n| key(n) == *k));
+        for n in dead {
+            if self.swept.contains(&key(n)) {
+                continue;
+            }
+            let reason = dead_node_reason(&n.node);
+            match self.args.tasks.fail_node(n, &reason, now) {
+                Ok(ids) => {
+                    if !ids.is_empty() {
+                        tracing::warn!(node = %n.node, tasks = ?ids, "a node stopped heartbeating: its running tasks failed as interrupted");
+                        self.failed_tasks += ids.len() as u64;
+                    }
+                    self.swept.insert(key(n));
+                    // Its queue was in its memory: this node takes up the pending tasks.
+                    if let Some(t) = me.registry().lookup::<TaskSupMsg>(TASKS) {
+                        let _ = t.cast(TaskSupMsg::Adopt);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.node, error = %e, "cannot fail the tasks of a dead node; retrying on the next heartbeat");
+                }
+            }
         }
     }
 
@@ -320,6 +386,8 @@ impl Behaviour for ClusterActor {
             displaced: false,
             last_error: None,
             timer: None,
+            swept: HashSet::new(),
+            failed_tasks: 0,
         })
     }
 
@@ -346,6 +414,7 @@ impl Behaviour for ClusterActor {
             "failures": state.failures,
             "displaced": state.displaced,
             "lastError": state.last_error,
+            "deadNodeTasksFailed": state.failed_tasks,
             "leader": leader.as_ref().map(|l| json!({
                 "token": l.fence.token,
                 "holdsForSeconds": l.until.saturating_duration_since(Instant::now()).as_secs_f64(),

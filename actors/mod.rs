@@ -6,9 +6,11 @@
 //! ├── secret-store              SecretStoreActor: single writer of desired state; serializes
 //! │                             every apply/delete, commits to SQLite, publishes a Snapshot
 //! ├── cluster                   ClusterActor (cluster.rs): this node's heartbeat, the leader
-//! │                             lease; only the leader's trigger supervisor arms triggers
+//! │                             lease; only the leader's trigger supervisor arms triggers;
+//! │                             the leader fails dead nodes' running tasks
 //! ├── tasks                     TaskSupervisor (task_supervisor.rs): creates and queues tasks,
-//! │   │                         max_parallel per workflow, crash recovery at start
+//! │   │                         max_parallel per workflow, --max-running per node, crash
+//! │   │                         recovery of this node's runs at start
 //! │   └── workflow/<task-id>    WorkflowActor (workflow.rs): drives one task through its steps
 //! │       │                     (in its own git worktree if its workspace says so)
 //! │       └── agent/<task-id>/<step>/<n>   AgentActor (agent.rs): wraps one agent subprocess

@@ -3,7 +3,9 @@
 //! WorkflowActor (`workflow/<task-id>`, see `workflow.rs`). It supervises the WorkflowActors with
 //! the shared [`ChildSet`]: a WorkflowActor that fails is restarted and resumes from the task's
 //! durable state; one that keeps failing is given up on and its task fails. At start it kills
-//! the process groups that a crashed daemon left behind and resumes the tasks that were running.
+//! the process groups that this node's crashed daemon left behind and resumes this node's tasks
+//! that were running (`recovery.rs`); a pending task is started by whichever node claims it
+//! first.
 //!
 //! A creation is answered only once its row is durable, and without holding up the mailbox: the
 //! request is checked here, the row is written by the store's group commit on a blocking thread
@@ -26,11 +28,9 @@ use super::workflow::{
     TaskContext, TaskError, TaskReply, WorkflowActor, WorkflowArgs, WorkflowMsg, now, workflow_name,
 };
 use crate::api::TaskInfo;
-use crate::domain::launch::RUN_ID_VAR;
 use crate::domain::manifest::{Kind, Spec};
 use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{CancelReason, TaskState};
-use crate::process;
 use crate::store::{Fence, NewTask, SeenDelivery, StoreError};
 
 /// Registry name of the task supervisor.
@@ -95,6 +95,10 @@ pub enum TaskSupMsg {
     /// answers when all have ended.
     Shutdown(RpcReplyPort<()>),
     Retry(String),
+    /// A node died (the leader's cluster actor says so): queue the pending tasks, not held,
+    /// that this node neither queues nor runs — the dead node's queue among them. Of two nodes
+    /// that start one task, the store's claim lets one run it.
+    Adopt,
 }
 
 impl Message for TaskSupMsg {
@@ -107,6 +111,7 @@ impl Message for TaskSupMsg {
             TaskSupMsg::Active { .. } => "Active",
             TaskSupMsg::Shutdown(..) => "Shutdown",
             TaskSupMsg::Retry(..) => "Retry",
+            TaskSupMsg::Adopt => "Adopt",
         }
     }
 }
@@ -314,30 +319,37 @@ impl TaskSupState {
         }
     }
 
-    /// Starts queued tasks while their workflow is under its `max_parallel`.
+    /// Starts queued tasks, oldest first, while this node runs fewer than `max_running` and
+    /// their workflow fewer than its `max_parallel`.
     async fn fill(&mut self, me: &Addr<TaskSupMsg>) {
         if self.shutting_down.is_some() {
             return;
         }
         let snapshot = self.snapshot();
-        let keys: Vec<(String, String)> = self.queues.keys().cloned().collect();
-        for key in keys {
-            let max = match snapshot
-                .lookup(&key.0, Kind::Workflow, &key.1)
-                .map(|r| &r.spec)
-            {
-                Some(Spec::Workflow(w)) => w.max_parallel.max(1) as usize,
-                _ => 1,
-            };
-            while self.running_of(&key) < max {
-                let Some(id) = self.queues.get_mut(&key).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                self.launch(me, id, key.clone()).await;
+        let max_parallel = |key: &(String, String)| match snapshot
+            .lookup(&key.0, Kind::Workflow, &key.1)
+            .map(|r| &r.spec)
+        {
+            Some(Spec::Workflow(w)) => w.max_parallel.max(1) as usize,
+            _ => 1,
+        };
+        self.queues.retain(|_, q| !q.is_empty());
+        while self.running.len() < self.ctx.max_running {
+            // The oldest task at the head of a workflow's queue that has room.
+            let next = self
+                .queues
+                .iter()
+                .filter(|(key, _)| self.running_of(key) < max_parallel(key))
+                .filter_map(|(key, q)| q.front().map(|id| (*id, key.clone())))
+                .min_by_key(|(id, _)| *id);
+            let Some((id, key)) = next else { break };
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.pop_front();
+                if q.is_empty() {
+                    self.queues.remove(&key);
+                }
             }
-            if self.queues.get(&key).is_some_and(VecDeque::is_empty) {
-                self.queues.remove(&key);
-            }
+            self.launch(me, id, key).await;
         }
     }
 
@@ -465,34 +477,7 @@ impl Behaviour for TaskSupervisor {
         me: Addr<TaskSupMsg>,
         ctx: TaskContext,
     ) -> Result<TaskSupState, ActorProcessingErr> {
-        // Crash recovery: kill what a previous daemon left running: by recorded process group,
-        // and by the run marker in the environment (which also finds an agent whose group was
-        // not recorded yet when the daemon died, and processes that left the group).
-        let runs = ctx.store.running_runs()?;
-        let marked: std::collections::HashSet<String> =
-            runs.iter().map(|r| r.run_id.to_string()).collect();
-        let scope = format!("ORCHESTRATOR_SOCKET={}", ctx.socket.display());
-        let killed = process::kill_marked(&scope, RUN_ID_VAR, &marked);
-        if killed > 0 {
-            tracing::warn!(
-                killed,
-                "killed orphaned agent processes found by their run marker"
-            );
-        }
-        for run in runs {
-            if let Some(pid) = run.pid {
-                let killed = process::kill_orphaned_group(pid, run.pid_start);
-                if killed > 0 {
-                    tracing::warn!(
-                        task = run.task_id,
-                        run = run.run_id,
-                        pgid = pid,
-                        killed,
-                        "killed an orphaned agent process group"
-                    );
-                }
-            }
-        }
+        recovery::kill_orphans(&ctx)?;
         let mut state = TaskSupState {
             ctx,
             children: ChildSet::new(Intensity::default()),
@@ -505,7 +490,15 @@ impl Behaviour for TaskSupervisor {
             created: 0,
             registry: me.registry().clone(),
         };
-        let running = state.ctx.store.ids_in_state(TaskState::Running)?;
+        // Only this node's running tasks are resumed: another node's are that node's.
+        let node = state.ctx.node.clone();
+        let running: Vec<_> = state
+            .ctx
+            .store
+            .ids_in_state(TaskState::Running)?
+            .into_iter()
+            .filter(|t| recovery::ours(t, &node))
+            .collect();
         let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;
         for t in &running {
             state.track_trigger(t.id, &t.project, t.trigger.as_deref());
@@ -661,6 +654,33 @@ impl Behaviour for TaskSupervisor {
                     }
                 }
             }
+            TaskSupMsg::Adopt => {
+                if state.shutting_down.is_some() {
+                    return Ok(());
+                }
+                let pending = state.ctx.store.ids_in_state(TaskState::Pending)?;
+                let mut adopted = 0;
+                for t in pending {
+                    let known = state.running.contains_key(&t.id)
+                        || state.queues.values().any(|q| q.contains(&t.id));
+                    if t.held || known {
+                        continue;
+                    }
+                    if !state.trigger_of.contains_key(&t.id) {
+                        state.track_trigger(t.id, &t.project, t.trigger.as_deref());
+                    }
+                    state
+                        .queues
+                        .entry((t.project, t.workflow))
+                        .or_default()
+                        .push_back(t.id);
+                    adopted += 1;
+                }
+                if adopted > 0 {
+                    tracing::info!(tasks = adopted, "queued pending tasks after a node died");
+                    state.fill(me).await;
+                }
+            }
             TaskSupMsg::Retry(name) => {
                 if let ChildEvent::Exited {
                     name,
@@ -709,5 +729,6 @@ impl Behaviour for TaskSupervisor {
     }
 }
 
+mod recovery;
 #[cfg(test)]
 mod tests;

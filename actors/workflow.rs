@@ -23,13 +23,10 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use ractor::{ActorProcessingErr, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
-use tokio::sync::watch;
 
 use super::agent::{AgentActor, AgentArgs, AgentExited, AgentMsg};
 use super::runtime::{self, Addr, Behaviour, Message};
@@ -37,21 +34,21 @@ use crate::api::TaskInfo;
 use crate::domain::launch::{self, Launch, LaunchError, RunFiles, StepRun, TaskVars};
 use crate::domain::lower::{self, LowerError, LoweredWorkflow};
 use crate::domain::manifest::WorkflowSpec;
-use crate::domain::redact::SecretRegistry;
-use crate::domain::snapshot::Snapshot;
 use crate::domain::workflow::{
     CancelReason, INTERRUPTED, Next, Opening, PastRun, Plan, Position, RunState, StepResult,
     TaskState, output_value,
 };
 use crate::metrics::Metrics;
 use crate::process::{self, ProcessError, SpawnSpec};
-use crate::store::{RunEnd, StoreError, TaskRecord, TaskStore};
+use crate::store::{RunEnd, StoreError, TaskRecord};
 use worktree::{Worktree, WorktreeMsg};
 
+mod context;
 mod retry;
 mod run_end;
 mod worktree;
 
+pub use context::TaskContext;
 use run_end::{errored, judge};
 
 /// Registry name of a task's WorkflowActor.
@@ -136,35 +133,6 @@ pub enum StepError {
     Wait(ProcessError),
     #[error("the agent actor failed: {0}")]
     AgentFailed(ActorProcessingErr),
-}
-
-/// What the task actors share.
-#[derive(Clone)]
-pub struct TaskContext {
-    pub store: Arc<dyn TaskStore>,
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// `<data-dir>/runs`: one directory per task with logs, prompt files and the payload.
-    pub runs_dir: PathBuf,
-    pub socket: PathBuf,
-    /// `PATH HOME USER LANG TERM` as the daemon has them (PATH with the daemon's own directory
-    /// first, so agents find the `orchestrator` CLI).
-    pub base_env: Arc<Vec<(String, String)>>,
-    /// SIGTERM → SIGKILL grace for agents.
-    pub grace: Duration,
-    /// Bytes of each output stream written to a run log.
-    pub stream_cap: u64,
-    /// Bytes of stdout kept for `{prev_stdout}` / `{<step>_output}`.
-    pub capture_cap: usize,
-    /// The daemon's live secret set; each step run redacts its output with a lease on it.
-    pub secrets: Arc<SecretRegistry>,
-    /// How many tasks this node runs now (its heartbeat reports it).
-    pub running: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl TaskContext {
-    fn task_dir(&self, id: u64) -> PathBuf {
-        self.runs_dir.join(id.to_string())
-    }
 }
 
 pub enum WorkflowMsg {
@@ -604,17 +572,17 @@ impl Behaviour for WorkflowActor {
             session: None,
             task,
         };
-        match Opening::of(state.task.info.state) {
-            Opening::Halt => {
-                state.finished = true;
-                me.cast(WorkflowMsg::Halt)?;
-                return Ok(state);
-            }
+        let opening = Opening::of(state.task.info.state);
+        if opening == Opening::Halt
+            || (opening == Opening::Begin && !state.ctx.store.claim(id, &state.ctx.node, now())?)
+        {
+            state.finished = true;
+            me.cast(WorkflowMsg::Halt)?;
+            return Ok(state);
+        }
+        match opening {
+            Opening::Halt => {}
             Opening::Begin => {
-                state
-                    .ctx
-                    .store
-                    .set_state(id, TaskState::Running, None, now())?;
                 if let Some(p) = &state.task.payload {
                     let dir = state.ctx.task_dir(id);
                     std::fs::create_dir_all(&dir)?;

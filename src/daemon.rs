@@ -81,6 +81,13 @@ pub struct Config {
     /// How long after its last heartbeat a node counts as dead (`--node-ttl`); also the
     /// leader lease's length.
     pub node_ttl: Duration,
+    /// The most tasks this daemon runs at once (`--max-running`); `None`: 4 per core.
+    pub max_running: Option<usize>,
+}
+
+/// The default `--max-running`: 4 tasks per core.
+pub fn default_max_running() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from) * 4
 }
 
 /// The default `--node-ttl`.
@@ -360,18 +367,6 @@ pub async fn run(
     secrets.update(initial.secret_values().map(SecretValue::expose));
     let (publish, snapshots) = watch::channel(Arc::new(initial));
     let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let task_ctx = TaskContext {
-        store: stores.tasks.clone(),
-        snapshots: snapshots.clone(),
-        runs_dir: data_dir.join(layout::RUNS_DIR),
-        socket: socket_path.clone(),
-        base_env: Arc::new(crate::process::base_env()),
-        grace: AGENT_GRACE,
-        stream_cap: 16 * 1024 * 1024,
-        capture_cap: 1024 * 1024,
-        secrets: secrets.clone(),
-        running: running.clone(),
-    };
     let retention_args = {
         let store = stores.tasks.clone();
         let snapshots = snapshots.clone();
@@ -411,6 +406,20 @@ pub async fn run(
         running: 0,
     };
     let first_lead = tokio::task::block_in_place(|| cluster::join(&*stores.cluster, &beat))?;
+    let task_ctx = TaskContext {
+        store: stores.tasks.clone(),
+        snapshots: snapshots.clone(),
+        runs_dir: data_dir.join(layout::RUNS_DIR),
+        socket: socket_path.clone(),
+        base_env: Arc::new(crate::process::base_env()),
+        grace: AGENT_GRACE,
+        stream_cap: 16 * 1024 * 1024,
+        capture_cap: 1024 * 1024,
+        secrets: secrets.clone(),
+        running: running.clone(),
+        node: beat.node.clone(),
+        max_running: config.max_running.unwrap_or_else(default_max_running),
+    };
     let leader = Arc::new(watch::channel(first_lead).0);
     let trigger_ctx = TriggerContext {
         store: stores.triggers.clone(),
@@ -477,12 +486,13 @@ pub async fn run(
         restart: Restart::Permanent,
         exhausted: Exhausted::Escalate,
         start: {
-            let (store, beat, snapshots, leader, running) = (
+            let (store, beat, snapshots, leader, running, tasks) = (
                 stores.cluster.clone(),
                 beat.clone(),
                 snapshots.clone(),
                 leader.clone(),
                 running.clone(),
+                stores.tasks.clone(),
             );
             start_fn(&actors, cluster::NAME.to_owned(), move || {
                 (
@@ -494,6 +504,7 @@ pub async fn run(
                         leader: leader.clone(),
                         interval: cluster::HEARTBEAT,
                         running: running.clone(),
+                        tasks: tasks.clone(),
                         clock: Clock::System,
                     },
                 )

@@ -101,6 +101,10 @@ pub struct Flags {
     #[arg(long, default_value_t = 10, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub node_ttl: u64,
+    /// The most tasks this daemon runs at once, over all workflows (each workflow's
+    /// max_parallel holds too); the others wait, oldest first [default: 4 per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_running: Option<u32>,
 }
 
 /// `--log-format`: how the daemon's log lines on stderr look (README "The daemon's log").

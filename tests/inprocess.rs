@@ -40,6 +40,7 @@ impl InProcess {
             secret_key_file: None,
             node_id: None,
             node_ttl: daemon::NODE_TTL,
+            max_running: None,
         };
         let data = DataDir::open(&config.data_dir).expect("data dir");
         let listeners = Listeners::bind(&config, &data).expect("listeners");

@@ -16,6 +16,7 @@ mod inprocess;
 mod integrations;
 mod merge;
 mod metrics;
+mod pg_nodes;
 mod postgres;
 mod proof;
 mod props;

@@ -28,6 +28,8 @@ struct Harness {
     /// far the clock may jump while the runtime is idle, so a test of long timeouts looks
     /// seldom.
     poll: Duration,
+    /// `--max-running`.
+    max_running: usize,
 }
 
 impl Harness {
@@ -63,6 +65,7 @@ impl Harness {
             snapshot,
             tasks: None,
             poll: Duration::from_millis(5),
+            max_running: 64,
         }
     }
 
@@ -84,6 +87,8 @@ impl Harness {
             capture_cap: 1 << 20,
             secrets: Arc::new(SecretRegistry::new()),
             running: Default::default(),
+            node: "test-node".into(),
+            max_running: self.max_running,
         };
         let (addr, join) = self
             .actors
@@ -535,5 +540,32 @@ spec:
     let after = active().await;
     assert_eq!((after.ids, after.creating), (vec![info.id], 0));
     assert!(h.store.get(info.id).expect("get").is_some());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn max_running_caps_the_tasks_of_all_workflows_and_starts_the_oldest_first() {
+    let step = r#"{id: s, command: "sh -c 'echo start-$1 >> ../order; sleep 0.2; echo end-$1 >> ../order' sh {task_id}"}"#;
+    let mut h = Harness::new(&format!(
+        "kind: Workflow\nmetadata: {{name: a}}\nspec: {{max_parallel: 5, steps: [{step}]}}\n---\nkind: Workflow\nmetadata: {{name: b}}\nspec: {{max_parallel: 5, steps: [{step}]}}\n"
+    ))
+    .await;
+    h.max_running = 1;
+    let tasks = h.start().await;
+    let mut ids = Vec::new();
+    for w in ["a", "b", "a", "b"] {
+        ids.push(h.create(&tasks, w).await.expect("created"));
+    }
+    for id in &ids {
+        let (task, runs) = h.finished(*id).await;
+        assert_eq!(task.state, TaskState::Succeeded, "{runs:?}");
+        assert_eq!(task.node.as_deref(), Some("test-node"));
+    }
+    let order = std::fs::read_to_string(h.dir.path().join("order")).expect("order");
+    let want: String = ids
+        .iter()
+        .map(|id| format!("start-{id}\nend-{id}\n"))
+        .collect();
+    assert_eq!(order, want, "one task at a time, oldest first");
     h.stop().await;
 }

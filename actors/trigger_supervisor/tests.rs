@@ -157,6 +157,8 @@ impl Rig {
             capture_cap: 1024 * 1024,
             secrets: Arc::new(SecretRegistry::new()),
             running: Default::default(),
+            node: "test-node".into(),
+            max_running: 64,
         };
         let spawned = self
             .actors

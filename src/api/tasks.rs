@@ -60,6 +60,9 @@ pub struct TaskInfo {
     /// The task's own git worktree (a Workspace with `worktree: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<WorktreeInfo>,
+    /// The node that runs (or ran) the task: set when it starts running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A task's git worktree: where it is (once created) and what became of it.

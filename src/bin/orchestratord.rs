@@ -59,6 +59,7 @@ fn start(args: Flags) -> anyhow::Result<()> {
         secret_key_file: args.secret_key_file,
         node_id: args.node_id,
         node_ttl: std::time::Duration::from_secs(args.node_ttl),
+        max_running: args.max_running.map(|n| n as usize),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

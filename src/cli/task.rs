@@ -406,6 +406,9 @@ fn print_task(d: &TaskDetail) -> anyhow::Result<()> {
     }
     writeln!(o, "State:      {}", task_outcome(t))?;
     writeln!(o, "Origin:     {}", t.origin)?;
+    if let Some(n) = &t.node {
+        writeln!(o, "Node:       {n}")?;
+    }
     if let Some(g) = &t.goal {
         writeln!(o, "Goal:       {g}")?;
     }

@@ -13,7 +13,9 @@ use crate::domain::snapshot::{ResourceKey, Snapshot};
 use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
 
 mod cluster;
+mod task_nodes;
 pub(crate) use cluster::{cron_fires_are_fenced_and_once, lease, membership};
+pub(crate) use task_nodes::{a_dead_nodes_tasks_fail, tasks_name_their_node};
 
 /// A whole millisecond (both backends keep at least that much of an instant).
 pub(crate) fn at(ms: i64) -> DateTime<Utc> {

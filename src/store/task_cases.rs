@@ -392,7 +392,7 @@ pub(crate) fn task_life(tasks: &dyn TaskStore) {
         )
         .expect("run");
     tasks.set_run_pid(first, 4242, Some(99)).expect("pid");
-    let running = tasks.running_runs().expect("running");
+    let running = tasks.running_runs("n").expect("running");
     assert_eq!(running.len(), 1);
     assert_eq!((running[0].run_id, running[0].task_id), (first, created.id));
     assert_eq!(
@@ -443,7 +443,7 @@ pub(crate) fn task_life(tasks: &dyn TaskStore) {
             at(6),
         )
         .expect("finish");
-    assert!(tasks.running_runs().expect("running").is_empty());
+    assert!(tasks.running_runs("n").expect("running").is_empty());
 
     let runs = tasks.runs(created.id).expect("runs");
     assert_eq!(runs.len(), 2);
@@ -671,7 +671,7 @@ pub(crate) fn interrupted_runs(tasks: &dyn TaskStore) {
         .expect("run");
     tasks.set_run_pid(second, 77, None).expect("pid");
     let mut running: Vec<_> = tasks
-        .running_runs()
+        .running_runs("n")
         .expect("running")
         .into_iter()
         .map(|r| (r.task_id, r.run_id, r.pid))
@@ -697,7 +697,7 @@ pub(crate) fn interrupted_runs(tasks: &dyn TaskStore) {
         assert_eq!(r.finished_at, Some(at(4)));
     }
     let left: Vec<u64> = tasks
-        .running_runs()
+        .running_runs("n")
         .expect("running")
         .iter()
         .map(|r| r.task_id)

@@ -12,7 +12,7 @@ use crate::api::{
 };
 
 /// The task columns both backends select for a [`TaskInfo`], in this order.
-pub(crate) const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at, worktree_state, worktree_path";
+pub(crate) const TASK_COLUMNS: &str = "id, project, workflow, workspace, state, reason, origin, goal, scheduled_at, cycle, step, created_at, started_at, finished_at, worktree_state, worktree_path, node";
 
 /// The step run columns both backends select for a [`StepRunInfo`], in this order; the
 /// stream-json columns start at [`RUN_STREAM_AT`].
@@ -43,6 +43,7 @@ pub(crate) struct StoredTask {
     pub finished_at: Option<DateTime<Utc>>,
     pub worktree_state: Option<String>,
     pub worktree_path: Option<String>,
+    pub node: Option<String>,
 }
 
 impl StoredTask {
@@ -68,6 +69,7 @@ impl StoredTask {
             started_at: self.started_at,
             finished_at: self.finished_at,
             worktree: worktree_of(self.worktree_state, self.worktree_path),
+            node: self.node,
         })
     }
 }
@@ -221,5 +223,6 @@ pub(crate) fn created_info(t: &super::NewTask, id: u64, now: DateTime<Utc>) -> T
             state: WorktreeState::Requested,
             path: None,
         }),
+        node: None,
     }
 }

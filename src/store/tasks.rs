@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, SeenDelivery};
+use super::{NodeRecord, Result, SeenDelivery};
 use crate::api::{
     RunState, StepRunInfo, StreamSummary, TaskEvent, TaskInfo, TaskQuery, TaskState, WorktreeState,
 };
@@ -64,6 +64,8 @@ pub struct Queued {
     pub workflow: String,
     pub held: bool,
     pub trigger: Option<String>,
+    /// The node that runs it (`None`: not started, or started before tasks named their node).
+    pub node: Option<String>,
 }
 
 /// A step run that was running when the daemon stopped.
@@ -156,8 +158,29 @@ pub trait TaskStore: Send + Sync {
     /// Marks the step runs of `task` still recorded as running as interrupted.
     fn interrupt_runs(&self, task: u64, reason: &str, now: DateTime<Utc>) -> Result<usize>;
 
-    /// Step runs recorded as running (after a crash: their process groups may still live).
-    fn running_runs(&self) -> Result<Vec<Interrupted>>;
+    /// The step runs whose process groups may still live on `node` after a crash: the runs
+    /// recorded as running of its tasks (and of tasks that name no node: those from before
+    /// tasks named their node), and the runs that another node interrupted when `node` stopped
+    /// heartbeating ([`fail_node`](Self::fail_node)) and that [`reaped`](Self::reaped) has not
+    /// cleared yet. Other nodes' runs are theirs.
+    fn running_runs(&self, node: &str) -> Result<Vec<Interrupted>>;
+
+    /// The process groups of these runs are known gone (killed by the crash recovery of their
+    /// node): they are no longer listed by [`running_runs`](Self::running_runs) unless they are
+    /// still recorded as running.
+    fn reaped(&self, runs: &[u64]) -> Result<()>;
+
+    /// Starts pending task `id` on `node`: marks it running there (with its start time and an
+    /// event) and returns `true` — unless it is no longer pending (another node started it, or
+    /// it was cancelled), which writes nothing and returns `false`.
+    fn claim(&self, id: u64, node: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// A node died: fails its running tasks with `reason` (their step runs still recorded as
+    /// running are interrupted, and kept for the node's own crash recovery to kill their
+    /// process groups when it comes back), in one transaction, if the node's row still is what
+    /// `dead` saw — the same instance, no newer heartbeat, not stopped — so that a node that
+    /// came back in the meantime keeps its tasks. Returns the failed tasks' ids (ascending).
+    fn fail_node(&self, dead: &NodeRecord, reason: &str, now: DateTime<Utc>) -> Result<Vec<u64>>;
 
     /// Tasks in `state`, oldest first.
     fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>>;

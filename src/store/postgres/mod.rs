@@ -439,6 +439,25 @@ mod conformance_tests {
     }
 
     #[test]
+    fn tasks_name_their_node() {
+        let Some(t) = fresh("tasks_name_their_node") else {
+            return;
+        };
+        conformance::tasks_name_their_node(&Tasks::new(t.db.clone()));
+    }
+
+    #[test]
+    fn a_dead_nodes_tasks_fail() {
+        let Some(t) = fresh("a_dead_nodes_tasks_fail") else {
+            return;
+        };
+        conformance::a_dead_nodes_tasks_fail(
+            &Tasks::new(t.db.clone()),
+            &Cluster::new(t.db.clone()),
+        );
+    }
+
+    #[test]
     fn delivery_replay() {
         let Some(t) = fresh("delivery_replay") else {
             return;

@@ -105,4 +105,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         task_id BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
         PRIMARY KEY (project, trigger, scheduled_at));
      CREATE INDEX cron_fires_by_task ON cron_fires (task_id);",
+    // 3: the node that runs each task, and the step runs whose process groups a dead node
+    // left behind (interrupted by another node, to be killed by the dead node when it returns).
+    "ALTER TABLE tasks ADD COLUMN node TEXT;
+     ALTER TABLE step_runs ADD COLUMN orphaned BOOLEAN NOT NULL DEFAULT FALSE;
+     CREATE INDEX tasks_by_node ON tasks (node, state);
+     CREATE INDEX step_runs_orphaned ON step_runs (task_id) WHERE orphaned;",
 ];

@@ -20,11 +20,12 @@ use crate::store::task_rows::{
     run_state, state_message, workflow_spec,
 };
 use crate::store::{
-    AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, SeenDelivery,
-    StorageInfo, Swept, TaskRecord, TaskStore,
+    AgeScan, Deleted, Interrupted, NewTask, NodeRecord, Output, Queued, Result, RunEnd,
+    SeenDelivery, StorageInfo, Swept, TaskRecord, TaskStore,
 };
 
 mod create;
+mod nodes;
 mod retention;
 #[cfg(test)]
 mod tests;
@@ -59,6 +60,7 @@ fn task_from_row(r: &Row) -> Result<StoredTask> {
         finished_at: r.try_get(13)?,
         worktree_state: r.try_get(14)?,
         worktree_path: r.try_get(15)?,
+        node: r.try_get(16)?,
     })
 }
 
@@ -303,12 +305,12 @@ impl TaskStore for Tasks {
             else {
                 return Ok(None);
             };
-            let spec: String = r.try_get(17)?;
+            let spec: String = r.try_get(18)?;
             Ok(Some(TaskRecord {
                 info: task_from_row(&r)?.decode()?,
-                workspace_root: r.try_get(16)?,
+                workspace_root: r.try_get(17)?,
                 workflow_spec: workflow_spec(id, &spec)?,
-                payload: r.try_get(18)?,
+                payload: r.try_get(19)?,
             }))
         })
     }
@@ -352,29 +354,20 @@ impl TaskStore for Tasks {
         })
     }
 
-    fn running_runs(&self) -> Result<Vec<Interrupted>> {
-        self.db.block(async {
-            let c = self.db.client().await?;
-            let rows = c
-                .query(
-                    "SELECT id, task_id, pid, pid_start FROM step_runs WHERE state = 'running'
-                     ORDER BY id",
-                    &[],
-                )
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(Interrupted {
-                        run_id: r.try_get::<_, i64>(0)? as u64,
-                        task_id: r.try_get::<_, i64>(1)? as u64,
-                        pid: r
-                            .try_get::<_, Option<i64>>(2)?
-                            .and_then(|p| i32::try_from(p).ok()),
-                        pid_start: r.try_get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                    })
-                })
-                .collect()
-        })
+    fn running_runs(&self, node: &str) -> Result<Vec<Interrupted>> {
+        nodes::running_runs(&self.db, node)
+    }
+
+    fn reaped(&self, runs: &[u64]) -> Result<()> {
+        nodes::reaped(&self.db, runs)
+    }
+
+    fn claim(&self, id: u64, node: &str, now: DateTime<Utc>) -> Result<bool> {
+        nodes::claim(&self.db, id, node, now)
+    }
+
+    fn fail_node(&self, dead: &NodeRecord, reason: &str, now: DateTime<Utc>) -> Result<Vec<u64>> {
+        nodes::fail_node(&self.db, dead, reason, now)
     }
 
     fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>> {
@@ -382,7 +375,7 @@ impl TaskStore for Tasks {
             let c = self.db.client().await?;
             let rows = c
                 .query(
-                    "SELECT id, project, workflow, held, trigger FROM tasks WHERE state = $1 ORDER BY id",
+                    "SELECT id, project, workflow, held, trigger, node FROM tasks WHERE state = $1 ORDER BY id",
                     &[&state.as_str()],
                 )
                 .await?;
@@ -394,6 +387,7 @@ impl TaskStore for Tasks {
                         workflow: r.try_get(2)?,
                         held: r.try_get(3)?,
                         trigger: r.try_get(4)?,
+                        node: r.try_get(5)?,
                     })
                 })
                 .collect()

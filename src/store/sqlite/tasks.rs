@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::commit::GroupCommit;
-use super::{Pair, immediate, parse_ts, retention, ts};
+use super::{Pair, immediate, parse_ts, retention, task_nodes as nodes, ts};
 use crate::api::{StepRunInfo, TaskEvent, TaskInfo, TaskQuery, TaskState, WorktreeState};
 use crate::domain::retention::HistoryLimited;
 use crate::store::task_rows::{
@@ -19,8 +19,8 @@ use crate::store::task_rows::{
     created_info, run_state, state_message, workflow_spec,
 };
 use crate::store::{
-    AgeScan, Deleted, Interrupted, NewTask, Output, Queued, Result, RunEnd, SeenDelivery,
-    StorageInfo, Swept, TaskRecord, TaskStore,
+    AgeScan, Deleted, Interrupted, NewTask, NodeRecord, Output, Queued, Result, RunEnd,
+    SeenDelivery, StorageInfo, Swept, TaskRecord, TaskStore,
 };
 
 /// The task tables of one SQLite database.
@@ -41,7 +41,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredTask>> {
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
     let (reason, origin, goal, cycle, step) =
         (r.get(5)?, r.get(6)?, r.get(7)?, r.get(9)?, r.get(10)?);
-    let (worktree_state, worktree_path) = (r.get(14)?, r.get(15)?);
+    let (worktree_state, worktree_path, node) = (r.get(14)?, r.get(15)?, r.get(16)?);
     Ok((|| {
         Ok(StoredTask {
             id,
@@ -60,6 +60,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredTask>> {
             finished_at: times.3.as_deref().map(parse_ts).transpose()?,
             worktree_state,
             worktree_path,
+            node,
         })
     })())
 }
@@ -273,7 +274,7 @@ impl TaskStore for Tasks {
                     "SELECT {TASK_COLUMNS}, workspace_root, workflow_spec, payload FROM tasks WHERE id = ?1"
                 ))?
                 .query_row(params![id as i64], |r| {
-                    Ok((task_from_row(r)?, r.get::<_, String>(16)?, r.get::<_, String>(17)?, r.get::<_, Option<String>>(18)?))
+                    Ok((task_from_row(r)?, r.get::<_, String>(17)?, r.get::<_, String>(18)?, r.get::<_, Option<String>>(19)?))
                 })
                 .optional()?;
             let Some((t, root, spec, payload)) = row else {
@@ -318,27 +319,26 @@ impl TaskStore for Tasks {
         })
     }
 
-    fn running_runs(&self) -> Result<Vec<Interrupted>> {
-        self.pair.write(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, task_id, pid, pid_start FROM step_runs WHERE state = 'running'",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Interrupted {
-                    run_id: r.get::<_, i64>(0)? as u64,
-                    task_id: r.get::<_, i64>(1)? as u64,
-                    pid: r.get(2)?,
-                    pid_start: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
+    fn running_runs(&self, node: &str) -> Result<Vec<Interrupted>> {
+        self.pair.write(|c| nodes::running_runs(c, node))
+    }
+
+    fn reaped(&self, runs: &[u64]) -> Result<()> {
+        self.pair.write(|c| nodes::reaped(c, runs))
+    }
+
+    fn claim(&self, id: u64, node: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.pair.write(|c| nodes::claim(c, id, node, now))
+    }
+
+    fn fail_node(&self, dead: &NodeRecord, reason: &str, now: DateTime<Utc>) -> Result<Vec<u64>> {
+        self.pair.write(|c| nodes::fail_node(c, dead, reason, now))
     }
 
     fn ids_in_state(&self, state: TaskState) -> Result<Vec<Queued>> {
         self.pair.write(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, project, workflow, held, trigger FROM tasks WHERE state = ?1 ORDER BY id",
+                "SELECT id, project, workflow, held, trigger, node FROM tasks WHERE state = ?1 ORDER BY id",
             )?;
             let rows = stmt.query_map(params![state.as_str()], |r| {
                 Ok(Queued {
@@ -347,6 +347,7 @@ impl TaskStore for Tasks {
                     workflow: r.get(2)?,
                     held: r.get(3)?,
                     trigger: r.get(4)?,
+                    node: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

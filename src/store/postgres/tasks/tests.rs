@@ -1,7 +1,8 @@
 //! What only the PostgreSQL task store must show, on a fresh database each: two nodes (two
-//! pools) creating tasks for one delivery id at once make one task, expired delivery ids are
-//! pruned as tasks are created, and text PostgreSQL cannot hold is stored all the same. The
-//! cases both backends share are `store::task_cases`.
+//! pools) creating tasks for one delivery id at once make one task, many claims of one pending
+//! task at once start it on one node, expired delivery ids are pruned as tasks are created, and
+//! text PostgreSQL cannot hold is stored all the same. The cases both backends share are
+//! `store::task_cases`.
 
 use std::sync::{Arc, Barrier};
 
@@ -166,4 +167,50 @@ fn a_nul_in_an_agents_output_is_stored_as_a_replacement_character() {
         tasks.outputs(id).expect("outputs")[0].stdout,
         "out\u{FFFD}put"
     );
+}
+
+#[test]
+fn a_pending_task_claimed_by_many_nodes_at_once_starts_on_one() {
+    let Some(t) = fresh("a_pending_task_claimed_at_once") else {
+        return;
+    };
+    let other = Arc::new(Db::connect(&t.url).expect("a second node's pool"));
+    let nodes = [Tasks::new(t.db.clone()), Tasks::new(other)];
+    const CLAIMERS: usize = 8;
+    for round in 0..5 {
+        let id = nodes[0]
+            .create(&new_task("w", &round.to_string()), at(0))
+            .expect("created")
+            .id;
+        let start = Barrier::new(CLAIMERS);
+        let won: Vec<String> = std::thread::scope(|s| {
+            let claimers: Vec<_> = (0..CLAIMERS)
+                .map(|n| {
+                    let (store, start) = (&nodes[n % 2], &start);
+                    s.spawn(move || {
+                        start.wait();
+                        let node = format!("n{n}");
+                        store
+                            .claim(id, &node, at(1))
+                            .expect("claim")
+                            .then_some(node)
+                    })
+                })
+                .collect();
+            claimers
+                .into_iter()
+                .filter_map(|c| c.join().expect("claimer"))
+                .collect()
+        });
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        let task = nodes[1].get(id).expect("get").expect("task");
+        assert_eq!(task.node.as_deref(), Some(won[0].as_str()));
+        let running = nodes[1]
+            .events(id)
+            .expect("events")
+            .iter()
+            .filter(|e| e.message == "running")
+            .count();
+        assert_eq!(running, 1, "round {round}");
+    }
 }
