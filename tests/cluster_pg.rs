@@ -245,3 +245,66 @@ fn each_cron_instant_fires_at_most_once_while_leaders_are_killed_and_stopped() {
     );
     drop(nodes);
 }
+
+#[test]
+fn three_hundred_deliveries_over_three_nodes_make_three_hundred_tasks_each_run_once() {
+    let Some(db) = database("three_hundred_deliveries_over_three_nodes") else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = key_file(&keys);
+    let nodes: Vec<TestDaemon> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node(&db, &key, id))
+        .collect();
+    nodes[0].apply(&manifests(&nodes[0]).replace(
+        "spec:\n  steps: [{id: s, command: \"echo on-postgres\"}]",
+        "spec:\n  max_parallel: 1000\n  steps: [{id: s, command: \"echo on-postgres\"}]",
+    ));
+    let body = r#"{"event": "push"}"#;
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let d = &nodes[i % 3];
+        let (status, v) = status_of(&post(
+            d.webhook.expect("webhook address"),
+            "/webhook/gh",
+            &signed(Scheme::Github, STORE_OLD, body, &format!("spread-{i}")),
+            body.as_bytes(),
+        ));
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (202, Some("accepted")),
+            "{i}: {v}"
+        );
+        assert!(
+            ids.insert(v["task"].as_u64().expect("task")),
+            "{i}: a task id twice"
+        );
+    }
+    let list = |d: &TestDaemon| {
+        d.cli(&["task", "list", "--limit", "1000", "-o", "json"])
+            .json()["tasks"]
+            .as_array()
+            .expect("tasks")
+            .clone()
+    };
+    let tasks = eventually(Duration::from_secs(180), "300 tasks to finish", || {
+        let tasks = list(&nodes[1]);
+        (tasks.len() == 300 && tasks.iter().all(|t| t["state"] == "succeeded")).then_some(tasks)
+    });
+    let listed: std::collections::BTreeSet<u64> =
+        tasks.iter().filter_map(|t| t["id"].as_u64()).collect();
+    assert_eq!(listed, ids);
+    let ran_on: std::collections::BTreeSet<&str> =
+        tasks.iter().filter_map(|t| t["node"].as_str()).collect();
+    assert!(ran_on.len() > 1, "every task ran on one node: {ran_on:?}");
+    // Each ran exactly once: one step run, its first attempt.
+    for id in &ids {
+        let t = nodes[2].task(*id);
+        let steps = t["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 1, "task {id}: {t}");
+        assert_eq!(steps[0]["attempt"], 1, "task {id}: {t}");
+        assert_eq!(steps[0]["state"], "succeeded", "task {id}: {t}");
+    }
+    drop(nodes);
+}
