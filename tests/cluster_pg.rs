@@ -308,3 +308,48 @@ fn three_hundred_deliveries_over_three_nodes_make_three_hundred_tasks_each_run_o
     }
     drop(nodes);
 }
+
+#[test]
+fn a_node_with_another_key_file_refuses_to_start_and_names_both_fingerprints() {
+    let Some(db) = database("a_node_with_another_key_file_refuses_to_start") else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = key_file(&keys);
+    let a = node(&db, &key, "a");
+    a.apply(&manifests(&a));
+    let other = keys.path().join("other.key");
+    std::fs::write(&other, [9u8; 32]).expect("key");
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let dir = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(crate::common::DAEMON)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--webhook-bind",
+            "none",
+            "--admin-bind",
+            "none",
+            "--node-id",
+            "b",
+        ])
+        .args(["--store", &db.url, "--secret-key-file"])
+        .arg(&other)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not the key this database was sealed with")
+            && err.contains("other.key")
+            && err.contains("start every node with the same --secret-key-file"),
+        "{err}"
+    );
+    assert_eq!(err.matches("fingerprint ").count(), 2, "{err}");
+    // Neither key's bytes, nor a stored value, appear.
+    assert!(!err.contains(STORE_OLD), "{err}");
+    // The first node is untouched: it still serves.
+    assert_eq!(cluster(&a)["nodes"].as_array().map(Vec::len), Some(1));
+    drop(a);
+}
