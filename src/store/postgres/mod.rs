@@ -199,6 +199,9 @@ impl Db {
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
+        // `CREATE TABLE IF NOT EXISTS` of a table that exists is a NOTICE on every start.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             .await?;
         let version: i64 = match tx
