@@ -220,8 +220,14 @@ pub(crate) fn rotation_claims(r: &dyn RotationStore, c: &dyn ClusterStore) {
     assert!(!r.claim(id, "b", at(1_000)).expect("claim"), "a lives");
     assert!(c.heartbeat(&a, at(5_000)).expect("beat"));
     assert!(c.heartbeat(&b, at(14_000)).expect("beat"));
-    assert!(!r.claim(id, "b", at(14_999)).expect("claim"), "a's heartbeat is young");
-    assert!(r.claim(id, "b", at(15_000)).expect("claim"), "a's heartbeat expired");
+    assert!(
+        !r.claim(id, "b", at(14_999)).expect("claim"),
+        "a's heartbeat is young"
+    );
+    assert!(
+        r.claim(id, "b", at(15_000)).expect("claim"),
+        "a's heartbeat expired"
+    );
     // b holds it now: a, come back, is refused while b lives.
     assert!(c.heartbeat(&a, at(15_000)).expect("beat"));
     assert!(!r.claim(id, "a", at(15_000)).expect("claim"), "b lives");
@@ -231,10 +237,21 @@ pub(crate) fn rotation_claims(r: &dyn RotationStore, c: &dyn ClusterStore) {
     assert!(r.claim(id, "a", at(16_000)).expect("claim"), "b stopped");
     // A holder without a nodes row (forgotten) holds nothing.
     let other = r.create(&new("gone")).expect("create");
-    assert!(r.claim(other, "b", at(16_000)).expect("claim"), "no such node");
+    assert!(
+        r.claim(other, "b", at(16_000)).expect("claim"),
+        "no such node"
+    );
     // An ended rotation is nobody's to claim, nor one that does not exist.
-    r.update(id, RotationStage::Done, &RotationUpdate::default(), at(17_000))
-        .expect("update");
+    r.update(
+        id,
+        RotationStage::Done,
+        &RotationUpdate::default(),
+        at(17_000),
+    )
+    .expect("update");
     assert!(!r.claim(id, "a", at(17_000)).expect("claim"), "it ended");
-    assert!(!r.claim(id + 1_000, "a", at(17_000)).expect("claim"), "none");
+    assert!(
+        !r.claim(id + 1_000, "a", at(17_000)).expect("claim"),
+        "none"
+    );
 }

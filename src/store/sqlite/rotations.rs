@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Conn, Durability, immediate, parse_ts, ts};
-use crate::store::cluster::expired;
 use crate::api::{RotationRecord, RotationStage};
 use crate::domain::rotation::RotationUpdate;
+use crate::store::cluster::expired;
 use crate::store::{FinishedRefresh, NewRotation, REFRESHES_KEPT, Result, RotationStore};
 
 const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
