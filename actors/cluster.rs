@@ -15,6 +15,10 @@
 //! recovery). The dead node's queue was in its memory: the leader's task supervisor then takes
 //! up the pending tasks that no node has started.
 //!
+//! Every node runs, every [`ClusterArgs::resume`]'s period, a pass the daemon gives it: the one
+//! that takes up the staged rotations of nodes that died (`rotation::resume_all`, which claims
+//! each rotation's row before it drives it).
+//!
 //! On SQLite there is one node (the data dir's lock), and it always leads.
 
 use std::collections::HashSet;
@@ -155,7 +159,13 @@ pub struct ClusterArgs {
     /// Where the leader fails the running tasks of dead nodes.
     pub tasks: Arc<dyn TaskStore>,
     pub clock: Clock,
+    /// A pass run every so often while this node holds its id (it spawns its own work): the
+    /// daemon's resumes the staged rotations of nodes that died.
+    pub resume: Option<(Duration, Pass)>,
 }
+
+/// A periodic pass of [`ClusterArgs::resume`].
+pub type Pass = Arc<dyn Fn() + Send + Sync>;
 
 pub enum ClusterMsg {
     /// The heartbeat and lease renewal, once a second.
@@ -263,6 +273,14 @@ impl ClusterState {
             }
         }
         self.beats += 1;
+        if let Some((every, pass)) = &self.args.resume
+            && !self.displaced
+        {
+            let beats = (every.as_millis() / self.args.interval.as_millis().max(1)).max(1);
+            if u128::from(self.beats) % beats == 0 {
+                pass();
+            }
+        }
         if self.beats % FORGET_EVERY == 1
             && let Ok(age) = chrono::Duration::from_std(FORGET_AFTER)
             && let Err(e) = store.forget(now - age)

@@ -454,8 +454,17 @@ pub async fn run(
         snapshots.clone(),
         socket_path.clone(),
         actors.clone(),
+        &beat.node,
     )
     .context("cannot prepare secret rotation")?;
+    // The ClusterActor's periodic pass: the staged rotations of nodes that died go on here.
+    let resume: crate::actors::cluster::Pass = {
+        let rotations = rotations.clone();
+        Arc::new(move || {
+            let rotations = rotations.clone();
+            tokio::spawn(async move { crate::rotation::resume_all(&rotations).await });
+        })
+    };
     let token_args = TokenRefreshArgs {
         snapshots: snapshots.clone(),
         refresher: Arc::new(crate::rotation::tokens::Tokens::new(rotations.clone())),
@@ -494,6 +503,7 @@ pub async fn run(
                 running.clone(),
                 stores.tasks.clone(),
             );
+            let resume = resume.clone();
             start_fn(&actors, cluster::NAME.to_owned(), move || {
                 (
                     ClusterActor,
@@ -506,6 +516,7 @@ pub async fn run(
                         running: running.clone(),
                         tasks: tasks.clone(),
                         clock: Clock::System,
+                        resume: Some((crate::rotation::RESUME_EVERY, resume.clone())),
                     },
                 )
             })
@@ -626,7 +637,8 @@ pub async fn run(
         let _ = control_stopped.await;
     }));
 
-    // Rotations a previous run left unfinished go on now.
+    // Rotations a previous run left unfinished (or nodes that died) go on now; the
+    // ClusterActor's pass takes up those of nodes that die later.
     {
         let rotations = rotations.clone();
         tokio::spawn(async move { crate::rotation::resume_all(&rotations).await });

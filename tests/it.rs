@@ -17,6 +17,7 @@ mod integrations;
 mod merge;
 mod metrics;
 mod pg_nodes;
+mod pg_rotation;
 mod postgres;
 mod proof;
 mod props;

@@ -14,15 +14,15 @@ use orchestrator::domain::signature::{Scheme, sign};
 
 use crate::common::{FilePlatform, TestDaemon, eventually, manifests_dir, post};
 
-const OLD: &str = "old-github-webhook-secret-0123456789";
+pub(crate) const OLD: &str = "old-github-webhook-secret-0123456789";
 const TOKEN: &str = "ghp_faketoken_abcdefghijklmnopqrstuvwxyz";
 
 /// The fake GitHub API.
-struct FakeGithub {
+pub(crate) struct FakeGithub {
     addr: SocketAddr,
     state: Arc<Mutex<Hook>>,
     fail_set: Arc<AtomicBool>,
-    drop_pings: Arc<AtomicBool>,
+    pub(crate) drop_pings: Arc<AtomicBool>,
     pings: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
@@ -34,7 +34,7 @@ struct Hook {
 }
 
 impl FakeGithub {
-    fn start() -> FakeGithub {
+    pub(crate) fn start() -> FakeGithub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake github");
         listener.set_nonblocking(true).expect("nonblocking");
         let fake = FakeGithub {
@@ -76,11 +76,11 @@ impl FakeGithub {
         fake
     }
 
-    fn secret(&self) -> String {
+    pub(crate) fn secret(&self) -> String {
         self.state.lock().expect("lock").secret.clone()
     }
 
-    fn deliver_to(&self, addr: SocketAddr, path: &str) {
+    pub(crate) fn deliver_to(&self, addr: SocketAddr, path: &str) {
         self.state.lock().expect("lock").deliver_to = Some((addr, path.to_owned()));
     }
 }
@@ -181,7 +181,7 @@ fn serve(
 }
 
 /// The bundle applied, with its stores pointed at the fake and a zero grace period.
-fn setup(d: &TestDaemon, fake: &FakeGithub, test_timeout: u64) {
+pub(crate) fn setup(d: &TestDaemon, fake: &FakeGithub, test_timeout: u64) {
     let bundle = manifests_dir().join("secret-rotation");
     d.cli(&["apply", "-f", bundle.to_str().expect("path")]).ok();
     d.apply(&format!(
@@ -208,7 +208,7 @@ spec: {{data: {{token: "{TOKEN}"}}}}
 }
 
 /// A delivery to the bundle's GitHub trigger, signed with `secret`; answers the status.
-fn deliver(d: &TestDaemon, secret: &str, n: u64) -> u16 {
+pub(crate) fn deliver(d: &TestDaemon, secret: &str, n: u64) -> u16 {
     let body = format!(r#"{{"ref": "refs/heads/main", "n": {n}}}"#);
     let h = sign(
         Scheme::Github,

@@ -473,7 +473,9 @@ fn manual_fires_payloads_and_history_limits() {
     let file = ws.join(format!("payload-{id}"));
     // The shell creates the file before printf writes it: wait for the content.
     let got = eventually(Duration::from_secs(20), "the manual task", || {
-        std::fs::read_to_string(&file).ok().filter(|s| !s.is_empty())
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| !s.is_empty())
     });
     assert_eq!(got, r#"{"ref": "main"}"#);
     let run = d.cli(&["trigger", "fire", "manual", "--payload", "{oops"]);

@@ -23,6 +23,7 @@ mod manual;
 mod oauth2;
 mod platform;
 mod progress;
+mod resume;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 pub use command::CommandError;
 pub use github::GithubError;
+pub use resume::{RESUME_EVERY, resume_all};
 
 use crate::actors::runtime::{CallError, Registry};
 use crate::actors::secret_store::{self, SecretStoreError, SecretStoreMsg};
@@ -89,6 +91,10 @@ pub enum RotationError {
         "secretstore/{store} is already being rotated; wait for it (orchestrator describe secretstore {store})"
     )]
     AlreadyRunning { store: String },
+    #[error(
+        "rotation {id} was taken over by another node while this one was stopped or could not heartbeat; it goes on there"
+    )]
+    TakenOver { id: u64 },
     #[error(
         "secretstore/{store} is rotated by hand (provider manual): give the new value on stdin: orchestrator secret rotate {store} --value-from-stdin"
     )]
@@ -192,16 +198,20 @@ pub struct RotationContext {
     running: Arc<Mutex<HashMap<(String, String), Waiters>>>,
     /// The daemon's actors: where the SecretStoreActor that commits each stage is found.
     actors: Registry,
+    /// This daemon's node id: the claim it holds on the rotations it runs.
+    node: Arc<str>,
 }
 
 impl RotationContext {
-    /// Rotations recorded in `records`, whose test stage watches `verifications`.
+    /// Rotations recorded in `records`, whose test stage watches `verifications`, run by
+    /// node `node`.
     pub fn new(
         records: Arc<dyn RotationStore>,
         verifications: Arc<dyn VerificationStore>,
         snapshots: watch::Receiver<Arc<Snapshot>>,
         socket: PathBuf,
         actors: Registry,
+        node: &str,
     ) -> Result<RotationContext, reqwest::Error> {
         let http = http_client()
             .timeout(Duration::from_secs(30))
@@ -215,6 +225,7 @@ impl RotationContext {
             socket,
             running: Arc::new(Mutex::new(HashMap::new())),
             actors,
+            node: node.into(),
         })
     }
 
@@ -418,6 +429,7 @@ pub fn start(
         provider: provider.name(),
         old_fingerprint: fingerprint(old.expose()),
         started_at: now(),
+        node: &ctx.node,
     });
     let id = match created {
         Ok(id) => id,
@@ -433,30 +445,6 @@ pub fn start(
         progress: listener,
         done: rx,
     })
-}
-
-/// Resumes the rotations a stopped daemon left unfinished.
-pub async fn resume_all(ctx: &RotationContext) {
-    let open = match ctx.records.unfinished() {
-        Ok(r) => r,
-        Err(e) => {
-            let e = RotationError::from(e);
-            tracing::error!(error = %e, "cannot read unfinished rotations");
-            return;
-        }
-    };
-    for r in open {
-        tracing::warn!(rotation = r.id, store = %r.store, stage = r.stage.as_str(), "resuming an interrupted rotation");
-        ctx.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((r.project.clone(), r.store.clone()))
-            .or_default();
-        // Nobody listens to a resumed rotation's progress (it is logged); a manual one's value
-        // was never stored anywhere but in the store itself.
-        let (progress, _) = broadcast::channel(progress::BACKLOG);
-        tokio::spawn(drive(ctx.clone(), r.id, progress, None));
-    }
 }
 
 /// Runs a rotation from its recorded stage to its end (`given`: the operator's new value, for
@@ -719,7 +707,12 @@ impl Run<'_> {
 
     /// Writes `record` and applies it to `state`. The write of a failed record may fail without
     /// an error: the rotation's outcome (its reason) matters more than the store's.
+    /// A node that lost the rotation's claim (another node took it over after this one's
+    /// heartbeat expired) writes nothing more and stops driving it.
     fn write(&self, state: &mut Rotation, record: &Record) -> Result<(), RotationError> {
+        if let Ok(false) = self.ctx.records.claim(self.id, &self.ctx.node, now()) {
+            return Err(RotationError::TakenOver { id: self.id });
+        }
         let written = self
             .ctx
             .records

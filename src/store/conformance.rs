@@ -14,7 +14,7 @@ use crate::domain::trigger_plan::{EventKind, TriggerEvent, TriggerState};
 
 mod cluster;
 mod task_nodes;
-pub(crate) use cluster::{cron_fires_are_fenced_and_once, lease, membership};
+pub(crate) use cluster::{cron_fires_are_fenced_and_once, lease, membership, rotation_claims};
 pub(crate) use task_nodes::{a_dead_nodes_tasks_fail, tasks_name_their_node};
 
 /// A whole millisecond (both backends keep at least that much of an instant).
@@ -246,6 +246,7 @@ pub(crate) fn rotations(r: &dyn RotationStore) {
             provider: "script",
             old_fingerprint: "fp-old".into(),
             started_at: at(0),
+            node: "a",
         })
         .expect("create");
     assert_eq!(r.platform_set(id).expect("read"), Some(false));

@@ -18,6 +18,8 @@ pub struct NewRotation<'a> {
     pub provider: &'a str,
     pub old_fingerprint: String,
     pub started_at: DateTime<Utc>,
+    /// The node that runs it (it holds the rotation's claim from the start).
+    pub node: &'a str,
 }
 
 /// A token refresh that ended (providers `oauth2`, `github-app`): recorded in one write, done or
@@ -47,7 +49,7 @@ pub trait RotationStore: Send + Sync {
     /// newest [`REFRESHES_KEPT`]; returns the new record's id.
     fn record_refresh(&self, r: &FinishedRefresh<'_>) -> Result<u64>;
 
-    /// Records a new rotation in stage `create`; returns its id.
+    /// Records a new rotation in stage `create`, claimed by `r.node`; returns its id.
     fn create(&self, r: &NewRotation<'_>) -> Result<u64>;
 
     /// One rotation (an error if there is none with `id`).
@@ -67,6 +69,12 @@ pub trait RotationStore: Send + Sync {
         set: &RotationUpdate,
         now: DateTime<Utc>,
     ) -> Result<()>;
+
+    /// Claims unfinished rotation `id` for `node` (the rotation's row is its lock): granted when
+    /// no node holds it, `node` holds it already, or its holder is dead at `now` — its nodes row
+    /// stopped, its heartbeat older than its TTL, or gone. `false`: another live node runs it, or
+    /// it has ended (or does not exist). Atomic: of two nodes claiming at once, one wins.
+    fn claim(&self, id: u64, node: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// Whether the platform may hold rotation `id`'s new value; `None` if there is no such
     /// rotation.

@@ -582,7 +582,7 @@ impl ControlError {
                     | R::ValueNotWanted { .. }
                     | R::BadValue { .. }
                     | R::SameValue { .. } => 400,
-                    R::AlreadyRunning { .. } | R::StagingTaken { .. } => 409,
+                    R::AlreadyRunning { .. } | R::StagingTaken { .. } | R::TakenOver { .. } => 409,
                     R::Record(_) | R::Random | R::NoOutcome => 500,
                 }
             }

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use super::at;
+use crate::api::RotationStage;
+use crate::domain::rotation::RotationUpdate;
 use crate::store::cluster::{Beat, ClusterStore, Fence, Joined, LEADER};
+use crate::store::{NewRotation, RotationStore};
 
 fn beat(node: &str, instance: &str, host: &str) -> Beat {
     Beat {
@@ -194,4 +197,61 @@ pub(crate) fn cron_fires_are_fenced_and_once(
     tasks
         .create(&fire(b, 120_000), later)
         .expect("the new leader fires");
+}
+
+/// A staged rotation's row is its lock: the node that started it holds it, another node is
+/// refused while the holder lives and granted it once the holder's heartbeat expired (or it
+/// stopped); an unowned rotation goes to whoever claims it; an ended one to nobody.
+pub(crate) fn rotation_claims(r: &dyn RotationStore, c: &dyn ClusterStore) {
+    let (a, b) = (beat("a", "ia", "ha"), beat("b", "ib", "hb"));
+    assert_eq!(c.join(&a, at(0)).expect("join"), Joined::Joined);
+    assert_eq!(c.join(&b, at(0)).expect("join"), Joined::Joined);
+    let new = |node| NewRotation {
+        project: "default",
+        store: "hooks",
+        key: "github",
+        provider: "script",
+        old_fingerprint: "fp-old".into(),
+        started_at: at(0),
+        node,
+    };
+    let id = r.create(&new("a")).expect("create");
+    assert!(r.claim(id, "a", at(1_000)).expect("claim"), "its own");
+    assert!(!r.claim(id, "b", at(1_000)).expect("claim"), "a lives");
+    assert!(c.heartbeat(&a, at(5_000)).expect("beat"));
+    assert!(c.heartbeat(&b, at(14_000)).expect("beat"));
+    assert!(
+        !r.claim(id, "b", at(14_999)).expect("claim"),
+        "a's heartbeat is young"
+    );
+    assert!(
+        r.claim(id, "b", at(15_000)).expect("claim"),
+        "a's heartbeat expired"
+    );
+    // b holds it now: a, come back, is refused while b lives.
+    assert!(c.heartbeat(&a, at(15_000)).expect("beat"));
+    assert!(!r.claim(id, "a", at(15_000)).expect("claim"), "b lives");
+    assert!(r.claim(id, "b", at(15_000)).expect("claim"), "b holds it");
+    // A holder that stopped cleanly gives it up at once.
+    c.leave("b", "ib", at(16_000)).expect("leave");
+    assert!(r.claim(id, "a", at(16_000)).expect("claim"), "b stopped");
+    // A holder without a nodes row (forgotten) holds nothing.
+    let other = r.create(&new("gone")).expect("create");
+    assert!(
+        r.claim(other, "b", at(16_000)).expect("claim"),
+        "no such node"
+    );
+    // An ended rotation is nobody's to claim, nor one that does not exist.
+    r.update(
+        id,
+        RotationStage::Done,
+        &RotationUpdate::default(),
+        at(17_000),
+    )
+    .expect("update");
+    assert!(!r.claim(id, "a", at(17_000)).expect("claim"), "it ended");
+    assert!(
+        !r.claim(id + 1_000, "a", at(17_000)).expect("claim"),
+        "none"
+    );
 }

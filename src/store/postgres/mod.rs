@@ -350,6 +350,14 @@ mod conformance_tests {
     }
 
     #[test]
+    fn rotation_claims() {
+        let Some(t) = fresh("rotation_claims") else {
+            return;
+        };
+        conformance::rotation_claims(&Rotations::new(t.db.clone()), &Cluster::new(t.db.clone()));
+    }
+
+    #[test]
     fn delivery_log() {
         let Some(t) = fresh("delivery_log") else {
             return;

@@ -97,8 +97,8 @@ impl RotationStore for Rotations {
             let row = c
                 .query_one(
                     "INSERT INTO rotations (project, store, key, provider, stage, old_fingerprint,
-                       started_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 'create', $5, $6, $6) RETURNING id",
+                       started_at, updated_at, node)
+                     VALUES ($1, $2, $3, $4, 'create', $5, $6, $6, $7) RETURNING id",
                     &[
                         &r.project,
                         &r.store,
@@ -106,6 +106,7 @@ impl RotationStore for Rotations {
                         &r.provider,
                         &r.old_fingerprint,
                         &r.started_at,
+                        &r.node,
                     ],
                 )
                 .await?;
@@ -177,6 +178,25 @@ impl RotationStore for Rotations {
             )
             .await?;
             Ok(())
+        })
+    }
+
+    fn claim(&self, id: u64, node: &str, now: DateTime<Utc>) -> Result<bool> {
+        // One statement: PostgreSQL re-checks the condition on the row's newest version when a
+        // concurrent claim updated it first, so of two claimers one wins.
+        self.db.block(async {
+            let c = self.db.client().await?;
+            let n = c
+                .execute(
+                    "UPDATE rotations r SET node = $2
+                     WHERE r.id = $1 AND r.stage NOT IN ('done', 'failed')
+                       AND (r.node IS NULL OR r.node = $2 OR NOT EXISTS (
+                         SELECT 1 FROM nodes n WHERE n.id = r.node AND n.stopped_at IS NULL
+                           AND n.heartbeat_at + n.ttl_ms * INTERVAL '1 millisecond' > $3))",
+                    &[&(id as i64), &node, &now],
+                )
+                .await?;
+            Ok(n == 1)
         })
     }
 

@@ -111,4 +111,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE step_runs ADD COLUMN orphaned BOOLEAN NOT NULL DEFAULT FALSE;
      CREATE INDEX tasks_by_node ON tasks (node, state);
      CREATE INDEX step_runs_orphaned ON step_runs (task_id) WHERE orphaned;",
+    // 4: the node that runs each staged rotation: the row is the rotation's lock.
+    "ALTER TABLE rotations ADD COLUMN node TEXT;",
 ];

@@ -197,6 +197,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE step_runs ADD COLUMN orphaned INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX tasks_by_node ON tasks (node, state);
      CREATE INDEX step_runs_orphaned ON step_runs (task_id) WHERE orphaned;",
+    // 13: the node that runs each staged rotation (its claim; PostgreSQL's migration 4).
+    "ALTER TABLE rotations ADD COLUMN node TEXT;",
 ];
 
 /// Formats a time the way the store writes it (RFC 3339, milliseconds, `Z`).
@@ -349,6 +351,12 @@ mod conformance_tests {
     fn rotations() {
         let (_dir, s) = stores();
         conformance::rotations(&*s.rotations);
+    }
+
+    #[test]
+    fn rotation_claims() {
+        let (_dir, s) = stores();
+        conformance::rotation_claims(&*s.rotations, &*s.cluster);
     }
 
     #[test]

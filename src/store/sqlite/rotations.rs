@@ -2,13 +2,15 @@
 //! connection (`synchronous=FULL`: a stage is durable before the next begins).
 
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Conn, Durability, parse_ts, ts};
+use super::{Conn, Durability, immediate, parse_ts, ts};
 use crate::api::{RotationRecord, RotationStage};
 use crate::domain::rotation::RotationUpdate;
+use crate::store::cluster::expired;
 use crate::store::{FinishedRefresh, NewRotation, REFRESHES_KEPT, Result, RotationStore};
 
 const COLUMNS: &str = "id, project, store, key, provider, stage, reason, old_fingerprint, new_fingerprint, started_at, set_at, verified_at, finished_at";
@@ -87,9 +89,9 @@ impl RotationStore for Rotations {
     fn create(&self, r: &NewRotation<'_>) -> Result<u64> {
         self.conn.run(|c| {
             c.execute(
-                "INSERT INTO rotations (project, store, key, provider, stage, old_fingerprint, started_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'create', ?5, ?6, ?6)",
-                params![r.project, r.store, r.key, r.provider, r.old_fingerprint, ts(r.started_at)],
+                "INSERT INTO rotations (project, store, key, provider, stage, old_fingerprint, started_at, updated_at, node)
+                 VALUES (?1, ?2, ?3, ?4, 'create', ?5, ?6, ?6, ?7)",
+                params![r.project, r.store, r.key, r.provider, r.old_fingerprint, ts(r.started_at), r.node],
             )?;
             Ok(c.last_insert_rowid() as u64)
         })
@@ -154,6 +156,49 @@ impl RotationStore for Rotations {
                 set.finished_at.map(ts),
             ])?;
             Ok(())
+        })
+    }
+
+    fn claim(&self, id: u64, node: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.conn.run(|c| {
+            let tx = immediate(c)?;
+            let holder: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT node FROM rotations WHERE id = ?1 AND stage NOT IN ('done', 'failed')",
+                    params![id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let free = match holder {
+                None => return Ok(false),
+                Some(None) => true,
+                Some(Some(h)) if h == node => true,
+                Some(Some(h)) => {
+                    let row: Option<(String, i64, Option<String>)> = tx
+                        .query_row(
+                            "SELECT heartbeat_at, ttl_ms, stopped_at FROM nodes WHERE id = ?1",
+                            [&h],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .optional()?;
+                    match row {
+                        None => true,
+                        Some((_, _, Some(_))) => true,
+                        Some((beat, ttl, None)) => {
+                            let ttl = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
+                            expired(parse_ts(&beat)?, ttl, now)
+                        }
+                    }
+                }
+            };
+            if free {
+                tx.execute(
+                    "UPDATE rotations SET node = ?2 WHERE id = ?1",
+                    params![id as i64, node],
+                )?;
+            }
+            tx.commit()?;
+            Ok(free)
         })
     }
 
