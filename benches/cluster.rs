@@ -4,7 +4,9 @@
 //! - apply latency with three nodes: `orchestrator apply` of a changed SecretStore, until it
 //!   returns (every live node serves the revision);
 //! - leader failover: `kill -9` of the leader of an every-second trigger, to the first task of
-//!   an instant after the kill (fired by the new leader).
+//!   an instant after the kill (fired by the new leader);
+//! - create-to-exec with three nodes: `task create` on one node, from the task's creation to its
+//!   step's start (the claim that starts it on one node included), as the store records both.
 //!
 //! Needs the PostgreSQL server of `ORCHESTRATOR_TEST_POSTGRES` (default the local one); each
 //! scenario runs on a database of its own, dropped after. Run: `cargo bench --bench cluster`.
@@ -196,6 +198,46 @@ fn main() {
             "apply, 3 nodes: median {:.1} ms, max {:.1} ms (20 applies, CLI start included)",
             median_ms(times.clone()),
             times.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        );
+    }
+
+    // Create-to-exec with three nodes.
+    {
+        let db = Db::new("exec");
+        let n = nodes(&db, &key, 3);
+        n[0].apply(&hook_manifests(&n[0], SECRET));
+        let mut gaps = Vec::new();
+        for _ in 0..20 {
+            let created: serde_json::Value = serde_json::from_str(&n[0].cli(&[
+                "task",
+                "create",
+                "--workflow",
+                "quick",
+                "--wait",
+                "-o",
+                "json",
+            ]))
+            .expect("json");
+            let id = created["id"]
+                .as_u64()
+                .or_else(|| created["task"]["id"].as_u64())
+                .expect("id");
+            let shown: serde_json::Value =
+                serde_json::from_str(&n[1].cli(&["task", "show", &id.to_string(), "-o", "json"]))
+                    .expect("json");
+            let at = |v: &serde_json::Value| {
+                v.as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .expect("a time")
+            };
+            let gap = at(&shown["steps"][0]["startedAt"]) - at(&shown["task"]["createdAt"]);
+            gaps.push(gap.to_std().unwrap_or_default());
+        }
+        eprintln!(
+            "create-to-exec, 3 nodes: median {:.1} ms, max {:.1} ms (20 tasks, store times in ms)",
+            median_ms(gaps.clone()),
+            gaps.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1e3)
         );
     }
 
