@@ -10,24 +10,10 @@ use chrono::{DateTime, Utc};
 use orchestrator::domain::signature::Scheme;
 
 use crate::common::{TestDaemon, eventually, post, signal};
-use crate::postgres::{Database, database, key_file, manifests};
+use crate::postgres::{database, key_file, manifests, node};
 use crate::webhooks::{STORE_OLD, signed, status_of};
 
 const STORE_NEW: &str = "new-signing-secret-value-222";
-
-/// Node `id` on `db`, with the shared key and a 3 s TTL.
-fn node(db: &Database, key: &std::path::Path, id: &str) -> TestDaemon {
-    TestDaemon::start_with(&[
-        "--store",
-        &db.url,
-        "--secret-key-file",
-        key.to_str().expect("utf-8 path"),
-        "--node-id",
-        id,
-        "--node-ttl",
-        "3",
-    ])
-}
 
 fn cluster(d: &TestDaemon) -> serde_json::Value {
     d.cli(&["cluster", "status", "-o", "json"]).json()

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::common::{TestDaemon, eventually};
-use crate::postgres::{database, key_file};
+use crate::postgres::{database, key_file, node};
 
 /// Whether process `pid` lives (a zombie does not count) and still runs `needle`.
 fn runs(pid: u64, needle: &str) -> bool {
@@ -31,19 +31,7 @@ fn a_killed_nodes_task_fails_on_another_node_and_its_agent_dies_when_it_returns(
     };
     let keys = tempfile::tempdir().expect("temp dir");
     let key = key_file(&keys);
-    let key = key.to_str().expect("utf-8 path");
-    let node = |id: &str| {
-        TestDaemon::start_with(&[
-            "--store",
-            &db.url,
-            "--secret-key-file",
-            key,
-            "--node-id",
-            id,
-            "--node-ttl",
-            "3",
-        ])
-    };
+    let node = |id: &str| node(&db, &key, id);
     let mut a = node("a");
     a.apply(&format!(
         "{}---\napiVersion: orchestrator.dev/v2\nkind: Workflow\nmetadata: {{name: long}}\nspec:\n  max_parallel: 1\n  steps: [{{id: wait, command: \"sleep 6471\"}}]\n",

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use orchestrator::domain::manifest::fingerprint;
 
-use crate::common::{TestDaemon, eventually};
-use crate::postgres::{database, key_file};
+use crate::common::eventually;
+use crate::postgres::{database, key_file, node};
 use crate::rotation::{FakeGithub, OLD, deliver, setup};
 
 #[test]
@@ -20,19 +20,7 @@ fn a_rotation_of_a_killed_node_goes_on_on_another_node() {
     };
     let keys = tempfile::tempdir().expect("temp dir");
     let key = key_file(&keys);
-    let key = key.to_str().expect("utf-8 path");
-    let node = |id: &str| {
-        TestDaemon::start_with(&[
-            "--store",
-            &db.url,
-            "--secret-key-file",
-            key,
-            "--node-id",
-            id,
-            "--node-ttl",
-            "3",
-        ])
-    };
+    let node = |id: &str| node(&db, &key, id);
     let mut a = node("a");
     let fake = FakeGithub::start();
     setup(&a, &fake, 120);

@@ -62,6 +62,20 @@ pub(crate) fn key_file(dir: &tempfile::TempDir) -> PathBuf {
     path
 }
 
+/// Node `id` on `db`, with the shared key and a 3 s TTL.
+pub(crate) fn node(db: &Database, key: &std::path::Path, id: &str) -> TestDaemon {
+    TestDaemon::start_with(&[
+        "--store",
+        &db.url,
+        "--secret-key-file",
+        key.to_str().expect("utf-8 path"),
+        "--node-id",
+        id,
+        "--node-ttl",
+        "3",
+    ])
+}
+
 pub(crate) fn manifests(d: &TestDaemon) -> String {
     format!(
         r#"{}
