@@ -297,6 +297,13 @@ impl TriggerActorState {
         }
     }
 
+    /// Arms the fire after `scheduled` without recording anything: this node does not lead, so
+    /// the trigger's state is the new leader's to write.
+    fn pass_over(&mut self, me: &Addr<TriggerMsg>, scheduled: DateTime<Utc>) {
+        let r = rearm(&self.config.schedule, scheduled, self.now());
+        self.arm(me, r.next);
+    }
+
     async fn fire(&mut self, me: &Addr<TriggerMsg>, scheduled: DateTime<Utc>) {
         if self.next != Some(scheduled) {
             return; // A timer of a previous configuration.
@@ -318,9 +325,7 @@ impl TriggerActorState {
         let lead = self.ctx.leadership.borrow().clone();
         let Some(lead) = lead.filter(|l| l.holds()) else {
             tracing::info!(trigger = %c.name, scheduled = %scheduled.to_rfc3339(), "not firing: this node no longer leads");
-            let r = rearm(&self.config.schedule, scheduled, self.now());
-            self.arm(me, r.next);
-            return;
+            return self.pass_over(me, scheduled);
         };
         let result = fire(
             me.registry(),
@@ -339,9 +344,7 @@ impl TriggerActorState {
             Ok(Fired::Skipped(reason)) => Outcome::Skipped(reason),
             Err(FireError::Task(TaskError::Store(StoreError::Fenced))) => {
                 tracing::warn!(trigger = %c.name, scheduled = %scheduled.to_rfc3339(), "not fired: another node took the leader lease");
-                let r = rearm(&self.config.schedule, scheduled, self.now());
-                self.arm(me, r.next);
-                return;
+                return self.pass_over(me, scheduled);
             }
             Err(FireError::Task(TaskError::Store(StoreError::AlreadyFired { task }))) => {
                 // Fired by an earlier leader, which did not get to record it.
